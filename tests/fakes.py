@@ -1,0 +1,50 @@
+"""Fakes the tests build themselves: nothing here touches the network."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+
+class _TinyFeatureModule(tf.Module):
+  """A reusable-SavedModel image feature vector: conv -> batch norm -> ReLU -> mean pool."""
+
+  def __init__(self, feature_dim, seed):
+    super().__init__()
+    rng = np.random.default_rng(seed)
+    self.kernel = tf.Variable(rng.normal(0, 0.5, (3, 3, 3, feature_dim)).astype("float32"),
+                              name="conv/kernel")
+    self.gamma = tf.Variable(tf.ones([feature_dim]), name="bn/gamma")
+    self.beta = tf.Variable(tf.zeros([feature_dim]), name="bn/beta")
+    self.moving_mean = tf.Variable(tf.zeros([feature_dim]), trainable=False,
+                                   name="bn/moving_mean")
+    self.moving_variance = tf.Variable(tf.ones([feature_dim]), trainable=False,
+                                       name="bn/moving_variance")
+
+  @tf.function
+  def __call__(self, images, training=False):
+    x = tf.nn.conv2d(images, self.kernel, strides=2, padding="SAME")
+    if training:
+      mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+      self.moving_mean.assign(0.9 * self.moving_mean + 0.1 * mean)
+      self.moving_variance.assign(0.9 * self.moving_variance + 0.1 * variance)
+    else:
+      mean, variance = self.moving_mean, self.moving_variance
+    x = tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, 1e-3)
+    return tf.reduce_mean(tf.nn.relu(x), axis=[1, 2])
+
+
+def make_tiny_savedmodel(path, *, feature_dim=8, seed=0):
+  """Writes a reusable TF2 SavedModel (the TF Hub format) to `path` and returns `path`."""
+  module = _TinyFeatureModule(feature_dim, seed)
+  spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+  for training in (False, True):
+    module.__call__.get_concrete_function(spec, training=training)
+  # The Reusable SavedModel API: __call__ plus variable lists as attributes of the root.
+  root = tf.train.Checkpoint(module=module)
+  root.__call__ = module.__call__
+  root.variables = list(module.variables)
+  root.trainable_variables = list(module.trainable_variables)
+  root.regularization_losses = []
+  tf.saved_model.save(root, os.fspath(path))
+  return os.fspath(path)

@@ -1,0 +1,261 @@
+"""The backbone zoo: the paper's 16 ImageNet networks, plus user `hub:` and `keras:` models.
+
+Every fact about a network (where it comes from, its resolution, input convention, feature
+size, the paper's ImageNet top-1) lives in its `BackboneSpec`. `build_backbone` turns a spec
+and a weights choice into a Keras 3 layer that maps preprocessed images to pooled
+penultimate features.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping, Optional
+
+import keras
+
+from tfhub_transfer import hub_layer
+
+KERAS = "keras"
+HUB = "hub"
+UNAVAILABLE = "unavailable"
+
+IMAGENET = "imagenet"
+RANDOM = "random"
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+  """One ImageNet network.
+
+  Attributes:
+    name: registry name.
+    source: `keras` (keras.applications), `hub` (TF Hub feature vector) or `unavailable`
+      (no public TF2 release; the user supplies a handle or weights).
+    image_size: native ImageNet resolution (square).
+    preprocessing: input convention, a key of `preprocessing.PREPROCESSING` or
+      `keras.applications.<module>`.
+    feature_dim: size of the pooled penultimate features (None: known once built).
+    paper_top1: ImageNet top-1 (%) of the paper's retrained network (None for user models).
+    keras_app: keras.applications constructor name (source `keras`).
+    keras_kwargs: extra constructor kwargs, as a JSON object string (hashable).
+    hub_handle: TF Hub handle or SavedModel dir (source `hub`).
+    note: provenance or availability, shown in listings and errors.
+  """
+  name: str
+  source: str
+  image_size: int
+  preprocessing: str
+  feature_dim: Optional[int]
+  paper_top1: Optional[float] = None
+  keras_app: Optional[str] = None
+  keras_kwargs: str = "{}"
+  hub_handle: Optional[str] = None
+  note: str = ""
+
+  @property
+  def kwargs(self) -> dict[str, Any]:
+    return json.loads(self.keras_kwargs)
+
+
+def _keras(name, app, size, prep, dim, top1, note="", **kwargs):
+  return BackboneSpec(name=name, source=KERAS, image_size=size, preprocessing=prep,
+                      feature_dim=dim, paper_top1=top1, keras_app=app,
+                      keras_kwargs=json.dumps(kwargs, sort_keys=True), note=note)
+
+
+def _hub(name, handle, size, dim, top1, note=""):
+  return BackboneSpec(name=name, source=HUB, image_size=size, preprocessing="unit",
+                      feature_dim=dim, paper_top1=top1, hub_handle=handle, note=note)
+
+
+_TFHUB = "https://tfhub.dev/google/imagenet/{}/feature_vector/5"
+
+# The paper's networks. ImageNet top-1 is the paper's (its Table A1 / Figure 1), which the
+# authors measured on their own retrained checkpoints; the public weights differ slightly.
+BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
+    _hub("inception_v1", _TFHUB.format("inception_v1"), 224, 1024, 73.65,
+         "TF-slim Inception v1 (GoogLeNet) on TF Hub"),
+    _hub("bn_inception", _TFHUB.format("inception_v2"), 224, 1024, 75.3,
+         "TF-slim 'Inception v2', i.e. BN-Inception, on TF Hub"),
+    _keras("inception_v3", "InceptionV3", 299, "inception", 2048, 78.63),
+    BackboneSpec(
+        name="inception_v4", source=UNAVAILABLE, image_size=299, preprocessing="unit",
+        feature_dim=1536, paper_top1=79.9,
+        note=("no public TF2 release (not in keras.applications; TF Hub has no TF2 "
+              "feature vector; TF-slim ships only a TF1 checkpoint). Export one to a "
+              "SavedModel and pass --weights=DIR, or use --model=hub:HANDLE")),
+    _keras("inception_resnet_v2", "InceptionResNetV2", 299, "inception", 1536, 80.25),
+    _keras("resnet_50", "ResNet50", 224, "caffe", 2048, 76.9, "ResNet v1, as in the paper"),
+    _keras("resnet_101", "ResNet101", 224, "caffe", 2048, 78.56, "ResNet v1"),
+    _keras("resnet_152", "ResNet152", 224, "caffe", 2048, 79.3, "ResNet v1"),
+    _keras("densenet_121", "DenseNet121", 224, "torch", 1024, 75.6),
+    _keras("densenet_169", "DenseNet169", 224, "torch", 1664, 76.75),
+    _keras("densenet_201", "DenseNet201", 224, "torch", 1920, 77.1),
+    _keras("mobilenet_v1", "MobileNet", 224, "inception", 1024, 72.4),
+    _keras("mobilenet_v2", "MobileNetV2", 224, "inception", 1280, 71.7),
+    _keras("mobilenet_v2_140", "MobileNetV2", 224, "inception", 1792, 74.7, alpha=1.4),
+    _keras("nasnet_mobile", "NASNetMobile", 224, "inception", 1056, 73.6),
+    _keras("nasnet_large", "NASNetLarge", 331, "inception", 4032, 80.77),
+]}
+
+HUB_PREFIX = "hub:"
+KERAS_PREFIX = "keras:"
+
+
+def _keras_app_module(app: str) -> str:
+  """The keras.applications submodule that defines `app` (for its preprocess_input)."""
+  for module_name in dir(keras.applications):
+    module = getattr(keras.applications, module_name)
+    if (not module_name.startswith("_") and hasattr(module, "preprocess_input")
+        and hasattr(module, app)):
+      return module_name
+  raise ValueError(f"Unknown Keras application {app!r} in --model=keras:{app}. Expected a "
+                   f"constructor of keras.applications, e.g. "
+                   f"{sorted(n for n in dir(keras.applications) if n[0].isupper())}.")
+
+
+def get_backbone_spec(model: str, *, model_kwargs: Optional[Mapping[str, Any]] = None,
+                      image_size: Optional[int] = None) -> BackboneSpec:
+  """Resolves a `--model` value to a spec.
+
+  Args:
+    model: a registry name, `hub:<handle or SavedModel dir>` or `keras:<Application>`.
+    model_kwargs: extra keras.applications constructor kwargs (overrides the spec's).
+    image_size: overrides the native resolution.
+
+  Returns:
+    The spec, with overrides applied.
+
+  Raises:
+    ValueError: the name is not in the registry and has no known prefix.
+  """
+  model_kwargs = dict(model_kwargs or {})
+  if model.startswith(HUB_PREFIX):
+    handle = model[len(HUB_PREFIX):]
+    if model_kwargs:
+      raise ValueError(f"--model_kwargs={json.dumps(model_kwargs)} only applies to keras: "
+                       f"models; a Hub module ({handle}) takes no constructor arguments.")
+    spec = _hub(model, handle, image_size or 224, None, None, "user TF Hub module")
+  elif model.startswith(KERAS_PREFIX):
+    app = model[len(KERAS_PREFIX):]
+    spec = _keras(model, app, 224, "keras.applications." + _keras_app_module(app), None,
+                  None, "user keras.applications model", **model_kwargs)
+  elif model in BACKBONES:
+    spec = BACKBONES[model]
+    if model_kwargs:
+      spec = dataclasses.replace(spec, feature_dim=None, keras_kwargs=json.dumps(
+          {**spec.kwargs, **model_kwargs}, sort_keys=True))
+  else:
+    raise ValueError(
+        f"Unknown --model={model!r}. Valid choices: {', '.join(BACKBONES)}; or "
+        f"'hub:<handle or SavedModel dir>' or 'keras:<Application>' (e.g. keras:MobileNet).")
+  if image_size:
+    spec = dataclasses.replace(spec, image_size=image_size)
+  return spec
+
+
+def default_weights(regime: str) -> str:
+  """ImageNet init for `logreg`/`finetune`, random init for `scratch`."""
+  return RANDOM if regime == "scratch" else IMAGENET
+
+
+def resolve_weights(regime: str, weights: Optional[str]) -> str:
+  """The weights a regime uses; `None` means the regime's default.
+
+  Raises:
+    ValueError: pretrained weights were asked for under `scratch`. (Random weights under
+      `logreg` or `finetune` are allowed: they are the usual control experiment.)
+  """
+  if weights is None:
+    return default_weights(regime)
+  if regime == "scratch" and weights != RANDOM:
+    raise ValueError(f"--regime=scratch trains from random init, but --weights={weights!r} "
+                     f"asks for pretrained weights. Drop --weights or use --regime=finetune.")
+  return weights
+
+
+def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0) -> keras.layers.Layer:
+  """Builds the feature extractor: preprocessed images [B, S, S, 3] -> features [B, D].
+
+  Args:
+    spec: the network.
+    weights: `imagenet`, `random`, or a path (Keras weights file, or SavedModel dir).
+    seed: seed of the random init.
+
+  Returns:
+    A Keras 3 layer (a functional model for keras.applications, a `HubModule` for Hub).
+
+  Raises:
+    ValueError: the network has no public TF2 source and no weights path was given.
+    FileNotFoundError: pretrained weights are neither cached nor downloadable.
+  """
+  is_path = weights not in (IMAGENET, RANDOM)
+  if is_path and not os.path.exists(weights):
+    raise FileNotFoundError(f"--weights={weights!r}: no such file or directory. Pass "
+                            f"'imagenet', 'random', a Keras weights file or a SavedModel dir.")
+  if is_path and os.path.isdir(weights):
+    return hub_layer.HubModule(weights, name=f"{_safe(spec.name)}_backbone", seed=seed)
+  if spec.source == UNAVAILABLE:
+    raise ValueError(f"--model={spec.name}: {spec.note}.")
+  if spec.source == HUB:
+    if is_path:
+      raise ValueError(f"--weights={weights!r} is a file, but {spec.name} is a TF Hub module: "
+                       f"pass a SavedModel directory.")
+    return hub_layer.HubModule(spec.hub_handle, random_init=weights == RANDOM, seed=seed,
+                               name=f"{_safe(spec.name)}_backbone")
+  return _build_keras_app(spec, weights=weights, seed=seed)
+
+
+def _safe(name: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _build_keras_app(spec, *, weights, seed):
+  constructor = getattr(keras.applications, spec.keras_app)
+  keras.utils.set_random_seed(seed)
+  kwargs = dict(include_top=False, pooling="avg",
+                input_shape=(spec.image_size, spec.image_size, 3), **spec.kwargs)
+  if weights == IMAGENET:
+    model = _with_offline_hint(constructor, spec, kwargs)
+  else:
+    model = constructor(weights=None, **kwargs)
+    if weights != RANDOM:
+      _load_weights_file(model, weights, spec)
+  model.name = f"{_safe(spec.name)}_backbone"
+  return model
+
+
+def _with_offline_hint(constructor, spec, kwargs):
+  try:
+    return constructor(weights=IMAGENET, **kwargs)
+  except Exception as e:  # Keras raises a bare Exception for fetch failures.
+    message = str(e)
+    if "URL fetch failure" not in message and "fetch" not in message.lower():
+      raise
+    url = message.split(" on ", 1)[-1].split(" ")[0].rstrip(":")
+    filename = url.rsplit("/", 1)[-1]
+    cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
+                         "models")
+    raise FileNotFoundError(
+        f"ImageNet weights for --model={spec.name} are not cached and could not be "
+        f"downloaded ({url}). Keras looked for {os.path.join(cache, filename)}: download "
+        f"{filename} on a machine with network and copy it there (or set KERAS_HOME), or pass "
+        f"--weights=PATH to that file.") from e
+
+
+def _load_weights_file(model, path, spec):
+  try:
+    model.load_weights(path)
+  except Exception as e:
+    raise ValueError(f"--weights={path!r} does not fit --model={spec.name} "
+                     f"({spec.keras_app}, kwargs {spec.keras_kwargs}): {e}. A no-top Keras "
+                     f"weights file for the same architecture and alpha is expected.") from e
+
+
+def describe_source(spec: BackboneSpec) -> str:
+  if spec.source == KERAS:
+    kwargs = "" if spec.keras_kwargs == "{}" else spec.keras_kwargs
+    return f"keras.applications.{spec.keras_app}{kwargs}"
+  if spec.source == HUB:
+    return spec.hub_handle
+  return "unavailable: supply --weights=DIR or hub:HANDLE"
