@@ -1,0 +1,132 @@
+"""The backbone zoo: every entry builds and yields features of its advertised size."""
+
+import csv
+import importlib.resources
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from sklearn.datasets import load_sample_images
+
+from tests import fakes
+from tfhub_transfer import backbones
+
+# Adding a backbone to the registry without adding it here fails test_registry_is_complete.
+PAPER_NETWORKS = (
+    "inception_v1", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v2",
+    "resnet_50", "resnet_101", "resnet_152", "densenet_121", "densenet_169", "densenet_201",
+    "mobilenet_v1", "mobilenet_v2", "mobilenet_v2_140", "nasnet_mobile", "nasnet_large")
+
+# The smallest input each architecture accepts, to keep the test fast on CPU.
+_SMALL_SIZE = {"inception_v3": 75, "inception_resnet_v2": 75}
+
+SHARED_WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "weights",
+                              "mobilenet_2_5_224_tf_no_top.h5")
+
+
+class RegistryTest(parameterized.TestCase):
+
+  def test_registry_is_complete(self):
+    self.assertEqual(tuple(backbones.BACKBONES), PAPER_NETWORKS)
+
+  def test_paper_top1_matches_shipped_reference(self):
+    path = importlib.resources.files("tfhub_transfer") / "reference/kornblith2019_networks.csv"
+    with path.open() as f:
+      reference = {row["network"]: float(row["imagenet_top1"]) for row in csv.DictReader(f)}
+    self.assertEqual(set(reference), set(PAPER_NETWORKS))
+    for name, spec in backbones.BACKBONES.items():
+      self.assertAlmostEqual(spec.paper_top1, reference[name], msg=name)
+
+  def test_unknown_model_lists_choices(self):
+    with self.assertRaisesRegex(ValueError, r"Unknown --model='resnet50'.*resnet_50.*hub:"):
+      backbones.get_backbone_spec("resnet50")
+
+  def test_custom_specs(self):
+    spec = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.25},
+                                       image_size=96)
+    self.assertEqual((spec.source, spec.keras_app, spec.kwargs, spec.image_size),
+                     ("keras", "MobileNet", {"alpha": 0.25}, 96))
+    self.assertEqual(spec.preprocessing, "keras.applications.mobilenet")
+    hub_spec = backbones.get_backbone_spec("hub:/some/dir")
+    self.assertEqual((hub_spec.source, hub_spec.hub_handle), ("hub", "/some/dir"))
+    with self.assertRaisesRegex(ValueError, "Unknown Keras application 'NoSuchNet'"):
+      backbones.get_backbone_spec("keras:NoSuchNet")
+
+  def test_scratch_refuses_pretrained_weights(self):
+    self.assertEqual(backbones.resolve_weights("scratch", None), "random")
+    self.assertEqual(backbones.resolve_weights("finetune", None), "imagenet")
+    with self.assertRaisesRegex(ValueError, "--regime=scratch trains from random init"):
+      backbones.resolve_weights("scratch", "imagenet")
+
+
+class BuildTest(parameterized.TestCase):
+
+  @parameterized.named_parameters((name, name) for name in PAPER_NETWORKS)
+  def test_builds_with_advertised_feature_dim(self, name):
+    spec = backbones.get_backbone_spec(name)
+    size = _SMALL_SIZE.get(name, 32)
+    spec = backbones.get_backbone_spec(name, image_size=size)
+    if spec.source == backbones.KERAS:
+      model = backbones.build_backbone(spec, weights="random")
+    else:
+      # Hub modules (and the unavailable Inception v4) load through the real SavedModel
+      # path from a fake module of the advertised width.
+      path = fakes.make_tiny_savedmodel(self.create_tempdir().full_path + "/m",
+                                        feature_dim=spec.feature_dim)
+      model = backbones.build_backbone(spec, weights=path)
+    features = model(tf.zeros((2, size, size, 3)), training=False)
+    self.assertEqual(tuple(features.shape), (2, spec.feature_dim))
+    keras.backend.clear_session()
+
+  def test_unavailable_network_says_how_to_supply_it(self):
+    with self.assertRaisesRegex(ValueError, "inception_v4: no public TF2 release.*--weights"):
+      backbones.build_backbone(backbones.BACKBONES["inception_v4"], weights="imagenet")
+
+  def test_missing_weights_path(self):
+    with self.assertRaisesRegex(FileNotFoundError, "no such file"):
+      backbones.build_backbone(backbones.BACKBONES["mobilenet_v2"], weights="/nope.h5")
+
+  def test_weights_path_loads_saved_file(self):
+    spec = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.25},
+                                       image_size=32)
+    source = backbones.build_backbone(spec, weights="random", seed=3)
+    path = os.path.join(self.create_tempdir().full_path, "mobilenet.weights.h5")
+    source.save_weights(path)
+    loaded = backbones.build_backbone(spec, weights=path, seed=99)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(images), source(images), rtol=1e-5, atol=1e-5)
+    for got, want in zip(loaded.get_weights(), source.get_weights()):
+      np.testing.assert_array_equal(got, want)
+    other = backbones.build_backbone(spec, weights="random", seed=99)
+    self.assertFalse(np.array_equal(other.get_weights()[0], source.get_weights()[0]))
+
+  def test_wrong_weights_file_names_the_fix(self):
+    spec = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.5},
+                                       image_size=32)
+    small = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.25},
+                                        image_size=32)
+    path = os.path.join(self.create_tempdir().full_path, "m.weights.h5")
+    backbones.build_backbone(small, weights="random").save_weights(path)
+    with self.assertRaisesRegex(ValueError, "does not fit --model=keras:MobileNet"):
+      backbones.build_backbone(spec, weights=path)
+
+  def test_real_imagenet_weights_give_meaningful_features(self):
+    if not os.path.exists(SHARED_WEIGHTS):
+      self.skipTest(f"{SHARED_WEIGHTS} is not on this machine.")
+    spec = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.25},
+                                       image_size=96)
+    model = backbones.build_backbone(spec, weights=SHARED_WEIGHTS)
+    # scikit-learn's two bundled photographs (a temple, a flower), and a mirror image.
+    photos = tf.image.resize(np.stack(load_sample_images().images).astype("float32"),
+                             (96, 96))
+    batch = tf.concat([photos[:1], photos[:1, :, ::-1], photos[1:2]], 0) / 127.5 - 1.0
+    f = tf.math.l2_normalize(model(batch), axis=1).numpy()
+    self.assertGreater(f[0] @ f[1], 0.8)  # The same scene, mirrored: close.
+    self.assertLess(f[0] @ f[2], 0.6)  # Different scenes: apart.
+    self.assertEqual(f.shape, (3, 256))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,137 @@
+"""`--parallel_trials=N`: one keras-tuner chief plus N workers on this host, one trial each.
+
+The chief and the workers are the same `tfhub_transfer` command, told their role by
+keras-tuner's own environment variables (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
+KERASTUNER_ORACLE_PORT). Each worker sees only its GPUs (CUDA_VISIBLE_DEVICES); the chief
+serves the oracle during the search and then refits the best trial on every GPU. Logs go to
+`<workdir>/logs/`. A worker that fails is reported and the others go on; Ctrl-C (or SIGTERM)
+stops them all.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+from absl import logging
+
+# How long workers may run on after the chief has exited before they are stopped.
+WORKER_GRACE_S = 60.0
+
+
+def free_port() -> int:
+  with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def count_gpus() -> int:
+  """GPUs visible to this process, asked of nvidia-smi (so the launcher needs no TF)."""
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  if visible is not None:
+    return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+  if not shutil.which("nvidia-smi"):
+    return 0
+  out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+  return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
+
+
+def worker_gpus(worker: int, gpus_per_worker: int, num_gpus: int) -> Optional[str]:
+  """CUDA_VISIBLE_DEVICES of worker `worker` (None on a host without GPUs)."""
+  if num_gpus == 0:
+    return None
+  first = worker * gpus_per_worker
+  if first + gpus_per_worker > num_gpus:
+    raise ValueError(f"--parallel_trials={worker + 1} x --gpus_per_trial={gpus_per_worker} "
+                     f"needs {first + gpus_per_worker} GPUs; this host has {num_gpus}.")
+  return ",".join(str(g) for g in range(first, first + gpus_per_worker))
+
+
+def role_command(argv: Sequence[str]) -> list[str]:
+  """The same command without --parallel_trials, run by this interpreter."""
+  kept = [a for a in argv if not a.startswith(("--parallel_trials", "--gpus_per_trial"))]
+  return [sys.executable, "-m", "tfhub_transfer.cli", *kept]
+
+
+def _start(name, command, env, log_dir):
+  log = open(os.path.join(log_dir, f"{name}.log"), "ab")
+  process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+  log.close()
+  logging.info("Started %s (pid %d), log %s", name, process.pid,
+               os.path.join(log_dir, f"{name}.log"))
+  return process
+
+
+def _stop(processes, timeout=10.0):
+  for process in processes.values():
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGTERM)
+  deadline = time.monotonic() + timeout
+  for process in processes.values():
+    try:
+      process.wait(max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      os.killpg(process.pid, signal.SIGKILL)
+      process.wait()
+
+
+def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: int,
+                           gpus_per_worker: int = 1, port: Optional[int] = None,
+                           poll_s: float = 1.0) -> int:
+  """Runs the chief and `num_workers` workers to completion; returns the chief's exit code.
+
+  Args:
+    argv: the command-line arguments of this run (the cell to search).
+    workdir: shared workdir (tuner state, results store, logs).
+    num_workers: worker processes, each running one trial at a time.
+    gpus_per_worker: GPUs pinned to each worker.
+    port: the oracle's port (default: a free one).
+    poll_s: how often processes are checked.
+  """
+  num_gpus = count_gpus()
+  pinning = [worker_gpus(i, gpus_per_worker, num_gpus) for i in range(num_workers)]
+  log_dir = os.path.join(workdir, "logs")
+  os.makedirs(log_dir, exist_ok=True)
+  base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1",
+                  KERASTUNER_ORACLE_PORT=str(port or free_port()),
+                  TF_FORCE_GPU_ALLOW_GROWTH="true")
+  command = role_command(argv)
+  processes = {"chief": _start("chief", command, dict(base_env, KERASTUNER_TUNER_ID="chief"),
+                               log_dir)}
+  for i, gpus in enumerate(pinning):
+    env = dict(base_env, KERASTUNER_TUNER_ID=f"worker{i}")
+    if gpus is not None:
+      env["CUDA_VISIBLE_DEVICES"] = gpus
+    processes[f"worker{i}"] = _start(f"worker{i}", command, env, log_dir)
+  reported = set()
+  try:
+    while True:
+      for name, process in processes.items():
+        code = process.poll()
+        if code is not None and name not in reported:
+          reported.add(name)
+          status = "finished" if code == 0 else f"FAILED with exit code {code}"
+          print(f"{name} {status} (log: {os.path.join(log_dir, name + '.log')})",
+                flush=True)
+      if processes["chief"].poll() is not None:
+        break
+      if all(p.poll() not in (None, 0) for n, p in processes.items() if n != "chief"):
+        print("Every worker failed; stopping the chief.", file=sys.stderr, flush=True)
+        break
+      time.sleep(poll_s)
+    deadline = time.monotonic() + WORKER_GRACE_S
+    while (time.monotonic() < deadline
+           and any(p.poll() is None for p in processes.values())):
+      time.sleep(poll_s)
+  except KeyboardInterrupt:
+    print("Interrupted: stopping the chief and the workers.", file=sys.stderr, flush=True)
+    _stop(processes)
+    return 130
+  _stop(processes)
+  return processes["chief"].returncode or 0

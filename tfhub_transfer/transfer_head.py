@@ -1,0 +1,104 @@
+"""`TransferHead`: one backbone plus one zero-initialised linear classifier.
+
+The regime decides everything else: `logreg` freezes the backbone (batch norm uses its moving
+statistics), `finetune` trains it from ImageNet init, `scratch` trains it from random init.
+"""
+
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from tfhub_transfer import backbones
+from tfhub_transfer.config import check_regime
+
+
+class TransferHead(keras.Model):
+  """images -> backbone -> pooled features -> linear head -> logits.
+
+  Args:
+    backbone: a layer mapping preprocessed images to pooled features [B, D].
+    num_classes: width of the head.
+    regime: `logreg`, `finetune` or `scratch`; sets `backbone.trainable`.
+    multi_label: sigmoid (per-class binary) instead of softmax outputs.
+    weight_decay: L2 penalty (weight_decay / 2) * ||w||^2 on every kernel, added to the loss
+      as in the paper's TF-slim training (coupled to the gradient, not decoupled).
+    name: model name.
+  """
+
+  def __init__(self, backbone: keras.layers.Layer, *, num_classes: int, regime: str,
+               multi_label: bool = False, weight_decay: float = 0.0,
+               name: str = "transfer_head"):
+    super().__init__(name=name)
+    self.regime = check_regime(regime)
+    self.num_classes = num_classes
+    self.multi_label = multi_label
+    self.weight_decay = weight_decay
+    self.backbone = backbone
+    self.backbone.trainable = regime != "logreg"
+    self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros",
+                                   bias_initializer="zeros", name="head")
+
+  @property
+  def output_activation(self) -> str:
+    return "sigmoid" if self.multi_label else "softmax"
+
+  def features(self, images, training=False):
+    # A frozen backbone always runs in inference mode, so batch norm uses moving statistics.
+    return self.backbone(images, training=bool(training) and self.backbone.trainable)
+
+  def call(self, images, training=False):
+    logits = self.head(self.features(images, training=training))
+    if training and self.weight_decay:
+      kernels = [w for w in self.trainable_weights if len(w.shape) >= 2]
+      self.add_loss(0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w))
+                                                         for w in kernels]))
+    return logits
+
+  def probabilities(self, logits):
+    return keras.activations.get(self.output_activation)(logits)
+
+  def make_loss(self) -> keras.losses.Loss:
+    if self.multi_label:
+      return keras.losses.BinaryCrossentropy(from_logits=True)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def set_batch_norm_momentum(layer: keras.layers.Layer, momentum: float) -> int:
+  """Sets the momentum of every Keras BatchNormalization inside `layer`; returns the count.
+
+  TF Hub modules keep the momentum they were exported with.
+  """
+  count = 0
+  for sub in getattr(layer, "layers", []):
+    if isinstance(sub, keras.layers.BatchNormalization):
+      sub.momentum = momentum
+      count += 1
+    else:
+      count += set_batch_norm_momentum(sub, momentum)
+  return count
+
+
+def build_transfer_head(spec: backbones.BackboneSpec, *, regime: str, num_classes: int,
+                        multi_label: bool = False, weights: Optional[str] = None,
+                        weight_decay: float = 0.0, seed: int = 0) -> TransferHead:
+  """Builds the backbone with the regime's init and wraps it.
+
+  Args:
+    spec: the backbone.
+    regime: `logreg`, `finetune` or `scratch`.
+    num_classes: number of classes.
+    multi_label: per-class sigmoid outputs.
+    weights: `imagenet`, `random`, a path, or None for the regime's default.
+    weight_decay: L2 penalty on kernels.
+    seed: seed of the random init.
+
+  Returns:
+    The model, built for `spec.image_size` inputs.
+  """
+  backbone = backbones.build_backbone(
+      spec, weights=backbones.resolve_weights(regime, weights), seed=seed)
+  model = TransferHead(backbone, num_classes=num_classes, regime=regime,
+                       multi_label=multi_label, weight_decay=weight_decay)
+  model(tf.zeros((1, spec.image_size, spec.image_size, 3)))
+  return model

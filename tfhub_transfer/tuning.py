@@ -1,0 +1,140 @@
+"""Hyperparameter selection for `finetune`/`scratch` with keras-tuner.
+
+The search space is the paper's learning rate x weight decay grid; the objective is the
+dataset's own validation metric (top-1, mean per-class accuracy or 11-point mAP), computed on
+the held-out validation split after each trial's full step budget. The tuner's state lives in
+the workdir, so an interrupted search resumes, and keras-tuner's distributed mode
+(KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT) spreads trials over
+processes and hosts with no extra code path here.
+"""
+
+import os
+from typing import Callable, Optional
+
+import keras_tuner as kt
+from absl import logging
+
+from tfhub_transfer import training
+
+OBJECTIVE = "val_metric"
+
+# (trial_id, hparams, val_metric or None, status, error or None) -> None
+RecordTrialFn = Callable[[str, dict, Optional[float], str, Optional[str]], None]
+
+
+def is_tuner_worker() -> bool:
+  """True in a keras-tuner distributed worker (any process that is not the chief)."""
+  return ("KERASTUNER_ORACLE_IP" in os.environ
+          and os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief")
+
+
+def is_tuner_chief() -> bool:
+  return ("KERASTUNER_ORACLE_IP" in os.environ
+          and os.environ.get("KERASTUNER_TUNER_ID") == "chief")
+
+
+class TransferHyperModel(kt.HyperModel):
+  """Builds a `TransferHead` per (learning rate, weight decay), trains it, scores validation.
+
+  Args:
+    build_model_fn: weight_decay -> a fresh, uncompiled `TransferHead` (called under the
+      tuner's distribution strategy scope).
+    learning_rates: grid values.
+    weight_decays: grid values.
+    setup: the step budget shared by all trials.
+    train_data: repeated training batches.
+    val_data: validation batches (finite).
+    metric_fn: (labels, logits) -> the dataset's metric.
+    backup_root: per-trial `BackupAndRestore` directories go under it.
+    record_trial_fn: called once per finished or failed trial (results store).
+    verbose: Keras progress-bar verbosity.
+  """
+
+  def __init__(self, *, build_model_fn, learning_rates, weight_decays,
+               setup: training.TrainSetup, train_data, val_data, metric_fn,
+               backup_root: str, record_trial_fn: Optional[RecordTrialFn] = None,
+               verbose: int = 1):
+    super().__init__(name="transfer_head", tunable=True)
+    self.build_model_fn = build_model_fn
+    self.learning_rates = list(learning_rates)
+    self.weight_decays = list(weight_decays)
+    self.setup = setup
+    self.train_data = train_data
+    self.val_data = val_data
+    self.metric_fn = metric_fn
+    self.backup_root = backup_root
+    self.record_trial_fn = record_trial_fn
+    self.verbose = verbose
+
+  def build(self, hp):
+    learning_rate = hp.Choice("learning_rate", self.learning_rates)
+    weight_decay = hp.Choice("weight_decay", self.weight_decays)
+    model = self.build_model_fn(weight_decay=weight_decay)
+    training.compile_model(model, learning_rate=learning_rate,
+                           train_steps=self.setup.train_steps)
+    return model
+
+  def fit(self, hp, model, *args, trial_id: str = "", **kwargs):
+    # The tuner's own callbacks (best-epoch checkpoints of a Keras-logged objective) do not
+    # apply: the objective is computed after training, on the dataset's own metric.
+    del args, kwargs
+    values = dict(hp.values)
+    backup = training.backup_dir_for(self.backup_root, **values)
+    try:
+      training.train(model, self.train_data, self.setup, backup_dir=backup,
+                     verbose=self.verbose)
+      value = training.evaluate(model, self.val_data, self.metric_fn)
+    except training.TrainingDiverged as e:
+      logging.warning("Trial %s %s failed: %s", trial_id, values, e)
+      self._record(trial_id, values, None, "failed", str(e))
+      raise kt.errors.FailedTrialError(str(e)) from e
+    logging.info("Trial %s %s: validation %s = %.4f", trial_id, values, OBJECTIVE, value)
+    self._record(trial_id, values, value, "ok", None)
+    return {OBJECTIVE: value}
+
+  def _record(self, trial_id, values, value, status, error):
+    if self.record_trial_fn is not None:
+      self.record_trial_fn(trial_id, values, value, status, error)
+
+
+def _with_trial_id(base):
+  """A tuner class that hands the trial id to `HyperModel.fit` (for per-trial records)."""
+
+  class _Tuner(base):
+
+    def run_trial(self, trial, *args, **kwargs):
+      return super().run_trial(trial, *args, trial_id=trial.trial_id, **kwargs)
+
+  _Tuner.__name__ = base.__name__
+  return _Tuner
+
+
+_GridSearch = _with_trial_id(kt.GridSearch)
+_BayesianOptimization = _with_trial_id(kt.BayesianOptimization)
+
+
+def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
+               project_name: str, seed: int, max_trials: int = 0, strategy=None):
+  """The tuner for `--tuner` (`grid`: every combination; `bayesian`: `max_trials` of them).
+
+  Its state under `directory/project_name` makes a rerun resume the search.
+  """
+  grid_size = len(hypermodel.learning_rates) * len(hypermodel.weight_decays)
+  common = dict(objective=kt.Objective(OBJECTIVE, direction="max"), seed=seed,
+                directory=directory, project_name=project_name, overwrite=False,
+                distribution_strategy=strategy, max_consecutive_failed_trials=grid_size)
+  if kind == "grid":
+    return _GridSearch(hypermodel, max_trials=max_trials or None, **common)
+  if kind == "bayesian":
+    return _BayesianOptimization(hypermodel, max_trials=max_trials or min(grid_size, 20),
+                                 **common)
+  raise ValueError(f"Unknown --tuner={kind!r}. Valid choices: grid, bayesian.")
+
+
+def best_hparams(tuner) -> dict:
+  """The best trial's values; raises if every trial failed."""
+  best = tuner.get_best_hyperparameters(1)
+  if not best:
+    raise RuntimeError("Every hyperparameter trial failed (see the trials in the results "
+                       "store); nothing to refit.")
+  return dict(best[0].values)
