@@ -133,11 +133,17 @@ def evaluate(model, dataset: tf.data.Dataset, metric_fn: Callable) -> float:
 
 
 def batch_norm_setup(model, num_train_examples: int, batch_size: int) -> float:
-  """Applies the paper's batch-norm momentum for this dataset size; returns it."""
+  """Applies the paper's batch-norm momentum for this dataset size; returns it.
+
+  Under several replicas, batch statistics are synchronized across them, so the global batch
+  is normalized as on one device.
+  """
   momentum = hparams.batch_norm_momentum(hparams.steps_per_epoch(num_train_examples,
                                                                  batch_size))
-  count = set_batch_norm_momentum(model.backbone, momentum)
-  logging.info("Batch-norm momentum %.4f on %d layers.", momentum, count)
+  replicas = tf.distribute.get_strategy().num_replicas_in_sync
+  count = set_batch_norm_momentum(model.backbone, momentum, synchronized=replicas > 1)
+  logging.info("Batch-norm momentum %.4f on %d layers (synchronized over %d replicas).",
+               momentum, count, replicas)
   return momentum
 
 

@@ -48,12 +48,22 @@ class TransferHead(keras.Model):
     return self.backbone(images, training=bool(training) and self.backbone.trainable)
 
   def call(self, images, training=False):
-    logits = self.head(self.features(images, training=training))
+    return self.head(self.features(images, training=training))
+
+  def l2_penalty(self):
+    """(weight_decay / 2) * the squared norm of every trainable kernel."""
+    kernels = [w for w in self.trainable_weights if len(w.shape) >= 2]
+    return 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
+
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                training=training)
     if training and self.weight_decay:
-      kernels = [w for w in self.trainable_weights if len(w.shape) >= 2]
-      self.add_loss(0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w))
-                                                         for w in kernels]))
-    return logits
+      # Not `add_loss`: replicas run `call` in threads that share the layer's loss list.
+      # Each replica adds its share, so the sum over replicas is the penalty once.
+      replicas = tf.distribute.get_strategy().num_replicas_in_sync
+      loss = loss + self.l2_penalty() / replicas
+    return loss
 
   def probabilities(self, logits):
     return keras.activations.get(self.output_activation)(logits)
@@ -64,18 +74,26 @@ class TransferHead(keras.Model):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def set_batch_norm_momentum(layer: keras.layers.Layer, momentum: float) -> int:
-  """Sets the momentum of every Keras BatchNormalization inside `layer`; returns the count.
+def set_batch_norm_momentum(layer: keras.layers.Layer, momentum: float, *,
+                            synchronized: bool = False) -> int:
+  """Configures every Keras BatchNormalization inside `layer`; returns how many.
 
-  TF Hub modules keep the momentum they were exported with.
+  Args:
+    layer: a model or layer holding BatchNormalization layers.
+    momentum: the moving-statistics momentum.
+    synchronized: compute batch statistics over the global batch of all replicas (so several
+      replicas train like one device with the whole batch).
+
+  TF Hub modules keep the momentum and per-replica statistics they were exported with.
   """
   count = 0
   for sub in getattr(layer, "layers", []):
     if isinstance(sub, keras.layers.BatchNormalization):
       sub.momentum = momentum
+      sub.synchronized = synchronized
       count += 1
     else:
-      count += set_batch_norm_momentum(sub, momentum)
+      count += set_batch_norm_momentum(sub, momentum, synchronized=synchronized)
   return count
 
 

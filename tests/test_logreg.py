@@ -1,0 +1,178 @@
+"""Tests for tfhub_transfer.logreg against scikit-learn's lbfgs LogisticRegression."""
+
+import warnings
+
+from absl.testing import parameterized
+import numpy as np
+from sklearn import datasets
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+import tensorflow as tf
+
+from tfhub_transfer import logreg
+from tfhub_transfer import metrics
+
+_TIGHT = dict(max_iter=2000, tol=1e-6)
+
+
+def _digits():
+  x, y = datasets.load_digits(return_X_y=True)
+  return (x / 16.0).astype(np.float32), y
+
+
+def _blobs(seed, n=240, d=12, c=4):
+  """Class means + noise, overlapping enough that regularisation matters."""
+  rng = np.random.default_rng(seed)
+  y = np.arange(n) % c
+  x = rng.normal(size=(c, d))[y] + 1.5 * rng.normal(size=(n, d))
+  return x.astype(np.float32), y
+
+
+def _sklearn(x, y, l2, **kwargs):
+  kwargs = {"max_iter": 5000, "tol": 1e-8, **kwargs}
+  return LogisticRegression(C=1.0 / l2, **kwargs).fit(x.astype(np.float64), y)
+
+
+def _centered(bias):
+  # Softmax is unchanged by a shift of all biases; compare their sum-zero versions.
+  return bias - bias.mean(axis=-1, keepdims=True)
+
+
+def _softmax(z):
+  z = z - z.max(1, keepdims=True)
+  return np.exp(z) / np.exp(z).sum(1, keepdims=True)
+
+
+class L2GridTest(tf.test.TestCase):
+
+  def test_paper_grid(self):
+    grid = logreg.l2_grid()
+    self.assertLen(grid, 45)
+    self.assertAllClose(grid[[0, -1]], [1e-6, 1e5], rtol=1e-12)
+    self.assertAllClose(grid[1:] / grid[:-1], np.full(44, 10 ** (11 / 44)), rtol=1e-12)
+
+  def test_size(self):
+    self.assertAllClose(logreg.l2_grid(12), 10.0 ** np.arange(-6, 6), rtol=1e-12)
+
+
+class FitTest(parameterized.TestCase, tf.test.TestCase):
+
+  @parameterized.parameters(1e-1, 1.0, 30.0)
+  def test_digits_matches_sklearn(self, l2):
+    x, y = _digits()
+    model = logreg.fit(x, y, l2=l2, multi_label=False, num_classes=10, **_TIGHT)
+    reference = _sklearn(x, y, l2)
+    self.assertTrue(model.converged)
+    scale = np.abs(reference.coef_).max()
+    self.assertAllClose(model.weights, reference.coef_.T, atol=2e-3 * scale)
+    self.assertAllClose(_centered(model.bias), _centered(reference.intercept_),
+                        atol=2e-3 * scale)
+    scores = logreg.predict_scores(model, x)
+    self.assertAllClose(_softmax(scores), reference.predict_proba(x), atol=1e-3)
+    self.assertEqual(metrics.top1_accuracy(y, scores), reference.score(x, y))
+
+  def test_synthetic_matches_sklearn_and_reg_shrinks_weights(self):
+    x, y = _blobs(0)
+    norms = []
+    for l2 in (0.5, 50.0):
+      model = logreg.fit(x, y, l2=l2, multi_label=False, num_classes=4, **_TIGHT)
+      reference = _sklearn(x, y, l2)
+      self.assertAllClose(model.weights, reference.coef_.T, atol=1e-4)
+      self.assertAllClose(_centered(model.bias), _centered(reference.intercept_), atol=1e-4)
+      norms.append(np.linalg.norm(model.weights))
+    self.assertLess(norms[1], 0.5 * norms[0])
+
+  def test_multi_label_matches_sklearn_per_class(self):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    true_w = rng.normal(size=(8, 3))
+    labels = (x @ true_w + rng.logistic(size=(300, 3)) > 0.5).astype(np.int64)
+    l2 = 2.0
+    model = logreg.fit(x, labels, l2=l2, multi_label=True, num_classes=3, **_TIGHT)
+    self.assertTrue(model.converged)
+    for c in range(3):
+      reference = _sklearn(x, labels[:, c], l2)
+      self.assertAllClose(model.weights[:, c], reference.coef_[0], atol=1e-4)
+      self.assertAllClose(model.bias[c], reference.intercept_[0], atol=1e-4)
+
+  def test_float16_features(self):
+    x, y = _blobs(2)
+    x16 = x.astype(np.float16)
+    model = logreg.fit(x16, y, l2=1.0, multi_label=False, num_classes=4, **_TIGHT)
+    reference = _sklearn(x16, y, 1.0)
+    self.assertAllClose(model.weights, reference.coef_.T, atol=1e-4)
+
+  def test_warm_start_reaches_cold_start_solution(self):
+    x, y = _digits()
+    cold = logreg.fit(x, y, l2=0.3, multi_label=False, num_classes=10, **_TIGHT)
+    previous = logreg.fit(x, y, l2=3.0, multi_label=False, num_classes=10, **_TIGHT)
+    warm = logreg.fit(x, y, l2=0.3, multi_label=False, num_classes=10, init=previous, **_TIGHT)
+    scale = np.abs(cold.weights).max()
+    self.assertAllClose(warm.weights, cold.weights, atol=2e-3 * scale)
+    self.assertAllClose(_centered(warm.bias), _centered(cold.bias), atol=2e-3 * scale)
+    self.assertLess(warm.iterations, cold.iterations)
+
+  def test_max_iter_zero_returns_init(self):
+    x, y = _blobs(3)
+    model = logreg.fit(x, y, l2=1.0, multi_label=False, num_classes=4, max_iter=0)
+    self.assertEqual(model.iterations, 0)
+    self.assertFalse(model.converged)
+    self.assertAllEqual(model.weights, np.zeros((12, 4)))
+    # Gradient at zero: mean over examples of (1/C - onehot) x; the bias rows are all 0.
+    expected = np.abs(x.T @ (0.25 - np.eye(4)[y]) / len(y)).max()
+    self.assertAllClose(model.max_abs_grad, expected, rtol=1e-5)
+
+  def test_bad_inputs_are_named(self):
+    x, y = _blobs(4)
+    with self.assertRaisesRegex(ValueError, r"\[0, 3\).*max 3.*num_classes"):
+      logreg.fit(x, y, l2=1.0, multi_label=False, num_classes=3)
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with self.assertRaisesRegex(ValueError, "1 NaN or infinite"):
+      logreg.fit(bad, y, l2=1.0, multi_label=False, num_classes=4)
+    with self.assertRaisesRegex(ValueError, "l2 must be.*-1"):
+      logreg.fit(x, y, l2=-1.0, multi_label=False, num_classes=4)
+    with self.assertRaisesRegex(ValueError, r"shape \(240, 4\)"):
+      logreg.fit(x, y, l2=1.0, multi_label=True, num_classes=4)
+
+
+class SelectAndRefitTest(tf.test.TestCase):
+
+  def test_matches_sklearn_warm_started_path(self):
+    x, y = _digits()
+    rng = np.random.default_rng(0)
+    x = x + rng.normal(scale=0.5, size=x.shape).astype(np.float32)  # Make it harder.
+    train_x, train_y, val_x, val_y = x[:1000], y[:1000], x[1000:], y[1000:]
+    grid = logreg.l2_grid(12)
+    result = logreg.select_and_refit(train_x, train_y, val_x, val_y, multi_label=False,
+                                     num_classes=10, metric_fn=metrics.top1_accuracy,
+                                     l2_values=grid[::-1])
+    self.assertEqual(result.l2_values, tuple(sorted(grid.tolist(), reverse=True)))
+
+    reference = LogisticRegression(warm_start=True, max_iter=1000, tol=1e-4)
+    reference_scores = []
+    for l2 in result.l2_values:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference.set_params(C=1.0 / l2).fit(train_x.astype(np.float64), train_y)
+      reference_scores.append(reference.score(val_x, val_y))
+    self.assertAllClose(result.val_scores, reference_scores, atol=0.005)
+    self.assertAllClose(max(result.val_scores), max(reference_scores), atol=0.005)
+    self.assertBetween(max(result.val_scores), 0.85, 0.99)
+
+    refit = _sklearn(x, y, result.best_l2)
+    self.assertAllClose(_softmax(logreg.predict_scores(result.model, x)),
+                        refit.predict_proba(x), atol=2e-3)
+    self.assertLen(result.fit_seconds, 12)
+
+  def test_ties_go_to_stronger_regularisation(self):
+    x, y = _blobs(5)
+    result = logreg.select_and_refit(x[:200], y[:200], x[200:], y[200:], multi_label=False,
+                                     num_classes=4, metric_fn=lambda labels, scores: 0.5,
+                                     l2_values=[1.0, 100.0, 10.0])
+    self.assertEqual(result.best_l2, 100.0)
+    self.assertEqual(result.val_scores, (0.5, 0.5, 0.5))
+
+
+if __name__ == "__main__":
+  tf.test.main()

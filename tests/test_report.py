@@ -1,0 +1,218 @@
+"""Tests of the report: log-odds, correlation and its CI against scipy, files and wording."""
+
+import csv
+import math
+import os
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+from PIL import Image
+from scipy import stats
+
+from tfhub_transfer import reference
+from tfhub_transfer import report
+from tfhub_transfer import results
+
+# ImageNet top-1 of a few paper networks, typed in from the paper (not read from the package).
+_TOP1 = {"mobilenet_v2": 71.7, "inception_v1": 73.65, "densenet_121": 75.6,
+         "resnet_50": 76.9, "inception_v3": 78.63, "nasnet_large": 80.77}
+_DATASETS = ("cifar10", "dtd", "oxford_flowers")
+
+
+def _record(model, dataset, regime, seed, p, status="ok"):
+  return {"model": model, "dataset": dataset, "regime": regime, "seed": seed,
+          "status": status, "error": None if status == "ok" else "Traceback\nValueError: x",
+          "metric": "mean_per_class" if dataset == "oxford_flowers" else "top1",
+          "val_metric": p, "test_metric": p, "hparams": {}, "sizes": {}, "timings": {},
+          "versions": {}, "devices": [], "config": {}, "created_at": "2026-01-01T00:00:00"}
+
+
+def _synthetic(regime="finetune", models=tuple(_TOP1), seed=0):
+  """Accuracies that grow with ImageNet top-1, plus noise; resnet_50 has three seeds."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for model in models:
+    for dataset in _DATASETS:
+      for s in range(3 if model == "resnet_50" else 1):
+        p = 0.5 + 0.03 * (_TOP1[model] - 70) + rng.normal(0, 0.03)
+        out.append(_record(model, dataset, regime, s, float(p)))
+  return out
+
+
+def _by_hand_avg_logodds(records, regime):
+  """Mean over datasets of log(p / (1 - p)), p the seed-average, per model."""
+  ps = {}
+  for r in records:
+    if r["regime"] == regime and r["status"] == "ok":
+      ps.setdefault(r["model"], {}).setdefault(r["dataset"], []).append(r["test_metric"])
+  return {m: sum(math.log(sum(v) / len(v) / (1 - sum(v) / len(v))) for v in d.values())
+          / len(d) for m, d in ps.items()}
+
+
+class LogOddsTest(absltest.TestCase):
+
+  def test_formula(self):
+    self.assertAlmostEqual(float(report.logodds(0.75)), math.log(3))
+    self.assertAlmostEqual(float(report.logodds(0.5)), 0.0)
+    np.testing.assert_allclose(report.logodds([0.1, 0.9]), [-math.log(9), math.log(9)])
+
+  def test_clipped_away_from_0_and_1(self):
+    eps = report.LOGODDS_EPS
+    self.assertAlmostEqual(float(report.logodds(1.0)), math.log((1 - eps) / eps))
+    self.assertAlmostEqual(float(report.logodds(0.0)), -math.log((1 - eps) / eps))
+
+
+class CorrelationTest(parameterized.TestCase):
+
+  def test_r_matches_scipy(self):
+    records = _synthetic()
+    cells = report.average_cells(records)
+    corr = report.correlate(cells, "finetune", _TOP1, samples=500, seed=3)
+    avg = _by_hand_avg_logodds(records, "finetune")
+    models = sorted(_TOP1, key=_TOP1.get)
+    self.assertEqual(corr.models, tuple(models))
+    np.testing.assert_allclose(corr.logodds, [avg[m] for m in models], rtol=1e-12)
+    expected = stats.pearsonr([_TOP1[m] for m in models], [avg[m] for m in models])
+    self.assertAlmostEqual(corr.r, expected.statistic, places=12)
+    self.assertEqual(corr.datasets, tuple(sorted(_DATASETS)))
+
+  @parameterized.parameters(3, 8)
+  def test_ci_matches_a_bootstrap_with_scipy(self, n):
+    rng = np.random.default_rng(7)
+    # mean([0.1] * 3) != 0.1: a resample of one point must still count as constant (r
+    # undefined), not as r = 1, which would show in this negative correlation's CI.
+    x = np.array([0.1, 0.7, 0.2] + list(rng.normal(size=n - 3)))
+    y = np.array([0.7, 0.1, 0.2] + list(-x[3:] + rng.normal(size=n - 3)))
+    samples, seed = 400, 11
+    r, low, high = report.pearson_with_ci(x, y, samples=samples, seed=seed)
+    # The documented procedure, with scipy's r for each resample.
+    index = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    rs = [stats.pearsonr(x[i], y[i]).statistic for i in index
+          if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0]
+    self.assertAlmostEqual(r, stats.pearsonr(x, y).statistic, places=12)
+    np.testing.assert_allclose([low, high], np.percentile(rs, [2.5, 97.5]), atol=1e-12)
+    if n < 8:
+      return
+    # And scipy's own percentile bootstrap (other draws) agrees roughly.
+    ci = stats.bootstrap((x, y), lambda a, b: stats.pearsonr(a, b).statistic, paired=True,
+                         vectorized=False, n_resamples=400, method="percentile",
+                         random_state=0).confidence_interval
+    self.assertLess(abs(low - ci.low), 0.1)
+    self.assertLess(abs(high - ci.high), 0.1)
+
+  def test_paper_reference_reproduces_published_correlations(self):
+    networks = reference.paper_networks()
+    self.assertLen(networks, 16)
+    self.assertLen(reference.paper_datasets(), 12)
+    top1 = [n.imagenet_top1 for n in networks.values()]
+    for regime, published in {"logreg": 0.99, "finetune": 0.96, "scratch": 0.55}.items():
+      r = stats.pearsonr(top1, [n.avg_logodds(regime) for n in networks.values()]).statistic
+      self.assertLessEqual(abs(r - published), 0.01, regime)
+      # Through the report: one dataset whose accuracy has the paper's average log-odds.
+      records = [_record(n.name, "cifar10", regime, 0, 1 / (1 + math.exp(-n.avg_logodds(regime))))
+                 for n in networks.values()]
+      corr = report.correlate(report.average_cells(records), regime,
+                              {n.name: n.imagenet_top1 for n in networks.values()},
+                              samples=100)
+      self.assertLessEqual(abs(corr.r - published), 0.01, regime)
+      self.assertEqual(reference.PAPER_CORRELATIONS[regime], published)
+
+  def test_too_few_models_and_unknown_top1(self):
+    records = _synthetic(models=("resnet_50", "inception_v3"))
+    records.append(_record("hub:my/net", "cifar10", "finetune", 0, 0.9))
+    corr = report.correlate(report.average_cells(records), "finetune", _TOP1)
+    self.assertIsNone(corr.r)
+    self.assertIn("too few results: 2 model(s)", corr.reason)
+    self.assertEqual(corr.excluded, ("hub:my/net",))
+    text = report.format_report(records, bootstrap_samples=50)
+    self.assertIn("not computed, too few results: 2 model(s) with a known ImageNet top-1 "
+                  "(need at least 3)", text)
+    self.assertIn("Excluded, ImageNet top-1 unknown: hub:my/net", text)
+    self.assertIn("## Logistic regression on frozen features (`logreg`)\n\nNo results in "
+                  "this regime.", text)
+    self.assertNotIn("Pearson r (ImageNet top-1 vs average log-odds): 0", text)
+
+  def test_user_top1_includes_user_models(self):
+    records = _synthetic(models=("resnet_50", "inception_v3"))
+    records.append(_record("hub:my/net", "cifar10", "finetune", 0, 0.9))
+    corr = report.correlate(report.average_cells(records), "finetune",
+                            {**_TOP1, "hub:my/net": 79.0})
+    self.assertEqual(corr.datasets, ("cifar10",))
+    self.assertLen(corr.models, 3)
+    self.assertIsNotNone(corr.r)
+
+
+class WriteReportTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.out = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+
+  def test_files_tables_and_figure(self):
+    records = _synthetic("logreg") + [_record("resnet_50", "cifar10", "scratch", 0, 0.5,
+                                              status="failed")]
+    store = results.ResultsStore(os.path.join(self.out, "w", "results.sqlite"))
+    store.put_many(records)
+    paths = report.write_report(store, self.out, bootstrap_samples=200)
+    with open(paths.report_md) as f:
+      self.assertEqual(f.read(), paths.markdown)
+    self.assertEqual(paths.markdown, report.format_report(store, bootstrap_samples=200)
+                     + "\n![Figure 1](figure1.png)\n")
+    self.assertIn("resnet_50 / cifar10 / scratch / seed 0: ValueError: x", paths.markdown)
+    corr_line = next(l for l in paths.markdown.splitlines() if l.startswith("Pearson r"))
+    avg = _by_hand_avg_logodds(records, "logreg")
+    models = sorted(_TOP1, key=_TOP1.get)
+    expected = stats.pearsonr([_TOP1[m] for m in models], [avg[m] for m in models])
+    self.assertIn(f"Pearson r (ImageNet top-1 vs average log-odds): "
+                  f"{expected.statistic:.2f}, 95% CI [", corr_line)
+
+    with open(paths.tables["logreg"], newline="") as f:
+      table = {row["model"]: row for row in csv.DictReader(f)}
+    resnet = [r["test_metric"] for r in records if r["model"] == "resnet_50"
+              and r["dataset"] == "dtd" and r["regime"] == "logreg"]
+    self.assertAlmostEqual(float(table["resnet_50"]["dtd"]), 100 * sum(resnet) / 3)
+    self.assertEqual(table["resnet_50"]["dtd_seeds"], "3")
+    self.assertEqual(float(table["mobilenet_v2"]["imagenet_top1"]), 71.7)
+    cells = []
+    for dataset in _DATASETS:  # Already in the paper's Table 1 order.
+      ps = [r["test_metric"] for r in records if r["model"] == "resnet_50"
+            and r["dataset"] == dataset and r["regime"] == "logreg"]
+      cells.append(f"{100 * sum(ps) / len(ps):.1f} (3)")
+    self.assertIn(f"| resnet_50 | 76.90 | {' | '.join(cells)} | {avg['resnet_50']:.2f} (3) |",
+                  paths.markdown)
+    with open(paths.tables["finetune"], newline="") as f:
+      self.assertEqual(list(csv.reader(f)), [["model", "imagenet_top1"]])
+
+    with open(paths.summary_csv, newline="") as f:
+      summary = list(csv.DictReader(f))
+    self.assertLen(summary, len(_TOP1))
+    for row in summary:
+      self.assertAlmostEqual(float(row["avg_logodds"]), avg[row["model"]], places=10)
+      self.assertEqual(row["n_datasets"], "3")
+      self.assertEqual(float(row["paper_avg_logodds"]),
+                       reference.get_paper_network(row["model"]).avg_logodds_logreg)
+
+    with open(paths.figure_png, "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    with Image.open(paths.figure_png) as image:
+      self.assertEqual(image.format, "PNG")
+      self.assertEqual(image.size, (1716, 528))
+
+  def test_empty_store(self):
+    paths = report.write_report([], self.out)
+    self.assertEqual(paths.markdown.count("No results in this regime."), 3)
+    self.assertTrue(os.path.getsize(paths.figure_png) > 0)
+    with open(paths.summary_csv) as f:
+      self.assertEqual(f.read().split(",")[0], "regime")
+
+  def test_bad_input_says_what_to_pass(self):
+    with self.assertRaisesRegex(TypeError, r"results.ResultsStore\('w/results.sqlite'\)"):
+      report.format_report("w/results.sqlite")
+    with self.assertRaisesRegex(ValueError, "lacks"):
+      report.format_report([{"model": "resnet_50"}])
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,282 @@
+"""Tests of the SQLite results store: concurrency, crash safety, upserts and exports."""
+
+import csv
+import hashlib
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+import numpy as np
+
+from tfhub_transfer import results
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Child processes: a record carries a payload and its SHA-256, so a torn row would show.
+_CHILD_PRELUDE = """
+import hashlib, os, signal, sqlite3, sys, time
+from tfhub_transfer import results
+
+def record(model, i, payload_bytes, status="ok"):
+  payload = os.urandom(payload_bytes // 2).hex()
+  return {"model": model, "dataset": "cifar10", "regime": "logreg", "seed": i,
+          "status": status, "error": None if status == "ok" else "boom", "metric": "top1",
+          "val_metric": 0.5, "test_metric": (i % 100) / 100, "payload": payload,
+          "sha256": hashlib.sha256(payload.encode()).hexdigest(), "writer": model}
+"""
+
+_CONCURRENT_WRITER = _CHILD_PRELUDE + """
+path, name, go = sys.argv[1], sys.argv[2], sys.argv[5]
+n, shared = int(sys.argv[3]), int(sys.argv[4])
+open(go + "." + name, "w").close()  # Ready; wait until both are.
+while not os.path.exists(go):
+  time.sleep(0.001)
+store = results.ResultsStore(path)
+for i in range(n):
+  store.put(record(name, i, 2000))
+  time.sleep(0.01)  # Real runs write now and then; let the other writer in.
+  if i < shared:
+    store.put({**record("shared", i, 2000), "writer": name})
+    store.put_trial("shared", "cifar10", "logreg", 0, f"t{i}", hparams={"lr": i},
+                    val_metric=0.5, status="ok")
+"""
+
+# Kills itself (SIGKILL) when the write after `k` committed ones is about to COMMIT: its
+# 4 MB row has been inserted (and spilled into the WAL) but not committed.
+_KILL_AT_COMMIT = _CHILD_PRELUDE + """
+path, k = sys.argv[1], int(sys.argv[2])
+store = results.ResultsStore(path)
+real_connect = sqlite3.connect
+commits = [0]
+def trace(sql):
+  if sql.strip().upper() == "COMMIT":
+    commits[0] += 1
+    if commits[0] > k:
+      os.kill(os.getpid(), signal.SIGKILL)
+def connect(*args, **kwargs):
+  conn = real_connect(*args, **kwargs)
+  conn.set_trace_callback(trace)
+  return conn
+sqlite3.connect = connect
+for i in range(k + 1):
+  store.put(record("m", i, 4_000_000 if i == k else 1000))
+"""
+
+_WRITE_FOREVER = _CHILD_PRELUDE + """
+store = results.ResultsStore(sys.argv[1])
+i = 0
+while True:
+  store.put(record("m", i, 200_000))
+  i += 1
+"""
+
+
+def _spawn(script, *args):
+  env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _record(model="resnet_50", dataset="cifar10", regime="logreg", seed=0, status="ok",
+            **extra):
+  record = {"model": model, "dataset": dataset, "regime": regime, "seed": seed,
+            "status": status, "error": None if status == "ok" else "OOM", "metric": "top1",
+            "val_metric": 0.8 if status == "ok" else None,
+            "test_metric": 0.75 if status == "ok" else None, "hparams": {"l2": 1e-3},
+            "sizes": {"train": 10}, "timings": {"fit": 1.5}, "versions": {"tf": "2.x"},
+            "devices": ["CPU:0"], "config": {"batch_size": 64},
+            "created_at": "2026-01-01T00:00:00+00:00"}
+  record.update(extra)
+  return record
+
+
+class ResultsStoreTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    self.path = os.path.join(self.dir, "results.sqlite")
+
+  def assert_rows_intact(self, path):
+    """Every row parses, matches its columns and its payload checksum."""
+    conn = sqlite3.connect(path)
+    self.assertEqual(conn.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+    rows = conn.execute("SELECT model, seed, status, test_metric, record FROM results").fetchall()
+    conn.close()
+    for model, seed, status, test_metric, text in rows:
+      record = json.loads(text)
+      self.assertEqual((record["model"], record["seed"], record["status"]),
+                       (model, seed, status))
+      self.assertEqual(record["test_metric"], test_metric)
+      self.assertEqual(hashlib.sha256(record["payload"].encode()).hexdigest(),
+                       record["sha256"])
+    return rows
+
+  def test_two_processes_write_concurrently(self):
+    n, shared = 60, 20
+    go = os.path.join(self.dir, "go")
+    children = [_spawn(_CONCURRENT_WRITER, self.path, name, n, shared, go)
+                for name in ("a", "b")]
+    deadline = time.monotonic() + 30
+    while not all(os.path.exists(f"{go}.{name}") for name in ("a", "b")):
+      self.assertLess(time.monotonic(), deadline, "writers did not start")
+      time.sleep(0.005)
+    open(go, "w").close()  # Both open the (not yet created) store at once.
+    for child in children:
+      _, err = child.communicate(timeout=60)
+      self.assertEqual(child.returncode, 0, err.decode())
+    rows = self.assert_rows_intact(self.path)
+    keys = [(model, seed) for model, seed, *_ in rows]
+    self.assertLen(keys, len(set(keys)))
+    self.assertCountEqual(keys, [(m, i) for m in ("a", "b") for i in range(n)]
+                          + [("shared", i) for i in range(shared)])
+    conn = sqlite3.connect(self.path)
+    order = [m for (m,) in conn.execute(
+        "SELECT model FROM results WHERE model != 'shared' ORDER BY rowid")]
+    conn.close()
+    self.assertGreaterEqual(sum(a != b for a, b in zip(order, order[1:])), 2,
+                            "the writers did not interleave")
+    store = results.ResultsStore(self.path)
+    self.assertLen(store.trials(), shared)
+    self.assertTrue(all(r["writer"] in ("a", "b") for r in store.records(model="shared")))
+
+  def test_sigkill_before_commit_leaves_no_row(self):
+    k = 3
+    child = _spawn(_KILL_AT_COMMIT, self.path, k)
+    child.communicate(timeout=60)
+    self.assertEqual(child.returncode, -signal.SIGKILL)
+    rows = self.assert_rows_intact(self.path)
+    self.assertEqual(sorted(seed for _, seed, *_ in rows), list(range(k)))
+    store = results.ResultsStore(self.path, timeout=5)
+    self.assertIsNone(store.get("m", "cifar10", "logreg", k))
+    self.assertTrue(store.put(_record(model="m", seed=k, payload="", sha256=hashlib.sha256(
+        b"").hexdigest())))  # The killed writer's lock is gone.
+    self.assertLen(store.records(), k + 1)
+
+  def test_sigkill_while_writing_in_a_loop(self):
+    child = _spawn(_WRITE_FOREVER, self.path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+      if os.path.exists(self.path) and len(results.ResultsStore(self.path).done_cells()) >= 8:
+        break
+      time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.communicate(timeout=30)
+    rows = self.assert_rows_intact(self.path)
+    self.assertGreaterEqual(len(rows), 8)
+    self.assertEqual(sorted(seed for _, seed, *_ in rows), list(range(len(rows))))
+
+  def test_upsert(self):
+    store = results.ResultsStore(self.path)
+    self.assertTrue(store.put(_record(status="failed", error="first")))
+    self.assertTrue(store.put(_record(status="failed", error="second")))
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0)["error"], "second")
+    self.assertFalse(store.has_ok("resnet_50", "cifar10", "logreg", 0))
+    self.assertTrue(store.put(_record(test_metric=0.7)))
+    self.assertTrue(store.has_ok("resnet_50", "cifar10", "logreg", 0))
+    with self.assertLogs(level="WARNING"):
+      self.assertFalse(store.put(_record(status="failed", error="late crash")))
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0)["test_metric"], 0.7)
+    self.assertTrue(store.put(_record(test_metric=0.72)))
+    self.assertEqual(store.records(), [_record(test_metric=0.72)])
+    self.assertEqual(store.done_cells(), {("resnet_50", "cifar10", "logreg", 0)})
+    self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0))
+    self.assertEqual(store.records(), [])
+
+  def test_records_filters_and_plain_json(self):
+    store = results.ResultsStore(self.dir)  # A directory means <dir>/results.sqlite.
+    self.assertEqual(store.path, self.path)
+    store.put(_record(seed=np.int64(1), test_metric=np.float32(0.5), note=(1, 2),
+                      timings={"fit": float("nan")}))
+    store.put(_record(regime="finetune", status="failed"))
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 1),
+                     _record(seed=1, test_metric=0.5, note=[1, 2], timings={"fit": None}))
+    self.assertEqual([r["regime"] for r in store.records(status="failed")], ["finetune"])
+    self.assertEqual([r["seed"] for r in store.records(regime="logreg")], [1])
+    self.assertIsNone(store.get("resnet_50", "cifar10", "scratch", 0))
+    with self.assertRaisesRegex(ValueError, "'done'"):
+      store.records(status="done")
+
+  def test_rejects_bad_records(self):
+    store = results.ResultsStore(self.path)
+    bad = _record()
+    del bad["regime"]
+    with self.assertRaisesRegex(ValueError, r"lacks \['regime'\]"):
+      store.put(bad)
+    with self.assertRaisesRegex(ValueError, "test_metric=75.0.*percentage, divide it by 100"):
+      store.put(_record(test_metric=75.0))
+    with self.assertRaisesRegex(ValueError, "'transfer'"):
+      store.put(_record(regime="transfer"))
+    with self.assertRaisesRegex(ValueError, "seed='0'"):
+      store.put(_record(seed="0"))
+    with self.assertRaisesRegex(ValueError, "metric='accuracy'"):
+      store.put(_record(metric="accuracy"))
+    with self.assertRaisesRegex(ValueError, "in-memory"):
+      results.ResultsStore(":memory:")
+    self.assertEqual(store.records(), [])
+
+  def test_trials_are_idempotent(self):
+    store = results.ResultsStore(self.path)
+    cell = ("resnet_50", "cifar10", "finetune", 0)
+    store.put_trial(*cell, "t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=0.6, status="ok")
+    store.put_trial(*cell, "t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=0.65, status="ok")
+    self.assertFalse(store.put_trial(*cell, "t0", hparams={"lr": 0.1, "wd": 0.0},
+                                     val_metric=None, status="failed", error="NaN loss"))
+    store.put_trial(*cell, 1, hparams={"lr": 1.0}, val_metric=float("nan"), status="failed",
+                    error="diverged")
+    trials = store.trials(*cell)
+    self.assertEqual([(t["trial_id"], t["val_metric"], t["status"]) for t in trials],
+                     [("1", None, "failed"), ("t0", 0.65, "ok")])
+    self.assertEqual(trials[1]["hparams"], {"lr": 0.1, "wd": 0.0})
+    self.assertLen(store.trials(status="ok"), 1)
+    self.assertEqual(store.trials("other_model"), [])
+    with self.assertRaisesRegex(ValueError, "val_metric=1.5"):
+      store.put_trial(*cell, "t2", hparams={}, val_metric=1.5, status="ok")
+
+  def test_csv_export_round_trip(self):
+    store = results.ResultsStore(self.path)
+    store.put(_record(test_metric=1 / 3, error=None, hparams={"l2": 0.1, "note": "a,b\n\"c\""}))
+    store.put(_record(dataset="dtd", status="failed", error="line 1\nline 2, with comma"))
+    csv_path = os.path.join(self.dir, "results.csv")
+    self.assertEqual(store.export_csv(csv_path), 2)
+    with open(csv_path, newline="") as f:
+      rows = list(csv.DictReader(f))
+    self.assertEqual(list(rows[0]), list(results.CSV_FIELDS))
+    for row, record in zip(rows, store.records()):
+      self.assertEqual(json.loads(row["record"]), record)
+      self.assertEqual((row["model"], row["dataset"], row["regime"], int(row["seed"])),
+                       (record["model"], record["dataset"], record["regime"], record["seed"]))
+      self.assertEqual(row["error"], record["error"] or "")
+      if record["status"] == "ok":
+        self.assertEqual(float(row["test_metric"]), 1 / 3)
+      else:
+        self.assertEqual(row["test_metric"], "")
+
+  def test_json_export_import_round_trip(self):
+    store = results.ResultsStore(self.path)
+    store.put(_record(test_metric=0.123456789012345))
+    store.put(_record(model="hub:x/y", regime="scratch", seed=2, status="failed"))
+    store.put_trial("resnet_50", "cifar10", "logreg", 0, "l2=0.001", hparams={"l2": 1e-3},
+                    val_metric=0.8, status="ok")
+    json_path = os.path.join(self.dir, "results.json")
+    self.assertEqual(store.export_json(json_path), 2)
+    with open(json_path) as f:
+      self.assertEqual(json.load(f)["results"], store.records())
+    merged = results.ResultsStore(os.path.join(self.dir, "other", "results.sqlite"))
+    self.assertEqual(merged.import_json(json_path), 2)
+    self.assertEqual(merged.records(), store.records())
+    strip = lambda trials: [{k: v for k, v in t.items() if k != "stored_at"} for t in trials]
+    self.assertEqual(strip(merged.trials()), strip(store.trials()))
+    self.assertTrue(math.isclose(merged.records()[1]["test_metric"], 0.123456789012345,
+                                 rel_tol=0, abs_tol=0))
+
+
+if __name__ == "__main__":
+  absltest.main()

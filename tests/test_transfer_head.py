@@ -1,0 +1,97 @@
+"""TransferHead: the regime sets trainability and init; the head starts at zero."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tests import fakes
+from tfhub_transfer import backbones
+from tfhub_transfer import transfer_head
+
+_SPEC = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.25},
+                                    image_size=32)
+
+
+def _saved_weights(path):
+  backbones.build_backbone(_SPEC, weights="random", seed=7).save_weights(path)
+  return path
+
+
+class TransferHeadTest(parameterized.TestCase, tf.test.TestCase):
+
+  @parameterized.parameters(("logreg", False), ("finetune", True), ("scratch", True))
+  def test_regime_sets_trainable(self, regime, trainable):
+    weights = None if regime == "scratch" else _saved_weights(
+        self.get_temp_dir() + f"/{regime}.weights.h5")
+    model = transfer_head.build_transfer_head(_SPEC, regime=regime, num_classes=4,
+                                              weights=weights)
+    self.assertEqual(model.backbone.trainable, trainable)
+    backbone_trainable = [w for w in model.trainable_weights
+                          if not w.path.startswith("transfer_head/head")]
+    self.assertEqual(bool(backbone_trainable), trainable)
+    self.assertLen([w for w in model.trainable_weights if w.path.startswith("transfer_head/head")], 2)
+
+  def test_init_follows_regime(self):
+    path = _saved_weights(self.get_temp_dir() + "/init.weights.h5")
+    reference = backbones.build_backbone(_SPEC, weights=path).get_weights()
+    finetune = transfer_head.build_transfer_head(_SPEC, regime="finetune", num_classes=3,
+                                                 weights=path)
+    scratch = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3,
+                                                seed=11)
+    self.assertAllEqual(finetune.backbone.get_weights()[0], reference[0])
+    self.assertNotAllClose(scratch.backbone.get_weights()[0], reference[0])
+
+  def test_head_is_zero_initialised_softmax_or_sigmoid(self):
+    single = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=5)
+    multi = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=5,
+                                              multi_label=True)
+    images = tf.random.uniform((2, 32, 32, 3), -1, 1)
+    self.assertAllEqual(single(images), np.zeros((2, 5)))
+    self.assertAllClose(single.probabilities(single(images)), np.full((2, 5), 0.2))
+    self.assertAllClose(multi.probabilities(multi(images)), np.full((2, 5), 0.5))
+    self.assertIsInstance(single.make_loss(), keras.losses.SparseCategoricalCrossentropy)
+    self.assertIsInstance(multi.make_loss(), keras.losses.BinaryCrossentropy)
+
+  def test_logreg_backbone_runs_in_inference_mode(self):
+    path = _saved_weights(self.get_temp_dir() + "/bn.weights.h5")
+    model = transfer_head.build_transfer_head(_SPEC, regime="logreg", num_classes=2,
+                                              weights=path)
+    before = [w.numpy().copy() for w in model.backbone.non_trainable_weights]
+    images = tf.random.uniform((4, 32, 32, 3), -1, 1)
+    inference = model(images, training=False)
+    self.assertAllClose(model(images, training=True), inference)
+    for b, w in zip(before, model.backbone.non_trainable_weights):
+      self.assertAllEqual(b, w.numpy())  # Moving statistics untouched.
+
+  def test_hub_backbone_regimes(self):
+    path = fakes.make_tiny_savedmodel(self.get_temp_dir() + "/hub", feature_dim=4)
+    spec = backbones.get_backbone_spec("hub:" + path, image_size=16)
+    frozen = transfer_head.build_transfer_head(spec, regime="logreg", num_classes=2)
+    tuned = transfer_head.build_transfer_head(spec, regime="finetune", num_classes=2)
+    self.assertLen(frozen.trainable_weights, 2)
+    self.assertLen(tuned.trainable_weights, 2 + 3)
+
+  def test_weight_decay_adds_l2_of_kernels(self):
+    model = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3,
+                                              weight_decay=0.01)
+    model.head.kernel.assign(tf.ones_like(model.head.kernel))
+    kernels = [w for w in model.trainable_weights if len(w.shape) >= 2]
+    expected = 0.5 * 0.01 * sum(float(np.sum(np.square(w.numpy()))) for w in kernels)
+    self.assertNear(float(model.l2_penalty()), expected, 1e-4 * expected)
+    labels, logits = tf.constant([0]), tf.zeros((1, 3))
+    with_decay = model.compute_loss(y=labels, y_pred=logits, training=True)
+    self.assertNear(float(with_decay), np.log(3) + expected, 1e-4 * expected)
+    self.assertNear(float(model.compute_loss(y=labels, y_pred=logits, training=False)),
+                    np.log(3), 1e-6)
+
+  def test_batch_norm_momentum_reaches_every_layer(self):
+    model = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3)
+    count = transfer_head.set_batch_norm_momentum(model.backbone, 0.95)
+    self.assertEqual(count, 27)  # MobileNet v1: one after the stem, two per block x 13.
+    self.assertTrue(all(layer.momentum == 0.95 for layer in model.backbone.layers
+                        if isinstance(layer, keras.layers.BatchNormalization)))
+
+
+if __name__ == "__main__":
+  tf.test.main()

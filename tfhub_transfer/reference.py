@@ -1,0 +1,133 @@
+"""The paper's reference numbers (Kornblith, Shlens & Le, CVPR 2019), shipped as CSVs.
+
+`kornblith2019_networks.csv` holds each network's ImageNet top-1 and its average transfer
+accuracy in log-odds per regime. Those averages are APPROXIMATE: they were measured off the
+paper's Figures 1 and 2 (about +-0.01 log-odds, ImageNet +-0.1 point). They reproduce the
+paper's published correlations (`PAPER_CORRELATIONS`) to within 0.01.
+`kornblith2019_datasets.csv` is the paper's Table 1.
+"""
+
+import csv
+import dataclasses
+import functools
+import importlib.resources
+import io
+
+from tfhub_transfer import config
+
+APPROXIMATE_NOTE = ("approximate: read off the paper's Figures 1-2 "
+                    "(about +-0.01 log-odds, ImageNet top-1 +-0.1 point)")
+
+# Pearson r between ImageNet top-1 and average transfer log-odds, as the paper prints them.
+PAPER_CORRELATIONS = {"logreg": 0.99, "finetune": 0.96, "scratch": 0.55}
+
+_NETWORKS_CSV = "kornblith2019_networks.csv"
+_DATASETS_CSV = "kornblith2019_datasets.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperNetwork:
+  """One of the paper's 16 networks (approximate figures, see `APPROXIMATE_NOTE`).
+
+  Attributes:
+    name: backbone registry name.
+    imagenet_top1: ImageNet top-1 (%) of the authors' retrained network.
+    avg_logodds_logreg: mean over the 12 datasets of log(p / (1 - p)), logistic regression.
+    avg_logodds_finetune: the same, fine-tuned.
+    avg_logodds_scratch: the same, trained from random initialization.
+  """
+  name: str
+  imagenet_top1: float
+  avg_logodds_logreg: float
+  avg_logodds_finetune: float
+  avg_logodds_scratch: float
+
+  def avg_logodds(self, regime: str) -> float:
+    """The average log-odds under `regime` (`logreg`, `finetune` or `scratch`)."""
+    return getattr(self, f"avg_logodds_{config.check_regime(regime)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperDataset:
+  """One row of the paper's Table 1.
+
+  Attributes:
+    name: dataset registry name.
+    classes: number of classes.
+    train_size: training examples (train + validation where the paper has a val split).
+    test_size: test examples.
+    metric: `top1`, `mean_per_class` or `map_11point`.
+    validation: how the paper made the validation split for hyperparameter selection.
+  """
+  name: str
+  classes: int
+  train_size: int
+  test_size: int
+  metric: str
+  validation: str
+
+
+def _read_csv(filename: str, columns: tuple[str, ...]) -> list[dict[str, str]]:
+  text = importlib.resources.files("tfhub_transfer").joinpath(
+      "reference", filename).read_text(encoding="utf-8")
+  reader = csv.DictReader(io.StringIO(text))
+  missing = set(columns) - set(reader.fieldnames or ())
+  if missing:
+    raise ValueError(f"tfhub_transfer/reference/{filename} lacks columns {sorted(missing)}; "
+                     f"has {reader.fieldnames}. Reinstall tfhub_transfer.")
+  return list(reader)
+
+
+@functools.lru_cache(maxsize=None)
+def _networks() -> tuple[PaperNetwork, ...]:
+  rows = _read_csv(_NETWORKS_CSV, ("network", "imagenet_top1", "avg_logodds_logreg",
+                                   "avg_logodds_finetune", "avg_logodds_scratch"))
+  return tuple(PaperNetwork(
+      name=r["network"], imagenet_top1=float(r["imagenet_top1"]),
+      avg_logodds_logreg=float(r["avg_logodds_logreg"]),
+      avg_logodds_finetune=float(r["avg_logodds_finetune"]),
+      avg_logodds_scratch=float(r["avg_logodds_scratch"])) for r in rows)
+
+
+@functools.lru_cache(maxsize=None)
+def _datasets() -> tuple[PaperDataset, ...]:
+  rows = _read_csv(_DATASETS_CSV, ("dataset", "classes", "train_size", "test_size", "metric",
+                                   "validation"))
+  return tuple(PaperDataset(
+      name=r["dataset"], classes=int(r["classes"]), train_size=int(r["train_size"]),
+      test_size=int(r["test_size"]), metric=r["metric"], validation=r["validation"])
+               for r in rows)
+
+
+def paper_networks() -> dict[str, PaperNetwork]:
+  """The paper's 16 networks by registry name, in ascending ImageNet top-1 order."""
+  return {n.name: n for n in _networks()}
+
+
+def paper_datasets() -> dict[str, PaperDataset]:
+  """The paper's 12 datasets by registry name, in Table 1 order."""
+  return {d.name: d for d in _datasets()}
+
+
+def get_paper_network(name: str) -> PaperNetwork:
+  """The paper's figures for network `name`.
+
+  Raises:
+    KeyError: `name` is not one of the paper's networks (the message lists them).
+  """
+  networks = paper_networks()
+  if name not in networks:
+    raise KeyError(f"{name!r} is not one of the paper's networks: {', '.join(networks)}.")
+  return networks[name]
+
+
+def get_paper_dataset(name: str) -> PaperDataset:
+  """The paper's Table 1 row for dataset `name`.
+
+  Raises:
+    KeyError: `name` is not one of the paper's datasets (the message lists them).
+  """
+  datasets = paper_datasets()
+  if name not in datasets:
+    raise KeyError(f"{name!r} is not one of the paper's datasets: {', '.join(datasets)}.")
+  return datasets[name]

@@ -1,0 +1,391 @@
+"""The results store: one SQLite file per workdir, safe to share between processes.
+
+Each (model, dataset, regime, seed) cell has at most one row, holding the key fields as
+columns and the whole record as JSON. Every write is one `BEGIN IMMEDIATE` transaction, so
+a process killed mid-write leaves the previous state, never a half row. Several processes
+may write to the same file: the database runs in WAL mode with a busy timeout, and a write
+that still finds the file locked is retried with backoff. WAL needs a local filesystem
+(not NFS); put the workdir on local disk or write one store per machine and merge them
+with `export_json` / `import_json`.
+"""
+
+import contextlib
+import csv
+import datetime
+import json
+import math
+import numbers
+import os
+import random
+import sqlite3
+import time
+from typing import Any, Callable, Iterable, Optional
+
+from absl import logging
+
+from tfhub_transfer import config
+
+RESULTS_FILENAME = "results.sqlite"
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed")
+METRICS = ("top1", "mean_per_class", "map_11point")
+KEY_FIELDS = ("model", "dataset", "regime", "seed")
+TRIAL_FIELDS = KEY_FIELDS + ("trial_id", "hparams", "val_metric", "status", "error",
+                            "stored_at")
+CSV_FIELDS = KEY_FIELDS + ("status", "metric", "val_metric", "test_metric", "error",
+                           "created_at", "record")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+  model TEXT NOT NULL, dataset TEXT NOT NULL, regime TEXT NOT NULL, seed INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+  metric TEXT, val_metric REAL, test_metric REAL, error TEXT, created_at TEXT,
+  stored_at TEXT NOT NULL,
+  record TEXT NOT NULL,
+  PRIMARY KEY (model, dataset, regime, seed));
+CREATE TABLE IF NOT EXISTS trials (
+  model TEXT NOT NULL, dataset TEXT NOT NULL, regime TEXT NOT NULL, seed INTEGER NOT NULL,
+  trial_id TEXT NOT NULL, hparams TEXT NOT NULL, val_metric REAL,
+  status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+  error TEXT, stored_at TEXT NOT NULL,
+  PRIMARY KEY (model, dataset, regime, seed, trial_id));
+"""
+
+
+def to_jsonable(value: Any) -> Any:
+  """Plain-JSON copy of `value`: numpy scalars/arrays to Python, tuples to lists.
+
+  Non-finite floats become None, since JSON has no NaN or infinity.
+
+  Raises:
+    TypeError: `value` holds an object JSON cannot represent.
+  """
+  if isinstance(value, dict):
+    return {str(k): to_jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(v) for v in value]
+  if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+    return to_jsonable(value.tolist())
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if value is None or isinstance(value, (str, bool, int)):
+    return value
+  raise TypeError(f"Cannot store {value!r} (type {type(value).__name__}) in a results "
+                  f"record: use str, int, float, bool, None, lists or dicts of them.")
+
+
+def check_record(record: dict[str, Any]) -> dict[str, Any]:
+  """Validates a `run_experiment` record and returns its plain-JSON copy.
+
+  Raises:
+    ValueError: a key field is missing or has a bad value.
+  """
+  if not isinstance(record, dict):
+    raise ValueError(f"A results record must be a dict, got {type(record).__name__}.")
+  missing = [k for k in KEY_FIELDS + ("status",) if k not in record]
+  if missing:
+    raise ValueError(f"Results record lacks {missing}; every record needs "
+                     f"{list(KEY_FIELDS + ('status',))}. Got keys {sorted(record)}.")
+  check_key(*(record[k] for k in KEY_FIELDS))
+  if record["status"] not in STATUSES:
+    raise ValueError(f"Record status={record['status']!r}; expected one of {STATUSES}.")
+  _check_error(record.get("error"))
+  if record["status"] == "ok":
+    if record.get("metric") not in METRICS:
+      raise ValueError(f"Record with status 'ok' has metric={record.get('metric')!r}; "
+                       f"expected one of {METRICS}.")
+    _check_fraction("test_metric", record.get("test_metric"), required=True)
+    _check_fraction("val_metric", record.get("val_metric"), required=False)
+  out = to_jsonable(record)
+  out["seed"] = int(record["seed"])
+  return out
+
+
+def check_key(model: str, dataset: str, regime: str, seed: int) -> None:
+  """Raises ValueError unless (model, dataset, regime, seed) is a valid cell key."""
+  for name, value in (("model", model), ("dataset", dataset)):
+    if not isinstance(value, str) or not value:
+      raise ValueError(f"Record {name}={value!r} must be a non-empty string.")
+  config.check_regime(regime)
+  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+    raise ValueError(f"Record seed={seed!r} must be an integer.")
+
+
+def _check_error(error):
+  if error is not None and not isinstance(error, str):
+    raise ValueError(f"error={error!r} must be a string (e.g. the traceback) or None.")
+
+
+def _check_fraction(name, value, *, required):
+  if value is None and not required:
+    return
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+      or not 0.0 <= float(value) <= 1.0):
+    hint = " If it is a percentage, divide it by 100." if (
+        isinstance(value, numbers.Real) and 1 < value <= 100) else ""
+    raise ValueError(f"Record {name}={value!r} must be a fraction in [0, 1].{hint}")
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultsStore:
+  """Results and tuner trials of one workdir, in one SQLite file.
+
+  Connections are opened per call, so a store object may be shared with forked processes.
+
+  Args:
+    path: the database file (created with its parent dirs if missing); an existing
+      directory means `<path>/results.sqlite`.
+    timeout: seconds a call waits for another process's write lock before failing.
+  """
+
+  def __init__(self, path: str, *, timeout: float = 60.0):
+    path = os.fspath(path)
+    if path in ("", ":memory:") or path.startswith("file:"):
+      raise ValueError(f"ResultsStore needs a file path, got {path!r} (each call opens its "
+                       f"own connection, so an in-memory database would be empty).")
+    if os.path.isdir(path):
+      path = os.path.join(path, RESULTS_FILENAME)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    self.path = path
+    self.timeout = timeout
+    self._jitter = random.Random()
+    self._retry(self._init_schema)
+
+  @classmethod
+  def for_workdir(cls, workdir: str, **kwargs) -> "ResultsStore":
+    """The store at `<workdir>/results.sqlite`."""
+    return cls(os.path.join(workdir, RESULTS_FILENAME), **kwargs)
+
+  def __repr__(self):
+    return f"ResultsStore({self.path!r})"
+
+  def _connect(self) -> sqlite3.Connection:
+    conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+    return conn
+
+  def _retry(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Runs fn on a fresh connection, retrying while another process holds the lock."""
+    deadline = time.monotonic() + self.timeout
+    delay = 0.005
+    while True:
+      try:
+        with contextlib.closing(self._connect()) as conn:
+          return fn(conn)
+      except sqlite3.OperationalError as e:
+        if "locked" not in str(e) and "busy" not in str(e):
+          raise
+        if time.monotonic() > deadline:
+          raise TimeoutError(
+              f"Results store {self.path} stayed locked for {self.timeout}s ({e}). Another "
+              f"process holds a write lock; raise `timeout`, or if the workdir is on a "
+              f"network filesystem, move it to local disk (SQLite WAL needs one).") from e
+        time.sleep(delay * self._jitter.uniform(0.5, 1.5))
+        delay = min(2 * delay, 0.25)
+
+  def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Runs fn inside one `BEGIN IMMEDIATE` transaction (all or nothing), with retries."""
+    return self._retry(lambda conn: _in_transaction(conn, fn))
+
+  def _init_schema(self, conn):
+    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+      raise RuntimeError(f"Could not put {self.path} in WAL mode; is it on a local disk?")
+    def create(conn):
+      version = conn.execute("PRAGMA user_version").fetchone()[0]
+      if version > SCHEMA_VERSION:
+        raise RuntimeError(f"{self.path} has schema version {version}, newer than this "
+                           f"tfhub_transfer's {SCHEMA_VERSION}: upgrade tfhub_transfer.")
+      for statement in filter(str.strip, _SCHEMA.split(";")):
+        conn.execute(statement)
+      conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    _in_transaction(conn, create)
+
+  # Results.
+
+  def put(self, record: dict[str, Any]) -> bool:
+    """Stores a record, replacing the cell's row unless that row is `ok` and this is not.
+
+    Args:
+      record: a `run_experiment` record; extra keys are kept in the JSON.
+
+    Returns:
+      True if the record was stored; False if it failed and an `ok` row was kept.
+
+    Raises:
+      ValueError: a key field is missing or invalid.
+    """
+    return self.put_many([record]) == 1
+
+  def put_many(self, records: Iterable[dict[str, Any]]) -> int:
+    """Stores several records in one transaction (see `put`); returns how many were stored."""
+    rows = [_result_row(check_record(r)) for r in records]
+    def insert(conn):
+      stored = 0
+      for row in rows:
+        if _upsert(conn, "results", row, KEY_FIELDS):
+          stored += 1
+        else:
+          logging.warning("Kept the ok result of %s; not replaced by a failed run.",
+                          tuple(row[k] for k in KEY_FIELDS))
+      return stored
+    return self._write(insert)
+
+  def get(self, model: str, dataset: str, regime: str, seed: int) -> Optional[dict]:
+    """The cell's record, or None if it has none."""
+    rows = self._select("SELECT record FROM results WHERE model = ? AND dataset = ? AND "
+                        "regime = ? AND seed = ?", (model, dataset, regime, seed))
+    return json.loads(rows[0][0]) if rows else None
+
+  def has_ok(self, model: str, dataset: str, regime: str, seed: int) -> bool:
+    """Whether the cell has a successful result (so a rerun may skip it)."""
+    return bool(self._select("SELECT 1 FROM results WHERE model = ? AND dataset = ? AND "
+                             "regime = ? AND seed = ? AND status = 'ok'",
+                             (model, dataset, regime, seed)))
+
+  def done_cells(self) -> set[tuple[str, str, str, int]]:
+    """The (model, dataset, regime, seed) keys with a successful result."""
+    return set(self._select(f"SELECT {', '.join(KEY_FIELDS)} FROM results "
+                            f"WHERE status = 'ok'"))
+
+  def records(self, status: Optional[str] = None, *, model: Optional[str] = None,
+              dataset: Optional[str] = None, regime: Optional[str] = None) -> list[dict]:
+    """Stored records, sorted by key; each filter given must match."""
+    where, params = _where(status=status, model=model, dataset=dataset, regime=regime)
+    return [json.loads(r[0]) for r in self._select(
+        f"SELECT record FROM results{where} ORDER BY {', '.join(KEY_FIELDS)}", params)]
+
+  def delete(self, model: str, dataset: str, regime: str, seed: int) -> bool:
+    """Removes a cell's result (to force a rerun); returns whether there was one."""
+    return self._write(lambda conn: conn.execute(
+        "DELETE FROM results WHERE model = ? AND dataset = ? AND regime = ? AND seed = ?",
+        (model, dataset, regime, seed)).rowcount == 1)
+
+  def _select(self, sql, params=()):
+    return self._retry(lambda conn: [tuple(r) for r in conn.execute(sql, params)])
+
+  # Tuner trials.
+
+  def put_trial(self, model: str, dataset: str, regime: str, seed: int, trial_id: str, *,
+                hparams: dict[str, Any], val_metric: Optional[float], status: str,
+                error: Optional[str] = None) -> bool:
+    """Stores one hyperparameter-search trial; idempotent on (cell, trial_id).
+
+    A later write of the same trial replaces it, except that a failed trial does not
+    replace a successful one. Returns whether the row was written.
+
+    Raises:
+      ValueError: a bad key, status or val_metric.
+    """
+    row = _trial_row(model, dataset, regime, seed, trial_id, hparams=hparams,
+                     val_metric=val_metric, status=status, error=error)
+    return self._write(lambda conn: _upsert(conn, "trials", row, TRIAL_FIELDS[:5]))
+
+  def trials(self, model: Optional[str] = None, dataset: Optional[str] = None,
+             regime: Optional[str] = None, seed: Optional[int] = None, *,
+             status: Optional[str] = None) -> list[dict[str, Any]]:
+    """Stored trials (dicts with the `put_trial` fields), sorted by cell and trial_id."""
+    where, params = _where(model=model, dataset=dataset, regime=regime, seed=seed,
+                           status=status)
+    rows = self._select(f"SELECT {', '.join(TRIAL_FIELDS)} FROM trials{where} "
+                        f"ORDER BY {', '.join(KEY_FIELDS)}, trial_id", params)
+    return [{**dict(zip(TRIAL_FIELDS, row)), "hparams": json.loads(row[5])} for row in rows]
+
+  # Export and merge.
+
+  def export_csv(self, path: str) -> int:
+    """Writes the results, one row per cell: key columns plus the full record as JSON.
+
+    Returns:
+      The number of rows written.
+    """
+    records = self.records()
+    with open(path, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+      writer.writeheader()
+      for record in records:
+        writer.writerow({**{k: record.get(k) for k in CSV_FIELDS[:-1]},
+                         "record": json.dumps(record, sort_keys=True)})
+    return len(records)
+
+  def export_json(self, path: str) -> int:
+    """Writes `{"schema_version", "results": [...], "trials": [...]}`; returns #results."""
+    records = self.records()
+    with open(path, "w") as f:
+      json.dump({"schema_version": SCHEMA_VERSION, "results": records,
+                 "trials": self.trials()}, f, indent=1, sort_keys=True)
+    return len(records)
+
+  def import_json(self, path: str) -> int:
+    """Merges an `export_json` file (e.g. from another machine) with `put` semantics.
+
+    Returns:
+      The number of results stored.
+    """
+    with open(path) as f:
+      data = json.load(f)
+    if not isinstance(data, dict) or "results" not in data:
+      raise ValueError(f"{path} is not an export_json file: expected an object with "
+                       f"'results' (and 'trials').")
+    trials = [_trial_row(*(t[k] for k in TRIAL_FIELDS[:5]), hparams=t["hparams"],
+                         val_metric=t["val_metric"], status=t["status"], error=t["error"])
+              for t in data.get("trials", [])]
+    stored = self.put_many(data["results"])
+    self._write(lambda conn: [_upsert(conn, "trials", t, TRIAL_FIELDS[:5]) for t in trials])
+    return stored
+
+
+def _upsert(conn: sqlite3.Connection, table: str, row: dict[str, Any],
+            keys: tuple[str, ...]) -> bool:
+  """Inserts or replaces a row (a failed row never replaces an ok one); True if written."""
+  return conn.execute(
+      f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) "
+      f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+      + ", ".join(f"{c} = excluded.{c}" for c in row if c not in keys)
+      + f" WHERE excluded.status = 'ok' OR {table}.status != 'ok'",
+      tuple(row.values())).rowcount == 1
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]):
+  conn.execute("BEGIN IMMEDIATE")
+  try:
+    result = fn(conn)
+    conn.execute("COMMIT")
+    return result
+  except BaseException:
+    if conn.in_transaction:
+      conn.execute("ROLLBACK")
+    raise
+
+
+def _where(**filters) -> tuple[str, tuple[Any, ...]]:
+  """A ` WHERE a = ? AND ...` clause and its parameters for the filters that are not None."""
+  if filters.get("status") not in (None,) + STATUSES:
+    raise ValueError(f"status={filters['status']!r}; expected None or one of {STATUSES}.")
+  given = {k: v for k, v in filters.items() if v is not None}
+  return ((" WHERE " + " AND ".join(f"{k} = ?" for k in given)) if given else "",
+          tuple(given.values()))
+
+
+def _trial_row(model, dataset, regime, seed, trial_id, *, hparams, val_metric, status, error):
+  check_key(model, dataset, regime, seed)
+  if status not in STATUSES:
+    raise ValueError(f"Trial status={status!r}; expected one of {STATUSES}.")
+  if not isinstance(hparams, dict):
+    raise ValueError(f"Trial hparams={hparams!r} must be a dict of name -> value.")
+  _check_error(error)
+  val_metric = to_jsonable(val_metric)
+  _check_fraction("val_metric", val_metric, required=status == "ok")
+  return {"model": model, "dataset": dataset, "regime": regime, "seed": int(seed),
+          "trial_id": str(trial_id), "hparams": json.dumps(to_jsonable(hparams)),
+          "val_metric": val_metric, "status": status, "error": error, "stored_at": _now()}
+
+
+def _result_row(record: dict[str, Any]) -> dict[str, Any]:
+  return {**{k: record[k] for k in KEY_FIELDS}, "status": record["status"],
+          "metric": record.get("metric"), "val_metric": record.get("val_metric"),
+          "test_metric": record.get("test_metric"), "error": record.get("error"),
+          "created_at": record.get("created_at"), "stored_at": _now(),
+          "record": json.dumps(record, sort_keys=True)}
