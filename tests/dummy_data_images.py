@@ -83,7 +83,8 @@ def write_birdsnap(manual_dir):
   rows, test_paths = [], []
   header = "url\tmd5\tpath\tspecies_id\tbb_x1\tbb_y1\tbb_x2\tbb_y2"
   plan = ([("train", "ok")] * BIRDSNAP_TRAIN_FOUND + [("test", "ok")] * BIRDSNAP_TEST_FOUND +
-          [("train", "missing")] * BIRDSNAP_MISSING + [("train", "bad_md5")] * BIRDSNAP_MD5_MISMATCH)
+          [("train", "missing")] * BIRDSNAP_MISSING +
+          [("train", "bad_md5")] * BIRDSNAP_MD5_MISMATCH)
   for n, (split, state) in enumerate(plan):
     species_id = 1 + n % 3
     path = f"Bird_{species_id}/{1000 + n}.jpg"

@@ -1,0 +1,329 @@
+"""The dataset registry and `load_splits`, through TFDS (mocked or real) and folders."""
+
+import collections
+import csv
+import json
+import os
+import tempfile
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests import dummy_data_images as dummy
+from tfhub_transfer import datasets
+from tfhub_transfer import pipeline
+from tfhub_transfer import preprocessing
+from tfhub_transfer.builders import readers
+
+PAPER_DATASETS = ("food101", "cifar10", "cifar100", "birdsnap", "sun397", "stanford_cars",
+                  "fgvc_aircraft", "voc2007", "dtd", "oxford_pets", "caltech101",
+                  "oxford_flowers")
+# Enough mock examples that some class appears twice (a held-out class keeps one in train).
+_MOCK_EXAMPLES = 100
+_CSV = os.path.join(os.path.dirname(datasets.__file__), "reference",
+                    "kornblith2019_datasets.csv")
+
+
+def _examples(ds):
+  """(encoded image bytes, label) pairs of a split."""
+  return [(ex["image"], ex["label"]) for ex in tfds.as_numpy(ds)]
+
+
+def _images(ds):
+  return [image for image, _ in _examples(ds)]
+
+
+class RegistryTest(parameterized.TestCase):
+
+  def test_registry_is_the_paper_datasets_plus_digits(self):
+    self.assertEqual(list(datasets.DATASETS), list(PAPER_DATASETS) + ["digits"])
+    self.assertTrue(datasets.DATASETS["digits"].smoke)
+    self.assertFalse(any(datasets.DATASETS[name].smoke for name in PAPER_DATASETS))
+
+  def test_specs_match_the_papers_table(self):
+    with open(_CSV) as f:
+      rows = {row["dataset"]: row for row in csv.DictReader(f)}
+    self.assertCountEqual(rows, PAPER_DATASETS)
+    for name, row in rows.items():
+      spec = datasets.DATASETS[name]
+      self.assertEqual(spec.num_classes, int(row["classes"]), name)
+      self.assertEqual(spec.paper_train_size, int(row["train_size"]), name)
+      self.assertEqual(spec.paper_test_size, int(row["test_size"]), name)
+      self.assertEqual(spec.metric, row["metric"], name)
+      self.assertEqual(spec.heldout_val, row["validation"].startswith("held-out"), name)
+
+  @parameterized.parameters(*datasets.DATASETS)
+  def test_spec_is_consistent(self, name):
+    spec = datasets.DATASETS[name]
+    self.assertIn(spec.metric, datasets.METRICS)
+    self.assertBetween(spec.val_fraction, 0.05, 0.5)
+    self.assertEqual(spec.multi_label, spec.metric == datasets.MAP_11POINT)
+    if spec.multi_label:
+      self.assertIsNotNone(spec.val_split, "multi-label sets cannot be stratified")
+    self.assertIn(spec.source, (datasets.TFDS, datasets.PROJECT_BUILDER))
+
+  @parameterized.parameters(*datasets.DATASETS)
+  def test_tfds_builder_features_match_the_spec(self, name):
+    spec = datasets.DATASETS[name]
+    builder = tfds.builder(spec.tfds_name, data_dir=self.create_tempdir().full_path)
+    label = readers.check_features(spec, builder)  # Raises on a mismatch.
+    self.assertEqual(label.num_classes, spec.num_classes)
+    self.assertIsInstance(builder.info.features[spec.image_key], tfds.features.Image)
+
+  def test_unknown_name_lists_the_valid_ones(self):
+    with self.assertRaisesRegex(ValueError, "'imagenet'.*food101, cifar10.*digits.*folder:"):
+      datasets.get_dataset_spec("imagenet")
+
+  def test_table_lists_every_dataset_with_sizes_and_status(self):
+    table = datasets.format_datasets_table()
+    for spec in datasets.DATASETS.values():
+      self.assertIn(spec.name, table)
+      self.assertIn(spec.tfds_name, table)
+    self.assertIn("digits (smoke)", table)
+    self.assertIn("75,750", table)
+    self.assertIn("map_11point", table)
+    self.assertIn("manual: TFDS URL dead", table)
+
+
+def _manual_placeholders(spec, path):
+  """Empty files named like the real manual files: mock_data skips preparation, so they only
+  satisfy the presence check (the real builds are in test_builders and below)."""
+  for name in spec.manual_files:
+    if name.endswith("/"):
+      os.makedirs(os.path.join(path, name), exist_ok=True)
+    else:
+      open(os.path.join(path, name), "w").close()
+  return path
+
+
+class MockedTfdsLoadTest(parameterized.TestCase):
+  """Each paper dataset through its real TFDS builder, features and splits, on mock data."""
+
+  def test_every_paper_dataset_is_covered_here(self):
+    self.assertCountEqual(PAPER_DATASETS, [n for n in datasets.DATASETS if n != "digits"])
+
+  @parameterized.parameters(*PAPER_DATASETS)
+  def test_loads_and_yields_batches(self, name):
+    spec = datasets.get_dataset_spec(name)
+    manual_dir = _manual_placeholders(spec, self.create_tempdir().full_path)
+    with tfds.testing.mock_data(num_examples=_MOCK_EXAMPLES):
+      splits = datasets.load_splits(spec, data_dir=self.create_tempdir().full_path,
+                                    manual_dir=manual_dir, seed=0)
+      # Every mock split has the same random examples; a held-out split parts those of train
+      # (how many go to val depends on the random labels: a class keeps one in train).
+      pool = _MOCK_EXAMPLES * (1 if spec.heldout_val else 2)
+      self.assertGreater(splits.sizes["val"], 0)
+      self.assertEqual(splits.sizes["trainval"], pool)
+      self.assertEqual(splits.sizes["train"] + splits.sizes["val"], pool)
+      self.assertEqual(splits.sizes["test"], _MOCK_EXAMPLES)
+      self.assertEqual(splits.info["sizes"], splits.sizes)
+      self.assertEqual("heldout_seed" in splits.info, spec.heldout_val)
+      for split, size in splits.sizes.items():
+        examples = _examples(getattr(splits, split))
+        self.assertLen(examples, size, split)
+        self.assertIsInstance(examples[0][0], bytes)  # Still encoded.
+      self.assertLen(splits.class_names, spec.num_classes)
+      batches = list(pipeline.make_pipeline(
+          splits.test, image_size=16, preprocess_fn=preprocessing.get_preprocess_fn("unit"),
+          batch_size=64, training=False))
+      train_x, _ = next(iter(pipeline.make_pipeline(
+          splits.train, image_size=16, preprocess_fn=preprocessing.get_preprocess_fn("unit"),
+          batch_size=4, training=True, seed=1)))
+    self.assertEqual([tuple(x.shape) for x, _ in batches], [(64, 16, 16, 3), (36, 16, 16, 3)])
+    self.assertEqual(train_x.shape, (4, 16, 16, 3))
+    labels = np.concatenate([y.numpy() for _, y in batches])
+    if spec.multi_label:
+      self.assertEqual(labels.shape, (_MOCK_EXAMPLES, spec.num_classes))
+      self.assertEqual(labels.dtype, np.float32)
+      self.assertTrue(np.all((labels == 0) | (labels == 1)))
+    else:
+      self.assertEqual(labels.dtype, np.int64)
+      self.assertTrue(np.all((labels >= 0) & (labels < spec.num_classes)))
+    self.assertBetween(float(tf.reduce_min(batches[0][0])), 0.0, 1.0)
+    self.assertBetween(float(tf.reduce_max(batches[0][0])), 0.0, 1.0)
+
+  def test_multi_hot_is_the_union_of_object_labels(self):
+    spec = datasets.get_dataset_spec("voc2007")
+    multi_hot = readers.make_label_fn(spec)(tf.constant([3, 17, 3], tf.int64)).numpy()
+    np.testing.assert_array_equal(np.flatnonzero(multi_hot), [3, 17])
+    empty = readers.make_label_fn(spec)(tf.zeros([0], tf.int64)).numpy()
+    np.testing.assert_array_equal(empty, np.zeros(20, np.float32))
+
+
+class ManualFilesTest(parameterized.TestCase):
+
+  @parameterized.parameters("stanford_cars", "sun397", "birdsnap")
+  def test_missing_manual_files_are_named_with_the_dir(self, name):
+    spec = datasets.get_dataset_spec(name)
+    manual_dir = self.create_tempdir().full_path
+    with self.assertRaises(FileNotFoundError) as caught:
+      datasets.load_splits(spec, data_dir=self.create_tempdir().full_path,
+                           manual_dir=manual_dir)
+    message = str(caught.exception)
+    self.assertIn(manual_dir, message)
+    self.assertIn(f"--dataset={name}", message)
+    for file_name in spec.manual_files:
+      self.assertIn(file_name, message)
+
+
+class DigitsEndToEndTest(parameterized.TestCase):
+  """The smoke dataset: a real TFDS build and the real held-out logic."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._data_dir = tempfile.TemporaryDirectory()
+    cls.spec = datasets.get_dataset_spec("digits")
+    cls.splits = datasets.load_splits(cls.spec, data_dir=cls._data_dir.name, seed=0)
+
+  @classmethod
+  def tearDownClass(cls):
+    cls._data_dir.cleanup()
+    super().tearDownClass()
+
+  def _load(self, **kwargs):
+    return datasets.load_splits(self.spec, data_dir=self._data_dir.name, **kwargs)
+
+  def test_sizes_and_record(self):
+    # 1,797 digits: 359 test; of the 1,438 training images, round(0.2 * 1438) = 288 held out.
+    self.assertEqual(self.splits.sizes, {"train": 1150, "val": 288, "trainval": 1438,
+                                         "test": 359})
+    self.assertEqual(self.splits.info["val_fraction"], 0.2)
+    self.assertEqual(self.splits.info["heldout_seed"], 0)
+    self.assertEqual(self.splits.info["source"], "tfds:digits:1.0.0")
+    self.assertEqual(self.splits.class_names, tuple(str(d) for d in range(10)))
+    json.dumps(self.splits.info)  # The record stores it as JSON.
+
+  def test_splits_do_not_overlap_and_trainval_is_train_plus_val(self):
+    train, val = _images(self.splits.train), _images(self.splits.val)
+    trainval, test = _images(self.splits.trainval), _images(self.splits.test)
+    self.assertLen(set(train + val + test), 1797)  # The digits are all distinct images.
+    self.assertEmpty(set(train) & set(val))
+    self.assertEmpty(set(trainval) & set(test))
+    self.assertCountEqual(trainval, train + val)
+
+  def test_validation_is_stratified(self):
+    val = collections.Counter(label for _, label in _examples(self.splits.val))
+    pool = collections.Counter(label for _, label in _examples(self.splits.trainval))
+    for label, count in pool.items():
+      self.assertLess(abs(val[label] - 0.2 * count), 1.0, label)
+
+  def test_held_out_split_is_seeded(self):
+    val = _examples(self.splits.val)
+    self.assertEqual(_examples(self._load(seed=0).val), val)
+    other = self._load(seed=1)
+    self.assertNotEqual(_examples(other.val), val)
+    self.assertEqual(_examples(other.test), _examples(self.splits.test))  # Test is fixed.
+
+  def test_max_examples_caps_every_split(self):
+    capped = self._load(seed=0, max_examples=20)
+    self.assertEqual(capped.sizes, {"train": 20, "val": 20, "trainval": 40, "test": 20})
+    for split, size in capped.sizes.items():
+      self.assertLen(_examples(getattr(capped, split)), size)
+    self.assertCountEqual(_images(capped.trainval),
+                          _images(capped.train) + _images(capped.val))
+    self.assertEqual(capped.info["max_examples"], 20)
+
+  def test_pipeline_end_to_end(self):
+    preprocess_fn = preprocessing.get_preprocess_fn("inception")
+    train = pipeline.make_pipeline(self.splits.train, image_size=24, batch_size=32,
+                                   preprocess_fn=preprocess_fn, training=True, seed=0)
+    x, y = next(iter(train))
+    self.assertEqual(x.shape, (32, 24, 24, 3))
+    self.assertBetween(float(tf.reduce_min(x)), -1.0, 1.0)
+    self.assertBetween(float(tf.reduce_max(x)), -1.0, 1.0)
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])  # Grayscale -> RGB.
+    self.assertEqual(y.dtype, tf.int64)
+    test = pipeline.make_pipeline(self.splits.test, image_size=24, batch_size=100,
+                                  preprocess_fn=preprocess_fn, training=False)
+    labels = np.concatenate([y.numpy() for _, y in test])
+    self.assertLen(labels, 359)
+    np.testing.assert_array_equal(labels, [label for _, label in _examples(self.splits.test)])
+
+
+class ProjectBuildersThroughLoadSplitsTest(tf.test.TestCase):
+  """The package's builders, built for real from dummy sources, via `load_splits`."""
+
+  def test_fgvc_aircraft_from_the_archive_uses_official_splits(self):
+    manual_dir = dummy.write_fgvc_aircraft(self.get_temp_dir() + "/manual", archive=True)
+    splits = datasets.load_splits(datasets.get_dataset_spec("fgvc_aircraft"),
+                                  data_dir=self.get_temp_dir() + "/data",
+                                  manual_dir=manual_dir, seed=3)
+    self.assertEqual(splits.sizes, {"train": 3, "val": 2, "trainval": 5, "test": 2})
+    self.assertNotIn("heldout_seed", splits.info)
+    self.assertIn("official 'validation'", splits.info["validation"])
+    label_names = [splits.class_names[label] for _, label in _examples(splits.val)]
+    self.assertCountEqual(label_names, [v for _, v in dummy.AIRCRAFT_SPLITS["val"]])
+
+  def test_birdsnap_records_found_counts(self):
+    manual_dir = dummy.write_birdsnap(self.get_temp_dir() + "/manual")
+    splits = datasets.load_splits(datasets.get_dataset_spec("birdsnap"),
+                                  data_dir=self.get_temp_dir() + "/data",
+                                  manual_dir=manual_dir, seed=0)
+    self.assertEqual(splits.sizes, {"train": 3, "val": 1, "trainval": 4, "test": 2})
+    counts = splits.info["builder_metadata"]["image_counts"]
+    self.assertEqual(counts["train"]["found"], dummy.BIRDSNAP_TRAIN_FOUND)
+    self.assertEqual(counts["test"]["listed"], dummy.BIRDSNAP_TEST_FOUND)
+    json.dumps(splits.info)
+
+
+class FolderTest(parameterized.TestCase):
+
+  def test_flat_folder_skips_and_counts_corrupt_files(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path)
+    bad = dummy.write_corrupt_files(os.path.join(root, "dog"))
+    spec = datasets.get_dataset_spec("folder:" + root)
+    self.assertEqual(spec.num_classes, 3)
+    self.assertEqual(spec.test_fraction, 0.2)
+    with self.assertLogs("absl", level="WARNING") as logs:
+      splits = datasets.load_splits(spec, seed=0)
+    self.assertEqual(splits.info["skipped_files"], 3)
+    for name in bad:
+      self.assertTrue(any(name in line for line in logs.output), name)
+    # 30 good images: 6 (2 per class) to test; of the 24 left, round(0.2 * 24) = 5 to val.
+    self.assertEqual(splits.sizes, {"train": 19, "val": 5, "trainval": 24, "test": 6})
+    self.assertEqual(splits.class_names, ("cat", "dog", "owl"))
+    test_labels = collections.Counter(label for _, label in _examples(splits.test))
+    self.assertEqual(test_labels, {0: 2, 1: 2, 2: 2})
+
+  def test_flat_folder_splits_are_disjoint_and_only_val_depends_on_the_seed(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path)
+    spec = datasets.get_dataset_spec("folder:" + root)
+    first, second = (datasets.load_splits(spec, seed=s) for s in (0, 1))
+    train, val, test = (_images(first.train), _images(first.val), _images(first.test))
+    self.assertLen(set(train + val + test), 30)
+    self.assertCountEqual(_images(first.trainval), train + val)
+    self.assertEqual(_images(second.test), test)
+    self.assertNotEqual(_images(second.val), val)
+    self.assertCountEqual(_images(second.trainval), _images(first.trainval))
+
+  def test_split_layout_uses_its_test_folder(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path, split_dirs=True)
+    spec = datasets.get_dataset_spec("folder:" + root)
+    self.assertIsNone(spec.test_fraction)
+    splits = datasets.load_splits(spec, seed=0)
+    self.assertEqual(splits.sizes, {"train": 24, "val": 6, "trainval": 30, "test": 9})
+    batches = list(pipeline.make_pipeline(splits.test, image_size=8, batch_size=9,
+                                          preprocess_fn=preprocessing.get_preprocess_fn("unit"),
+                                          training=False))
+    self.assertEqual(batches[0][0].shape, (9, 8, 8, 3))
+
+  def test_test_class_without_training_folder_is_named(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path, split_dirs=True)
+    os.makedirs(os.path.join(root, "test", "zebra"))
+    with self.assertRaisesRegex(ValueError, "\\['zebra'\\] have no folder in"):
+      datasets.load_splits(datasets.get_dataset_spec("folder:" + root))
+
+  def test_missing_or_empty_folder_is_named(self):
+    missing = os.path.join(self.create_tempdir().full_path, "nope")
+    with self.assertRaisesRegex(FileNotFoundError, f"folder:{missing}: no such directory"):
+      datasets.get_dataset_spec("folder:" + missing)
+    empty = self.create_tempdir().full_path
+    with self.assertRaisesRegex(FileNotFoundError, "no class sub-folders"):
+      datasets.get_dataset_spec("folder:" + empty)
+
+
+if __name__ == "__main__":
+  tf.test.main()

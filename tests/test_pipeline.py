@@ -1,0 +1,199 @@
+"""The input pipeline: colour modes, the eval transform against PIL, seeded augmentation."""
+
+import io
+
+from absl.testing import parameterized
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from tests import dummy_data_images as dummy
+from tfhub_transfer import pipeline
+from tfhub_transfer import preprocessing
+
+
+def _identity(images):
+  return images
+
+
+def _dataset(encoded_images, labels=None):
+  labels = list(range(len(encoded_images))) if labels is None else labels
+  return tf.data.Dataset.from_tensor_slices(
+      {"image": tf.constant(encoded_images), "label": tf.constant(labels, tf.int64)})
+
+
+def _batches(ds, **kwargs):
+  kwargs = {"preprocess_fn": _identity, "training": False, **kwargs}
+  return [(x.numpy(), y.numpy()) for x, y in pipeline.make_pipeline(ds, **kwargs)]
+
+
+def _pil_eval_reference(rgb, image_size, crop_fraction=0.875):
+  """Resize the shorter side to round(S / fraction) with PIL, then crop the centre S x S."""
+  height, width = rgb.shape[:2]
+  shorter = round(image_size / crop_fraction)
+  scale = shorter / min(height, width)
+  new_height, new_width = round(height * scale), round(width * scale)
+  resized = np.asarray(Image.fromarray(rgb).resize((new_width, new_height), Image.BILINEAR),
+                       np.float32)
+  top, left = (new_height - image_size) // 2, (new_width - image_size) // 2
+  return resized[top:top + image_size, left:left + image_size]
+
+
+class ColourModeTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("rgb_jpeg", "RGB", "JPEG"), ("gray_jpeg", "L", "JPEG"), ("cmyk_jpeg", "CMYK", "JPEG"),
+      ("rgb_png", "RGB", "PNG"), ("gray_png", "L", "PNG"), ("rgba_png", "RGBA", "PNG"),
+      ("palette_png", "P", "PNG"), ("gray_alpha_png", "LA", "PNG"),
+      ("gray16_png", "I;16", "PNG"), ("bmp", "RGB", "BMP"), ("gif", "RGB", "GIF"),
+      ("webp", "RGB", "WEBP"))
+  def test_every_mode_comes_out_rgb_at_size_and_in_range(self, mode, image_format):
+    image = dummy.gradient_image(21, 34)
+    encoded = dummy.encode(image, image_format, mode)
+    [(x, _)] = _batches(_dataset([encoded]), image_size=16, batch_size=4)
+    self.assertEqual(x.shape, (1, 16, 16, 3))
+    self.assertEqual(x.dtype, np.float32)
+    self.assertBetween(x.min(), 0.0, 255.0)
+    self.assertBetween(x.max(), 0.0, 255.0)
+    # Independent reference: PIL's own RGB conversion (16-bit gray: scaled to 8 bits by hand,
+    # since PIL clips it), then PIL resize + central crop.
+    if mode == "I;16":
+      rgb = np.repeat(image[..., :1], 3, axis=-1)  # 16-bit v * 257 -> 8-bit v.
+    else:
+      rgb = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
+    reference = _pil_eval_reference(rgb, 16)
+    self.assertLess(np.abs(x[0] - reference).max(), 1.5)  # Rounding of PIL's uint8 output.
+    if mode in ("L", "LA", "I;16"):
+      np.testing.assert_array_equal(x[0, ..., 0], x[0, ..., 1])
+
+
+class EvalTransformTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      (40, 60, 16),  # Landscape, downscale.
+      (61, 23, 16),  # Portrait.
+      (10, 14, 32),  # Upscale.
+      (64, 64, 56),  # Square, 64 -> round(56 / 0.875) = 64: a pure central crop.
+  )
+  def test_matches_pil_resize_and_central_crop(self, height, width, image_size):
+    image = dummy.gradient_image(height, width, seed=height)
+    [(x, _)] = _batches(_dataset([dummy.encode(image, "PNG")]), image_size=image_size,
+                        batch_size=1)
+    reference = _pil_eval_reference(image, image_size)
+    self.assertLess(np.abs(x[0] - reference).max(), 1.5)
+    self.assertLess(np.abs(x[0] - reference).mean(), 0.6)
+
+  def test_square_exact_size_crop_is_the_centre(self):
+    image = dummy.gradient_image(64, 64)
+    x = pipeline.resize_central_crop(tf.constant(image), 56).numpy()
+    np.testing.assert_allclose(x, image[4:60, 4:60].astype(np.float32), atol=1e-3)
+
+  def test_backbone_preprocessing_is_applied_last(self):
+    encoded = [dummy.encode(dummy.gradient_image(30, 30, seed=s), "PNG") for s in range(3)]
+    [(raw, _)] = _batches(_dataset(encoded), image_size=16, batch_size=3)
+    [(caffe, _)] = _batches(_dataset(encoded), image_size=16, batch_size=3,
+                            preprocess_fn=preprocessing.get_preprocess_fn("caffe"))
+    expected = raw[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+    np.testing.assert_allclose(caffe, expected, atol=1e-4)
+
+
+def _coordinate_image(height, width):
+  """Red = row, green = column (scaled to 0..255), so a crop reveals where it came from."""
+  rows = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+  cols = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+  return np.stack([rows, cols, np.zeros_like(rows)], -1).round().astype(np.uint8)
+
+
+class TrainTransformTest(tf.test.TestCase):
+
+  def _train_batches(self, ds, **kwargs):
+    kwargs = {"image_size": 16, "batch_size": 4, "training": True, "seed": 0, **kwargs}
+    return _batches(ds, **kwargs)
+
+  def test_crops_cover_8_to_100_percent_with_bounded_aspect_and_flip_half(self):
+    height, width = 120, 120
+    encoded = [dummy.encode(_coordinate_image(height, width), "PNG")] * 48
+    [(x, _)] = self._train_batches(_dataset(encoded), batch_size=48, shuffle_buffer=1)
+    areas, flipped = [], 0
+    for image in x:
+      rows = image[..., 0] * (height - 1) / 255  # Source row of each output pixel.
+      cols = image[..., 1] * (width - 1) / 255
+      # The centres of 16 output pixels span 15/16 of the crop.
+      crop_height = (rows[:, 8].max() - rows[:, 8].min()) * 16 / 15
+      crop_width = abs(cols[8, -1] - cols[8, 0]) * 16 / 15
+      areas.append(crop_height * crop_width / (height * width))
+      self.assertBetween(crop_width / crop_height, 0.75 * 0.9, 4 / 3 / 0.9)
+      flipped += cols[8, -1] < cols[8, 0]
+    self.assertBetween(min(areas), 0.08 * 0.9, 0.5)  # Some crops are small...
+    self.assertBetween(max(areas), 0.5, 1.02)  # ...and none exceeds the image.
+    self.assertBetween(flipped, 10, 38)
+
+  def test_same_seed_same_batches_other_seed_other_batches(self):
+    encoded = [dummy.encode(dummy.gradient_image(30, 40, seed=s)) for s in range(8)]
+    first = self._train_batches(_dataset(encoded), seed=5)
+    again = self._train_batches(_dataset(encoded), seed=5)
+    other = self._train_batches(_dataset(encoded), seed=6)
+    for (x1, y1), (x2, y2) in zip(first, again):
+      np.testing.assert_array_equal(x1, x2)
+      np.testing.assert_array_equal(y1, y2)
+    self.assertFalse(all(np.array_equal(x1, x3) for (x1, _), (x3, _) in zip(first, other)))
+    self.assertCountEqual(np.concatenate([y for _, y in first]), range(8))  # Shuffled, whole.
+
+  def test_epochs_of_a_repeated_stream_differ(self):
+    encoded = [dummy.encode(dummy.gradient_image(30, 40))]
+    ds = pipeline.make_pipeline(_dataset(encoded), image_size=16, preprocess_fn=_identity,
+                                batch_size=1, training=True, seed=0, repeat=True)
+    first, second = [x.numpy() for x, _ in ds.take(2)]
+    self.assertFalse(np.array_equal(first, second))
+
+  def test_repeat_cache_drop_remainder_give_static_shapes(self):
+    encoded = [dummy.encode(dummy.gradient_image(20, 20, seed=s)) for s in range(5)]
+    ds = pipeline.make_pipeline(_dataset(encoded), image_size=8, preprocess_fn=_identity,
+                                batch_size=4, training=True, cache=True, repeat=True,
+                                drop_remainder=True)
+    self.assertEqual(ds.element_spec[0].shape, (4, 8, 8, 3))
+    self.assertEqual(ds.element_spec[1].shape, (4,))
+    self.assertLen(list(ds.take(3)), 3)
+
+
+class LabelsAndDistributionTest(tf.test.TestCase):
+
+  def test_multi_hot_labels_batch(self):
+    encoded = [dummy.encode(dummy.gradient_image(20, 20, seed=s)) for s in range(3)]
+    multi_hot = np.eye(20, dtype=np.float32)[[0, 5, 19]]
+    multi_hot[1, 7] = 1.0
+    ds = tf.data.Dataset.from_tensor_slices({"image": encoded, "label": multi_hot})
+    [(x, y)] = _batches(ds, image_size=8, batch_size=3)
+    self.assertEqual(x.shape, (3, 8, 8, 3))
+    self.assertEqual(y.dtype, np.float32)
+    np.testing.assert_array_equal(y, multi_hot)
+
+  def test_input_context_shards_and_batches_per_replica(self):
+    encoded = [dummy.encode(dummy.gradient_image(12, 12, seed=s), "PNG") for s in range(8)]
+    seen = []
+    for pipeline_id in range(2):
+      context = tf.distribute.InputContext(num_input_pipelines=2,
+                                           input_pipeline_id=pipeline_id,
+                                           num_replicas_in_sync=2)
+      batches = _batches(_dataset(encoded), image_size=8, batch_size=4,
+                         input_context=context)
+      self.assertEqual([len(y) for _, y in batches], [2, 2])  # Global 4 -> 2 per replica.
+      seen.append(set(np.concatenate([y for _, y in batches])))
+    self.assertEmpty(seen[0] & seen[1])
+    self.assertEqual(seen[0] | seen[1], set(range(8)))
+
+  def test_works_under_distribute_datasets_from_function(self):
+    encoded = [dummy.encode(dummy.gradient_image(12, 12, seed=s), "PNG") for s in range(6)]
+    strategy = tf.distribute.get_strategy()
+
+    def dataset_fn(input_context):
+      return pipeline.make_pipeline(_dataset(encoded), image_size=8, preprocess_fn=_identity,
+                                    batch_size=3, training=True, seed=1,
+                                    input_context=input_context)
+
+    batches = list(strategy.distribute_datasets_from_function(dataset_fn))
+    self.assertEqual([tuple(x.shape) for x, _ in batches], [(3, 8, 8, 3)] * 2)
+
+
+if __name__ == "__main__":
+  tf.test.main()

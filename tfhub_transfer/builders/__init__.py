@@ -1,0 +1,13 @@
+"""TFDS builders for the datasets TFDS lacks, plus the image-folder reader.
+
+Importing this package registers the builders with TFDS (that is how TFDS builders work), so
+`tfds.builder("fgvc_aircraft")`, `"birdsnap"` and `"digits"` resolve; nothing is built or
+downloaded at import.
+"""
+
+from tfhub_transfer.builders import birdsnap
+from tfhub_transfer.builders import digits
+from tfhub_transfer.builders import fgvc_aircraft
+from tfhub_transfer.builders import folder
+
+__all__ = ["birdsnap", "digits", "fgvc_aircraft", "folder"]

@@ -1,0 +1,150 @@
+"""Readers: one split of a dataset -> `tf.data` of {"image": encoded bytes, "label": ...}.
+
+A reader is built from a `datasets.DatasetSpec` and offers `read(split)` (images not
+decoded, deterministic order), `labels(split)` (the label column alone, as numpy, for
+stratified held-out splits) and `size(split)`. `TfdsReader` covers TFDS and this package's
+builders (it builds them on first use); `FolderReader` covers `folder:<path>` datasets.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfhub_transfer import splits as splits_lib
+from tfhub_transfer.builders import folder
+
+
+class TfdsReader:
+  """Reads splits of a TFDS builder, preparing it first if needed.
+
+  Attributes:
+    class_names: label names of the builder.
+    info: facts for the result record (source, version, builder metadata).
+  """
+
+  def __init__(self, spec, *, data_dir, manual_dir):
+    self._spec = spec
+    self._builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    label_feature = check_features(spec, self._builder)
+    prepare(spec, self._builder, manual_dir)
+    self.class_names = tuple(label_feature.names)
+    self.info = {"source": f"tfds:{spec.tfds_name}:{self._builder.version}"}
+    if self._builder.info.metadata:
+      self.info["builder_metadata"] = dict(self._builder.info.metadata)
+
+  def _as_dataset(self, split, keys):
+    image_key = self._spec.image_key
+    # Parse only the needed features; keep images encoded (decoding happens in the pipeline).
+    decoders = tfds.decode.PartialDecoding(
+        {key: True for key in keys},
+        decoders={image_key: tfds.decode.SkipDecoding()} if image_key in keys else None)
+    return self._builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+
+  def read(self, split):
+    spec = self._spec
+    to_label = make_label_fn(spec)
+    return self._as_dataset(split, (spec.image_key, spec.label_key)).map(
+        lambda ex: {"image": ex[spec.image_key], "label": to_label(ex[spec.label_key])},
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+  def labels(self, split):
+    ds = self._as_dataset(split, (self._spec.label_key,))
+    batches = [b[self._spec.label_key] for b in tfds.as_numpy(ds.batch(65536))]
+    return np.concatenate(batches) if batches else np.zeros([0], np.int64)
+
+  def size(self, split):
+    ds = self._as_dataset(split, (self._spec.label_key,))
+    n = int(ds.cardinality())
+    return n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
+
+
+def make_label_fn(spec):
+  """TFDS label -> int64 class, or float32 multi-hot [num_classes] for multi-label specs."""
+  if spec.multi_label:
+    return lambda labels: tf.minimum(tf.reduce_sum(
+        tf.one_hot(labels, spec.num_classes, dtype=tf.float32), axis=0), 1.0)
+  return lambda label: tf.cast(label, tf.int64)
+
+
+def check_features(spec, builder):
+  """Checks the builder's features against the spec; returns the label ClassLabel.
+
+  Raises:
+    ValueError: a feature is missing or the class count differs.
+  """
+  features = builder.info.features
+  for key in (spec.image_key, spec.label_key):
+    if key not in features:
+      raise ValueError(f"--dataset={spec.name}: TFDS {spec.tfds_name} has no feature {key!r} "
+                       f"(it has {sorted(features)}).")
+  label = features[spec.label_key]
+  label = label.feature if spec.multi_label else label
+  if label.num_classes != spec.num_classes:
+    raise ValueError(f"--dataset={spec.name}: TFDS {spec.tfds_name} has {label.num_classes} "
+                     f"classes, the spec says {spec.num_classes}.")
+  return label
+
+
+def prepare(spec, builder, manual_dir):
+  """download_and_prepare, failing fast with instructions when manual files are missing.
+
+  Raises:
+    FileNotFoundError: `spec.manual_files` are not all in the manual dir.
+    RuntimeError: TFDS failed; the message adds which files TFDS would take from manual_dir.
+  """
+  manual_dir = os.fspath(manual_dir or builder.data_dir_root / "downloads" / "manual")
+  if spec.manual_files and not builder.is_prepared():
+    missing = [f for f in spec.manual_files
+               if not tf.io.gfile.exists(os.path.join(manual_dir, f.rstrip("/")))]
+    if missing:
+      raise FileNotFoundError(
+          f"--dataset={spec.name} ({spec.tfds_name}) must be downloaded by hand: put "
+          f"{', '.join(spec.manual_files)} in {manual_dir} (missing: {', '.join(missing)}), "
+          f"or pass --manual_dir=DIR where they are. {spec.note}.")
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except Exception as e:  # TFDS and its downloader raise many types; add what to do.
+    files = sorted({u.filename for u in (builder.url_infos or {}).values() if u.filename})
+    hint = (f" Offline, put the files TFDS downloads ({', '.join(files)}) in {manual_dir}."
+            if files else "")
+    raise RuntimeError(f"Could not download and prepare --dataset={spec.name} "
+                       f"(TFDS {spec.tfds_name}) in {builder.data_dir_root}: "
+                       f"{type(e).__name__}: {e}.{hint} {spec.note}") from e
+
+
+class FolderReader:
+  """Reads a validated `folder:` dataset; a flat folder gets a fixed stratified test split.
+
+  Attributes:
+    class_names: sorted class-folder names.
+    info: facts for the result record (source, number of skipped files).
+  """
+
+  def __init__(self, spec, *, test_seed):
+    listing = folder.scan_folder(spec.folder)
+    self.class_names = listing.class_names
+    self._pools = {"train": listing.train, "test": listing.test}
+    if listing.test is None:
+      test = splits_lib.stratified_split([label for _, label in listing.train],
+                                         fraction=spec.test_fraction, seed=test_seed)
+      self._pools = {"train": tuple(ex for ex, t in zip(listing.train, test) if not t),
+                     "test": tuple(ex for ex, t in zip(listing.train, test) if t)}
+    self.info = {"source": f"folder:{spec.folder}", "skipped_files": len(listing.skipped)}
+
+  def read(self, split):
+    paths = [path for path, _ in self._pools[split]]
+    labels = [label for _, label in self._pools[split]]
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths, tf.string, shape=[len(paths)]),
+         tf.constant(labels, tf.int64, shape=[len(labels)])))
+    return ds.map(lambda path, label: {"image": tf.io.read_file(path), "label": label},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+  def labels(self, split):
+    return np.array([label for _, label in self._pools[split]], dtype=np.int64)
+
+  def size(self, split):
+    return len(self._pools[split])

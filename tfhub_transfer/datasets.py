@@ -1,0 +1,295 @@
+"""The paper's 12 transfer datasets, the `digits` smoke set and `folder:` datasets.
+
+Every fact about a dataset (where it comes from, its features, classes, metric, how its
+validation split is made, the paper's sizes, what a user must download by hand) lives in its
+`DatasetSpec`. `load_splits` turns a spec into train / val / trainval / test `tf.data`
+datasets of encoded images, in deterministic order, for `pipeline.make_pipeline`.
+
+Validation splits follow the paper: the official one where a dataset has it (FGVC Aircraft,
+VOC2007, DTD, Flowers); otherwise a class-stratified `val_fraction` of train drawn from the
+experiment seed (`splits.stratified_split`). `trainval` = train + val, for the final refit.
+"""
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+import tensorflow as tf
+
+from tfhub_transfer import builders
+from tfhub_transfer.builders import readers
+from tfhub_transfer import splits as splits_lib
+
+TOP1 = "top1"
+MEAN_PER_CLASS = "mean_per_class"
+MAP_11POINT = "map_11point"
+METRICS = (TOP1, MEAN_PER_CLASS, MAP_11POINT)
+
+TFDS = "tfds"
+PROJECT_BUILDER = "tfhub_transfer"  # A TFDS builder of this package (`builders/`).
+FOLDER = "folder"
+
+FOLDER_PREFIX = "folder:"
+# A flat folder's test split: fixed seed, so it is the same for every experiment.
+FOLDER_TEST_FRACTION = 0.2
+FOLDER_TEST_SEED = 0
+SPLIT_NAMES = ("train", "val", "trainval", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """One transfer dataset.
+
+  Attributes:
+    name: registry name (or `folder:<path>`).
+    source: `tfds`, `tfhub_transfer` (a TFDS builder of this package) or `folder`.
+    tfds_name: TFDS `name[/config]` (None for folders).
+    num_classes: number of classes.
+    metric: the paper's metric: `top1`, `mean_per_class` or `map_11point`.
+    paper_train_size: the paper's training-set size, i.e. train + val (None: not in paper).
+    paper_test_size: the paper's test-set size.
+    image_key: TFDS feature holding the image.
+    label_key: TFDS feature holding the label (a sequence of labels when multi-label).
+    multi_label: labels are multi-hot float32 [num_classes] instead of an int64 class.
+    train_split: TFDS split of the training pool.
+    val_split: official TFDS validation split; None: held out of `train_split`.
+    test_split: TFDS split used as test.
+    val_fraction: share of `train_split` held out for validation when `val_split` is None.
+    test_fraction: share of a flat folder held out as test (None: the source has a test split).
+    manual_files: files (a trailing '/' marks a folder) the user must put in the TFDS manual
+      dir before the first build.
+    status: short source status, for listings.
+    note: provenance and caveats, for errors and the result record.
+    smoke: not a paper dataset; for quick end-to-end runs.
+    folder: root of a `folder:` dataset.
+  """
+  name: str
+  source: str
+  tfds_name: Optional[str]
+  num_classes: int
+  metric: str
+  paper_train_size: Optional[int]
+  paper_test_size: Optional[int]
+  image_key: str = "image"
+  label_key: str = "label"
+  multi_label: bool = False
+  train_split: str = "train"
+  val_split: Optional[str] = None
+  test_split: str = "test"
+  val_fraction: float = 0.2
+  test_fraction: Optional[float] = None
+  manual_files: tuple[str, ...] = ()
+  status: str = "TFDS download"
+  note: str = ""
+  smoke: bool = False
+  folder: Optional[str] = None
+
+  @property
+  def heldout_val(self) -> bool:
+    return self.val_split is None
+
+  def describe_val(self) -> str:
+    if self.heldout_val:
+      return f"{self.val_fraction:.0%} stratified held-out of train (experiment seed)"
+    return f"official '{self.val_split}' split"
+
+
+_CARS_FILES = ("cars_train.tgz", "cars_test.tgz", "car_devkit.tgz",
+               "cars_test_annos_withlabels.mat")
+_BIRDSNAP_FILES = builders.birdsnap.LIST_FILES + (builders.birdsnap.IMAGES_DIR + "/",)
+
+DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
+    DatasetSpec("food101", TFDS, "food101", 101, TOP1, 75750, 25250, test_split="validation",
+                note="TFDS 'validation' is the official test list; food-101.tar.gz is 5 GB"),
+    DatasetSpec("cifar10", TFDS, "cifar10", 10, TOP1, 50000, 10000),
+    DatasetSpec("cifar100", TFDS, "cifar100", 100, TOP1, 50000, 10000),
+    DatasetSpec(
+        "birdsnap", PROJECT_BUILDER, "birdsnap", 500, TOP1, 47386, 2443,
+        manual_files=_BIRDSNAP_FILES, status="manual: URL lists, fetch images",
+        note=("Birdsnap ships only Flickr URL lists: fetch the images with the official "
+              "get_birdsnap.py; many are gone, so the sizes are those found (the builder's "
+              "metadata records listed/found counts)")),
+    DatasetSpec(
+        "sun397", TFDS, "sun397/standard-part1-120k", 397, TOP1, 19850, 19850,
+        manual_files=("SUN397.tar.gz", "Partitions.zip"), status="manual: URL unreliable",
+        note=("first official partition (19,850 / 19,850), images resized by TFDS to at most "
+              "120k pixels; the Princeton URL is often unreachable")),
+    DatasetSpec("stanford_cars", TFDS, "cars196", 196, TOP1, 8144, 8041,
+                manual_files=_CARS_FILES, status="manual: TFDS URL dead",
+                note="TFDS cars196; its Stanford download URLs are dead"),
+    DatasetSpec(
+        "fgvc_aircraft", PROJECT_BUILDER, "fgvc_aircraft", 100, MEAN_PER_CLASS, 6667, 3333,
+        val_split="validation", status="download or manual",
+        note=("fgvc-aircraft-2013b, 100 variants, official train/val/test; the 20-px "
+              "copyright banner is cropped; offline, put fgvc-aircraft-2013b.tar.gz in "
+              "manual_dir")),
+    DatasetSpec(
+        "voc2007", TFDS, "voc/2007", 20, MAP_11POINT, 5011, 4952, label_key="labels",
+        multi_label=True, val_split="validation",
+        note=("multi-label from TFDS 'labels': a class is present if any object of it is "
+              "annotated, 'difficult' ones included; official train/val/test")),
+    DatasetSpec("dtd", TFDS, "dtd", 47, TOP1, 3760, 1880, val_split="validation",
+                note="first of the 10 official splits (train1/val1/test1)"),
+    DatasetSpec("oxford_pets", TFDS, "oxford_iiit_pet", 37, MEAN_PER_CLASS, 3680, 3669),
+    DatasetSpec(
+        "caltech101", TFDS, "caltech101", 102, MEAN_PER_CLASS, 3060, 6084,
+        note=("TFDS train is already 30 random images per class (TFDS's fixed seed), test the "
+              "other 6,084; 102 classes including BACKGROUND_Google")),
+    DatasetSpec("oxford_flowers", TFDS, "oxford_flowers102", 102, MEAN_PER_CLASS, 2040, 6149,
+                val_split="validation"),
+    DatasetSpec("digits", PROJECT_BUILDER, "digits", 10, TOP1, None, None, smoke=True,
+                status="bundled (smoke)",
+                note="SMOKE dataset: scikit-learn's 8x8 digits at 32x32, offline"),
+]}
+
+
+def folder_spec(name: str) -> DatasetSpec:
+  """The spec of `folder:<path>` (lists the class folders, validates no image)."""
+  root = os.path.abspath(os.path.expanduser(name[len(FOLDER_PREFIX):]))
+  class_names = builders.folder.list_class_names(root)
+  if builders.folder.has_split_dirs(root):
+    test_fraction, note = None, f"images in {root}/{{train,test}}/<class>/"
+  else:
+    test_fraction = FOLDER_TEST_FRACTION
+    note = (f"images in {root}/<class>/; {test_fraction:.0%} stratified test split "
+            f"(seed {FOLDER_TEST_SEED})")
+  return DatasetSpec(
+      name=name, source=FOLDER, tfds_name=None, num_classes=len(class_names), metric=TOP1,
+      paper_train_size=None, paper_test_size=None, test_fraction=test_fraction,
+      status="user folder", folder=root, note=note)
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+  """Resolves a `--dataset` value.
+
+  Args:
+    name: a registry name or `folder:<path>`.
+
+  Returns:
+    The spec.
+
+  Raises:
+    ValueError: unknown name.
+    FileNotFoundError: a `folder:` path without class folders.
+  """
+  if name.startswith(FOLDER_PREFIX):
+    return folder_spec(name)
+  if name in DATASETS:
+    return DATASETS[name]
+  raise ValueError(f"Unknown --dataset={name!r}. Valid choices: {', '.join(DATASETS)}; or "
+                   f"'{FOLDER_PREFIX}<path>' for class-per-subfolder images.")
+
+
+def format_datasets_table() -> str:
+  """A text table of the registry, for `--list_datasets`."""
+  header = ("name", "classes", "train", "test", "metric", "validation", "source")
+  rows = [header]
+  for spec in DATASETS.values():
+    rows.append((
+        spec.name + (" (smoke)" if spec.smoke else ""), str(spec.num_classes),
+        f"{spec.paper_train_size:,}" if spec.paper_train_size else "-",
+        f"{spec.paper_test_size:,}" if spec.paper_test_size else "-", spec.metric,
+        "official" if spec.val_split else f"{spec.val_fraction:.0%} held-out",
+        f"{spec.tfds_name}: {spec.status}"))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+  lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  lines.append("train/test: the paper's sizes (train = train + val). Also: "
+               f"{FOLDER_PREFIX}<path> (<path>/<class>/* or <path>/{{train,test}}/<class>/*).")
+  return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """The four splits of one dataset, as encoded-image `tf.data` datasets.
+
+  Attributes:
+    train, val, trainval, test: datasets of {"image": encoded bytes (tf.string), "label":
+      int64 scalar, or float32 multi-hot [num_classes]}, in deterministic order, not decoded.
+    sizes: split name -> number of examples.
+    info: facts for the result record (source, version, how val was made, its fraction and
+      seed, caps, skipped files, notes).
+    class_names: label names, indexed by class id.
+  """
+  train: tf.data.Dataset
+  val: tf.data.Dataset
+  trainval: tf.data.Dataset
+  test: tf.data.Dataset
+  sizes: dict[str, int]
+  info: dict[str, Any]
+  class_names: tuple[str, ...]
+
+
+def load_splits(spec: DatasetSpec, *, data_dir: Optional[str] = None,
+                manual_dir: Optional[str] = None, seed: int = 0,
+                max_examples: int = 0) -> Splits:
+  """Builds (if needed) and reads a dataset's train / val / trainval / test splits.
+
+  Args:
+    spec: the dataset.
+    data_dir: TFDS data dir (None: TFDS's default, ~/tensorflow_datasets).
+    manual_dir: TFDS manual dir (None: <data_dir>/downloads/manual).
+    seed: experiment seed; draws the held-out validation split.
+    max_examples: caps each split (0: no cap), for smoke runs. Held-out splits are drawn
+      from the whole training pool first, then capped.
+
+  Returns:
+    The splits.
+
+  Raises:
+    FileNotFoundError: files the user must download by hand are missing; the message says
+      which, and where to put them.
+    RuntimeError: TFDS could not download or prepare the dataset.
+    ValueError: the TFDS features disagree with the spec.
+  """
+  if spec.heldout_val and spec.multi_label:
+    raise ValueError(f"--dataset={spec.name}: a held-out validation split is stratified by "
+                     f"class and needs single labels; give the spec an official val_split.")
+  if spec.source == FOLDER:
+    reader = readers.FolderReader(spec, test_seed=FOLDER_TEST_SEED)
+  else:
+    reader = readers.TfdsReader(spec, data_dir=data_dir, manual_dir=manual_dir)
+  info = {"dataset": spec.name, **reader.info, "validation": spec.describe_val(),
+          "max_examples": max_examples, "note": spec.note}
+  if spec.heldout_val:
+    pool, labels = reader.read(spec.train_split), reader.labels(spec.train_split)
+    val_mask = splits_lib.stratified_split(labels, fraction=spec.val_fraction, seed=seed)
+    train_mask = splits_lib.cap_mask(~val_mask, max_examples)
+    val_mask = splits_lib.cap_mask(val_mask, max_examples)
+    train, val = _select(pool, train_mask), _select(pool, val_mask)
+    trainval = _select(pool, train_mask | val_mask)
+    sizes = {"train": int(train_mask.sum()), "val": int(val_mask.sum())}
+    info.update(val_fraction=spec.val_fraction, heldout_seed=seed)
+  else:
+    train, train_size = _cap(reader.read(spec.train_split), reader.size(spec.train_split),
+                             max_examples)
+    val, val_size = _cap(reader.read(spec.val_split), reader.size(spec.val_split),
+                         max_examples)
+    trainval = train.concatenate(val)
+    sizes = {"train": train_size, "val": val_size}
+  test, sizes["test"] = _cap(reader.read(spec.test_split), reader.size(spec.test_split),
+                             max_examples)
+  sizes["trainval"] = sizes["train"] + sizes["val"]
+  sizes = {name: sizes[name] for name in SPLIT_NAMES}
+  return Splits(train=train, val=val, trainval=trainval, test=test, sizes=sizes,
+                info={**info, "sizes": sizes}, class_names=reader.class_names)
+
+
+def _select(ds, mask):
+  """The examples of `ds` whose index is True in `mask`, in order."""
+  keep = tf.constant(mask, dtype=tf.bool)
+
+  def is_kept(index, unused_example):
+    return tf.gather(keep, index)
+
+  def drop_index(unused_index, example):
+    return example
+
+  ds = ds.enumerate().filter(is_kept).map(drop_index)
+  return ds.apply(tf.data.experimental.assert_cardinality(int(mask.sum())))
+
+
+def _cap(ds, size, max_examples):
+  if max_examples and size > max_examples:
+    return ds.take(max_examples), max_examples
+  return ds, size
