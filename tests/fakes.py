@@ -9,8 +9,9 @@ import tensorflow as tf
 class _TinyFeatureModule(tf.Module):
   """A reusable-SavedModel image feature vector: conv -> batch norm -> ReLU -> mean pool."""
 
-  def __init__(self, feature_dim, seed):
+  def __init__(self, feature_dim, seed, grid):
     super().__init__()
+    self.grid = grid
     rng = np.random.default_rng(seed)
     self.kernel = tf.Variable(rng.normal(0, 0.5, (3, 3, 3, feature_dim)).astype("float32"),
                               name="conv/kernel")
@@ -31,12 +32,21 @@ class _TinyFeatureModule(tf.Module):
     else:
       mean, variance = self.moving_mean, self.moving_variance
     x = tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, 1e-3)
-    return tf.reduce_mean(tf.nn.relu(x), axis=[1, 2])
+    x = tf.nn.relu(x)
+    if self.grid == 1:
+      return tf.reduce_mean(x, axis=[1, 2])
+    # Mean over each cell of a grid x grid partition: features that keep where things are.
+    x = tf.image.resize(x, (self.grid, self.grid), antialias=True)  # Differentiable.
+    return tf.reshape(x, (-1, self.grid * self.grid * x.shape[-1]))
 
 
-def make_tiny_savedmodel(path, *, feature_dim=8, seed=0):
-  """Writes a reusable TF2 SavedModel (the TF Hub format) to `path` and returns `path`."""
-  module = _TinyFeatureModule(feature_dim, seed)
+def make_tiny_savedmodel(path, *, feature_dim=8, seed=0, grid=1):
+  """Writes a reusable TF2 SavedModel (the TF Hub format) to `path` and returns `path`.
+
+  Its features have `feature_dim * grid**2` entries: `feature_dim` channels pooled over a
+  grid x grid partition of the image (grid 1: global average pooling).
+  """
+  module = _TinyFeatureModule(feature_dim, seed, grid)
   spec = tf.TensorSpec([None, None, None, 3], tf.float32)
   for training in (False, True):
     module.__call__.get_concrete_function(spec, training=training)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 from typing import Any, Optional
 
 REGIMES = ("logreg", "finetune", "scratch")
@@ -75,9 +76,30 @@ class ExperimentConfig:
     return json.loads(self.model_kwargs)
 
   @property
+  def model_label(self) -> str:
+    """The model as results name it: the `--model` value, plus anything that makes it a
+    different network from the registry's (kwargs, weights, resolution)."""
+    label = self.model
+    if self.kwargs:
+      label += json.dumps(self.kwargs, sort_keys=True, separators=(",", ":"))
+    if self.weights:
+      label += "@" + (self.weights if self.weights in ("imagenet", "random")
+                      else os.path.basename(os.path.normpath(self.weights)))
+    if self.image_size:
+      label += f"@{self.image_size}px"
+    return label
+
+  @property
   def cell(self) -> tuple[str, str, str, int]:
     """The results-store key."""
-    return (self.model, self.dataset, self.regime, self.seed)
+    return (self.model_label, self.dataset, self.regime, self.seed)
+
+  def same_protocol(self, other: dict[str, Any]) -> bool:
+    """Whether a stored config ran the same protocol (where and on what hardware aside)."""
+    ignored = {"workdir", "data_dir", "manual_dir", "strategy"}
+    mine = {k: v for k, v in json.loads(json.dumps(self.to_dict())).items()
+            if k not in ignored}
+    return mine == {k: v for k, v in other.items() if k not in ignored}
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

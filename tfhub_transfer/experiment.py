@@ -56,7 +56,7 @@ class Result:
 
 
 def cell_id(config: ExperimentConfig) -> str:
-  raw = f"{config.model}__{config.dataset}__{config.regime}__seed{config.seed}"
+  raw = f"{config.model_label}__{config.dataset}__{config.regime}__seed{config.seed}"
   return re.sub(r"[^A-Za-z0-9_.=-]+", "_", raw)
 
 
@@ -80,7 +80,7 @@ def library_versions() -> dict[str, str]:
 
 
 def _base_record(config: ExperimentConfig) -> dict[str, Any]:
-  return {"model": config.model, "dataset": config.dataset, "regime": config.regime,
+  return {"model": config.model_label, "dataset": config.dataset, "regime": config.regime,
           "seed": config.seed, "config": config.to_dict(), "versions": library_versions(),
           "host": platform.node(),
           "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
@@ -119,7 +119,9 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
     ctx = regimes.CellContext(
         config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,
         strategy=strategy, cell_dir=os.path.join(config.workdir, "runs", cell_id(config)),
-        record_trial_fn=lambda *args: store.put_trial(*config.cell, *args))
+        record_trial_fn=lambda trial_id, hparams, value, status, error: store.put_trial(
+            *config.cell, trial_id, hparams=hparams, val_metric=value, status=status,
+            error=error))
     record.update(sizes=dict(splits.sizes), splits=dict(splits.info), weights=weights,
                   devices=training.devices_of(strategy),
                   replicas=strategy.num_replicas_in_sync)

@@ -96,14 +96,15 @@ def run_logreg(ctx: CellContext) -> dict[str, Any]:
   fit_s = time.perf_counter() - start
   test_metric = metric_fn(cached["test"].labels,
                           logreg.predict_scores(selection.model, cached["test"].features))
+  best = selection.l2_values.index(selection.best_l2)
   return {
-      "val_metric": float(selection.best_val_metric),
+      "val_metric": float(selection.val_scores[best]),
       "test_metric": float(test_metric),
       "hparams": {"l2": float(selection.best_l2)},
       "timings": {"extract_s": extract_s, "fit_s": fit_s},
       "feature_cache": {s: {"path": c.path, "hit": c.from_cache} for s, c in cached.items()},
-      "search": {"l2": [float(v) for v in selection.l2_values],
-                 "val_metric": [float(v) for v in selection.val_metrics]},
+      "search": {"l2": list(selection.l2_values), "val_metric": list(selection.val_scores),
+                 "iterations": list(selection.iterations)},
   }
 
 
@@ -144,8 +145,8 @@ def run_trained(ctx: CellContext) -> Optional[dict[str, Any]]:
   search_s = time.perf_counter() - start
   if tuning.is_tuner_worker():
     return None
-  best = tuning.best_hparams(tuner)
-  val_metric = max(t.score for t in tuner.oracle.get_best_trials(1))
+  chosen = tuning.best_trial(tuner)
+  best, val_metric = dict(chosen.hyperparameters.values), chosen.score
 
   start = time.perf_counter()
   with ctx.strategy.scope():

@@ -1,6 +1,6 @@
 """Grids of cells (models x datasets x regimes x seeds), resumable and shardable.
 
-A cell whose record is stored with status `ok` is skipped, so a sweep killed with `kill -9`
+A cell whose record is stored with status `ok` (under the same protocol settings) is skipped, so a sweep killed with `kill -9`
 and started again loses at most the cell in flight. A failing cell (missing data, NaN, out of
 memory) is stored with its error and the sweep goes on; failed cells are retried on the next
 run. `shard=(i, n)` runs every n-th cell starting at i, so n processes or hosts with the same
@@ -64,8 +64,11 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
   for number, config in enumerate(cells, 1):
     previous = store.get(*config.cell)
     if previous is not None and previous["status"] == "ok":
-      skipped += 1
-      continue
+      if config.same_protocol(previous.get("config", {})):
+        skipped += 1
+        continue
+      logging.warning("Cell %s was stored with other settings; running it again.",
+                      config.cell)
     elapsed = time.perf_counter() - start
     ran = done + len(failures)
     eta = f", ETA {elapsed / ran * (len(cells) - number + 1):.0f} s" if ran else ""

@@ -8,6 +8,7 @@ global batch split over the replicas of a `tf.distribute` strategy.
 import dataclasses
 import math
 import os
+import sys
 from typing import Callable, Optional
 
 import keras
@@ -55,7 +56,13 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
 
 def devices_of(strategy: tf.distribute.Strategy) -> list[str]:
-  return list(getattr(strategy.extended, "worker_devices", ())) or ["/cpu:0"]
+  """The devices a strategy computes on, for the result record."""
+  try:
+    return list(strategy.extended.worker_devices)
+  except RuntimeError:  # The default strategy: whatever TensorFlow places ops on.
+    accelerators = [d.name for d in tf.config.list_logical_devices()
+                    if d.device_type in ("GPU", "TPU")]
+    return accelerators[:1] or ["/device:CPU:0"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +89,13 @@ def _steps_per_fit_epoch(train_steps: int) -> int:
   return max(d for d in range(1, min(train_steps, 200) + 1) if train_steps % d == 0)
 
 
+def progress_verbosity() -> int:
+  """Keras progress bars on a terminal, one line per epoch in a log file."""
+  return 1 if sys.stdout.isatty() else 2
+
+
 def train(model, train_data: tf.data.Dataset, setup: TrainSetup, *, backup_dir: str,
-          verbose: int = 1) -> dict[str, float]:
+          verbose: Optional[int] = None) -> dict[str, float]:
   """Trains a compiled model for exactly `setup.train_steps` steps, resuming if interrupted.
 
   Args:
@@ -91,7 +103,7 @@ def train(model, train_data: tf.data.Dataset, setup: TrainSetup, *, backup_dir: 
     train_data: repeated, batched (images, labels) at the global batch size.
     setup: step budget and logging.
     backup_dir: where `BackupAndRestore` keeps the state an interrupted run resumes from.
-    verbose: Keras progress-bar verbosity.
+    verbose: Keras progress-bar verbosity (default: `progress_verbosity()`).
 
   Returns:
     The final training loss.
@@ -105,7 +117,8 @@ def train(model, train_data: tf.data.Dataset, setup: TrainSetup, *, backup_dir: 
   if setup.log_dir:
     callbacks.append(keras.callbacks.TensorBoard(setup.log_dir, write_graph=False))
   history = model.fit(train_data, epochs=setup.train_steps // chunk, steps_per_epoch=chunk,
-                      callbacks=callbacks, verbose=verbose)
+                      callbacks=callbacks,
+                      verbose=progress_verbosity() if verbose is None else verbose)
   losses = history.history.get("loss", [])
   if losses and not math.isfinite(losses[-1]):
     raise TrainingDiverged(f"Training loss became {losses[-1]} at epoch "
@@ -147,6 +160,6 @@ def batch_norm_setup(model, num_train_examples: int, batch_size: int) -> float:
   return momentum
 
 
-def backup_dir_for(root: str, **hparam_values) -> str:
-  name = "_".join(f"{k}={v:.3g}" for k, v in sorted(hparam_values.items()))
-  return os.path.join(root, name)
+def trial_name(hparam_values: dict) -> str:
+  """A directory name for one point of the grid, e.g. `learning_rate=0.1_weight_decay=0`."""
+  return "_".join(f"{k}={v:.3g}" for k, v in sorted(hparam_values.items()))

@@ -8,6 +8,7 @@ the workdir, so an interrupted search resumes, and keras-tuner's distributed mod
 processes and hosts with no extra code path here.
 """
 
+import dataclasses
 import os
 from typing import Callable, Optional
 
@@ -47,13 +48,13 @@ class TransferHyperModel(kt.HyperModel):
     metric_fn: (labels, logits) -> the dataset's metric.
     backup_root: per-trial `BackupAndRestore` directories go under it.
     record_trial_fn: called once per finished or failed trial (results store).
-    verbose: Keras progress-bar verbosity.
+    verbose: Keras progress-bar verbosity (None: bars on a terminal, lines in a log).
   """
 
   def __init__(self, *, build_model_fn, learning_rates, weight_decays,
                setup: training.TrainSetup, train_data, val_data, metric_fn,
                backup_root: str, record_trial_fn: Optional[RecordTrialFn] = None,
-               verbose: int = 1):
+               verbose: Optional[int] = None):
     super().__init__(name="transfer_head", tunable=True)
     self.build_model_fn = build_model_fn
     self.learning_rates = list(learning_rates)
@@ -79,10 +80,13 @@ class TransferHyperModel(kt.HyperModel):
     # apply: the objective is computed after training, on the dataset's own metric.
     del args, kwargs
     values = dict(hp.values)
-    backup = training.backup_dir_for(self.backup_root, **values)
+    name = training.trial_name(values)
+    setup = self.setup
+    if setup.log_dir:
+      setup = dataclasses.replace(setup, log_dir=os.path.join(setup.log_dir, name))
     try:
-      training.train(model, self.train_data, self.setup, backup_dir=backup,
-                     verbose=self.verbose)
+      training.train(model, self.train_data, setup,
+                     backup_dir=os.path.join(self.backup_root, name), verbose=self.verbose)
       value = training.evaluate(model, self.val_data, self.metric_fn)
     except training.TrainingDiverged as e:
       logging.warning("Trial %s %s failed: %s", trial_id, values, e)
@@ -122,7 +126,10 @@ def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
   grid_size = len(hypermodel.learning_rates) * len(hypermodel.weight_decays)
   common = dict(objective=kt.Objective(OBJECTIVE, direction="max"), seed=seed,
                 directory=directory, project_name=project_name, overwrite=False,
-                distribution_strategy=strategy, max_consecutive_failed_trials=grid_size)
+                distribution_strategy=strategy,
+                # Never stop the search for failures: each is recorded, and a cell whose every
+                # trial failed is reported by `best_hparams`.
+                max_consecutive_failed_trials=grid_size + 1)
   if kind == "grid":
     return _GridSearch(hypermodel, max_trials=max_trials or None, **common)
   if kind == "bayesian":
@@ -131,10 +138,16 @@ def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
   raise ValueError(f"Unknown --tuner={kind!r}. Valid choices: grid, bayesian.")
 
 
-def best_hparams(tuner) -> dict:
-  """The best trial's values; raises if every trial failed."""
-  best = tuner.get_best_hyperparameters(1)
-  if not best:
+def best_trial(tuner):
+  """The completed trial with the best validation metric (failed trials never count).
+
+  Raises:
+    RuntimeError: every trial failed.
+  """
+  trials = [t for t in tuner.oracle.trials.values()
+            if t.status == kt.engine.trial.TrialStatus.COMPLETED and t.score is not None]
+  if not trials:
     raise RuntimeError("Every hyperparameter trial failed (see the trials in the results "
-                       "store); nothing to refit.")
-  return dict(best[0].values)
+                       "store and the log); nothing to refit.")
+  # Ties go to the earlier trial, as keras-tuner orders them.
+  return max(trials, key=lambda t: (t.score, -int(t.trial_id)))

@@ -1,0 +1,172 @@
+"""One end-to-end cell per regime at minimum size, on fakes; records, caches, resume, NaN."""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.linear_model import LogisticRegression
+
+from tests import fakes
+from tfhub_transfer import experiment
+from tfhub_transfer import features as features_lib
+from tfhub_transfer import results
+from tfhub_transfer import training
+from tfhub_transfer.config import ExperimentConfig
+
+
+def _tiny_config(tmp, regime, **overrides):
+  hub = os.path.join(tmp, "hub")
+  if not os.path.exists(hub):
+    fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=3)  # 72 features.
+  fields = dict(model="hub:" + hub, dataset="digits", regime=regime, image_size=16,
+                workdir=os.path.join(tmp, "work"), max_examples=60, batch_size=16,
+                l2_grid_size=6, train_steps=2, learning_rates=(0.01,), weight_decays=(0.0,))
+  fields.update(overrides)
+  return ExperimentConfig(**fields)
+
+
+class LogregCellTest(tf.test.TestCase):
+
+  def test_logreg_record_and_cache(self):
+    tmp = self.get_temp_dir()
+    config = _tiny_config(tmp, "logreg")
+    result = experiment.run_experiment(config)
+    record = result.record
+    self.assertEqual(record["status"], "ok")
+    self.assertEqual(record["metric"], "top1")
+    self.assertEqual(record["sizes"], {"train": 60, "val": 60, "trainval": 120, "test": 60})
+    self.assertIn(record["hparams"]["l2"], np.logspace(-6, 5, 6).tolist())
+    self.assertLen(record["search"]["val_metric"], 6)
+    self.assertEqual(record["weights"], "imagenet")
+    for phase in ("extract_s", "fit_s", "total_s"):
+      self.assertGreater(record["timings"][phase], 0.0)
+    self.assertEqual(record["versions"]["tensorflow"], tf.__version__)
+    stored = results.ResultsStore(experiment.store_path(config.workdir)).get(*config.cell)
+    self.assertEqual(stored["test_metric"], record["test_metric"])
+
+    # The stored numbers against scikit-learn on the cached features: same L2 (C = 1/l2),
+    # refit on train+val, scored once on test.
+    cache = {s: features_lib.load_cached(*os.path.split(record["feature_cache"][s]["path"]))
+             for s in ("train", "val", "test")}
+    x = np.concatenate([cache["train"].features, cache["val"].features])
+    y = np.concatenate([cache["train"].labels, cache["val"].labels])
+    sk = LogisticRegression(C=1.0 / record["hparams"]["l2"], max_iter=5000, tol=1e-6)
+    sk.fit(x, y)
+    sk_test = float(np.mean(sk.predict(cache["test"].features) == cache["test"].labels))
+    self.assertNear(record["test_metric"], sk_test, 0.034)  # At most 2 of 60 test images.
+
+    # A second run reuses every cache entry and gives the same answer.
+    again = experiment.run_experiment(config)
+    self.assertTrue(all(c["hit"] for c in again.record["feature_cache"].values()))
+    self.assertEqual(again.test_metric, result.test_metric)
+
+  def test_interrupted_extraction_leaves_no_entry(self):
+    cache_dir = self.get_temp_dir() + "/cache"
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((8, 4, 4, 3), np.float32), np.arange(8))).batch(2)
+    calls = []
+
+    def failing_fn(images):
+      calls.append(1)
+      if len(calls) == 3:
+        raise KeyboardInterrupt  # As a Ctrl-C in the middle of extraction.
+      return tf.reduce_mean(images, axis=[1, 2])
+
+    with self.assertRaises(KeyboardInterrupt):
+      features_lib.extract_features(failing_fn, data, cache_dir=cache_dir, key="k")
+    self.assertIsNone(features_lib.load_cached(cache_dir, "k"))
+    self.assertEmpty(os.listdir(cache_dir))
+    done = features_lib.extract_features(lambda i: tf.reduce_mean(i, axis=[1, 2]), data,
+                                         cache_dir=cache_dir, key="k")
+    self.assertEqual(done.features.shape, (8, 3))
+    self.assertAllEqual(done.labels, np.arange(8))
+
+  def test_unknown_dataset_runs_nothing(self):
+    with self.assertRaisesRegex(ValueError, "imagenet"):
+      experiment.run_experiment(_tiny_config(self.get_temp_dir(), "logreg",
+                                             dataset="imagenet"))
+
+
+class TrainedCellTest(tf.test.TestCase):
+
+  def test_finetune_record_trials_and_artifacts(self):
+    tmp = self.get_temp_dir()
+    config = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001))
+    record = experiment.run_experiment(config).record
+    self.assertEqual(record["status"], "ok")
+    self.assertIn(record["hparams"]["learning_rate"], (0.01, 0.001))
+    self.assertEqual(record["hparams"]["train_steps"], 2)
+    self.assertBetween(record["test_metric"], 0.0, 1.0)
+    trials = results.ResultsStore(experiment.store_path(config.workdir)).trials(
+        *config.cell)
+    self.assertLen(trials, 2)
+    self.assertEqual({t["status"] for t in trials}, {"ok"})
+    best = max(trials, key=lambda t: t["val_metric"])
+    self.assertNear(record["val_metric"], best["val_metric"], 1e-9)
+    cell_dir = os.path.join(config.workdir, "runs", experiment.cell_id(config))
+    self.assertNotEmpty(os.listdir(os.path.join(cell_dir, "tensorboard")))
+    self.assertTrue(os.path.isdir(os.path.join(config.workdir, "tuner")))
+
+  def test_scratch_keras_backbone(self):
+    config = _tiny_config(self.get_temp_dir(), "scratch", model="keras:MobileNet",
+                          model_kwargs='{"alpha": 0.25}', image_size=32)
+    record = experiment.run_experiment(config).record
+    self.assertEqual((record["status"], record["weights"]), ("ok", "random"))
+    self.assertEqual(record["model"], 'keras:MobileNet{"alpha":0.25}@32px')
+
+  def test_nan_trial_is_recorded_not_fatal(self):
+    tmp = self.get_temp_dir()
+    config = _tiny_config(tmp, "finetune", learning_rates=(1e9,), train_steps=3)
+    with self.assertRaisesRegex(experiment.ExperimentFailed, "Every hyperparameter trial"):
+      experiment.run_experiment(config)
+    store = results.ResultsStore(experiment.store_path(config.workdir))
+    self.assertEqual(store.get(*config.cell)["status"], "failed")
+    (trial,) = store.trials(*config.cell)
+    self.assertEqual(trial["status"], "failed")
+    self.assertRegex(trial["error"], "loss became (nan|inf)|non-finite logits")
+
+
+class ResumeTest(tf.test.TestCase):
+
+  def test_interrupted_training_resumes_where_it_stopped(self):
+    backup = self.get_temp_dir() + "/backup"
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.random.default_rng(0).normal(size=(16, 4)).astype("float32"),
+         np.arange(16) % 2)).batch(4).repeat()
+
+    def build():
+      keras.utils.set_random_seed(0)
+      model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+      model.make_loss = lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+      training.compile_model(model, learning_rate=0.1, train_steps=6)
+      return model
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+
+      def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+          raise KeyboardInterrupt
+
+    setup = training.TrainSetup(train_steps=6, steps_per_epoch=4, batch_size=4)
+    model = build()
+    model.fit = _with_extra_callback(model.fit, StopAfterFirstEpoch())
+    with self.assertRaises(KeyboardInterrupt):
+      training.train(model, data, setup, backup_dir=backup, verbose=0)
+    resumed = build()
+    training.train(resumed, data, setup, backup_dir=backup, verbose=0)
+    self.assertEqual(int(resumed.optimizer.iterations), 6)  # 6 steps in all, not 6 more.
+    straight = build()
+    training.train(straight, data, setup, backup_dir=self.get_temp_dir() + "/b2", verbose=0)
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+      self.assertAllClose(a, b, atol=1e-6)
+
+
+def _with_extra_callback(fit, callback):
+  def fit_with(*args, callbacks=(), **kwargs):
+    return fit(*args, callbacks=[*callbacks, callback], **kwargs)
+  return fit_with
+
+
+if __name__ == "__main__":
+  tf.test.main()
