@@ -134,4 +134,9 @@ def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: in
     _stop(processes)
     return 130
   _stop(processes)
-  return processes["chief"].returncode or 0
+  with open(os.path.join(log_dir, "chief.log"), errors="replace") as f:
+    summary = [line for line in f.read().splitlines() if " / " in line and "test " in line]
+  if summary:
+    print(summary[-1], flush=True)  # The chief's one-line result.
+  code = processes["chief"].returncode
+  return code if code and code > 0 else (1 if code else 0)

@@ -1,0 +1,108 @@
+"""keras-tuner's distributed mode through the real CLI: chief + workers on 127.0.0.1."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+from tests import fakes
+from tfhub_transfer import launcher
+from tfhub_transfer import results
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DEADLINE_S = 420
+
+
+def _cell_args(tmp, workdir):
+  hub = os.path.join(tmp, "hub")
+  if not os.path.exists(hub):
+    fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=2)
+  return ["--model=hub:" + hub, "--dataset=digits", "--regime=finetune", "--image_size=16",
+          "--max_examples=40", "--batch_size=8", "--train_steps=2",
+          "--learning_rates=0.01,0.001", "--weight_decays=0,0.0001", "--workdir=" + workdir]
+
+
+def _env(**extra):
+  return dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+              CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", **extra)
+
+
+def _stop_all(processes):
+  for p in processes:
+    if p.poll() is None:
+      os.killpg(p.pid, signal.SIGKILL)
+      p.wait()
+
+
+class DistributedTuningTest(tf.test.TestCase):
+
+  def _check_store(self, workdir):
+    store = results.ResultsStore(os.path.join(workdir, "results.sqlite"))
+    (record,) = store.records()
+    self.assertEqual(record["status"], "ok", record.get("error"))
+    self.assertIn(record["hparams"]["learning_rate"], (0.01, 0.001))
+    trials = store.trials()
+    self.assertLen(trials, 4)  # Every grid point once, none twice.
+    self.assertLen({(t["hparams"]["learning_rate"], t["hparams"]["weight_decay"])
+                    for t in trials}, 4)
+    self.assertEqual({t["status"] for t in trials}, {"ok"})
+    best = max(t["val_metric"] for t in trials)
+    self.assertNear(record["val_metric"], best, 1e-9)
+
+  def test_chief_and_two_workers_on_loopback(self):
+    tmp = self.get_temp_dir()
+    workdir = os.path.join(tmp, "shared_workdir")
+    args = _cell_args(tmp, workdir)
+    port = str(launcher.free_port())
+    processes, logs = [], []
+    try:
+      for role in ("chief", "worker0", "worker1"):
+        log = open(os.path.join(tmp, role + ".log"), "w")
+        logs.append(log)
+        env = _env(KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
+                   KERASTUNER_ORACLE_PORT=port)
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "tfhub_transfer.cli", *args], cwd=_ROOT, env=env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+      deadline = time.monotonic() + _DEADLINE_S
+      for p in processes:
+        p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+      _stop_all(processes)
+      for log in logs:
+        log.close()
+    codes = [p.returncode for p in processes]
+    with open(os.path.join(tmp, "chief.log")) as f:
+      chief_log = f.read()
+    self.assertEqual(codes, [0, 0, 0], chief_log[-3000:])
+    self.assertIn("test top1 =", chief_log)
+    self._check_store(workdir)
+
+  def test_parallel_trials_launcher(self):
+    tmp = self.get_temp_dir()
+    workdir = os.path.join(tmp, "launched")
+    done = subprocess.run(
+        [sys.executable, "-m", "tfhub_transfer.cli", *_cell_args(tmp, workdir),
+         "--parallel_trials=2"], cwd=_ROOT, env=_env(), capture_output=True, text=True,
+        timeout=_DEADLINE_S, check=False)
+    self.assertEqual(done.returncode, 0, done.stdout[-2000:] + done.stderr[-2000:])
+    self.assertIn("chief finished", done.stdout)
+    self.assertIn("test top1 =", done.stdout)  # The chief's summary line, relayed.
+    self.assertCountEqual(os.listdir(os.path.join(workdir, "logs")),
+                          ["chief.log", "worker0.log", "worker1.log"])
+    self._check_store(workdir)
+
+  def test_gpu_pinning(self):
+    self.assertEqual([launcher.worker_gpus(i, 2, 4) for i in range(2)], ["0,1", "2,3"])
+    self.assertIsNone(launcher.worker_gpus(0, 1, 0))
+    with self.assertRaisesRegex(ValueError, "needs 3 GPUs; this host has 2"):
+      launcher.worker_gpus(2, 1, 2)
+    self.assertEqual(launcher.role_command(["--model=x", "--parallel_trials=2"])[-1],
+                     "--model=x")
+
+
+if __name__ == "__main__":
+  tf.test.main()
