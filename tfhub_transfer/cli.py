@@ -71,14 +71,22 @@ def _floats(values, flag):
   try:
     return tuple(float(v) for v in values)
   except ValueError as e:
-    raise app.UsageError(f"--{flag}={','.join(values)}: {e}. Expected numbers.") from e
+    raise ValueError(f"--{flag}={','.join(values)}: {e}. Expected numbers.") from e
+
+
+def _seeds() -> list[int]:
+  try:
+    return [int(s) for s in _SEEDS.value]
+  except ValueError as e:
+    raise ValueError(f"--seeds={','.join(_SEEDS.value)}: {e}. Expected integers, "
+                     f"e.g. --seeds=0,1,2.") from e
 
 
 def base_config() -> ExperimentConfig:
   """The flags as one frozen config (the first model/dataset/regime; sweeps vary them)."""
   return ExperimentConfig(
       model=_MODEL.value[0], dataset=_DATASET.value[0], regime=_REGIME.value[0],
-      seed=int(_SEEDS.value[0]), workdir=_WORKDIR.value, weights=_WEIGHTS.value or None,
+      seed=_seeds()[0], workdir=_WORKDIR.value, weights=_WEIGHTS.value or None,
       model_kwargs=_MODEL_KWARGS.value, image_size=_IMAGE_SIZE.value,
       data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, batch_size=_BATCH_SIZE.value,
       train_steps=_TRAIN_STEPS.value,
@@ -88,25 +96,22 @@ def base_config() -> ExperimentConfig:
       strategy=_STRATEGY.value, max_examples=_MAX_EXAMPLES.value)
 
 
-def _validate_names() -> None:
-  """Every name of the grid is checked before anything runs."""
-  from tfhub_transfer import backbones, datasets
+def _check_required() -> None:
   missing = [f"--{f.name}" for f in (_MODEL, _DATASET, _REGIME) if not f.value]
   if missing:
     raise app.UsageError(f"{', '.join(missing)} required (see --list_models, "
                          f"--list_datasets; regimes: {', '.join(REGIMES)}).")
-  try:
-    kwargs = json.loads(_MODEL_KWARGS.value)
-    for model in _MODEL.value:
-      backbones.get_backbone_spec(model, model_kwargs=kwargs if isinstance(kwargs, dict)
-                                  else {})
-    for dataset in _DATASET.value:
-      datasets.get_dataset_spec(dataset)
-    for regime in _REGIME.value:
-      check_regime(regime)
-    [int(s) for s in _SEEDS.value]
-  except (ValueError, json.JSONDecodeError) as e:
-    raise app.UsageError(str(e)) from e
+
+
+def _validate_names() -> None:
+  """Every name of the grid is checked before anything runs."""
+  from tfhub_transfer import backbones, datasets
+  for model in _MODEL.value:
+    backbones.get_backbone_spec(model, model_kwargs=json.loads(_MODEL_KWARGS.value))
+  for dataset in _DATASET.value:
+    datasets.get_dataset_spec(dataset)
+  for regime in _REGIME.value:
+    check_regime(regime)
 
 
 def format_models_table() -> str:
@@ -135,8 +140,14 @@ def main(argv):
     paths = report.write_report(store, os.path.join(_WORKDIR.value, "report"))
     print(paths.markdown)
     return 0
-  _validate_names()
-  return _run(base_config())
+  try:
+    _check_required()
+    config = base_config()  # Checks --model_kwargs is a JSON object first.
+    _validate_names()
+  except (ValueError, OSError) as e:  # Bad names or values, bad JSON, a missing folder.
+    print(f"tfhub_transfer: {e}", file=sys.stderr)
+    return 2
+  return _run(config)
 
 
 def _run(config: ExperimentConfig) -> int:
@@ -144,16 +155,17 @@ def _run(config: ExperimentConfig) -> int:
   try:
     shard = sweep.parse_shard(_SHARD.value)
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    print(f"tfhub_transfer: {e}", file=sys.stderr)
+    return 2
   cells = sweep.make_cells(config, models=_MODEL.value, datasets=_DATASET.value,
-                           regimes=_REGIME.value, seeds=[int(s) for s in _SEEDS.value],
+                           regimes=_REGIME.value, seeds=_seeds(),
                            shard=shard)
   if _PARALLEL_TRIALS.value:
     if len(cells) != 1 or config.regime == "logreg":
-      raise app.UsageError(
-          f"--parallel_trials spreads the trials of one finetune/scratch cell; got "
-          f"{len(cells)} cells (regime {config.regime}). Run one cell at a time, or use "
-          f"--shard to split a sweep between processes.")
+      print(f"tfhub_transfer: --parallel_trials spreads the trials of one finetune/scratch "
+            f"cell; got {len(cells)} cells (regime {config.regime}). Run one cell at a "
+            f"time, or use --shard to split a sweep between processes.", file=sys.stderr)
+      return 2
     return launcher.launch_parallel_trials(
         sys.argv[1:], workdir=config.workdir, num_workers=_PARALLEL_TRIALS.value,
         gpus_per_worker=_GPUS_PER_TRIAL.value)
