@@ -59,6 +59,9 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto",
                               "tf.distribute strategy of one trial.")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
                                      "Cap on examples per split, for smoke runs (0: all).")
+_IMAGENET_TOP1 = flags.DEFINE_list(
+    "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models outside the zoo, "
+    "as NAME=TOP1 with NAME as the report shows it, e.g. 'hub:/models/mine=77.2'.")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell of the grid from i.")
 _PARALLEL_TRIALS = flags.DEFINE_integer(
     "parallel_trials", 0, "Run the search as a keras-tuner chief plus N worker processes, "
@@ -114,6 +117,20 @@ def _validate_names() -> None:
     check_regime(regime)
 
 
+def _parse_top1(values) -> dict[str, float]:
+  top1 = {}
+  for item in values:
+    name, sep, value = item.rpartition("=")
+    try:
+      top1[name] = float(value)
+    except ValueError:
+      sep = ""
+    if not sep or not name:
+      raise ValueError(f"--imagenet_top1 item {item!r} is not NAME=TOP1 (e.g. "
+                       f"'keras:EfficientNetB0=77.1').")
+  return top1
+
+
 def format_models_table() -> str:
   from tfhub_transfer import backbones
   rows = [("name", "source", "size", "feat dim", "paper top-1")]
@@ -136,9 +153,16 @@ def main(argv):
     return 0
   if _MODE.value == "report":
     from tfhub_transfer import experiment, report, results
+    try:
+      top1 = _parse_top1(_IMAGENET_TOP1.value)
+    except ValueError as e:
+      print(f"tfhub_transfer: {e}", file=sys.stderr)
+      return 2
     store = results.ResultsStore(experiment.store_path(_WORKDIR.value))
-    paths = report.write_report(store, os.path.join(_WORKDIR.value, "report"))
+    paths = report.write_report(store, os.path.join(_WORKDIR.value, "report"),
+                                imagenet_top1=top1)
     print(paths.markdown)
+    print(f"Written to {os.path.join(_WORKDIR.value, 'report')}/", file=sys.stderr)
     return 0
   try:
     _check_required()

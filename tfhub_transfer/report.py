@@ -287,7 +287,7 @@ def _correlation_line(corr: Correlation, report) -> str:
             f"have ({paper}).")
   if corr.excluded:
     text += (f" Excluded, ImageNet top-1 unknown: {', '.join(corr.excluded)} "
-             f"(pass imagenet_top1={{name: top1}} to include them).")
+             f"(give them with --imagenet_top1=NAME=TOP1,... or imagenet_top1={{name: top1}} to include them).")
   return text
 
 
