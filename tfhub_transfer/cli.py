@@ -159,10 +159,14 @@ def main(argv):
       print(f"tfhub_transfer: {e}", file=sys.stderr)
       return 2
     store = results.ResultsStore(experiment.store_path(_WORKDIR.value))
-    paths = report.write_report(store, os.path.join(_WORKDIR.value, "report"),
-                                imagenet_top1=top1)
+    out_dir = os.path.join(_WORKDIR.value, "report")
+    paths = report.write_report(store, out_dir, imagenet_top1=top1)
+    # Every stored record, in full, for other tools.
+    store.export_csv(os.path.join(out_dir, "results.csv"))
+    store.export_json(os.path.join(out_dir, "results.json"))
     print(paths.markdown)
-    print(f"Written to {os.path.join(_WORKDIR.value, 'report')}/", file=sys.stderr)
+    print(f"Written to {out_dir}/: report.md, table_<regime>.csv, summary.csv, figure1.png, "
+          f"results.csv, results.json", file=sys.stderr)
     return 0
   try:
     _check_required()
