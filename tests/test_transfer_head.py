@@ -79,6 +79,7 @@ class TransferHeadTest(parameterized.TestCase, tf.test.TestCase):
     kernels = [w for w in model.trainable_weights if len(w.shape) >= 2]
     expected = 0.5 * 0.01 * sum(float(np.sum(np.square(w.numpy()))) for w in kernels)
     self.assertNear(float(model.l2_penalty()), expected, 1e-4 * expected)
+    model.compile(loss=model.make_loss())
     labels, logits = tf.constant([0]), tf.zeros((1, 3))
     with_decay = model.compute_loss(y=labels, y_pred=logits, training=True)
     self.assertNear(float(with_decay), np.log(3) + expected, 1e-4 * expected)
