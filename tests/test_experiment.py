@@ -129,6 +129,37 @@ class TrainedCellTest(tf.test.TestCase):
 
 class ResumeTest(tf.test.TestCase):
 
+  def test_interrupted_search_resumes_at_the_trial_in_flight(self):
+    config = _tiny_config(self.get_temp_dir(), "finetune",
+                          learning_rates=(0.03, 0.01, 0.001))
+    real_train, calls = training.train, []
+
+    def train_then_interrupt(*args, **kwargs):
+      calls.append(1)
+      if len(calls) == 3:
+        raise KeyboardInterrupt  # Ctrl-C (or a preempted host) during the third trial.
+      return real_train(*args, **kwargs)
+
+    training.train = train_then_interrupt
+    try:
+      with self.assertRaises(KeyboardInterrupt):
+        experiment.run_experiment(config)
+    finally:
+      training.train = real_train
+    store = results.ResultsStore(experiment.store_path(config.workdir))
+    first = {t["trial_id"]: t["stored_at"] for t in store.trials(*config.cell)}
+    self.assertLen(first, 2)
+    self.assertIsNone(store.get(*config.cell))
+
+    record = experiment.run_experiment(config).record
+    self.assertEqual(record["status"], "ok")
+    trials = store.trials(*config.cell)
+    self.assertLen(trials, 3)  # Each grid point once: the finished ones were not rerun.
+    for t in trials:
+      if t["trial_id"] in first:
+        self.assertEqual(t["stored_at"], first[t["trial_id"]])
+    self.assertLen({t["hparams"]["learning_rate"] for t in trials}, 3)
+
   def test_interrupted_training_resumes_where_it_stopped(self):
     backup = self.get_temp_dir() + "/backup"
     data = tf.data.Dataset.from_tensor_slices(

@@ -128,7 +128,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
     logging.info("Cell %s: %s", cell_id(config), record["sizes"])
     outcome = (regimes.run_logreg(ctx) if config.regime == "logreg"
                else regimes.run_trained(ctx))
-  except (Exception, tf.errors.OpError) as e:  # Any failure is recorded, then re-raised.
+  except Exception as e:  # Any failure (OOM and other TF errors too) is recorded, re-raised.
     record.update(status="failed", error=f"{type(e).__name__}: {e}", val_metric=None,
                   test_metric=None, hparams={}, traceback=traceback.format_exc(),
                   timings={"total_s": time.perf_counter() - start})

@@ -101,6 +101,43 @@ class TransferHyperModel(kt.HyperModel):
       self.record_trial_fn(trial_id, values, value, status, error)
 
 
+class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
+  """keras-tuner's grid oracle, with its walk through the grid kept in the saved state.
+
+  keras-tuner 1.4 keeps the grid order of the trials (`_ordered_ids`) and the trials whose
+  successors are still to be generated (`_populate_next`) in memory only, so a search
+  reloaded from its directory fails on its next trial (KeyError in `populate_space`). Both
+  are saved and restored here, so a killed search resumes.
+  """
+
+  def get_state(self):
+    state = super().get_state()
+    walk = self._ordered_ids
+    state["grid_walk"] = {
+        "memory": list(walk._memory),  # pylint: disable=protected-access
+        # (index, next index) pairs; the list head is keyed by None.
+        "next": [[i, j] for i, j in walk._next_index.items() if j is not None],  # pylint: disable=protected-access
+        "last": walk._last_index,  # pylint: disable=protected-access
+        "populate_next": list(self._populate_next),
+    }
+    return state
+
+  def set_state(self, state):
+    super().set_state(state)
+    saved = state.get("grid_walk")
+    if not saved:
+      return
+    walk = self._ordered_ids
+    # pylint: disable=protected-access
+    walk._memory = list(saved["memory"])
+    walk._data_to_index = {trial_id: i for i, trial_id in enumerate(walk._memory)}
+    walk._next_index.clear()
+    walk._next_index.update({i: j for i, j in saved["next"]})
+    walk._last_index = saved["last"]
+    # pylint: enable=protected-access
+    self._populate_next = list(saved["populate_next"])
+
+
 def _with_trial_id(base):
   """A tuner class that hands the trial id to `HyperModel.fit` (for per-trial records)."""
 
@@ -113,8 +150,7 @@ def _with_trial_id(base):
   return _Tuner
 
 
-_GridSearch = _with_trial_id(kt.GridSearch)
-_BayesianOptimization = _with_trial_id(kt.BayesianOptimization)
+_Tuner = _with_trial_id(kt.Tuner)
 
 
 def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
@@ -124,18 +160,20 @@ def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
   Its state under `directory/project_name` makes a rerun resume the search.
   """
   grid_size = len(hypermodel.learning_rates) * len(hypermodel.weight_decays)
-  common = dict(objective=kt.Objective(OBJECTIVE, direction="max"), seed=seed,
-                directory=directory, project_name=project_name, overwrite=False,
-                distribution_strategy=strategy,
-                # Never stop the search for failures: each is recorded, and a cell whose every
-                # trial failed is reported by `best_hparams`.
-                max_consecutive_failed_trials=grid_size + 1)
+  oracle_args = dict(objective=kt.Objective(OBJECTIVE, direction="max"), seed=seed,
+                     # Never stop the search for failures: each is recorded, and a cell whose
+                     # every trial failed is reported by `best_trial`.
+                     max_consecutive_failed_trials=grid_size + 1)
+  tuner_args = dict(hypermodel=hypermodel, directory=directory, project_name=project_name,
+                    overwrite=False, distribution_strategy=strategy)
   if kind == "grid":
-    return _GridSearch(hypermodel, max_trials=max_trials or None, **common)
-  if kind == "bayesian":
-    return _BayesianOptimization(hypermodel, max_trials=max_trials or min(grid_size, 20),
-                                 **common)
-  raise ValueError(f"Unknown --tuner={kind!r}. Valid choices: grid, bayesian.")
+    oracle = ResumableGridSearchOracle(max_trials=max_trials or None, **oracle_args)
+  elif kind == "bayesian":
+    oracle = kt.oracles.BayesianOptimizationOracle(
+        max_trials=max_trials or min(grid_size, 20), **oracle_args)
+  else:
+    raise ValueError(f"Unknown --tuner={kind!r}. Valid choices: grid, bayesian.")
+  return _Tuner(oracle=oracle, **tuner_args)
 
 
 def best_trial(tuner):
