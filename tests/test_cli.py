@@ -1,22 +1,18 @@
 """The command line as a user runs it: a subprocess per invocation."""
 
-import os
 import subprocess
 import sys
 
 import tensorflow as tf
 
+from tests import fakes
 from tfhub_transfer import backbones
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args, timeout=300):
-  env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             CUDA_VISIBLE_DEVICES="")
-  return subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", *args], cwd=_ROOT,
-                        env=env, capture_output=True, text=True, timeout=timeout,
-                        check=False)
+  return subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", *args],
+                        cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), capture_output=True,
+                        text=True, timeout=timeout, check=False)
 
 
 class CliTest(tf.test.TestCase):

@@ -1,23 +1,21 @@
 """A 2-replica MirroredStrategy step equals a one-device step on the same global batch."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import tensorflow as tf
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import fakes
 
 
 class MirroredEquivalenceTest(tf.test.TestCase):
 
   def test_two_replicas_match_one_device(self):
-    env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-m", "tests.mirrored_check"], cwd=_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run([sys.executable, "-m", "tests.mirrored_check"], cwd=fakes.REPO_ROOT,
+                          env=fakes.subprocess_env(), capture_output=True, text=True,
+                          timeout=300, check=False)
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
     out = json.loads(done.stdout)
     self.assertEqual((out["one"]["replicas"], out["two"]["replicas"]), (1, 2))

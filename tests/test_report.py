@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 from scipy import stats
 
+from tfhub_transfer import correlation
 from tfhub_transfer import reference
 from tfhub_transfer import report
 from tfhub_transfer import results
@@ -54,22 +55,22 @@ def _by_hand_avg_logodds(records, regime):
 class LogOddsTest(absltest.TestCase):
 
   def test_formula(self):
-    self.assertAlmostEqual(float(report.logodds(0.75)), math.log(3))
-    self.assertAlmostEqual(float(report.logodds(0.5)), 0.0)
-    np.testing.assert_allclose(report.logodds([0.1, 0.9]), [-math.log(9), math.log(9)])
+    self.assertAlmostEqual(float(correlation.logodds(0.75)), math.log(3))
+    self.assertAlmostEqual(float(correlation.logodds(0.5)), 0.0)
+    np.testing.assert_allclose(correlation.logodds([0.1, 0.9]), [-math.log(9), math.log(9)])
 
   def test_clipped_away_from_0_and_1(self):
-    eps = report.LOGODDS_EPS
-    self.assertAlmostEqual(float(report.logodds(1.0)), math.log((1 - eps) / eps))
-    self.assertAlmostEqual(float(report.logodds(0.0)), -math.log((1 - eps) / eps))
+    eps = correlation.LOGODDS_EPS
+    self.assertAlmostEqual(float(correlation.logodds(1.0)), math.log((1 - eps) / eps))
+    self.assertAlmostEqual(float(correlation.logodds(0.0)), -math.log((1 - eps) / eps))
 
 
 class CorrelationTest(parameterized.TestCase):
 
   def test_r_matches_scipy(self):
     records = _synthetic()
-    cells = report.average_cells(records)
-    corr = report.correlate(cells, "finetune", _TOP1, samples=500, seed=3)
+    cells = correlation.average_cells(records)
+    corr = correlation.correlate(cells, "finetune", _TOP1, samples=500, seed=3)
     avg = _by_hand_avg_logodds(records, "finetune")
     models = sorted(_TOP1, key=_TOP1.get)
     self.assertEqual(corr.models, tuple(models))
@@ -86,7 +87,7 @@ class CorrelationTest(parameterized.TestCase):
     x = np.array([0.1, 0.7, 0.2] + list(rng.normal(size=n - 3)))
     y = np.array([0.7, 0.1, 0.2] + list(-x[3:] + rng.normal(size=n - 3)))
     samples, seed = 400, 11
-    r, low, high = report.pearson_with_ci(x, y, samples=samples, seed=seed)
+    r, low, high = correlation.pearson_with_ci(x, y, samples=samples, seed=seed)
     # The documented procedure, with scipy's r for each resample.
     index = np.random.default_rng(seed).integers(0, n, size=(samples, n))
     rs = [stats.pearsonr(x[i], y[i]).statistic for i in index
@@ -113,16 +114,16 @@ class CorrelationTest(parameterized.TestCase):
       # Through the report: one dataset whose accuracy has the paper's average log-odds.
       records = [_record(n.name, "cifar10", regime, 0, 1 / (1 + math.exp(-n.avg_logodds(regime))))
                  for n in networks.values()]
-      corr = report.correlate(report.average_cells(records), regime,
-                              {n.name: n.imagenet_top1 for n in networks.values()},
-                              samples=100)
+      corr = correlation.correlate(correlation.average_cells(records), regime,
+                                   {n.name: n.imagenet_top1 for n in networks.values()},
+                                   samples=100)
       self.assertLessEqual(abs(corr.r - published), 0.01, regime)
       self.assertEqual(reference.PAPER_CORRELATIONS[regime], published)
 
   def test_too_few_models_and_unknown_top1(self):
     records = _synthetic(models=("resnet_50", "inception_v3"))
     records.append(_record("hub:my/net", "cifar10", "finetune", 0, 0.9))
-    corr = report.correlate(report.average_cells(records), "finetune", _TOP1)
+    corr = correlation.correlate(correlation.average_cells(records), "finetune", _TOP1)
     self.assertIsNone(corr.r)
     self.assertIn("too few results: 2 model(s)", corr.reason)
     self.assertEqual(corr.excluded, ("hub:my/net",))
@@ -137,8 +138,8 @@ class CorrelationTest(parameterized.TestCase):
   def test_user_top1_includes_user_models(self):
     records = _synthetic(models=("resnet_50", "inception_v3"))
     records.append(_record("hub:my/net", "cifar10", "finetune", 0, 0.9))
-    corr = report.correlate(report.average_cells(records), "finetune",
-                            {**_TOP1, "hub:my/net": 79.0})
+    corr = correlation.correlate(correlation.average_cells(records), "finetune",
+                                 {**_TOP1, "hub:my/net": 79.0})
     self.assertEqual(corr.datasets, ("cifar10",))
     self.assertLen(corr.models, 3)
     self.assertIsNotNone(corr.r)

@@ -12,7 +12,6 @@ from tests import fakes
 from tfhub_transfer import launcher
 from tfhub_transfer import results
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEADLINE_S = 420
 
 
@@ -23,11 +22,6 @@ def _cell_args(tmp, workdir):
   return ["--model=hub:" + hub, "--dataset=digits", "--regime=finetune", "--image_size=16",
           "--max_examples=40", "--batch_size=8", "--train_steps=2",
           "--learning_rates=0.01,0.001", "--weight_decays=0,0.0001", "--workdir=" + workdir]
-
-
-def _env(**extra):
-  return dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-              CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", **extra)
 
 
 def _stop_all(processes):
@@ -62,10 +56,11 @@ class DistributedTuningTest(tf.test.TestCase):
       for role in ("chief", "worker0", "worker1"):
         log = open(os.path.join(tmp, role + ".log"), "w")
         logs.append(log)
-        env = _env(KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
-                   KERASTUNER_ORACLE_PORT=port)
+        env = fakes.subprocess_env(KERASTUNER_TUNER_ID=role,
+                                   KERASTUNER_ORACLE_IP="127.0.0.1",
+                                   KERASTUNER_ORACLE_PORT=port)
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "tfhub_transfer.cli", *args], cwd=_ROOT, env=env,
+            [sys.executable, "-m", "tfhub_transfer.cli", *args], cwd=fakes.REPO_ROOT, env=env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
       deadline = time.monotonic() + _DEADLINE_S
       for p in processes:
@@ -86,8 +81,8 @@ class DistributedTuningTest(tf.test.TestCase):
     workdir = os.path.join(tmp, "launched")
     done = subprocess.run(
         [sys.executable, "-m", "tfhub_transfer.cli", *_cell_args(tmp, workdir),
-         "--parallel_trials=2"], cwd=_ROOT, env=_env(), capture_output=True, text=True,
-        timeout=_DEADLINE_S, check=False)
+         "--parallel_trials=2"], cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
+        capture_output=True, text=True, timeout=_DEADLINE_S, check=False)
     self.assertEqual(done.returncode, 0, done.stdout[-2000:] + done.stderr[-2000:])
     self.assertIn("chief finished", done.stdout)
     self.assertIn("test top1 =", done.stdout)  # The chief's summary line, relayed.

@@ -13,13 +13,6 @@ from tfhub_transfer import results
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _env():
-  return dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-              CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-
 
 class SweepTest(tf.test.TestCase):
 
@@ -39,8 +32,9 @@ class SweepTest(tf.test.TestCase):
     return results.ResultsStore(os.path.join(self.workdir, "results.sqlite"))
 
   def test_killed_sweep_resumes_without_duplicates_or_gaps(self):
-    process = subprocess.Popen(self.args, cwd=_ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(self.args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     try:
       deadline = time.monotonic() + 240
       while time.monotonic() < deadline and process.poll() is None:
@@ -55,8 +49,8 @@ class SweepTest(tf.test.TestCase):
     before = {r["seed"]: r["created_at"] for r in self._store().records(status="ok")}
     self.assertBetween(len(before), 2, 5, "killed after 2 cells, before the last")
 
-    done = subprocess.run(self.args, cwd=_ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(self.args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
+                          capture_output=True, text=True, timeout=300, check=False)
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
     self.assertIn(f"sweep: {6 - len(before)} cells run, {len(before)} already done, "
                   f"0 failed", done.stdout)
@@ -73,8 +67,8 @@ class SweepTest(tf.test.TestCase):
     args = [a.replace("--dataset=digits", "--dataset=stanford_cars,digits")
             .replace("--seeds=0,1,2,3,4,5", "--seeds=0") for a in self.args]
     args += ["--manual_dir=" + manual, "--data_dir=" + self.create_tempdir().full_path]
-    done = subprocess.run(args, cwd=_ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
+                          capture_output=True, text=True, timeout=300, check=False)
     self.assertEqual(done.returncode, 1)
     self.assertIn("sweep: 1 cells run, 0 already done, 1 failed", done.stdout)
     self.assertIn("FAILED", done.stderr)
@@ -87,8 +81,8 @@ class SweepTest(tf.test.TestCase):
 
   def test_missing_folder_is_a_usage_error(self):
     done = subprocess.run(self.args[:4] + ["--dataset=folder:/no/such/dir", "--regime=logreg"],
-                          cwd=_ROOT, env=_env(), capture_output=True, text=True, timeout=120,
-                          check=False)
+                          cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
     self.assertNotEqual(done.returncode, 0)
     self.assertIn("--dataset=folder:/no/such/dir: no such directory", done.stderr)
     self.assertNotIn("Traceback", done.stderr)

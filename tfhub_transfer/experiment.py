@@ -32,7 +32,7 @@ class ExperimentFailed(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """The stored record of one cell (see `results.ResultsStore` for its fields)."""
+  """The stored record of one cell (its fields: `records.check_record`)."""
   record: dict[str, Any]
 
   @property

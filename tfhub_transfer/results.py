@@ -1,20 +1,18 @@
 """The results store: one SQLite file per workdir, safe to share between processes.
 
 Each (model, dataset, regime, seed) cell has at most one row, holding the key fields as
-columns and the whole record as JSON. Every write is one `BEGIN IMMEDIATE` transaction, so
-a process killed mid-write leaves the previous state, never a half row. Several processes
-may write to the same file: the database runs in WAL mode with a busy timeout, and a write
-that still finds the file locked is retried with backoff. WAL needs a local filesystem
-(not NFS); put the workdir on local disk or write one store per machine and merge them
-with `export_json` / `import_json`.
+columns and the whole record (checked by `records.check_record`) as JSON. Every write is
+one `BEGIN IMMEDIATE` transaction, so a process killed mid-write leaves the previous state,
+never a half row. Several processes may write to the same file: the database runs in WAL
+mode with a busy timeout, and a write that still finds the file locked is retried with
+backoff. WAL needs a local filesystem (not NFS); put the workdir on local disk or write one
+store per machine and merge them with `export_json` / `import_json`.
 """
 
 import contextlib
 import csv
 import datetime
 import json
-import math
-import numbers
 import os
 import random
 import sqlite3
@@ -23,15 +21,11 @@ from typing import Any, Callable, Iterable, Optional
 
 from absl import logging
 
-from tfhub_transfer import config
+from tfhub_transfer.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
+from tfhub_transfer.records import check_record, check_trial
 
 RESULTS_FILENAME = "results.sqlite"
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed")
-METRICS = ("top1", "mean_per_class", "map_11point")
-KEY_FIELDS = ("model", "dataset", "regime", "seed")
-TRIAL_FIELDS = KEY_FIELDS + ("trial_id", "hparams", "val_metric", "status", "error",
-                            "stored_at")
 CSV_FIELDS = KEY_FIELDS + ("status", "metric", "val_metric", "test_metric", "error",
                            "created_at", "record")
 
@@ -50,80 +44,6 @@ CREATE TABLE IF NOT EXISTS trials (
   error TEXT, stored_at TEXT NOT NULL,
   PRIMARY KEY (model, dataset, regime, seed, trial_id));
 """
-
-
-def to_jsonable(value: Any) -> Any:
-  """Plain-JSON copy of `value`: numpy scalars/arrays to Python, tuples to lists.
-
-  Non-finite floats become None, since JSON has no NaN or infinity.
-
-  Raises:
-    TypeError: `value` holds an object JSON cannot represent.
-  """
-  if isinstance(value, dict):
-    return {str(k): to_jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [to_jsonable(v) for v in value]
-  if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-    return to_jsonable(value.tolist())
-  if isinstance(value, float):
-    return value if math.isfinite(value) else None
-  if value is None or isinstance(value, (str, bool, int)):
-    return value
-  raise TypeError(f"Cannot store {value!r} (type {type(value).__name__}) in a results "
-                  f"record: use str, int, float, bool, None, lists or dicts of them.")
-
-
-def check_record(record: dict[str, Any]) -> dict[str, Any]:
-  """Validates a `run_experiment` record and returns its plain-JSON copy.
-
-  Raises:
-    ValueError: a key field is missing or has a bad value.
-  """
-  if not isinstance(record, dict):
-    raise ValueError(f"A results record must be a dict, got {type(record).__name__}.")
-  missing = [k for k in KEY_FIELDS + ("status",) if k not in record]
-  if missing:
-    raise ValueError(f"Results record lacks {missing}; every record needs "
-                     f"{list(KEY_FIELDS + ('status',))}. Got keys {sorted(record)}.")
-  check_key(*(record[k] for k in KEY_FIELDS))
-  if record["status"] not in STATUSES:
-    raise ValueError(f"Record status={record['status']!r}; expected one of {STATUSES}.")
-  _check_error(record.get("error"))
-  if record["status"] == "ok":
-    if record.get("metric") not in METRICS:
-      raise ValueError(f"Record with status 'ok' has metric={record.get('metric')!r}; "
-                       f"expected one of {METRICS}.")
-    _check_fraction("test_metric", record.get("test_metric"), required=True)
-    _check_fraction("val_metric", record.get("val_metric"), required=False)
-  out = to_jsonable(record)
-  out["seed"] = int(record["seed"])
-  return out
-
-
-def check_key(model: str, dataset: str, regime: str, seed: int) -> None:
-  """Raises ValueError unless (model, dataset, regime, seed) is a valid cell key."""
-  for name, value in (("model", model), ("dataset", dataset)):
-    if not isinstance(value, str) or not value:
-      raise ValueError(f"Record {name}={value!r} must be a non-empty string.")
-  config.check_regime(regime)
-  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-    raise ValueError(f"Record seed={seed!r} must be an integer.")
-
-
-def _check_error(error):
-  if error is not None and not isinstance(error, str):
-    raise ValueError(f"error={error!r} must be a string (e.g. the traceback) or None.")
-
-
-def _check_fraction(name, value, *, required):
-  if value is None and not required:
-    return
-  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-      or not 0.0 <= float(value) <= 1.0):
-    hint = " If it is a percentage, divide it by 100." if (
-        isinstance(value, numbers.Real) and 1 < value <= 100) else ""
-    raise ValueError(f"Record {name}={value!r} must be a fraction in [0, 1].{hint}")
 
 
 def _now() -> str:
@@ -370,17 +290,9 @@ def _where(**filters) -> tuple[str, tuple[Any, ...]]:
 
 
 def _trial_row(model, dataset, regime, seed, trial_id, *, hparams, val_metric, status, error):
-  check_key(model, dataset, regime, seed)
-  if status not in STATUSES:
-    raise ValueError(f"Trial status={status!r}; expected one of {STATUSES}.")
-  if not isinstance(hparams, dict):
-    raise ValueError(f"Trial hparams={hparams!r} must be a dict of name -> value.")
-  _check_error(error)
-  val_metric = to_jsonable(val_metric)
-  _check_fraction("val_metric", val_metric, required=status == "ok")
-  return {"model": model, "dataset": dataset, "regime": regime, "seed": int(seed),
-          "trial_id": str(trial_id), "hparams": json.dumps(to_jsonable(hparams)),
-          "val_metric": val_metric, "status": status, "error": error, "stored_at": _now()}
+  trial = check_trial(model, dataset, regime, seed, trial_id, hparams=hparams,
+                      val_metric=val_metric, status=status, error=error)
+  return {**trial, "hparams": json.dumps(trial["hparams"]), "stored_at": _now()}
 
 
 def _result_row(record: dict[str, Any]) -> dict[str, Any]:
