@@ -12,8 +12,11 @@ import json
 import os
 import sys
 
+import logging
+
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 from tfhub_transfer.config import REGIMES, ExperimentConfig, check_regime
 
@@ -141,7 +144,18 @@ def format_models_table() -> str:
   return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+class _OwnInfoOnly(logging.Filter):
+  """At the default verbosity, INFO lines of other libraries (TFDS reads, TensorFlow
+  notices) are dropped: what is left is this tool's progress. --verbosity=1 shows all."""
+
+  def filter(self, record):
+    return (record.levelno > logging.INFO or
+            f"{os.sep}tfhub_transfer{os.sep}" in record.pathname)
+
+
 def main(argv):
+  if flags.FLAGS["verbosity"].value <= 0:
+    absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
   if _LIST_MODELS.value:
