@@ -76,19 +76,35 @@ class DistributedTuningTest(tf.test.TestCase):
     self.assertIn("test top1 =", chief_log)
     self._check_store(workdir)
 
-  def test_parallel_trials_launcher(self):
+  def test_parallel_trials_launcher_survives_a_killed_worker(self):
     tmp = self.get_temp_dir()
     workdir = os.path.join(tmp, "launched")
-    done = subprocess.run(
-        [sys.executable, "-m", "tfhub_transfer.cli", *_cell_args(tmp, workdir),
-         "--parallel_trials=2"], cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-        capture_output=True, text=True, timeout=_DEADLINE_S, check=False)
-    self.assertEqual(done.returncode, 0, done.stdout[-2000:] + done.stderr[-2000:])
-    self.assertIn("chief finished", done.stdout)
-    self.assertIn("test top1 =", done.stdout)  # The chief's summary line, relayed.
-    self.assertCountEqual(os.listdir(os.path.join(workdir, "logs")),
-                          ["chief.log", "worker0.log", "worker1.log"])
-    self._check_store(workdir)
+    args = [a.replace("--train_steps=2", "--train_steps=40") for a in _cell_args(tmp, workdir)]
+    launcher_process = subprocess.Popen(
+        [sys.executable, "-m", "tfhub_transfer.cli", *args, "--parallel_trials=2"],
+        cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+      # Kill worker0 (SIGKILL, as a crash or an OOM kill) once the search is under way.
+      store_path = os.path.join(workdir, "results.sqlite")
+      deadline = time.monotonic() + _DEADLINE_S
+      while time.monotonic() < deadline and launcher_process.poll() is None:
+        if os.path.exists(store_path) and results.ResultsStore(store_path).trials():
+          break
+        time.sleep(0.2)
+      with open(os.path.join(workdir, "logs", "worker0.pid")) as f:
+        os.killpg(int(f.read()), signal.SIGKILL)
+      stdout, stderr = launcher_process.communicate(timeout=_DEADLINE_S)
+    finally:
+      _stop_all([launcher_process])
+    self.assertEqual(launcher_process.returncode, 0, stdout[-2000:] + stderr[-2000:])
+    self.assertIn("worker0 FAILED with exit code -9", stdout)
+    self.assertIn("restarting it (1/2) to resume its trial", stdout)
+    self.assertIn("chief finished", stdout)
+    self.assertIn("test top1 =", stdout)  # The chief's summary line, relayed.
+    self.assertContainsSubset(["chief.log", "worker0.log", "worker1.log"],
+                              os.listdir(os.path.join(workdir, "logs")))
+    self._check_store(workdir)  # Every trial once, the killed worker's included.
 
   def test_gpu_pinning(self):
     self.assertEqual([launcher.worker_gpus(i, 2, 4) for i in range(2)], ["0,1", "2,3"])

@@ -4,8 +4,8 @@ The chief and the workers are the same `tfhub_transfer` command, told their role
 keras-tuner's own environment variables (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
 KERASTUNER_ORACLE_PORT). Each worker sees only its GPUs (CUDA_VISIBLE_DEVICES); the chief
 serves the oracle during the search and then refits the best trial on every GPU. Logs go to
-`<workdir>/logs/`. A worker that fails is reported and the others go on; Ctrl-C (or SIGTERM)
-stops them all.
+`<workdir>/logs/` (with `<name>.pid`). A worker that fails is reported and restarted under the
+same tuner id, resuming its trial, while the others go on; Ctrl-C stops them all.
 """
 
 import contextlib
@@ -22,6 +22,8 @@ from absl import logging
 
 # How long workers may run on after the chief has exited before they are stopped.
 WORKER_GRACE_S = 60.0
+# Restarts of one failed worker before the launcher gives up.
+MAX_RESTARTS = 2
 
 
 def free_port() -> int:
@@ -63,6 +65,8 @@ def _start(name, command, env, log_dir):
   process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
   log.close()
+  with open(os.path.join(log_dir, f"{name}.pid"), "w") as f:
+    f.write(str(process.pid))  # For operators (and tests) that need to signal one process.
   logging.info("Started %s (pid %d), log %s", name, process.pid,
                os.path.join(log_dir, f"{name}.log"))
   return process
@@ -83,8 +87,13 @@ def _stop(processes, timeout=10.0):
 
 def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: int,
                            gpus_per_worker: int = 1, port: Optional[int] = None,
-                           poll_s: float = 1.0) -> int:
+                           max_restarts: int = MAX_RESTARTS, poll_s: float = 1.0) -> int:
   """Runs the chief and `num_workers` workers to completion; returns the chief's exit code.
+
+  A worker that fails is restarted under the same tuner id, so keras-tuner hands it back its
+  unfinished trial, which resumes from the trial's last backup; after `max_restarts` failures
+  of one worker everything is stopped (the search state stays in the workdir: a rerun
+  resumes it).
 
   Args:
     argv: the command-line arguments of this run (the cell to search).
@@ -92,6 +101,7 @@ def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: in
     num_workers: worker processes, each running one trial at a time.
     gpus_per_worker: GPUs pinned to each worker.
     port: the oracle's port (default: a free one).
+    max_restarts: restarts allowed per worker.
     poll_s: how often processes are checked.
   """
   num_gpus = count_gpus()
@@ -102,31 +112,38 @@ def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: in
                   KERASTUNER_ORACLE_PORT=str(port or free_port()),
                   TF_FORCE_GPU_ALLOW_GROWTH="true")
   command = role_command(argv)
-  processes = {"chief": _start("chief", command, dict(base_env, KERASTUNER_TUNER_ID="chief"),
-                               log_dir)}
+  envs = {"chief": dict(base_env, KERASTUNER_TUNER_ID="chief")}
   for i, gpus in enumerate(pinning):
-    env = dict(base_env, KERASTUNER_TUNER_ID=f"worker{i}")
+    envs[f"worker{i}"] = dict(base_env, KERASTUNER_TUNER_ID=f"worker{i}")
     if gpus is not None:
-      env["CUDA_VISIBLE_DEVICES"] = gpus
-    processes[f"worker{i}"] = _start(f"worker{i}", command, env, log_dir)
-  reported = set()
+      envs[f"worker{i}"]["CUDA_VISIBLE_DEVICES"] = gpus
+  processes = {name: _start(name, command, env, log_dir) for name, env in envs.items()}
+  restarts = dict.fromkeys(processes, 0)
+  finished = set()
+  failed = None
   try:
-    while True:
+    while processes["chief"].poll() is None and failed is None:
       for name, process in processes.items():
         code = process.poll()
-        if code is not None and name not in reported:
-          reported.add(name)
-          status = "finished" if code == 0 else f"FAILED with exit code {code}"
-          print(f"{name} {status} (log: {os.path.join(log_dir, name + '.log')})",
-                flush=True)
-      if processes["chief"].poll() is not None:
-        break
-      if all(p.poll() not in (None, 0) for n, p in processes.items() if n != "chief"):
-        print("Every worker failed; stopping the chief.", file=sys.stderr, flush=True)
-        break
+        if code is None or name in finished or name == "chief":
+          continue
+        log = os.path.join(log_dir, name + ".log")
+        if code == 0:
+          finished.add(name)
+          print(f"{name} finished (log: {log})", flush=True)
+        elif restarts[name] < max_restarts:
+          restarts[name] += 1
+          print(f"{name} FAILED with exit code {code} (log: {log}); restarting it "
+                f"({restarts[name]}/{max_restarts}) to resume its trial.", flush=True)
+          processes[name] = _start(name, command, envs[name], log_dir)
+        else:
+          failed = name
+          print(f"{name} FAILED with exit code {code} (log: {log}) {max_restarts + 1} "
+                f"times; stopping. The search state is kept in {workdir}: run the same "
+                f"command again to resume.", file=sys.stderr, flush=True)
       time.sleep(poll_s)
     deadline = time.monotonic() + WORKER_GRACE_S
-    while (time.monotonic() < deadline
+    while (failed is None and time.monotonic() < deadline
            and any(p.poll() is None for p in processes.values())):
       time.sleep(poll_s)
   except KeyboardInterrupt:
@@ -134,9 +151,13 @@ def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: in
     _stop(processes)
     return 130
   _stop(processes)
+  if failed is not None:
+    return 1
+  code = processes["chief"].returncode
+  print(f"chief {'finished' if code == 0 else f'FAILED with exit code {code}'} "
+        f"(log: {os.path.join(log_dir, 'chief.log')})", flush=True)
   with open(os.path.join(log_dir, "chief.log"), errors="replace") as f:
     summary = [line for line in f.read().splitlines() if " / " in line and "test " in line]
   if summary:
     print(summary[-1], flush=True)  # The chief's one-line result.
-  code = processes["chief"].returncode
-  return code if code and code > 0 else (1 if code else 0)
+  return code if code > 0 else (1 if code else 0)
