@@ -83,6 +83,21 @@ class EvalTransformTest(parameterized.TestCase):
     self.assertLess(np.abs(x[0] - reference).max(), 1.5)
     self.assertLess(np.abs(x[0] - reference).mean(), 0.6)
 
+  @parameterized.parameters(((375, 500, 224),), ((53, 37, 24),), ((10, 14, 32),))
+  def test_window_resampling_equals_resize_then_crop(self, shape):
+    # The transform resamples only the central window; the reference resizes the whole
+    # image with tf.image.resize, then slices the centre.
+    height, width, image_size = shape
+    image = dummy.gradient_image(height, width, seed=width)
+    shorter = round(image_size / 0.875)
+    size = [round(height * shorter / min(height, width)),
+            round(width * shorter / min(height, width))]
+    top, left = (size[0] - image_size) // 2, (size[1] - image_size) // 2
+    reference = tf.image.resize(image, size, antialias=True).numpy()[
+        top:top + image_size, left:left + image_size]
+    x = pipeline.resize_central_crop(tf.constant(image), image_size).numpy()
+    np.testing.assert_allclose(x, reference, atol=0.01)
+
   def test_square_exact_size_crop_is_the_centre(self):
     image = dummy.gradient_image(64, 64)
     x = pipeline.resize_central_crop(tf.constant(image), 56).numpy()

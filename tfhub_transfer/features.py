@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any, Optional
 
@@ -90,10 +91,11 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
   start = time.perf_counter()
   tmp = tempfile.mkdtemp(prefix=f".{key}.partial-", dir=cache_dir)
   try:
+    iterator = [iter(dataset)]  # In a list, so that the last reference can be handed off.
     num_examples, dim, labels = 0, None, []
     progbar = keras.utils.Progbar(num_batches, unit_name="batch")
     with open(os.path.join(tmp, "features.f32"), "wb") as out:
-      for step, (images, batch_labels) in enumerate(dataset):
+      for step, (images, batch_labels) in enumerate(iterator[0]):
         features = np.asarray(feature_fn(images), dtype=np.float32)
         if features.ndim != 2:
           raise ValueError(f"The backbone returned features of shape {features.shape}; "
@@ -106,6 +108,7 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
         labels.append(np.asarray(batch_labels))
         num_examples += features.shape[0]
         progbar.update(step + 1)
+    _release_in_background(iterator)
     if dim is None:
       raise ValueError(f"No examples to extract features from for {description}.")
     np.save(os.path.join(tmp, "labels.npy"), np.concatenate(labels))
@@ -124,6 +127,15 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
     raise
   entry = load_cached(cache_dir, key)
   return dataclasses.replace(entry, from_cache=False, seconds=seconds)
+
+
+def _release_in_background(holder: list) -> None:
+  """Drops the last reference to an exhausted tf.data iterator on a daemon thread.
+
+  Deleting it waits for tf.data's autotuning thread to wind down, which can take about a
+  second (TF 2.21): measured, that stall was a third of a 256-image extraction on CPU.
+  """
+  threading.Thread(target=holder.clear, name="release-tf-data-iterator", daemon=True).start()
 
 
 def make_feature_fn(model, strategy: tf.distribute.Strategy):

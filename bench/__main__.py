@@ -1,0 +1,67 @@
+"""`python -m bench [--device] [--figures=1,2] [--nowrite]`: measure, print, write.
+
+Prints the table and every raw value, then (unless --nowrite) stores the run as
+bench/results/<mode>.json and renders BENCHMARKS.md from the CPU and GPU JSONs there.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+_DEVICE = flags.DEFINE_bool("device", False,
+                            "Sizes for one GPU (under 5 minutes) instead of 2 CPU cores.")
+_FIGURES = flags.DEFINE_list("figures", ["1", "2", "3", "4", "5"], "Figures to run.")
+_WRITE = flags.DEFINE_bool("write", True,
+                           "Store bench/results/<mode>.json and rewrite BENCHMARKS.md.")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Scratch directory (default: a temporary one, removed after).")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(ROOT, "bench", "results")
+MARKDOWN = os.path.join(ROOT, "BENCHMARKS.md")
+
+
+def main(argv):
+  del argv
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bench import profiles  # pylint: disable=g-import-not-at-top
+  from bench import report  # pylint: disable=g-import-not-at-top
+  from bench import run  # pylint: disable=g-import-not-at-top
+
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()  # Preparing `digits` for figure 3 would draw bars.
+  # training.train leaves model.fit's shuffle default on a tf.data input; Keras says so.
+  warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+  mode = "device" if _DEVICE.value else "cpu"
+  if mode == "device" and not tf.config.list_physical_devices("GPU"):
+    sys.exit("--device sizes the figures for a GPU, but TensorFlow sees none "
+             "(tf.config.list_physical_devices('GPU') is empty). Run without --device.")
+  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="tfhub_transfer_bench_")
+  command = "python -m bench" + " " + " ".join(sys.argv[1:])
+  try:
+    result = run.run_benchmarks(profiles.get_profile(mode), workdir=workdir,
+                                figures=_FIGURES.value, command=command.strip())
+  finally:
+    if not _WORKDIR.value:
+      shutil.rmtree(workdir, ignore_errors=True)
+  print()
+  print(report.format_text(result))
+  if _WRITE.value:
+    report.save_json(result, os.path.join(RESULTS_DIR, f"{mode}.json"))
+    reports = {m: report.load_json(os.path.join(RESULTS_DIR, f"{m}.json"))
+               for m in report.MODES}
+    with open(MARKDOWN, "w") as f:
+      f.write(report.render_markdown(reports))
+    print(f"\nWrote {os.path.relpath(MARKDOWN, ROOT)} and "
+          f"{os.path.relpath(RESULTS_DIR, ROOT)}/{mode}.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

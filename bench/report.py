@@ -1,0 +1,183 @@
+"""A benchmark run's record: the printed table, its raw values, the JSON kept per mode, and
+BENCHMARKS.md rendered from those JSONs (a CPU and a GPU column)."""
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+from bench import harness
+
+MODES = {"cpu": "CPU", "device": "GPU"}
+_RAW_FORMAT = "{:.6g}"
+
+
+@dataclasses.dataclass
+class Report:
+  """One run of `python -m bench`.
+
+  Attributes:
+    mode: profile name (`cpu`, `device`, `tiny`).
+    command: how it was run.
+    started_at: ISO time.
+    wall_s: wall time of the whole run.
+    machine: `harness.machine_info()`, plus the load average at the end.
+    versions: library versions.
+    figures: the figures, in order.
+  """
+  mode: str
+  command: str
+  started_at: str
+  wall_s: float
+  machine: dict[str, Any]
+  versions: dict[str, str]
+  figures: list[harness.Figure]
+
+  def to_dict(self) -> dict[str, Any]:
+    return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "figures"},
+            "figures": [figure.to_dict() for figure in self.figures]}
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "Report":
+    return cls(**{**d, "figures": [harness.Figure.from_dict(f) for f in d["figures"]]})
+
+
+def save_json(report: Report, path: str) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(report.to_dict(), f, indent=1, ensure_ascii=False)
+    f.write("\n")
+
+
+def load_json(path: str) -> Optional[Report]:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return Report.from_dict(json.load(f))
+
+
+def _ratio_cell(figure: harness.Figure) -> str:
+  low, high = figure.ratio_range
+  return f"{figure.ratio:.3g} ({low:.3g}–{high:.3g})"
+
+
+def _met_cell(figure: harness.Figure) -> str:
+  return "yes" if figure.met else "**no**"
+
+
+def format_table(figures: list[harness.Figure]) -> str:
+  """The summary table, as aligned text."""
+  rows = [("#", "figure", "measured", "baseline", "ratio (range)", "goal", "met")]
+  for f in figures:
+    rows.append((f.key, f.title, f.measured.summary(), f.baseline.summary(), _ratio_cell(f),
+                 f.goal, "yes" if f.met else "NO"))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)
+
+
+def format_raw(figures: list[harness.Figure]) -> str:
+  """Every raw value and how each ratio is computed from them."""
+  lines = []
+  for f in figures:
+    numerator, denominator = (("baseline", "measured")
+                              if f.ratio_of == harness.BASELINE_OVER_MEASURED
+                              else ("measured", "baseline"))
+    parts = {"measured": f.measured, "baseline": f.baseline}
+    lines.append(f"[{f.key}] {f.title}")
+    for role, m in parts.items():
+      raw = " ".join(_RAW_FORMAT.format(v) for v in m.values)
+      lines.append(f"  {role} ({m.unit}): {raw}  | {m.label}")
+    if f.paired:
+      ratios = " ".join(_RAW_FORMAT.format(r) for r in f.repetition_ratios)
+      lines.append(f"  ratio = median of {numerator}_i / {denominator}_i = median({ratios}) "
+                   f"= {f.ratio:.3g}; range = min..max of those")
+    else:
+      lines.append(f"  ratio = median({numerator}) / median({denominator}) = "
+                   f"{_RAW_FORMAT.format(parts[numerator].median)} / "
+                   f"{_RAW_FORMAT.format(parts[denominator].median)} = {f.ratio:.3g}; "
+                   f"range = {_RAW_FORMAT.format(parts[numerator].low)} / "
+                   f"{_RAW_FORMAT.format(parts[denominator].high)} .. "
+                   f"{_RAW_FORMAT.format(parts[numerator].high)} / "
+                   f"{_RAW_FORMAT.format(parts[denominator].low)}")
+    lines.append(f"  goal {f.goal}: {'met' if harness.meets(f.ratio, f.goal) else 'MISSED'}")
+    for m in f.extra:
+      raw = " ".join(_RAW_FORMAT.format(v) for v in m.values)
+      lines.append(f"  also ({m.unit}): {raw}  | {m.label}")
+    for check in f.checks:
+      lines.append(f"  check: {check.label} = {check.value:.3g}, goal {check.goal}: "
+                   f"{'met' if check.met else 'MISSED'}")
+    if f.setup:
+      lines.append(f"  setup: {f.setup}")
+  return "\n".join(lines)
+
+
+def format_header(report: Report) -> str:
+  m = report.machine
+  gpus = ", ".join(m.get("gpus") or []) or "none"
+  load = "/".join(f"{v:.1f}" for v in m.get("load_average_at_start", []))
+  load_end = "/".join(f"{v:.1f}" for v in m.get("load_average_at_end", []))
+  versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())
+  return (f"Mode {report.mode}: `{report.command}`, started {report.started_at}, wall "
+          f"{report.wall_s:.0f} s\n"
+          f"Machine: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} logical "
+          f"cores, {m['memory_gib']} GiB; GPUs: {gpus}; load average (1/5/15 min) at start "
+          f"{load}, at end {load_end}\nVersions: {versions}")
+
+
+def format_text(report: Report) -> str:
+  return "\n\n".join([format_header(report), format_table(report.figures),
+                      "Raw values, one per repetition in the order taken:",
+                      format_raw(report.figures)])
+
+
+def render_markdown(reports: dict[str, Optional[Report]]) -> str:
+  """BENCHMARKS.md: a summary with one column per mode, then each run in full."""
+  keys, titles, baselines, goals = [], {}, {}, {}
+  for report in reports.values():
+    for f in report.figures if report else []:
+      if f.key not in titles:
+        keys.append(f.key)
+      titles[f.key], baselines[f.key], goals[f.key] = f.title, f.baseline.label, f.goal
+  by_mode = {mode: {f.key: f for f in r.figures} if r else {} for mode, r in reports.items()}
+  out = ["# Benchmarks", "",
+         "Made by `python -m bench` (CPU column) and `python -m bench --device` (GPU column); "
+         "see [bench/README.md](bench/README.md). Every figure is a ratio of two "
+         "measurements taken in the same run, alternately, repeated: the median of the "
+         "per-repetition ratios, with their min–max in brackets (figure 2, whose slow "
+         "scikit-learn side runs once on CPU: the ratio of the medians, with the ratios of "
+         "the extremes). The raw values are listed under each run, so each ratio can be "
+         "recomputed.", ""]
+  header = ["#", "Figure", "Baseline (same run)", "Goal"]
+  for mode in reports:
+    header += [f"{MODES.get(mode, mode)}: ratio (range)", "met"]
+  out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for key in sorted(keys, key=_figure_order):
+    row = [key, titles[key], baselines[key], f"`{goals[key]}`"]
+    for mode in reports:
+      f = by_mode[mode].get(key)
+      row += [_ratio_cell(f), _met_cell(f)] if f else ["not run", ""]
+    out.append("| " + " | ".join(row) + " |")
+  for mode, report in reports.items():
+    out += ["", f"## {MODES.get(mode, mode)} run", ""]
+    if report is None:
+      out.append(f"Not run: no {MODES.get(mode, mode)} was lent to the session that wrote "
+                 f"this file. Run `python -m bench --device` on a machine with one GPU "
+                 f"(under 5 minutes) to fill this column.")
+      continue
+    out += [format_header(report).replace("\n", "  \n"), "",
+            "| # | Measured: median (min–max) | Baseline: median (min–max) | Ratio | Met |",
+            "|---|---|---|---|---|"]
+    for f in report.figures:
+      out.append(f"| {f.key} | {f.measured.label}: {f.measured.summary()} | "
+                 f"{f.baseline.label}: {f.baseline.summary()} | {_ratio_cell(f)} | "
+                 f"{_met_cell(f)} |")
+    out += ["", "Raw values, one per repetition in the order taken, and each ratio:", "",
+            "```", format_raw(report.figures), "```"]
+  return "\n".join(out) + "\n"
+
+
+def _figure_order(key: str):
+  return (int("".join(c for c in key if c.isdigit()) or 0), key)

@@ -1,0 +1,80 @@
+"""`run_benchmarks(profile, ...) -> Report`: every figure, in one process, in one run."""
+
+import datetime
+import os
+import time
+from typing import Callable, Sequence
+
+import keras
+from absl import logging
+
+from bench import cells
+from bench import extraction
+from bench import finetune
+from bench import harness
+from bench import logreg_path
+from bench import report as report_lib
+from bench.profiles import Profile
+from tfhub_transfer import experiment
+
+FIGURES = ("1", "2", "3", "4", "5")
+
+
+def _figure_fns(profile: Profile, workdir: str) -> dict[str, Callable[[], list]]:
+  return {
+      "1": lambda: [extraction.figure_throughput(profile, workdir, key=f"1{letter}",
+                                                 model=model, num_images=n)
+                    for letter, (model, n) in zip("abc", profile.extract_models)],
+      "2": lambda: [logreg_path.figure_logreg(profile, case)
+                    for case in profile.logreg_cases],
+      "3": lambda: [cells.figure_second_run(profile, workdir)],
+      "4": lambda: [finetune.figure_finetune(profile, workdir)],
+      "5": lambda: extraction.figures_memory(profile, workdir),
+  }
+
+
+def run_benchmarks(profile: Profile, *, workdir: str, figures: Sequence[str] = FIGURES,
+                   command: str = "python -m bench",
+                   progress: Callable[[str], None] = print) -> report_lib.Report:
+  """Measures the chosen figures and returns their report.
+
+  Args:
+    profile: sizes (`profiles.PROFILES`).
+    workdir: scratch space (synthetic data, caches, checkpoints).
+    figures: which of `FIGURES` to run.
+    command: recorded as how the run was made.
+    progress: called with one line per finished figure.
+
+  Raises:
+    ValueError: an unknown figure.
+  """
+  unknown = sorted(set(figures) - set(FIGURES))
+  if unknown:
+    raise ValueError(f"Unknown figure(s) {unknown}; valid: {', '.join(FIGURES)}.")
+  os.makedirs(workdir, exist_ok=True)
+  machine = harness.machine_info()
+  started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  start = time.perf_counter()
+  fns = _figure_fns(profile, workdir)
+  measured = []
+  interactive, verbosity = keras.config.is_interactive_logging_enabled(), logging.get_verbosity()
+  keras.config.disable_interactive_logging()  # Progress bars would drown the table.
+  logging.set_verbosity(logging.ERROR)
+  try:
+    for key in FIGURES:
+      if key in figures:
+        seconds, new = harness.timed(fns[key])
+        measured += new
+        for figure in new:
+          progress(f"[{figure.key}] ratio {figure.ratio:.3g} (goal {figure.goal}): "
+                   f"{'met' if figure.met else 'MISSED'}  ({figure.title})")
+        progress(f"    figure {key} took {seconds:.0f} s")
+  finally:
+    if interactive:
+      keras.config.enable_interactive_logging()
+    logging.set_verbosity(verbosity)
+  machine["load_average_at_end"] = list(os.getloadavg())
+  return report_lib.Report(
+      mode=profile.name, command=command, started_at=started,
+      wall_s=time.perf_counter() - start, machine=machine,
+      versions=experiment.library_versions(), figures=measured)
