@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
+from tfhub_transfer import regimes
 from tfhub_transfer import results
 from tfhub_transfer import training
 from tfhub_transfer.config import ExperimentConfig
@@ -56,8 +57,13 @@ class LogregCellTest(tf.test.TestCase):
     sk_test = float(np.mean(sk.predict(cache["test"].features) == cache["test"].labels))
     self.assertNear(record["test_metric"], sk_test, 0.034)  # At most 2 of 60 test images.
 
-    # A second run reuses every cache entry and gives the same answer.
-    again = experiment.run_experiment(config)
+    # A second run reuses every cache entry, never builds the backbone, gives the same answer.
+    real_build = regimes.CellContext.build_model
+    regimes.CellContext.build_model = lambda *a, **k: self.fail("backbone built on a hit")
+    try:
+      again = experiment.run_experiment(config)
+    finally:
+      regimes.CellContext.build_model = real_build
     self.assertTrue(all(c["hit"] for c in again.record["feature_cache"].values()))
     self.assertEqual(again.test_metric, result.test_metric)
 
