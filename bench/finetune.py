@@ -10,7 +10,6 @@ from bench import data
 from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer import backbones
-from tfhub_transfer import hparams
 from tfhub_transfer import pipeline
 from tfhub_transfer import training
 from tfhub_transfer.preprocessing import get_preprocess_fn
@@ -35,9 +34,8 @@ def figure_finetune(profile: Profile, workdir: str) -> harness.Figure:
     # The schedule spans every step the figure runs, so the learning rate stays positive.
     training.compile_model(model, learning_rate=0.01,
                            train_steps=2 * steps * (profile.train_repetitions + 1))
-  setup = training.TrainSetup(
-      train_steps=steps, steps_per_epoch=hparams.steps_per_epoch(num_images, batch),
-      batch_size=batch, log_dir=os.path.join(workdir, "fig4_tensorboard"))
+  setup = training.TrainSetup(train_steps=steps,
+                              log_dir=os.path.join(workdir, "fig4_tensorboard"))
   images = tf.random.uniform([batch, spec.image_size, spec.image_size, 3], -1.0, 1.0, seed=0)
   labels = tf.constant(np.arange(batch) % NUM_CLASSES, tf.int64)
   in_memory = tf.data.Dataset.from_tensors((images, labels)).repeat()

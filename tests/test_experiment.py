@@ -185,7 +185,7 @@ class ResumeTest(tf.test.TestCase):
         if epoch == 0:
           raise KeyboardInterrupt
 
-    setup = training.TrainSetup(train_steps=6, steps_per_epoch=4, batch_size=4)
+    setup = training.TrainSetup(train_steps=6)
     model = build()
     model.fit = _with_extra_callback(model.fit, StopAfterFirstEpoch())
     with self.assertRaises(KeyboardInterrupt):

@@ -57,7 +57,7 @@ class CellContext:
         weight_decay=weight_decay, seed=self.config.seed)
 
 
-def weights_identity(spec: backbones.BackboneSpec, weights: str, seed: int) -> str:
+def weights_identity(weights: str, seed: int) -> str:
   """Names the exact parameters the features come from."""
   if weights == backbones.RANDOM:
     return f"random-seed{seed}"
@@ -79,7 +79,7 @@ def run_logreg(ctx: CellContext) -> dict[str, Any]:
     return built[0](images)
 
   cache_dir = os.path.join(ctx.config.workdir, "features")
-  weights_id = weights_identity(ctx.backbone, ctx.weights, ctx.config.seed)
+  weights_id = weights_identity(ctx.weights, ctx.config.seed)
   cached, extract_s = {}, 0.0
   for split in ("train", "val", "test"):
     parts = {
@@ -133,10 +133,8 @@ def run_trained(ctx: CellContext) -> Optional[dict[str, Any]]:
       return model
     return build
 
-  setup = training.TrainSetup(
-      train_steps=train_steps, batch_size=config.batch_size,
-      steps_per_epoch=hparams.steps_per_epoch(ctx.splits.sizes["train"], config.batch_size),
-      log_dir=os.path.join(ctx.cell_dir, "tensorboard"))
+  setup = training.TrainSetup(train_steps=train_steps,
+                              log_dir=os.path.join(ctx.cell_dir, "tensorboard"))
   hypermodel = tuning.TransferHyperModel(
       build_model_fn=build_for("train"),
       learning_rates=config.learning_rates or hparams.learning_rate_grid(regime),
@@ -160,9 +158,8 @@ def run_trained(ctx: CellContext) -> Optional[dict[str, Any]]:
   with ctx.strategy.scope():
     model = build_for("trainval")(weight_decay=best["weight_decay"])
     training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps)
-  refit_setup = dataclasses.replace(
-      setup, log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"),
-      steps_per_epoch=hparams.steps_per_epoch(ctx.splits.sizes["trainval"], config.batch_size))
+  refit_setup = dataclasses.replace(setup,
+                                    log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
   training.train(model, ctx.batches("trainval", training_mode=True, repeat=True), refit_setup,
                  backup_dir=os.path.join(ctx.cell_dir, "backup_refit"))
   refit_s = time.perf_counter() - start

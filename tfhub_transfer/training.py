@@ -69,8 +69,6 @@ def devices_of(strategy: tf.distribute.Strategy) -> list[str]:
 class TrainSetup:
   """How long and how to train: the same for every trial of a cell."""
   train_steps: int
-  steps_per_epoch: int
-  batch_size: int  # Global.
   log_dir: Optional[str] = None
 
 

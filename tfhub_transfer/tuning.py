@@ -29,11 +29,6 @@ def is_tuner_worker() -> bool:
           and os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief")
 
 
-def is_tuner_chief() -> bool:
-  return ("KERASTUNER_ORACLE_IP" in os.environ
-          and os.environ.get("KERASTUNER_TUNER_ID") == "chief")
-
-
 class TransferHyperModel(kt.HyperModel):
   """Builds a `TransferHead` per (learning rate, weight decay), trains it, scores validation.
 
