@@ -109,16 +109,19 @@ def paper_datasets() -> dict[str, PaperDataset]:
   return {d.name: d for d in _datasets()}
 
 
+def _lookup(table, name, kind):
+  if name not in table:
+    raise KeyError(f"{name!r} is not one of the paper's {kind}: {', '.join(table)}.")
+  return table[name]
+
+
 def get_paper_network(name: str) -> PaperNetwork:
   """The paper's figures for network `name`.
 
   Raises:
     KeyError: `name` is not one of the paper's networks (the message lists them).
   """
-  networks = paper_networks()
-  if name not in networks:
-    raise KeyError(f"{name!r} is not one of the paper's networks: {', '.join(networks)}.")
-  return networks[name]
+  return _lookup(paper_networks(), name, "networks")
 
 
 def get_paper_dataset(name: str) -> PaperDataset:
@@ -127,7 +130,4 @@ def get_paper_dataset(name: str) -> PaperDataset:
   Raises:
     KeyError: `name` is not one of the paper's datasets (the message lists them).
   """
-  datasets = paper_datasets()
-  if name not in datasets:
-    raise KeyError(f"{name!r} is not one of the paper's datasets: {', '.join(datasets)}.")
-  return datasets[name]
+  return _lookup(paper_datasets(), name, "datasets")
