@@ -4,9 +4,10 @@ import os
 
 import tensorflow as tf
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_NOTEBOOK = os.path.join(_ROOT, "notebooks", "quickstart.ipynb")
-_SHARED_WEIGHTS = os.path.join(_ROOT, "..", "shared", "weights",
+from tests import fakes
+
+_NOTEBOOK = os.path.join(fakes.REPO_ROOT, "notebooks", "quickstart.ipynb")
+_SHARED_WEIGHTS = os.path.join(fakes.REPO_ROOT, "..", "shared", "weights",
                                "mobilenet_2_5_224_tf_no_top.h5")
 
 
@@ -20,9 +21,8 @@ class QuickstartNotebookTest(tf.test.TestCase):
     # The real ImageNet file where this machine has it; otherwise random weights, which run
     # the same code path offline.
     weights = _SHARED_WEIGHTS if os.path.exists(_SHARED_WEIGHTS) else "random"
-    env = {"TFHUB_TRANSFER_WEIGHTS": weights, "TFHUB_TRANSFER_WORKDIR": workdir,
-           "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = fakes.subprocess_env(TFHUB_TRANSFER_WEIGHTS=weights,
+                               TFHUB_TRANSFER_WORKDIR=workdir)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # The kernel inherits this process's environment.
     try:
