@@ -1,9 +1,12 @@
-"""`python -m bench [--device] [--figures=1,2] [--nowrite]`: measure, print, write.
+"""`python -m bench [--device] [--figures=1,2] [--logreg_features=F,...] [--nowrite]`.
 
-Prints the table and every raw value, then (unless --nowrite) stores the run as
-bench/results/<mode>.json and renders BENCHMARKS.md from the CPU and GPU JSONs there.
+Prints the table and every raw value. A full run (every figure, on the profile's own data)
+is then stored as bench/results/<mode>.json, and BENCHMARKS.md is rendered from the CPU and
+GPU JSONs there (unless --nowrite); a partial run, or one on a user's features, only prints,
+so that it never replaces a full run's numbers.
 """
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -18,6 +21,12 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 _DEVICE = flags.DEFINE_bool("device", False,
                             "Sizes for one GPU (under 5 minutes) instead of 2 CPU cores.")
 _FIGURES = flags.DEFINE_list("figures", ["1", "2", "3", "4", "5"], "Figures to run.")
+_LOGREG_FEATURES = flags.DEFINE_list(
+    "logreg_features", [],
+    "Run figure 2 on these features instead of synthetic ones: .npz files with arrays "
+    "'features' [N, D] and 'labels' [N], or feature-cache entries (<workdir>/features/<key>/).")
+_LOGREG_METRIC = flags.DEFINE_enum("logreg_metric", "top1", ["top1", "mean_per_class"],
+                                   "Validation metric of figure 2 on --logreg_features.")
 _WRITE = flags.DEFINE_bool("write", True,
                            "Store bench/results/<mode>.json and rewrite BENCHMARKS.md.")
 _WORKDIR = flags.DEFINE_string("workdir", None,
@@ -31,6 +40,7 @@ MARKDOWN = os.path.join(ROOT, "BENCHMARKS.md")
 def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bench import logreg_path  # pylint: disable=g-import-not-at-top
   from bench import profiles  # pylint: disable=g-import-not-at-top
   from bench import report  # pylint: disable=g-import-not-at-top
   from bench import run  # pylint: disable=g-import-not-at-top
@@ -43,17 +53,32 @@ def main(argv):
   if mode == "device" and not tf.config.list_physical_devices("GPU"):
     sys.exit("--device sizes the figures for a GPU, but TensorFlow sees none "
              "(tf.config.list_physical_devices('GPU') is empty). Run without --device.")
+  profile = profiles.get_profile(mode)
+  if _LOGREG_FEATURES.value:
+    try:
+      profile = dataclasses.replace(profile, logreg_cases=logreg_path.cases_from_files(
+          _LOGREG_FEATURES.value, _LOGREG_METRIC.value))
+    except ValueError as e:
+      sys.exit(f"--logreg_features: {e}")
+  unknown = sorted(set(_FIGURES.value) - set(run.FIGURES))
+  if unknown:
+    sys.exit(f"--figures: unknown figure(s) {', '.join(unknown)}; valid: "
+             f"{','.join(run.FIGURES)}.")
+  full_run = set(_FIGURES.value) == set(run.FIGURES) and not _LOGREG_FEATURES.value
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="tfhub_transfer_bench_")
   command = "python -m bench" + " " + " ".join(sys.argv[1:])
   try:
-    result = run.run_benchmarks(profiles.get_profile(mode), workdir=workdir,
+    result = run.run_benchmarks(profile, workdir=workdir,
                                 figures=_FIGURES.value, command=command.strip())
   finally:
     if not _WORKDIR.value:
       shutil.rmtree(workdir, ignore_errors=True)
   print()
   print(report.format_text(result))
-  if _WRITE.value:
+  if _WRITE.value and not full_run:
+    print(f"\nNot written: only a full run (every figure, on the profile's own data) "
+          f"replaces bench/results/{mode}.json and BENCHMARKS.md.")
+  elif _WRITE.value:
     report.save_json(result, os.path.join(RESULTS_DIR, f"{mode}.json"))
     reports = {m: report.load_json(os.path.join(RESULTS_DIR, f"{m}.json"))
                for m in report.MODES}

@@ -1,5 +1,6 @@
-"""Synthetic inputs for the benchmarks: JPEG datasets read from disk as TFDS does, and
-class-structured features for the logistic-regression path.
+"""Inputs for the benchmarks: synthetic JPEG datasets read from disk as TFDS does,
+class-structured synthetic features for the logistic-regression path, and loading of real
+features (a `.npz` file or an entry of the project's feature cache) to rerun that path on.
 
 Nothing here is downloaded. Images are smooth random colour fields with some texture
 (compressed like photos, not like noise), JPEG-encoded by PIL at quality 90, of the sizes
@@ -15,6 +16,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+
+from tfhub_transfer import features as feature_cache
 
 _ASPECTS = (4 / 3, 3 / 4, 1.0, 3 / 2)
 _FEATURE_SPEC = {"image": tf.io.FixedLenFeature([], tf.string),
@@ -98,3 +101,43 @@ def make_class_features(num_examples: int, dim: int, num_classes: int, *, seed: 
     features[rows] = np.maximum(raw, 0.0)
   return features, labels.astype(np.int64)
 
+
+
+def load_features(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Single-label features and labels to rerun figure 2 on.
+
+  Args:
+    path: a `.npz` file with arrays `features` [N, D] and `labels` [N] (integers), or a
+      directory of the feature cache (`<workdir>/features/<key>/`, with meta.json,
+      features.f32 and labels.npy), as a logreg run leaves it.
+
+  Returns:
+    (float32 features [N, D], int64 labels [N] in [0, C)).
+
+  Raises:
+    ValueError: a missing path, other arrays, or multi-label / non-integer labels.
+  """
+  if os.path.isdir(path):
+    entry = feature_cache.load_cached(*os.path.split(os.path.normpath(path)))
+    if entry is None:
+      raise ValueError(f"{path} is a directory without meta.json: pass one entry of a feature "
+                       f"cache (<workdir>/features/<key>/) or a .npz file.")
+    features, labels = entry.features, entry.labels
+  elif os.path.isfile(path):
+    with np.load(path) as arrays:
+      if not {"features", "labels"} <= set(arrays.files):
+        raise ValueError(f"{path} holds arrays {sorted(arrays.files)}; figure 2 needs "
+                         f"'features' [N, D] and 'labels' [N]: np.savez(path, "
+                         f"features=..., labels=...).")
+      features, labels = arrays["features"], arrays["labels"]
+  else:
+    raise ValueError(f"No features at {path!r}: pass a .npz file or a feature-cache entry "
+                     f"directory (<workdir>/features/<key>/).")
+  if features.ndim != 2 or labels.shape != features.shape[:1]:
+    raise ValueError(f"{path}: expected features [N, D] and labels [N]; got "
+                     f"{features.shape} and {labels.shape} (multi-label [N, C] labels are "
+                     f"not compared: scikit-learn's side is a single softmax).")
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{path}: labels must be integers, got {labels.dtype}.")
+  _, labels = np.unique(labels, return_inverse=True)  # Classes 0..C-1, in label order.
+  return np.asarray(features, np.float32), labels.astype(np.int64)

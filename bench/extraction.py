@@ -47,7 +47,8 @@ def figure_throughput(profile: Profile, workdir: str, *, key: str, model: str,
   """Figure 1: `extract_features` over the full input path vs the forward pass alone.
 
   The input pipeline alone (no backbone) is timed too: where both share the same cores
-  (CPU), the full path can reach at most forward / (forward + pipeline) of the baseline.
+  (CPU) and the backbone keeps them busy, the full path can reach at most
+  forward / (forward + pipeline) of the baseline.
   """
   batch = profile.extract_batch
   if num_images % batch:
@@ -102,9 +103,10 @@ def figure_throughput(profile: Profile, workdir: str, *, key: str, model: str,
              f"file; {num_images} images per run. Input pipeline alone: "
              f"{num_images / pipe:.0f} images/s, backbone alone {num_images / forward:.0f} "
              f"images/s" + ("" if tf.config.list_logical_devices("GPU") else
-                            f"; as both share the same CPU cores, the full path can reach "
-                            f"at most forward / (forward + pipeline) = "
-                            f"{forward / (forward + pipe):.3f}")))
+                            f"; both share the same CPU cores, so where the backbone alone "
+                            f"keeps them busy the full path can reach at most forward / "
+                            f"(forward + pipeline) = {forward / (forward + pipe):.3f} (a "
+                            f"little more where the backbone leaves cycles idle)")))
 
 
 def run_memory_child(spec: dict) -> dict:

@@ -1,6 +1,8 @@
 """Figure 2: the project's L2 path (`logreg.select_and_refit`) against scikit-learn's
-L-BFGS logistic regression traversing the same 45 strengths on the same split."""
+L-BFGS logistic regression traversing the same 45 strengths on the same split, on synthetic
+features of a dataset's size or on features a user passes (`--logreg_features`)."""
 
+import os
 import warnings
 
 import numpy as np
@@ -9,13 +11,41 @@ from sklearn.linear_model import LogisticRegression
 
 from bench import data
 from bench import harness
-from bench.profiles import LogregCase, Profile
+from bench.profiles import LogregCase
+from bench.profiles import Profile
 from tfhub_transfer import logreg
 from tfhub_transfer import metrics
 from tfhub_transfer import splits
 
 GRID_SIZE = 45
 VAL_FRACTION = 0.2
+SYNTHETIC = ("class-structured synthetic features (class centres in a 64-d latent space + "
+             "noise, sparse non-negative projection, ReLU: about half zeros, like pooled "
+             "post-ReLU features)")
+
+
+def cases_from_files(paths: list[str], metric: str) -> tuple[LogregCase, ...]:
+  """Figure 2's cases (2a, 2b, ...) on the features stored at `paths` (`data.load_features`).
+
+  Raises:
+    ValueError: an unreadable file, a metric that is not single-label, or a class with fewer
+      than 2 examples (the stratified validation split needs them).
+  """
+  if metric not in ("top1", "mean_per_class"):
+    raise ValueError(f"--logreg_metric={metric!r}: figure 2 compares single-label "
+                     f"classifiers; use top1 or mean_per_class.")
+  cases = []
+  for letter, path in zip("abcdefghijklmnopqrstuvwxyz", paths):
+    x, y = data.load_features(path)
+    counts = np.bincount(y)
+    if counts.min() < 2:
+      raise ValueError(f"{path}: class {int(np.argmin(counts))} has {counts.min()} example(s); "
+                       f"the validation split needs at least 2 per class. Drop that class "
+                       f"or pass more examples.")
+    cases.append(LogregCase(f"2{letter}", os.path.basename(os.path.normpath(path)), len(y),
+                            x.shape[1], len(counts), metric,
+                            f"features and labels from {path}", features_path=path))
+  return tuple(cases)
 
 
 def sklearn_select_and_refit(train_x, train_y, val_x, val_y, *, l2_values, metric_fn,
@@ -49,7 +79,10 @@ def sklearn_select_and_refit(train_x, train_y, val_x, val_y, *, l2_values, metri
 
 def figure_logreg(profile: Profile, case: LogregCase) -> harness.Figure:
   """One feature set: time of the whole path + refit, both sides, and selected accuracy."""
-  x, y = data.make_class_features(case.num_examples, case.dim, case.num_classes, seed=0)
+  if case.features_path:
+    x, y = data.load_features(case.features_path)
+  else:
+    x, y = data.make_class_features(case.num_examples, case.dim, case.num_classes, seed=0)
   is_val = splits.stratified_split(y, fraction=VAL_FRACTION, seed=0)
   train_x, train_y, val_x, val_y = x[~is_val], y[~is_val], x[is_val], y[is_val]
   metric_fn = metrics.get_metric_fn(case.metric)
@@ -79,7 +112,8 @@ def figure_logreg(profile: Profile, case: LogregCase) -> harness.Figure:
   sk_l2, sk_val, _, sk_iterations = outcome["sklearn"]
   return harness.Figure(
       key=case.key,
-      title=(f"45-value L2 path + refit, {case.name} size: speed-up over scikit-learn"),
+      title=(f"45-value L2 path + refit, {case.name} "
+             f"{'features' if case.features_path else 'size'}: speed-up over scikit-learn"),
       measured=harness.Measurement(
           f"logreg.select_and_refit, {len(train_y):,} train / {len(val_y):,} val x "
           f"{case.dim:,}, {case.num_classes} classes", "s", ours_s),
@@ -90,9 +124,9 @@ def figure_logreg(profile: Profile, case: LogregCase) -> harness.Figure:
       checks=[harness.Check(
           f"|selected validation {case.metric}, ours - scikit-learn| (points)",
           100 * abs(ours_val - sk_val), "<= 0.5")],
-      setup=(f"{case.note}; class-structured synthetic features (class centres in a "
-             f"64-d latent space + noise, sparse non-negative projection, ReLU: about half "
-             f"zeros, like pooled post-ReLU features); l2_grid(45) strongest first, tol "
+      setup=(f"{case.note}{'' if case.features_path else '; ' + SYNTHETIC}; "
+             f"{len(y):,} x {x.shape[1]:,}, {case.num_classes} classes, 20% stratified "
+             f"validation; l2_grid(45) strongest first, tol "
              f"{logreg.DEFAULT_TOL:g}, max_iter {logreg.DEFAULT_MAX_ITER}. Ours: selected l2 "
              f"{selection.best_l2:.3g}, val {case.metric} {100 * ours_val:.2f}%, "
              f"{sum(selection.iterations)} L-BFGS iterations over the path; untimed warm-up "

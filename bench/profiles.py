@@ -15,7 +15,10 @@ class LogregCase:
     dim: feature size (that of the backbone the features would come from).
     num_classes: classes.
     metric: the dataset's metric (`metrics.METRICS`).
-    note: how it relates to the real dataset (e.g. subsampled, and why).
+    note: how it relates to the real dataset (e.g. subsampled, and why), or where the
+      features come from.
+    features_path: features and labels to load (`data.load_features`) instead of making
+      synthetic ones of this size.
   """
   key: str
   name: str
@@ -24,6 +27,7 @@ class LogregCase:
   num_classes: int
   metric: str
   note: str = ""
+  features_path: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

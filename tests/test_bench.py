@@ -7,13 +7,20 @@ import dataclasses
 import os
 import re
 import statistics
+import subprocess
+import sys
+
+import numpy as np
 
 import tensorflow as tf
 
+from bench import data
 from bench import harness
+from bench import logreg_path
 from bench import profiles
 from bench import report
 from bench import run
+from tfhub_transfer import features
 from tests import fakes
 
 _RAW_LINE = re.compile(r"^  (measured|baseline) \((s|MiB)\): ([^|]+)\|")
@@ -130,6 +137,82 @@ class TinyRunTest(tf.test.TestCase):
     self.assertIn("Not run: no GPU", markdown)
     for figure in result.figures:
       self.assertIn(f"{figure.ratio:.3g} (", markdown)
+
+
+class UserFeaturesTest(tf.test.TestCase):
+  """Figure 2 rerun on features a user passes (`--logreg_features`)."""
+
+  def _features(self, num_examples=90, dim=12, num_classes=3):
+    rng = np.random.default_rng(0)
+    labels = np.arange(num_examples) % num_classes
+    centres = rng.normal(0.0, 2.0, (num_classes, dim))
+    return (centres[labels] + rng.normal(0.0, 1.0, (num_examples, dim))).astype(np.float32), \
+        labels
+
+  def test_loads_npz_and_feature_cache_entries_alike(self):
+    x, y = self._features()
+    npz = os.path.join(self.get_temp_dir(), "f.npz")
+    np.savez(npz, features=x, labels=y + 5)  # Any integer labels: remapped to 0..C-1.
+    cache_dir = os.path.join(self.get_temp_dir(), "cache")
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    entry = features.extract_features(lambda v: v, batches, cache_dir=cache_dir, key="k")
+    for path in (npz, entry.path):
+      loaded_x, loaded_y = data.load_features(path)
+      self.assertAllEqual(loaded_x, x)
+      self.assertAllEqual(loaded_y, y)
+      self.assertEqual(loaded_y.dtype, np.int64)
+
+  def test_bad_feature_files_name_the_file_and_the_fix(self):
+    tmp = self.get_temp_dir()
+    x, y = self._features()
+    cases = {
+        "wrong_keys.npz": (dict(x=x, y=y), r"holds arrays \['x', 'y'\].*np.savez"),
+        "multi_label.npz": (dict(features=x, labels=np.eye(3)[y]), "multi-label"),
+        "float_labels.npz": (dict(features=x, labels=y.astype(np.float32)), "integers"),
+    }
+    for name, (arrays, message) in cases.items():
+      path = os.path.join(tmp, name)
+      np.savez(path, **arrays)
+      with self.assertRaisesRegex(ValueError, message, msg=name):
+        data.load_features(path)
+    with self.assertRaisesRegex(ValueError, "No features at '/nowhere.npz'"):
+      data.load_features("/nowhere.npz")
+    with self.assertRaisesRegex(ValueError, "without meta.json"):
+      data.load_features(tmp)
+    lonely = os.path.join(tmp, "lonely.npz")
+    np.savez(lonely, features=x[:4], labels=np.array([0, 0, 1, 2]))
+    with self.assertRaisesRegex(ValueError, "class 1 has 1 example"):
+      logreg_path.cases_from_files([lonely], "top1")
+    with self.assertRaisesRegex(ValueError, "'map_11point'.*top1 or mean_per_class"):
+      logreg_path.cases_from_files([lonely], "map_11point")
+
+  def test_figure_2_runs_on_user_features(self):
+    x, y = self._features()
+    path = os.path.join(self.get_temp_dir(), "mine.npz")
+    np.savez(path, features=x, labels=y)
+    cases = logreg_path.cases_from_files([path], "mean_per_class")
+    self.assertEqual([(c.key, c.num_examples, c.dim, c.num_classes) for c in cases],
+                     [("2a", 90, 12, 3)])
+    figure = logreg_path.figure_logreg(profiles.get_profile("tiny"), cases[0])
+    self.assertIn("mine.npz features", figure.title)
+    self.assertIn(f"features and labels from {path}; 90 x 12, 3 classes", figure.setup)
+    self.assertIn("72 train / 18 val x 12", figure.measured.label)
+    self.assertLen(figure.checks, 1)
+
+  def test_a_partial_run_prints_but_never_replaces_the_stored_run(self):
+    x, y = self._features()
+    path = os.path.join(self.get_temp_dir(), "mine.npz")
+    np.savez(path, features=x, labels=y)
+    stored = os.path.join(fakes.REPO_ROOT, "bench", "results", "cpu.json")
+    before = open(stored).read() if os.path.exists(stored) else None
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--figures=2", f"--logreg_features={path}"],
+        cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), capture_output=True, text=True,
+        timeout=300, check=False)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    self.assertIn("[2a] 45-value L2 path + refit, mine.npz features", done.stdout)
+    self.assertIn("Not written: only a full run", done.stdout)
+    self.assertEqual(open(stored).read() if os.path.exists(stored) else None, before)
 
 
 if __name__ == "__main__":
