@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
 
+from bench import profiles  # pylint: disable=g-import-not-at-top
+
 _DEVICE = flags.DEFINE_bool("device", False,
                             "Sizes for one GPU (under 5 minutes) instead of 2 CPU cores.")
 _FIGURES = flags.DEFINE_list("figures", ["1", "2", "3", "4", "5"], "Figures to run.")
@@ -25,7 +27,8 @@ _LOGREG_FEATURES = flags.DEFINE_list(
     "logreg_features", [],
     "Run figure 2 on these features instead of synthetic ones: .npz files with arrays "
     "'features' [N, D] and 'labels' [N], or feature-cache entries (<workdir>/features/<key>/).")
-_LOGREG_METRIC = flags.DEFINE_enum("logreg_metric", "top1", ["top1", "mean_per_class"],
+_LOGREG_METRIC = flags.DEFINE_enum("logreg_metric", "top1",
+                                   list(profiles.SINGLE_LABEL_METRICS),
                                    "Validation metric of figure 2 on --logreg_features.")
 _WRITE = flags.DEFINE_bool("write", True,
                            "Store bench/results/<mode>.json and rewrite BENCHMARKS.md.")
@@ -41,7 +44,6 @@ def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from bench import logreg_path  # pylint: disable=g-import-not-at-top
-  from bench import profiles  # pylint: disable=g-import-not-at-top
   from bench import report  # pylint: disable=g-import-not-at-top
   from bench import run  # pylint: disable=g-import-not-at-top
 
@@ -60,10 +62,10 @@ def main(argv):
           _LOGREG_FEATURES.value, _LOGREG_METRIC.value))
     except ValueError as e:
       sys.exit(f"--logreg_features: {e}")
-  unknown = sorted(set(_FIGURES.value) - set(run.FIGURES))
-  if unknown:
-    sys.exit(f"--figures: unknown figure(s) {', '.join(unknown)}; valid: "
-             f"{','.join(run.FIGURES)}.")
+  try:
+    run.check_figures(_FIGURES.value)
+  except ValueError as e:
+    sys.exit(f"--figures: {e}")
   full_run = set(_FIGURES.value) == set(run.FIGURES) and not _LOGREG_FEATURES.value
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="tfhub_transfer_bench_")
   command = "python -m bench" + " " + " ".join(sys.argv[1:])

@@ -13,6 +13,7 @@ from bench import data
 from bench import harness
 from bench.profiles import LogregCase
 from bench.profiles import Profile
+from bench.profiles import SINGLE_LABEL_METRICS
 from tfhub_transfer import logreg
 from tfhub_transfer import metrics
 from tfhub_transfer import splits
@@ -31,9 +32,9 @@ def cases_from_files(paths: list[str], metric: str) -> tuple[LogregCase, ...]:
     ValueError: an unreadable file, a metric that is not single-label, or a class with fewer
       than 2 examples (the stratified validation split needs them).
   """
-  if metric not in ("top1", "mean_per_class"):
+  if metric not in SINGLE_LABEL_METRICS:
     raise ValueError(f"--logreg_metric={metric!r}: figure 2 compares single-label "
-                     f"classifiers; use top1 or mean_per_class.")
+                     f"classifiers; use {' or '.join(SINGLE_LABEL_METRICS)}.")
   cases = []
   for letter, path in zip("abcdefghijklmnopqrstuvwxyz", paths):
     x, y = data.load_features(path)

@@ -3,6 +3,9 @@ minutes) and `tiny` (the test: seconds, numbers meaningless)."""
 
 import dataclasses
 
+# The `metrics.METRICS` that figure 2 can compare: scikit-learn's side is one softmax.
+SINGLE_LABEL_METRICS = ("top1", "mean_per_class")
+
 
 @dataclasses.dataclass(frozen=True)
 class LogregCase:

@@ -33,6 +33,13 @@ def _figure_fns(profile: Profile, workdir: str) -> dict[str, Callable[[], list]]
   }
 
 
+def check_figures(figures: Sequence[str]) -> None:
+  """Raises ValueError naming any of `figures` that is not in `FIGURES`."""
+  unknown = sorted(set(figures) - set(FIGURES))
+  if unknown:
+    raise ValueError(f"Unknown figure(s) {unknown}; valid: {', '.join(FIGURES)}.")
+
+
 def run_benchmarks(profile: Profile, *, workdir: str, figures: Sequence[str] = FIGURES,
                    command: str = "python -m bench",
                    progress: Callable[[str], None] = print) -> report_lib.Report:
@@ -48,9 +55,7 @@ def run_benchmarks(profile: Profile, *, workdir: str, figures: Sequence[str] = F
   Raises:
     ValueError: an unknown figure.
   """
-  unknown = sorted(set(figures) - set(FIGURES))
-  if unknown:
-    raise ValueError(f"Unknown figure(s) {unknown}; valid: {', '.join(FIGURES)}.")
+  check_figures(figures)
   os.makedirs(workdir, exist_ok=True)
   machine = harness.machine_info()
   started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
