@@ -43,7 +43,7 @@ class LogregCellTest(tf.test.TestCase):
     for phase in ("extract_s", "fit_s", "total_s"):
       self.assertGreater(record["timings"][phase], 0.0)
     self.assertEqual(record["versions"]["tensorflow"], tf.__version__)
-    stored = results.ResultsStore(experiment.store_path(config.workdir)).get(*config.cell)
+    stored = results.ResultsStore.for_workdir(config.workdir).get(*config.cell)
     self.assertEqual(stored["test_metric"], record["test_metric"])
 
     # The stored numbers against scikit-learn on the cached features: same L2 (C = 1/l2),
@@ -104,7 +104,7 @@ class TrainedCellTest(tf.test.TestCase):
     self.assertIn(record["hparams"]["learning_rate"], (0.01, 0.001))
     self.assertEqual(record["hparams"]["train_steps"], 2)
     self.assertBetween(record["test_metric"], 0.0, 1.0)
-    trials = results.ResultsStore(experiment.store_path(config.workdir)).trials(
+    trials = results.ResultsStore.for_workdir(config.workdir).trials(
         *config.cell)
     self.assertLen(trials, 2)
     self.assertEqual({t["status"] for t in trials}, {"ok"})
@@ -126,7 +126,7 @@ class TrainedCellTest(tf.test.TestCase):
     config = _tiny_config(tmp, "finetune", learning_rates=(1e9,), train_steps=3)
     with self.assertRaisesRegex(experiment.ExperimentFailed, "Every hyperparameter trial"):
       experiment.run_experiment(config)
-    store = results.ResultsStore(experiment.store_path(config.workdir))
+    store = results.ResultsStore.for_workdir(config.workdir)
     self.assertEqual(store.get(*config.cell)["status"], "failed")
     (trial,) = store.trials(*config.cell)
     self.assertEqual(trial["status"], "failed")
@@ -152,7 +152,7 @@ class ResumeTest(tf.test.TestCase):
         experiment.run_experiment(config)
     finally:
       training.train = real_train
-    store = results.ResultsStore(experiment.store_path(config.workdir))
+    store = results.ResultsStore.for_workdir(config.workdir)
     first = {t["trial_id"]: t["stored_at"] for t in store.trials(*config.cell)}
     self.assertLen(first, 2)
     self.assertIsNone(store.get(*config.cell))

@@ -166,13 +166,13 @@ def main(argv):
     print(datasets.format_datasets_table())
     return 0
   if _MODE.value == "report":
-    from tfhub_transfer import experiment, report, results
+    from tfhub_transfer import report, results
     try:
       top1 = _parse_top1(_IMAGENET_TOP1.value)
     except ValueError as e:
       print(f"tfhub_transfer: {e}", file=sys.stderr)
       return 2
-    store = results.ResultsStore(experiment.store_path(_WORKDIR.value))
+    store = results.ResultsStore.for_workdir(_WORKDIR.value)
     out_dir = os.path.join(_WORKDIR.value, "report")
     paths = report.write_report(store, out_dir, imagenet_top1=top1)
     # Every stored record, in full, for other tools.
@@ -193,7 +193,7 @@ def main(argv):
 
 
 def _run(config: ExperimentConfig) -> int:
-  from tfhub_transfer import experiment, launcher, results, sweep
+  from tfhub_transfer import launcher, results, sweep
   try:
     shard = sweep.parse_shard(_SHARD.value)
   except ValueError as e:
@@ -211,7 +211,7 @@ def _run(config: ExperimentConfig) -> int:
     return launcher.launch_parallel_trials(
         sys.argv[1:], workdir=config.workdir, num_workers=_PARALLEL_TRIALS.value,
         gpus_per_worker=_GPUS_PER_TRIAL.value)
-  store = results.ResultsStore(experiment.store_path(config.workdir))
+  store = results.ResultsStore.for_workdir(config.workdir)
   summary = sweep.run_sweep(cells, store=store,
                             on_result=lambda result: print(result.summary_line()))
   if len(cells) > 1:

@@ -14,6 +14,7 @@ import dataclasses
 import os
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from tfhub_transfer import builders
@@ -189,7 +190,7 @@ def format_datasets_table() -> str:
         spec.name + (" (smoke)" if spec.smoke else ""), str(spec.num_classes),
         f"{spec.paper_train_size:,}" if spec.paper_train_size else "-",
         f"{spec.paper_test_size:,}" if spec.paper_test_size else "-", spec.metric,
-        "official" if spec.val_split else f"{spec.val_fraction:.0%} held-out",
+        f"{spec.val_fraction:.0%} held-out" if spec.heldout_val else "official",
         f"{spec.tfds_name}: {spec.status}"))
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
   lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -285,6 +286,9 @@ def _select(ds, mask):
   def drop_index(unused_index, example):
     return example
 
+  kept = np.flatnonzero(mask)
+  # Stop reading after the last kept example (a capped split keeps only the first ones).
+  ds = ds.take(int(kept[-1]) + 1 if kept.size else 0)
   ds = ds.enumerate().filter(is_kept).map(drop_index)
   return ds.apply(tf.data.experimental.assert_cardinality(int(mask.sum())))
 

@@ -60,10 +60,6 @@ def cell_id(config: ExperimentConfig) -> str:
   return re.sub(r"[^A-Za-z0-9_.=-]+", "_", raw)
 
 
-def store_path(workdir: str) -> str:
-  return os.path.join(workdir, "results.sqlite")
-
-
 def library_versions() -> dict[str, str]:
   import keras_tuner
   import numpy
@@ -106,7 +102,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
   dataset = datasets.get_dataset_spec(config.dataset)
   weights = backbones.resolve_weights(config.regime, config.weights)
   os.makedirs(config.workdir, exist_ok=True)
-  store = store or results.ResultsStore(store_path(config.workdir))
+  store = store or results.ResultsStore.for_workdir(config.workdir)
   record = _base_record(config)
   record["metric"] = dataset.metric
   start = time.perf_counter()

@@ -11,7 +11,6 @@ import numpy as np
 # Step budgets of the paper's protocol (batch size 256).
 PAPER_FINETUNE_STEPS = 20_000
 PAPER_SCRATCH_STEPS = 40_000
-PAPER_BATCH_SIZE = 256
 # Quick defaults when no flagfile sets --train_steps: enough for a smoke run to learn.
 QUICK_TRAIN_STEPS = 200
 
@@ -50,12 +49,6 @@ def batch_norm_momentum(steps_per_epoch: int) -> float:
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return max(1, math.ceil(num_examples / batch_size))
-
-
-def default_train_steps(regime: str) -> int:
-  """Without a flagfile, a short budget; flags/paper_*.cfg set the paper's 20k / 40k."""
-  del regime  # Same quick budget for both; the paper flagfiles differ.
-  return QUICK_TRAIN_STEPS
 
 
 def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:

@@ -123,7 +123,7 @@ def run_trained(ctx: CellContext) -> Optional[dict[str, Any]]:
   """
   config, regime = ctx.config, ctx.config.regime
   hparams.per_replica_batch_size(config.batch_size, ctx.strategy.num_replicas_in_sync)
-  train_steps = config.train_steps or hparams.default_train_steps(regime)
+  train_steps = config.train_steps or hparams.QUICK_TRAIN_STEPS
   metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
 
   def build_for(split):
