@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from tests import dummy_data_images as dummy
 from tfhub_transfer import datasets
+from tfhub_transfer import metrics
 from tfhub_transfer import pipeline
 from tfhub_transfer import preprocessing
 from tfhub_transfer.builders import readers
@@ -57,7 +58,7 @@ class RegistryTest(parameterized.TestCase):
   @parameterized.parameters(*datasets.DATASETS)
   def test_spec_is_consistent(self, name):
     spec = datasets.DATASETS[name]
-    self.assertIn(spec.metric, datasets.METRICS)
+    self.assertIn(spec.metric, metrics.METRICS)
     self.assertBetween(spec.val_fraction, 0.05, 0.5)
     self.assertEqual(spec.multi_label, spec.metric == datasets.MAP_11POINT)
     if spec.multi_label:

@@ -24,7 +24,6 @@ from tfhub_transfer import splits as splits_lib
 TOP1 = "top1"
 MEAN_PER_CLASS = "mean_per_class"
 MAP_11POINT = "map_11point"
-METRICS = (TOP1, MEAN_PER_CLASS, MAP_11POINT)
 
 TFDS = "tfds"
 PROJECT_BUILDER = "tfhub_transfer"  # A TFDS builder of this package (`builders/`).

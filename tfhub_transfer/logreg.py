@@ -247,9 +247,12 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
   best = int(np.argmax(scores))  # First maximum along the path: the strongest tied value.
 
   start = time.perf_counter()
-  model = fit(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]),
-              l2=order[best], multi_label=multi_label, num_classes=num_classes,
-              init=models[best], max_iter=max_iter, tol=tol)
+  # Both halves are checked and already on the device: refit on them without a new copy.
+  everything = _to_problem(tf.concat([problem.x, val_features], 0),
+                           np.concatenate([train_y, val_y]), multi_label=multi_label,
+                           num_classes=num_classes)
+  model, _ = _fit_problem(everything, l2=order[best], multi_label=multi_label,
+                          init=models[best], max_iter=max_iter, tol=tol)
   return SelectionResult(best_l2=order[best], model=model, l2_values=order,
                          val_scores=tuple(scores), fit_seconds=tuple(seconds),
                          iterations=tuple(m.iterations for m in models),

@@ -10,9 +10,10 @@ import numbers
 from typing import Any, Optional
 
 from tfhub_transfer import config
+from tfhub_transfer import metrics
 
 STATUSES = ("ok", "failed")
-METRICS = ("top1", "mean_per_class", "map_11point")
+METRICS = tuple(metrics.METRICS)
 KEY_FIELDS = ("model", "dataset", "regime", "seed")
 TRIAL_FIELDS = KEY_FIELDS + ("trial_id", "hparams", "val_metric", "status", "error",
                             "stored_at")

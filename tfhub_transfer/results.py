@@ -216,19 +216,19 @@ class ResultsStore:
   # Export and merge.
 
   def export_csv(self, path: str) -> int:
-    """Writes the results, one row per cell: key columns plus the full record as JSON.
+    """Writes the results, one row per cell: key columns plus the full record as JSON
+    (the table's own `CSV_FIELDS` columns, as stored).
 
     Returns:
       The number of rows written.
     """
-    records = self.records()
+    rows = self._select(f"SELECT {', '.join(CSV_FIELDS)} FROM results "
+                        f"ORDER BY {', '.join(KEY_FIELDS)}")
     with open(path, "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-      writer.writeheader()
-      for record in records:
-        writer.writerow({**{k: record.get(k) for k in CSV_FIELDS[:-1]},
-                         "record": json.dumps(record, sort_keys=True)})
-    return len(records)
+      writer = csv.writer(f)
+      writer.writerow(CSV_FIELDS)
+      writer.writerows(rows)
+    return len(rows)
 
   def export_json(self, path: str) -> int:
     """Writes `{"schema_version", "results": [...], "trials": [...]}`; returns #results."""
@@ -296,8 +296,6 @@ def _trial_row(model, dataset, regime, seed, trial_id, *, hparams, val_metric, s
 
 
 def _result_row(record: dict[str, Any]) -> dict[str, Any]:
-  return {**{k: record[k] for k in KEY_FIELDS}, "status": record["status"],
-          "metric": record.get("metric"), "val_metric": record.get("val_metric"),
-          "test_metric": record.get("test_metric"), "error": record.get("error"),
-          "created_at": record.get("created_at"), "stored_at": _now(),
+  """The `results` table's columns of a checked record (`CSV_FIELDS`, plus stored_at)."""
+  return {**{k: record.get(k) for k in CSV_FIELDS[:-1]}, "stored_at": _now(),
           "record": json.dumps(record, sort_keys=True)}

@@ -133,19 +133,11 @@ class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
     self._populate_next = list(saved["populate_next"])
 
 
-def _with_trial_id(base):
-  """A tuner class that hands the trial id to `HyperModel.fit` (for per-trial records)."""
+class _Tuner(kt.Tuner):
+  """A `kt.Tuner` that hands the trial id to `HyperModel.fit` (for per-trial records)."""
 
-  class _Tuner(base):
-
-    def run_trial(self, trial, *args, **kwargs):
-      return super().run_trial(trial, *args, trial_id=trial.trial_id, **kwargs)
-
-  _Tuner.__name__ = base.__name__
-  return _Tuner
-
-
-_Tuner = _with_trial_id(kt.Tuner)
+  def run_trial(self, trial, *args, **kwargs):
+    return super().run_trial(trial, *args, trial_id=trial.trial_id, **kwargs)
 
 
 def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
