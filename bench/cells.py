@@ -8,9 +8,11 @@ import numpy as np
 from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer import backbones
-from tfhub_transfer import datasets
+from tfhub_transfer import regimes
+from tfhub_transfer.data import datasets
 from tfhub_transfer import experiment
 from tfhub_transfer import logreg
+from tfhub_transfer import protocol
 from tfhub_transfer import metrics
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.transfer_head import build_transfer_head
@@ -22,10 +24,10 @@ def _warm_up(profile: Profile) -> None:
   x = np.random.default_rng(0).random((40, 8), np.float32)
   y = np.arange(40) % 4
   logreg.select_and_refit(x[:20], y[:20], x[20:], y[20:], multi_label=False, num_classes=4,
-                          metric_fn=metrics.top1_accuracy, l2_values=logreg.l2_grid(2))
+                          metric_fn=metrics.top1_accuracy, l2_values=protocol.l2_grid(2))
   spec = backbones.get_backbone_spec(profile.cell_model,
                                      image_size=profile.cell_image_size or None)
-  backbones.build_backbone(spec, weights=backbones.RANDOM)
+  backbones.build_backbone(spec, weights=regimes.RANDOM)
 
 
 def figure_second_run(profile: Profile, workdir: str) -> harness.Figure:
@@ -59,7 +61,7 @@ def figure_second_run(profile: Profile, workdir: str) -> harness.Figure:
   spec = backbones.get_backbone_spec(profile.cell_model,
                                      image_size=profile.cell_image_size or None)
   build_s = [harness.timed(lambda: build_transfer_head(
-      spec, regime="logreg", num_classes=10, weights=backbones.RANDOM))[0]
+      spec, regime="logreg", num_classes=10, weights=regimes.RANDOM))[0]
              for _ in range(profile.cell_repetitions)]
   first_records, second_records = records["first"], records["second"]
   sizes = first_records[-1]["sizes"]

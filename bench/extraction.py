@@ -15,10 +15,11 @@ from bench import data
 from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer import backbones
+from tfhub_transfer import regimes
 from tfhub_transfer import features
-from tfhub_transfer import pipeline
+from tfhub_transfer.data import pipeline
 from tfhub_transfer import training
-from tfhub_transfer.preprocessing import get_preprocess_fn
+from tfhub_transfer.data.preprocessing import get_preprocess_fn
 from tfhub_transfer.transfer_head import build_transfer_head
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +32,7 @@ def build_extractor(model: str, image_size: int):
   strategy = training.make_strategy("auto")
   with strategy.scope():
     head = build_transfer_head(spec, regime="logreg", num_classes=10,
-                               weights=backbones.RANDOM)
+                               weights=regimes.RANDOM)
   return features.make_feature_fn(head, strategy), spec, strategy
 
 

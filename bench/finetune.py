@@ -10,9 +10,10 @@ from bench import data
 from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer import backbones
-from tfhub_transfer import pipeline
+from tfhub_transfer import regimes
+from tfhub_transfer.data import pipeline
 from tfhub_transfer import training
-from tfhub_transfer.preprocessing import get_preprocess_fn
+from tfhub_transfer.data.preprocessing import get_preprocess_fn
 from tfhub_transfer.transfer_head import build_transfer_head
 
 NUM_CLASSES = 10
@@ -29,7 +30,7 @@ def figure_finetune(profile: Profile, workdir: str) -> harness.Figure:
   strategy = training.make_strategy("auto")
   with strategy.scope():
     model = build_transfer_head(spec, regime="finetune", num_classes=NUM_CLASSES,
-                                weights=backbones.RANDOM)
+                                weights=regimes.RANDOM)
     training.batch_norm_setup(model, num_images, batch)
     # The schedule spans every step the figure runs, so the learning rate stays positive.
     training.compile_model(model, learning_rate=0.01,

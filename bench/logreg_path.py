@@ -15,8 +15,9 @@ from bench.profiles import LogregCase
 from bench.profiles import Profile
 from bench.profiles import SINGLE_LABEL_METRICS
 from tfhub_transfer import logreg
+from tfhub_transfer import protocol
 from tfhub_transfer import metrics
-from tfhub_transfer import splits
+from tfhub_transfer.data import splits
 
 GRID_SIZE = 45
 VAL_FRACTION = 0.2
@@ -87,7 +88,7 @@ def figure_logreg(profile: Profile, case: LogregCase) -> harness.Figure:
   is_val = splits.stratified_split(y, fraction=VAL_FRACTION, seed=0)
   train_x, train_y, val_x, val_y = x[~is_val], y[~is_val], x[is_val], y[is_val]
   metric_fn = metrics.get_metric_fn(case.metric)
-  grid = logreg.l2_grid(GRID_SIZE)
+  grid = protocol.l2_grid(GRID_SIZE)
   outcome = {}
 
   def warm_up():  # Traces the solver once per process; shapes vary without retracing.

@@ -11,9 +11,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import dummy_data_images as dummy
-from tfhub_transfer.builders import birdsnap
-from tfhub_transfer.builders import digits
-from tfhub_transfer.builders import fgvc_aircraft
+from tfhub_transfer.data.builders import birdsnap
+from tfhub_transfer.data.builders import digits
+from tfhub_transfer.data.builders import fgvc_aircraft
 
 
 class _TempExampleDirMixin:

@@ -12,19 +12,19 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import dummy_data_images as dummy
-from tfhub_transfer import datasets
+from tfhub_transfer.data import datasets
 from tfhub_transfer import metrics
-from tfhub_transfer import pipeline
-from tfhub_transfer import preprocessing
-from tfhub_transfer.builders import readers
+from tfhub_transfer.data import pipeline
+from tfhub_transfer.data import preprocessing
+from tfhub_transfer.data import readers
 
 PAPER_DATASETS = ("food101", "cifar10", "cifar100", "birdsnap", "sun397", "stanford_cars",
                   "fgvc_aircraft", "voc2007", "dtd", "oxford_pets", "caltech101",
                   "oxford_flowers")
 # Enough mock examples that some class appears twice (a held-out class keeps one in train).
 _MOCK_EXAMPLES = 100
-_CSV = os.path.join(os.path.dirname(datasets.__file__), "reference",
-                    "kornblith2019_datasets.csv")
+_CSV = os.path.join(os.path.dirname(os.path.dirname(datasets.__file__)), "report",
+                    "reference_data", "kornblith2019_datasets.csv")
 
 
 def _examples(ds):

@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
-from tfhub_transfer import regimes
-from tfhub_transfer import results
+from tfhub_transfer import runners
+from tfhub_transfer.report import results
 from tfhub_transfer import training
 from tfhub_transfer.config import ExperimentConfig
 
@@ -58,12 +58,12 @@ class LogregCellTest(tf.test.TestCase):
     self.assertNear(record["test_metric"], sk_test, 0.034)  # At most 2 of 60 test images.
 
     # A second run reuses every cache entry, never builds the backbone, gives the same answer.
-    real_build = regimes.CellContext.build_model
-    regimes.CellContext.build_model = lambda *a, **k: self.fail("backbone built on a hit")
+    real_build = runners.CellContext.build_model
+    runners.CellContext.build_model = lambda *a, **k: self.fail("backbone built on a hit")
     try:
       again = experiment.run_experiment(config)
     finally:
-      regimes.CellContext.build_model = real_build
+      runners.CellContext.build_model = real_build
     self.assertTrue(all(c["hit"] for c in again.record["feature_cache"].values()))
     self.assertEqual(again.test_metric, result.test_metric)
 
@@ -116,7 +116,7 @@ class TrainedCellTest(tf.test.TestCase):
 
   def test_scratch_keras_backbone(self):
     config = _tiny_config(self.get_temp_dir(), "scratch", model="keras:MobileNet",
-                          model_kwargs='{"alpha": 0.25}', image_size=32)
+                          model_kwargs={"alpha": 0.25}, image_size=32)
     record = experiment.run_experiment(config).record
     self.assertEqual((record["status"], record["weights"]), ("ok", "random"))
     self.assertEqual(record["model"], 'keras:MobileNet{"alpha":0.25}@32px')

@@ -11,6 +11,7 @@ import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
 from tfhub_transfer import logreg
+from tfhub_transfer import protocol
 from tfhub_transfer import metrics
 
 _TIGHT = dict(max_iter=2000, tol=1e-6)
@@ -49,13 +50,13 @@ def _softmax(z):
 class L2GridTest(tf.test.TestCase):
 
   def test_paper_grid(self):
-    grid = logreg.l2_grid()
+    grid = protocol.l2_grid()
     self.assertLen(grid, 45)
     self.assertAllClose(grid[[0, -1]], [1e-6, 1e5], rtol=1e-12)
     self.assertAllClose(grid[1:] / grid[:-1], np.full(44, 10 ** (11 / 44)), rtol=1e-12)
 
   def test_size(self):
-    self.assertAllClose(logreg.l2_grid(12), 10.0 ** np.arange(-6, 6), rtol=1e-12)
+    self.assertAllClose(protocol.l2_grid(12), 10.0 ** np.arange(-6, 6), rtol=1e-12)
 
 
 class FitTest(parameterized.TestCase, tf.test.TestCase):
@@ -159,7 +160,7 @@ class SelectAndRefitTest(tf.test.TestCase):
     rng = np.random.default_rng(0)
     x = x + rng.normal(scale=0.25, size=x.shape).astype(np.float32)  # Make l2 matter.
     train_x, train_y, val_x, val_y = x[:1000], y[:1000], x[1000:], y[1000:]
-    grid = logreg.l2_grid(12)
+    grid = protocol.l2_grid(12)
     result = logreg.select_and_refit(train_x, train_y, val_x, val_y, multi_label=False,
                                      num_classes=10, metric_fn=metrics.top1_accuracy,
                                      l2_values=rng.permutation(grid))
@@ -190,7 +191,7 @@ class SelectAndRefitTest(tf.test.TestCase):
     refit = _sklearn(x, y, result.best_l2)
     self.assertAllClose(_softmax(logreg.predict_scores(model, x)), refit.predict_proba(x),
                         atol=5e-3)
-    self.assertLen(result.fit_seconds, 12)
+    self.assertLen(result.val_scores, 12)
 
   def test_multi_label_path_matches_sklearn_per_class(self):
     rng = np.random.default_rng(2)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfhub_transfer import metrics
 
-_DATASETS_CSV = os.path.join(os.path.dirname(metrics.__file__), "reference",
+_DATASETS_CSV = os.path.join(os.path.dirname(metrics.__file__), "report", "reference_data",
                              "kornblith2019_datasets.csv")
 
 

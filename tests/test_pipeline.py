@@ -8,8 +8,8 @@ from PIL import Image
 import tensorflow as tf
 
 from tests import dummy_data_images as dummy
-from tfhub_transfer import pipeline
-from tfhub_transfer import preprocessing
+from tfhub_transfer.data import pipeline
+from tfhub_transfer.data import preprocessing
 
 
 def _identity(images):

@@ -1,5 +1,6 @@
 """Tests of the SQLite results store: concurrency, crash safety, upserts and exports."""
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -15,14 +16,14 @@ import time
 from absl.testing import absltest
 import numpy as np
 
-from tfhub_transfer import results
+from tfhub_transfer.report import results
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Child processes: a record carries a payload and its SHA-256, so a torn row would show.
 _CHILD_PRELUDE = """
 import hashlib, os, signal, sqlite3, sys, time
-from tfhub_transfer import results
+from tfhub_transfer.report import results
 
 def record(model, i, payload_bytes, status="ok"):
   payload = os.urandom(payload_bytes // 2).hex()
@@ -85,9 +86,10 @@ def _spawn(script, *args):
 
 
 def _record(model="resnet_50", dataset="cifar10", regime="logreg", seed=0, status="ok",
-            **extra):
+            protocol="", **extra):
   record = {"model": model, "dataset": dataset, "regime": regime, "seed": seed,
-            "status": status, "error": None if status == "ok" else "OOM", "metric": "top1",
+            "protocol": protocol, "status": status,
+            "error": None if status == "ok" else "OOM", "metric": "top1",
             "val_metric": 0.8 if status == "ok" else None,
             "test_metric": 0.75 if status == "ok" else None, "hparams": {"l2": 1e-3},
             "sizes": {"train": 10}, "timings": {"fit": 1.5}, "versions": {"tf": "2.x"},
@@ -164,7 +166,8 @@ class ResultsStoreTest(absltest.TestCase):
     child = _spawn(_WRITE_FOREVER, self.path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-      if os.path.exists(self.path) and len(results.ResultsStore(self.path).done_cells()) >= 8:
+      if (os.path.exists(self.path)
+          and len(results.ResultsStore(self.path).records(status="ok")) >= 8):
         break
       time.sleep(0.02)
     os.kill(child.pid, signal.SIGKILL)
@@ -186,9 +189,40 @@ class ResultsStoreTest(absltest.TestCase):
     self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0)["test_metric"], 0.7)
     self.assertTrue(store.put(_record(test_metric=0.72)))
     self.assertEqual(store.records(), [_record(test_metric=0.72)])
-    self.assertEqual(store.done_cells(), {("resnet_50", "cifar10", "logreg", 0)})
+    self.assertTrue(store.has_ok("resnet_50", "cifar10", "logreg", 0, ""))
+    # Another protocol of the same cell is another row.
+    self.assertTrue(store.put(_record(test_metric=0.5, protocol="p2")))
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0, "p2")["test_metric"], 0.5)
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0)["test_metric"], 0.72)
+    self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0, "p2"))
     self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0))
     self.assertEqual(store.records(), [])
+
+  def test_a_schema_1_store_is_migrated_in_place(self):
+    with contextlib.closing(sqlite3.connect(self.path)) as conn:
+      conn.executescript("""
+        CREATE TABLE results (model TEXT NOT NULL, dataset TEXT NOT NULL, regime TEXT NOT NULL,
+          seed INTEGER NOT NULL, status TEXT NOT NULL, metric TEXT, val_metric REAL,
+          test_metric REAL, error TEXT, created_at TEXT, stored_at TEXT NOT NULL,
+          record TEXT NOT NULL, PRIMARY KEY (model, dataset, regime, seed));
+        CREATE TABLE trials (model TEXT NOT NULL, dataset TEXT NOT NULL, regime TEXT NOT NULL,
+          seed INTEGER NOT NULL, trial_id TEXT NOT NULL, hparams TEXT NOT NULL,
+          val_metric REAL, status TEXT NOT NULL, error TEXT, stored_at TEXT NOT NULL,
+          PRIMARY KEY (model, dataset, regime, seed, trial_id));
+        PRAGMA user_version = 1;""")
+      old = {k: v for k, v in _record().items() if k != "protocol"}
+      conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, 'ok', 'top1', 0.8, 0.75, NULL, "
+                   "'2026', '2026', ?)", ("resnet_50", "cifar10", "logreg", 0,
+                                          json.dumps(old)))
+      conn.execute("INSERT INTO trials VALUES ('resnet_50', 'cifar10', 'finetune', 0, 't0', "
+                   "'{}', 0.5, 'ok', NULL, '2026')")
+      conn.commit()
+    store = results.ResultsStore(self.path)
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0), old)
+    self.assertTrue(store.has_ok("resnet_50", "cifar10", "logreg", 0, ""))
+    self.assertEqual([t["protocol"] for t in store.trials()], [""])
+    self.assertTrue(store.put(_record(protocol="p1")))  # A current run's row sits beside it.
+    self.assertLen(store.records(), 2)
 
   def test_records_filters_and_plain_json(self):
     store = results.ResultsStore(self.dir)  # A directory means <dir>/results.sqlite.

@@ -4,7 +4,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from tfhub_transfer import splits
+from tfhub_transfer.data import splits
 
 
 def _labels(counts, seed=0):

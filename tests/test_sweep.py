@@ -9,7 +9,7 @@ import time
 import tensorflow as tf
 
 from tests import fakes
-from tfhub_transfer import results
+from tfhub_transfer.report import results
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 
@@ -89,11 +89,11 @@ class SweepTest(tf.test.TestCase):
 
   def test_shards_partition_the_grid(self):
     base = ExperimentConfig(model="m", dataset="d", regime="logreg")
-    grid = dict(models=["a", "b", "c"], datasets=["x", "y"], regimes=["logreg", "scratch"],
-                seeds=[0, 1])
-    everything = [c.cell for c in sweep.make_cells(base, **grid)]
+    grid = dict(models=("a", "b", "c"), datasets=("x", "y"), regimes=("logreg", "scratch"),
+                seeds=(0, 1))
+    everything = [c.cell for c in sweep.Grid(**grid).cells(base)]
     self.assertLen(everything, 24)
-    shards = [[c.cell for c in sweep.make_cells(base, shard=(i, 5), **grid)]
+    shards = [[c.cell for c in sweep.Grid(**grid, shard=(i, 5)).cells(base)]
               for i in range(5)]
     self.assertCountEqual(sum(shards, []), everything)
     with self.assertRaisesRegex(ValueError, "--shard='3/3'"):

@@ -11,16 +11,16 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
-import keras
+from tfhub_transfer import columns
+from tfhub_transfer.config import FrozenKwargs
+from tfhub_transfer.regimes import IMAGENET, RANDOM
 
-from tfhub_transfer import hub_layer
+# Keras and TF Hub (so TensorFlow) are imported by the functions that build a network, so the
+# registry itself (listing, checking names) is quick to import.
 
 KERAS = "keras"
 HUB = "hub"
 UNAVAILABLE = "unavailable"
-
-IMAGENET = "imagenet"
-RANDOM = "random"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class BackboneSpec:
     feature_dim: size of the pooled penultimate features (None: known once built).
     paper_top1: ImageNet top-1 (%) of the paper's retrained network (None for user models).
     keras_app: keras.applications constructor name (source `keras`).
-    keras_kwargs: extra constructor kwargs, as a JSON object string (hashable).
+    keras_kwargs: extra constructor kwargs.
     hub_handle: TF Hub handle or SavedModel dir (source `hub`).
     note: provenance or availability, shown in listings and errors.
   """
@@ -48,19 +48,22 @@ class BackboneSpec:
   feature_dim: Optional[int]
   paper_top1: Optional[float] = None
   keras_app: Optional[str] = None
-  keras_kwargs: str = "{}"
+  keras_kwargs: FrozenKwargs = FrozenKwargs()
   hub_handle: Optional[str] = None
   note: str = ""
 
-  @property
-  def kwargs(self) -> dict[str, Any]:
-    return json.loads(self.keras_kwargs)
+  def to_dict(self) -> dict[str, Any]:
+    """Plain JSON values (the feature cache keys on them; kwargs as sorted JSON text, the
+    form the keys have always had, so existing cache entries stay valid)."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    out["keras_kwargs"] = json.dumps(self.keras_kwargs.to_dict(), sort_keys=True)
+    return out
 
 
 def _keras(name, app, size, prep, dim, top1, note="", **kwargs):
   return BackboneSpec(name=name, source=KERAS, image_size=size, preprocessing=prep,
                       feature_dim=dim, paper_top1=top1, keras_app=app,
-                      keras_kwargs=json.dumps(kwargs, sort_keys=True), note=note)
+                      keras_kwargs=FrozenKwargs(kwargs), note=note)
 
 
 def _hub(name, handle, size, dim, top1, note=""):
@@ -104,6 +107,7 @@ KERAS_PREFIX = "keras:"
 
 def _keras_app_module(app: str) -> str:
   """The keras.applications submodule that defines `app` (for its preprocess_input)."""
+  import keras  # pylint: disable=g-import-not-at-top
   for module_name in dir(keras.applications):
     module = getattr(keras.applications, module_name)
     if (not module_name.startswith("_") and hasattr(module, "preprocess_input")
@@ -129,11 +133,11 @@ def get_backbone_spec(model: str, *, model_kwargs: Optional[Mapping[str, Any]] =
   Raises:
     ValueError: the name is not in the registry and has no known prefix.
   """
-  model_kwargs = dict(model_kwargs or {})
+  model_kwargs = FrozenKwargs(model_kwargs or {})
   if model.startswith(HUB_PREFIX):
     handle = model[len(HUB_PREFIX):]
     if model_kwargs:
-      raise ValueError(f"--model_kwargs={json.dumps(model_kwargs)} only applies to keras: "
+      raise ValueError(f"--model_kwargs={model_kwargs.json()} only applies to keras: "
                        f"models; a Hub module ({handle}) takes no constructor arguments.")
     spec = _hub(model, handle, image_size or 224, None, None, "user TF Hub module")
   elif model.startswith(KERAS_PREFIX):
@@ -143,8 +147,8 @@ def get_backbone_spec(model: str, *, model_kwargs: Optional[Mapping[str, Any]] =
   elif model in BACKBONES:
     spec = BACKBONES[model]
     if model_kwargs:
-      spec = dataclasses.replace(spec, feature_dim=None, keras_kwargs=json.dumps(
-          {**spec.kwargs, **model_kwargs}, sort_keys=True))
+      spec = dataclasses.replace(spec, feature_dim=None, keras_kwargs=FrozenKwargs(
+          {**spec.keras_kwargs, **model_kwargs}))
   else:
     raise ValueError(
         f"Unknown --model={model!r}. Valid choices: {', '.join(BACKBONES)}; or "
@@ -154,27 +158,7 @@ def get_backbone_spec(model: str, *, model_kwargs: Optional[Mapping[str, Any]] =
   return spec
 
 
-def default_weights(regime: str) -> str:
-  """ImageNet init for `logreg`/`finetune`, random init for `scratch`."""
-  return RANDOM if regime == "scratch" else IMAGENET
-
-
-def resolve_weights(regime: str, weights: Optional[str]) -> str:
-  """The weights a regime uses; `None` means the regime's default.
-
-  Raises:
-    ValueError: pretrained weights were asked for under `scratch`. (Random weights under
-      `logreg` or `finetune` are allowed: they are the usual control experiment.)
-  """
-  if weights is None:
-    return default_weights(regime)
-  if regime == "scratch" and weights != RANDOM:
-    raise ValueError(f"--regime=scratch trains from random init, but --weights={weights!r} "
-                     f"asks for pretrained weights. Drop --weights or use --regime=finetune.")
-  return weights
-
-
-def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0) -> keras.layers.Layer:
+def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0):
   """Builds the feature extractor: preprocessed images [B, S, S, 3] -> features [B, D].
 
   Args:
@@ -189,6 +173,7 @@ def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0) -> keras.
     ValueError: the network has no public TF2 source and no weights path was given.
     FileNotFoundError: pretrained weights are neither cached nor downloadable.
   """
+  from tfhub_transfer import hub_layer  # pylint: disable=g-import-not-at-top
   is_path = weights not in (IMAGENET, RANDOM)
   if is_path and not os.path.exists(weights):
     raise FileNotFoundError(f"--weights={weights!r}: no such file or directory. Pass "
@@ -211,10 +196,11 @@ def _safe(name: str) -> str:
 
 
 def _build_keras_app(spec, *, weights, seed):
+  import keras  # pylint: disable=g-import-not-at-top
   constructor = getattr(keras.applications, spec.keras_app)
   keras.utils.set_random_seed(seed)
   kwargs = dict(include_top=False, pooling="avg",
-                input_shape=(spec.image_size, spec.image_size, 3), **spec.kwargs)
+                input_shape=(spec.image_size, spec.image_size, 3), **spec.keras_kwargs)
   if weights == IMAGENET:
     model = _with_offline_hint(constructor, spec, kwargs)
   else:
@@ -248,14 +234,23 @@ def _load_weights_file(model, path, spec):
     model.load_weights(path)
   except Exception as e:
     raise ValueError(f"--weights={path!r} does not fit --model={spec.name} "
-                     f"({spec.keras_app}, kwargs {spec.keras_kwargs}): {e}. A no-top Keras "
+                     f"({spec.keras_app}, kwargs {spec.keras_kwargs.json()}): {e}. A no-top Keras "
                      f"weights file for the same architecture and alpha is expected.") from e
 
 
 def describe_source(spec: BackboneSpec) -> str:
   if spec.source == KERAS:
-    kwargs = "" if spec.keras_kwargs == "{}" else spec.keras_kwargs
+    kwargs = spec.keras_kwargs.json() if spec.keras_kwargs else ""
     return f"keras.applications.{spec.keras_app}{kwargs}"
   if spec.source == HUB:
     return spec.hub_handle
   return "unavailable: supply --weights=DIR or hub:HANDLE"
+
+
+def format_models_table() -> str:
+  """The zoo as a text table, for `--list_models`."""
+  rows = [("name", "source", "size", "feat dim", "paper top-1")]
+  for spec in BACKBONES.values():
+    rows.append((spec.name, describe_source(spec), str(spec.image_size),
+                 str(spec.feature_dim), f"{spec.paper_top1:.2f}"))
+  return columns.align(rows)

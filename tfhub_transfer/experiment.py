@@ -14,12 +14,13 @@ import tensorflow as tf
 from absl import logging
 
 from tfhub_transfer import backbones
-from tfhub_transfer import datasets
-from tfhub_transfer import regimes
-from tfhub_transfer import results
+from tfhub_transfer import runners
 from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.data import datasets
+from tfhub_transfer.report import records
+from tfhub_transfer.report import results
 
 
 class ExperimentFailed(RuntimeError):
@@ -44,19 +45,13 @@ class Result:
     return self.record["val_metric"]
 
   def summary_line(self) -> str:
-    r = self.record
-    if r["status"] != "ok":
-      return f"{r['model']} / {r['dataset']} / {r['regime']}: FAILED: {r['error']}"
-    chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in r["hparams"].items())
-    return (f"{r['model']} / {r['dataset']} / {r['regime']} (seed {r['seed']}): test "
-            f"{r['metric']} = {100 * r['test_metric']:.2f}% (validation "
-            f"{100 * r['val_metric']:.2f}%), chosen {chosen}, "
-            f"{r['timings']['total_s']:.1f} s")
+    return records.summary_line(self.record)
 
 
 def cell_id(config: ExperimentConfig) -> str:
-  raw = f"{config.model_label}__{config.dataset}__{config.regime}__seed{config.seed}"
+  """A directory name for the cell under its protocol (tuner state, checkpoints, logs)."""
+  raw = (f"{config.model_label}__{config.dataset}__{config.regime}__seed{config.seed}__"
+         f"{config.protocol}")
   return re.sub(r"[^A-Za-z0-9_.=-]+", "_", raw)
 
 
@@ -75,11 +70,29 @@ def library_versions() -> dict[str, str]:
           "python": platform.python_version()}
 
 
-def _base_record(config: ExperimentConfig) -> dict[str, Any]:
-  return {"model": config.model_label, "dataset": config.dataset, "regime": config.regime,
-          "seed": config.seed, "config": config.to_dict(), "versions": library_versions(),
-          "host": platform.node(),
-          "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+def _record(config: ExperimentConfig, *, metric: str, outcome: Optional[runners.Outcome],
+            error: Optional[BaseException], seconds: float,
+            facts: dict[str, Any]) -> dict[str, Any]:
+  """The one place a cell's record is made: from its config, and its outcome or error."""
+  record = {
+      "model": config.model_label, "dataset": config.dataset, "regime": config.regime,
+      "seed": config.seed, "protocol": config.protocol,
+      "protocol_settings": config.protocol_settings(), "config": config.to_dict(),
+      "metric": metric, "versions": library_versions(), "host": platform.node(),
+      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      "sizes": {}, "devices": [], **facts}
+  if outcome is None:
+    record.update(status="failed", error=f"{type(error).__name__}: {error}", val_metric=None,
+                  test_metric=None, hparams={}, traceback=traceback.format_exc(),
+                  timings={"total_s": seconds})
+  else:
+    record.update(status="ok", error=None, val_metric=outcome.val_metric,
+                  test_metric=outcome.test_metric, hparams=dict(outcome.hparams),
+                  search=dict(outcome.search),
+                  timings={**outcome.timings, "total_s": seconds})
+    if outcome.feature_cache is not None:
+      record["feature_cache"] = dict(outcome.feature_cache)
+  return record
 
 
 def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsStore] = None
@@ -97,14 +110,14 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
     ExperimentFailed: the cell failed; its failure record was stored first.
     ValueError: the config names an unknown model, dataset or regime (nothing is run).
   """
-  backbone = backbones.get_backbone_spec(config.model, model_kwargs=config.kwargs,
+  backbone = backbones.get_backbone_spec(config.model, model_kwargs=config.model_kwargs,
                                          image_size=config.image_size or None)
   dataset = datasets.get_dataset_spec(config.dataset)
-  weights = backbones.resolve_weights(config.regime, config.weights)
+  regime = config.regime_spec
+  weights = regime.resolve_weights(config.weights)
   os.makedirs(config.workdir, exist_ok=True)
   store = store or results.ResultsStore.for_workdir(config.workdir)
-  record = _base_record(config)
-  record["metric"] = dataset.metric
+  facts: dict[str, Any] = {}
   start = time.perf_counter()
   try:
     keras.utils.set_random_seed(config.seed)
@@ -112,30 +125,26 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
                                   manual_dir=config.manual_dir, seed=config.seed,
                                   max_examples=config.max_examples)
     strategy = training.make_strategy(config.strategy)
-    ctx = regimes.CellContext(
+    ctx = runners.CellContext(
         config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,
         strategy=strategy, cell_dir=os.path.join(config.workdir, "runs", cell_id(config)),
         record_trial_fn=lambda trial_id, hparams, value, status, error: store.put_trial(
-            *config.cell, trial_id, hparams=hparams, val_metric=value, status=status,
-            error=error))
-    record.update(sizes=dict(splits.sizes), splits=dict(splits.info), weights=weights,
-                  devices=training.devices_of(strategy),
-                  replicas=strategy.num_replicas_in_sync)
-    logging.info("Cell %s: %s", cell_id(config), record["sizes"])
-    outcome = (regimes.run_logreg(ctx) if config.regime == "logreg"
-               else regimes.run_trained(ctx))
+            *config.cell[:4], trial_id, protocol=config.protocol, hparams=hparams,
+            val_metric=value, status=status, error=error))
+    facts = dict(sizes=dict(splits.sizes), splits=dict(splits.info), weights=weights,
+                 devices=training.devices_of(strategy),
+                 replicas=strategy.num_replicas_in_sync)
+    logging.info("Cell %s: %s", cell_id(config), facts["sizes"])
+    outcome = regime.get_runner()(ctx)
   except Exception as e:  # Any failure (OOM and other TF errors too) is recorded, re-raised.
-    record.update(status="failed", error=f"{type(e).__name__}: {e}", val_metric=None,
-                  test_metric=None, hparams={}, traceback=traceback.format_exc(),
-                  timings={"total_s": time.perf_counter() - start})
-    record.setdefault("sizes", {})
-    record.setdefault("devices", [])
+    record = _record(config, metric=dataset.metric, outcome=None, error=e,
+                     seconds=time.perf_counter() - start, facts=facts)
     if not tuning.is_tuner_worker():
       store.put(record)
     raise ExperimentFailed(record) from e
   if outcome is None:
     return None
-  record.update(outcome, status="ok", error=None)
-  record["timings"] = {**outcome["timings"], "total_s": time.perf_counter() - start}
+  record = _record(config, metric=dataset.metric, outcome=outcome, error=None,
+                   seconds=time.perf_counter() - start, facts=facts)
   store.put(record)
   return Result(record)

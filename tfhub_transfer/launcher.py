@@ -5,7 +5,8 @@ keras-tuner's own environment variables (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_
 KERASTUNER_ORACLE_PORT). Each worker sees only its GPUs (CUDA_VISIBLE_DEVICES); the chief
 serves the oracle during the search and then refits the best trial on every GPU. Logs go to
 `<workdir>/logs/` (with `<name>.pid`). A worker that fails is reported and restarted under the
-same tuner id, resuming its trial, while the others go on; Ctrl-C stops them all.
+same tuner id, resuming its trial, while the others go on; Ctrl-C stops them all. The cell's
+result is read back from the results store, where the chief put it.
 """
 
 import contextlib
@@ -19,6 +20,10 @@ import time
 from typing import Optional, Sequence
 
 from absl import logging
+
+from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.report import records
+from tfhub_transfer.report import results
 
 # How long workers may run on after the chief has exited before they are stopped.
 WORKER_GRACE_S = 60.0
@@ -54,10 +59,10 @@ def worker_gpus(worker: int, gpus_per_worker: int, num_gpus: int) -> Optional[st
   return ",".join(str(g) for g in range(first, first + gpus_per_worker))
 
 
-def role_command(argv: Sequence[str]) -> list[str]:
-  """The same command without --parallel_trials, run by this interpreter."""
-  kept = [a for a in argv if not a.startswith(("--parallel_trials", "--gpus_per_trial"))]
-  return [sys.executable, "-m", "tfhub_transfer.cli", *kept]
+def role_command(args: Sequence[str]) -> list[str]:
+  """The command a chief or worker runs: this interpreter, the CLI, `args` (the parsed
+  flags of this run, serialised, without the launcher's own)."""
+  return [sys.executable, "-m", "tfhub_transfer.cli", *args]
 
 
 def _start(name, command, env, log_dir):
@@ -85,9 +90,10 @@ def _stop(processes, timeout=10.0):
       process.wait()
 
 
-def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: int,
-                           gpus_per_worker: int = 1, port: Optional[int] = None,
-                           max_restarts: int = MAX_RESTARTS, poll_s: float = 1.0) -> int:
+def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
+                           num_workers: int, gpus_per_worker: int = 1,
+                           port: Optional[int] = None, max_restarts: int = MAX_RESTARTS,
+                           poll_s: float = 1.0) -> int:
   """Runs the chief and `num_workers` workers to completion; returns the chief's exit code.
 
   A worker that fails is restarted under the same tuner id, so keras-tuner hands it back its
@@ -96,14 +102,15 @@ def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: in
   resumes it).
 
   Args:
-    argv: the command-line arguments of this run (the cell to search).
-    workdir: shared workdir (tuner state, results store, logs).
+    args: the command-line arguments of the chief and the workers (`cli.child_args`).
+    config: the cell they search (its workdir holds the tuner state, store and logs).
     num_workers: worker processes, each running one trial at a time.
     gpus_per_worker: GPUs pinned to each worker.
     port: the oracle's port (default: a free one).
     max_restarts: restarts allowed per worker.
     poll_s: how often processes are checked.
   """
+  workdir = config.workdir
   num_gpus = count_gpus()
   pinning = [worker_gpus(i, gpus_per_worker, num_gpus) for i in range(num_workers)]
   log_dir = os.path.join(workdir, "logs")
@@ -111,7 +118,7 @@ def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: in
   base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1",
                   KERASTUNER_ORACLE_PORT=str(port or free_port()),
                   TF_FORCE_GPU_ALLOW_GROWTH="true")
-  command = role_command(argv)
+  command = role_command(args)
   envs = {"chief": dict(base_env, KERASTUNER_TUNER_ID="chief")}
   for i, gpus in enumerate(pinning):
     envs[f"worker{i}"] = dict(base_env, KERASTUNER_TUNER_ID=f"worker{i}")
@@ -156,8 +163,7 @@ def launch_parallel_trials(argv: Sequence[str], *, workdir: str, num_workers: in
   code = processes["chief"].returncode
   print(f"chief {'finished' if code == 0 else f'FAILED with exit code {code}'} "
         f"(log: {os.path.join(log_dir, 'chief.log')})", flush=True)
-  with open(os.path.join(log_dir, "chief.log"), errors="replace") as f:
-    summary = [line for line in f.read().splitlines() if " / " in line and "test " in line]
-  if summary:
-    print(summary[-1], flush=True)  # The chief's one-line result.
+  record = results.ResultsStore.for_workdir(workdir).get(*config.cell)
+  if record is not None:
+    print(records.summary_line(record), flush=True)
   return code if code > 0 else (1 if code else 0)

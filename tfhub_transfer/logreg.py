@@ -19,8 +19,8 @@ float32.
 
 The solver (`lbfgs.py`) runs the whole L-BFGS loop of a fit in one `tf.function`.
 
-The paper's protocol (`select_and_refit`): 45 strengths `l2_grid()`, traversed from the
-strongest to the weakest, each fit warm-started from the previous solution (strongly
+The paper's protocol (`select_and_refit`): 45 strengths `protocol.l2_grid()`, traversed from
+the strongest to the weakest, each fit warm-started from the previous solution (strongly
 regularised problems are well conditioned and their solutions small, so the path starts
 cheap and each solution is a close start for the next); the strength with the best
 validation metric wins (ties go to the stronger one); the model is refitted on train +
@@ -37,14 +37,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfhub_transfer import lbfgs
+from tfhub_transfer import protocol
 
 DEFAULT_MAX_ITER = 1000
 DEFAULT_TOL = 1e-4
-
-
-def l2_grid(size: int = 45) -> np.ndarray:
-  """The paper's strengths: `size` log-spaced values from 1e-6 to 1e5."""
-  return np.logspace(-6.0, 5.0, size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +74,6 @@ class SelectionResult:
     model: the model refitted on train + validation at `best_l2`.
     l2_values: the strengths tried, strongest first (the traversal order).
     val_scores: validation metric of the train-only fit at each strength.
-    fit_seconds: wall time of each train-only fit (including validation scoring).
     iterations: L-BFGS iterations of each train-only fit (0 where the previous solution was
       already within tol).
     refit_seconds: wall time of the final refit.
@@ -87,7 +82,6 @@ class SelectionResult:
   model: LinearModel
   l2_values: tuple[float, ...]
   val_scores: tuple[float, ...]
-  fit_seconds: tuple[float, ...]
   iterations: tuple[int, ...]
   refit_seconds: float
 
@@ -211,7 +205,8 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
     multi_label: one sigmoid classifier per class instead of a softmax.
     num_classes: C.
     metric_fn: `metric_fn(labels, scores) -> float`, higher is better (see `metrics`).
-    l2_values: strengths to try (any order; traversed strongest first); `l2_grid()` if None.
+    l2_values: strengths to try (any order; traversed strongest first); `protocol.l2_grid()`
+      if None.
     max_iter, tol: as in `fit`, for every fit.
 
   Returns:
@@ -221,15 +216,14 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
                                    num_classes=num_classes)
   val_x, val_y = _check_inputs(val_x, val_y, multi_label=multi_label,
                                num_classes=num_classes)
-  l2_values = l2_grid() if l2_values is None else np.asarray(l2_values, np.float64)
+  l2_values = protocol.l2_grid() if l2_values is None else np.asarray(l2_values, np.float64)
   if l2_values.ndim != 1 or l2_values.size == 0:
     raise ValueError(f"l2_values must be a non-empty 1-D list, got shape {l2_values.shape}.")
   order = tuple(float(v) for v in np.sort(l2_values)[::-1])
   problem = _to_problem(train_x, train_y, multi_label=multi_label, num_classes=num_classes)
   val_features = tf.cast(tf.convert_to_tensor(val_x), tf.float32)  # On the device, once.
-  models, scores, seconds = [], [], []
+  models, scores = [], []
   for l2 in order:
-    start = time.perf_counter()
     # Where the previous solution is already within tol at this strength, the solver would
     # stop at once: take it (and its score) without the call.
     model, grad = (_at_strength(models[-1], grad, l2, num_examples=len(train_x), tol=tol)
@@ -243,7 +237,6 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
       val_scores = tf.matmul(val_features, model.weights) + model.bias
       scores.append(float(metric_fn(val_y, val_scores.numpy())))
     models.append(model)
-    seconds.append(time.perf_counter() - start)
   best = int(np.argmax(scores))  # First maximum along the path: the strongest tied value.
 
   start = time.perf_counter()
@@ -254,6 +247,6 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
   model, _ = _fit_problem(everything, l2=order[best], multi_label=multi_label,
                           init=models[best], max_iter=max_iter, tol=tol)
   return SelectionResult(best_l2=order[best], model=model, l2_values=order,
-                         val_scores=tuple(scores), fit_seconds=tuple(seconds),
+                         val_scores=tuple(scores),
                          iterations=tuple(m.iterations for m in models),
                          refit_seconds=time.perf_counter() - start)

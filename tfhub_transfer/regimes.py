@@ -1,173 +1,114 @@
-"""The paper's protocol for one cell, per regime: select on validation, refit on train+val,
-evaluate once on test. The test split is read only after every choice is made.
+"""The three regimes of the paper, one `RegimeSpec` each: every fact about a regime lives here.
 
-`run_logreg`: frozen features (cached) + L2 logistic regression over the L2 path.
-`run_trained`: `finetune`/`scratch`: a keras-tuner search over learning rate x weight decay,
-then a refit of the best trial on train+val.
+  logreg    frozen ImageNet features + L2 logistic regression over the L2 path;
+  finetune  ImageNet init, every weight trained, learning rate x weight decay searched;
+  scratch   random init, every weight trained, its own grid and a longer budget.
+
+The registry is plain data (no TensorFlow), so the CLI, the report and the results schema read
+it cheaply; the runner of a regime is named as "module:function" and imported on use.
 """
 
 import dataclasses
-import math
-import os
-import time
-from typing import Any, Optional
+import importlib
+from typing import Callable, Optional
 
-import tensorflow as tf
-from absl import logging
+from tfhub_transfer import protocol
 
-from tfhub_transfer import backbones
-from tfhub_transfer import features as features_lib
-from tfhub_transfer import hparams
-from tfhub_transfer import logreg
-from tfhub_transfer import metrics
-from tfhub_transfer import pipeline
-from tfhub_transfer import training
-from tfhub_transfer import tuning
-from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.preprocessing import get_preprocess_fn
-from tfhub_transfer.transfer_head import build_transfer_head
+IMAGENET = "imagenet"
+RANDOM = "random"
+
+# Config fields every regime's outcome depends on (besides the cell key and the backbone).
+_COMMON_FIELDS = ("max_examples",)
 
 
-@dataclasses.dataclass
-class CellContext:
-  """What both regimes need, resolved once by `run_experiment`."""
-  config: ExperimentConfig
-  backbone: backbones.BackboneSpec
-  dataset: Any  # datasets.DatasetSpec
-  splits: Any  # datasets.Splits
-  weights: str
-  strategy: tf.distribute.Strategy
-  cell_dir: str
-  record_trial_fn: Optional[tuning.RecordTrialFn] = None
+@dataclasses.dataclass(frozen=True)
+class RegimeSpec:
+  """One regime of the study.
 
-  def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False):
-    return pipeline.make_pipeline(
-        getattr(self.splits, split), image_size=self.backbone.image_size,
-        preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
-        batch_size=self.config.batch_size, training=training_mode, seed=self.config.seed,
-        repeat=repeat, drop_remainder=repeat)
-
-  def num_batches(self, split: str) -> int:
-    return math.ceil(self.splits.sizes[split] / self.config.batch_size)
-
-  def build_model(self, *, weight_decay: float = 0.0):
-    return build_transfer_head(
-        self.backbone, regime=self.config.regime, num_classes=self.dataset.num_classes,
-        multi_label=self.dataset.multi_label, weights=self.weights,
-        weight_decay=weight_decay, seed=self.config.seed)
-
-
-def weights_identity(weights: str, seed: int) -> str:
-  """Names the exact parameters the features come from."""
-  if weights == backbones.RANDOM:
-    return f"random-seed{seed}"
-  if weights == backbones.IMAGENET:
-    return "imagenet"
-  return "file-" + features_lib.file_identity(weights)
-
-
-def run_logreg(ctx: CellContext) -> dict[str, Any]:
-  """Extracts (or reuses) features, fits the L2 path, refits, tests."""
-  built = []
-
-  def feature_fn(images):
-    # The backbone is built on the first cache miss only: a rerun reads every split from the
-    # cache without it.
-    if not built:
-      with ctx.strategy.scope():
-        built.append(features_lib.make_feature_fn(ctx.build_model(), ctx.strategy))
-    return built[0](images)
-
-  cache_dir = os.path.join(ctx.config.workdir, "features")
-  weights_id = weights_identity(ctx.weights, ctx.config.seed)
-  cached, extract_s = {}, 0.0
-  for split in ("train", "val", "test"):
-    parts = {
-        "backbone": dataclasses.asdict(ctx.backbone),
-        "weights": weights_id,
-        "dataset": ctx.config.dataset, "split": split, "split_info": ctx.splits.info,
-        "size": ctx.splits.sizes[split], "data_dir": ctx.config.data_dir,
-        "image_size": ctx.backbone.image_size, "preprocessing": ctx.backbone.preprocessing,
-    }
-    cached[split] = features_lib.extract_features(
-        feature_fn, ctx.batches(split), cache_dir=cache_dir,
-        key=features_lib.cache_key(parts), num_batches=ctx.num_batches(split),
-        description=f"{ctx.config.model}/{ctx.config.dataset}/{split}", key_parts=parts)
-    extract_s += cached[split].seconds
-  metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
-  start = time.perf_counter()
-  selection = logreg.select_and_refit(
-      cached["train"].features, cached["train"].labels, cached["val"].features,
-      cached["val"].labels, multi_label=ctx.dataset.multi_label,
-      num_classes=ctx.dataset.num_classes, metric_fn=metric_fn,
-      l2_values=logreg.l2_grid(ctx.config.l2_grid_size))
-  fit_s = time.perf_counter() - start
-  test_metric = metric_fn(cached["test"].labels,
-                          logreg.predict_scores(selection.model, cached["test"].features))
-  best = selection.l2_values.index(selection.best_l2)
-  return {
-      "val_metric": float(selection.val_scores[best]),
-      "test_metric": float(test_metric),
-      "hparams": {"l2": float(selection.best_l2)},
-      "timings": {"extract_s": extract_s, "fit_s": fit_s},
-      "feature_cache": {s: {"path": c.path, "hit": c.from_cache} for s, c in cached.items()},
-      "search": {"l2": list(selection.l2_values), "val_metric": list(selection.val_scores),
-                 "iterations": list(selection.iterations)},
-  }
-
-
-def run_trained(ctx: CellContext) -> Optional[dict[str, Any]]:
-  """Searches the grid with keras-tuner, refits the best on train+val, tests.
-
-  Returns None in a keras-tuner worker process: the chief owns the cell's record.
+  Attributes:
+    name: registry name (`--regime`).
+    title: how figures and reports title it.
+    default_weights: `imagenet` or `random`: the init when `--weights` is not given.
+    pretrained_allowed: whether `--weights` may name pretrained weights.
+    trains_backbone: whether the backbone's weights are trained (else frozen, batch norm on
+      its moving statistics).
+    learning_rates: the paper's learning-rate grid (empty: no gradient training).
+    weight_decays: the paper's weight-decay grid.
+    paper_train_steps: the paper's step budget at batch 256 (None: fitted to convergence).
+    protocol_fields: the `ExperimentConfig` fields its outcome depends on besides the cell
+      key; they key its stored result, tuner state and checkpoints.
+    runner: "module:function" running one cell, `(CellContext) -> Outcome | None`.
+    paper_column: column of the paper's reference networks table (average log-odds).
   """
-  config, regime = ctx.config, ctx.config.regime
-  hparams.per_replica_batch_size(config.batch_size, ctx.strategy.num_replicas_in_sync)
-  train_steps = config.train_steps or hparams.QUICK_TRAIN_STEPS
-  metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
+  name: str
+  title: str
+  default_weights: str
+  pretrained_allowed: bool
+  trains_backbone: bool
+  learning_rates: tuple[float, ...]
+  weight_decays: tuple[float, ...]
+  paper_train_steps: Optional[int]
+  protocol_fields: tuple[str, ...]
+  runner: str
+  paper_column: str
 
-  def build_for(split):
-    def build(weight_decay):
-      model = ctx.build_model(weight_decay=weight_decay)
-      training.batch_norm_setup(model, ctx.splits.sizes[split], config.batch_size)
-      return model
-    return build
+  @property
+  def searches_with_tuner(self) -> bool:
+    return bool(self.learning_rates)
 
-  setup = training.TrainSetup(train_steps=train_steps,
-                              log_dir=os.path.join(ctx.cell_dir, "tensorboard"))
-  hypermodel = tuning.TransferHyperModel(
-      build_model_fn=build_for("train"),
-      learning_rates=config.learning_rates or hparams.learning_rate_grid(regime),
-      weight_decays=config.weight_decays or hparams.weight_decay_grid(regime),
-      setup=setup, train_data=ctx.batches("train", training_mode=True, repeat=True),
-      val_data=ctx.batches("val"), metric_fn=metric_fn,
-      backup_root=os.path.join(ctx.cell_dir, "backup"), record_trial_fn=ctx.record_trial_fn)
-  tuner = tuning.make_tuner(hypermodel, kind=config.tuner,
-                            directory=os.path.join(config.workdir, "tuner"),
-                            project_name=os.path.basename(ctx.cell_dir), seed=config.seed,
-                            max_trials=config.max_trials, strategy=ctx.strategy)
-  start = time.perf_counter()
-  tuner.search()
-  search_s = time.perf_counter() - start
-  if tuning.is_tuner_worker():
-    return None
-  chosen = tuning.best_trial(tuner)
-  best, val_metric = dict(chosen.hyperparameters.values), chosen.score
+  def get_runner(self) -> Callable:
+    module, function = self.runner.split(":")
+    return getattr(importlib.import_module(module), function)
 
-  start = time.perf_counter()
-  with ctx.strategy.scope():
-    model = build_for("trainval")(weight_decay=best["weight_decay"])
-    training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps)
-  refit_setup = dataclasses.replace(setup,
-                                    log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
-  training.train(model, ctx.batches("trainval", training_mode=True, repeat=True), refit_setup,
-                 backup_dir=os.path.join(ctx.cell_dir, "backup_refit"))
-  refit_s = time.perf_counter() - start
-  test_metric = training.evaluate(model, ctx.batches("test"), metric_fn)
-  return {
-      "val_metric": float(val_metric),
-      "test_metric": float(test_metric),
-      "hparams": {**best, "train_steps": train_steps, "batch_size": config.batch_size},
-      "timings": {"search_s": search_s, "refit_s": refit_s, "train_s": search_s + refit_s},
-      "search": {"tuner": config.tuner, "trials": len(tuner.oracle.trials)},
-  }
+  def resolve_weights(self, weights: Optional[str]) -> str:
+    """The weights this regime uses; None means its default.
+
+    Raises:
+      ValueError: pretrained weights asked for where the regime trains from random init.
+        (Random weights under `logreg` or `finetune` are allowed: the usual control.)
+    """
+    if weights is None:
+      return self.default_weights
+    if not self.pretrained_allowed and weights != RANDOM:
+      raise ValueError(f"--regime={self.name} trains from random init, but --weights="
+                       f"{weights!r} asks for pretrained weights. Drop --weights or use "
+                       f"--regime=finetune.")
+    return weights
+
+
+_TRAINED_FIELDS = _COMMON_FIELDS + ("batch_size", "train_steps", "learning_rates",
+                                    "weight_decays", "tuner", "max_trials")
+
+REGIMES: dict[str, RegimeSpec] = {s.name: s for s in [
+    RegimeSpec(
+        name="logreg", title="Logistic regression on frozen features",
+        default_weights=IMAGENET, pretrained_allowed=True, trains_backbone=False,
+        learning_rates=(), weight_decays=(), paper_train_steps=None,
+        protocol_fields=_COMMON_FIELDS + ("l2_grid_size",),
+        runner="tfhub_transfer.runners:run_logreg", paper_column="avg_logodds_logreg"),
+    RegimeSpec(
+        name="finetune", title="Fine-tuned",
+        default_weights=IMAGENET, pretrained_allowed=True, trains_backbone=True,
+        learning_rates=protocol.FINETUNE_LEARNING_RATES,
+        weight_decays=protocol.FINETUNE_WEIGHT_DECAYS,
+        paper_train_steps=protocol.PAPER_FINETUNE_STEPS, protocol_fields=_TRAINED_FIELDS,
+        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_finetune"),
+    RegimeSpec(
+        name="scratch", title="Trained from random initialization",
+        default_weights=RANDOM, pretrained_allowed=False, trains_backbone=True,
+        learning_rates=protocol.SCRATCH_LEARNING_RATES,
+        weight_decays=protocol.SCRATCH_WEIGHT_DECAYS,
+        paper_train_steps=protocol.PAPER_SCRATCH_STEPS, protocol_fields=_TRAINED_FIELDS,
+        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_scratch"),
+]}
+
+
+def get_regime_spec(name: str) -> RegimeSpec:
+  """The spec of `--regime=name`.
+
+  Raises:
+    ValueError: unknown name (the message lists the valid ones).
+  """
+  if name not in REGIMES:
+    raise ValueError(f"Unknown --regime={name!r}. Valid choices: {', '.join(REGIMES)}.")
+  return REGIMES[name]

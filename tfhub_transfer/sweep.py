@@ -1,7 +1,8 @@
 """Grids of cells (models x datasets x regimes x seeds), resumable and shardable.
 
-A cell whose record is stored with status `ok` (under the same protocol settings) is skipped, so a sweep killed with `kill -9`
-and started again loses at most the cell in flight. A failing cell (missing data, NaN, out of
+A cell whose record is stored with status `ok` under the same protocol (the store's key holds
+the protocol id, `ExperimentConfig.protocol`) is skipped, so a sweep killed with `kill -9` and
+started again loses at most the cell in flight. A failing cell (missing data, NaN, out of
 memory) is stored with its error and the sweep goes on; failed cells are retried on the next
 run. `shard=(i, n)` runs every n-th cell starting at i, so n processes or hosts with the same
 workdir (or with their own, merged later) split a grid between them.
@@ -10,12 +11,12 @@ workdir (or with their own, merged later) split a grid between them.
 import dataclasses
 import itertools
 import time
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional
 
 from absl import logging
 
 from tfhub_transfer import experiment
-from tfhub_transfer import results
+from tfhub_transfer.report import results
 from tfhub_transfer.config import ExperimentConfig
 
 
@@ -30,15 +31,28 @@ def parse_shard(text: str) -> tuple[int, int]:
   return index, count
 
 
-def make_cells(base: ExperimentConfig, *, models: Sequence[str], datasets: Sequence[str],
-               regimes: Sequence[str], seeds: Sequence[int],
-               shard: tuple[int, int] = (0, 1)) -> list[ExperimentConfig]:
-  """The grid in a fixed order (dataset-major, so feature caches are reused early)."""
-  grid = itertools.product(datasets, models, regimes, seeds)
-  cells = [dataclasses.replace(base, model=m, dataset=d, regime=r, seed=s)
-           for d, m, r, s in grid]
-  index, count = shard
-  return cells[index::count]
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """The values a sweep crosses, and which share of the cells this process runs.
+
+  Attributes:
+    models, datasets, regimes, seeds: the values of each dimension.
+    shard: (i, n): run every n-th cell of the grid, starting at the i-th.
+  """
+  models: tuple[str, ...]
+  datasets: tuple[str, ...]
+  regimes: tuple[str, ...]
+  seeds: tuple[int, ...] = (0,)
+  shard: tuple[int, int] = (0, 1)
+
+  def cells(self, base: ExperimentConfig) -> list[ExperimentConfig]:
+    """The grid's cells in a fixed order (dataset-major, so feature caches are reused early),
+    each `base` with its (model, dataset, regime, seed); this shard's share."""
+    grid = itertools.product(self.datasets, self.models, self.regimes, self.seeds)
+    cells = [dataclasses.replace(base, model=m, dataset=d, regime=r, seed=s)
+             for d, m, r, s in grid]
+    index, count = self.shard
+    return cells[index::count]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +61,10 @@ class SweepSummary:
   skipped: int
   failed: int
   failures: tuple[str, ...]
+
+  @property
+  def cells(self) -> int:
+    return self.done + self.skipped + self.failed
 
   def line(self) -> str:
     return (f"sweep: {self.done} cells run, {self.skipped} already done, "
@@ -62,13 +80,9 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
   failures = []
   start = time.perf_counter()
   for number, config in enumerate(cells, 1):
-    previous = store.get(*config.cell)
-    if previous is not None and previous["status"] == "ok":
-      if config.same_protocol(previous.get("config", {})):
-        skipped += 1
-        continue
-      logging.warning("Cell %s was stored with other settings; running it again.",
-                      config.cell)
+    if store.has_ok(*config.cell):
+      skipped += 1
+      continue
     elapsed = time.perf_counter() - start
     ran = done + len(failures)
     eta = f", ETA {elapsed / ran * (len(cells) - number + 1):.0f} s" if ran else ""
@@ -83,3 +97,10 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
     if on_result is not None and result is not None:
       on_result(result)
   return SweepSummary(done, skipped, len(failures), tuple(failures))
+
+
+def run_grid(base: ExperimentConfig, grid: Grid, *,
+             on_result: Optional[Callable] = None) -> SweepSummary:
+  """Runs this shard of the grid into `<base.workdir>`'s results store (see `run_sweep`)."""
+  return run_sweep(grid.cells(base), store=results.ResultsStore.for_workdir(base.workdir),
+                   on_result=on_result)

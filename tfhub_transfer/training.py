@@ -16,10 +16,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfhub_transfer import hparams
+from tfhub_transfer import protocol
+from tfhub_transfer.config import STRATEGIES
 from tfhub_transfer.transfer_head import set_batch_norm_momentum
-
-STRATEGIES = ("auto", "mirrored", "default", "one_device", "tpu")
 
 
 class TrainingDiverged(RuntimeError):
@@ -149,7 +148,7 @@ def batch_norm_setup(model, num_train_examples: int, batch_size: int) -> float:
   Under several replicas, batch statistics are synchronized across them, so the global batch
   is normalized as on one device.
   """
-  momentum = hparams.batch_norm_momentum(hparams.steps_per_epoch(num_train_examples,
+  momentum = protocol.batch_norm_momentum(protocol.steps_per_epoch(num_train_examples,
                                                                  batch_size))
   replicas = tf.distribute.get_strategy().num_replicas_in_sync
   count = set_batch_norm_momentum(model.backbone, momentum, synchronized=replicas > 1)

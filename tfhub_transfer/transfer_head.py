@@ -1,7 +1,7 @@
 """`TransferHead`: one backbone plus one zero-initialised linear classifier.
 
-The regime decides everything else: `logreg` freezes the backbone (batch norm uses its moving
-statistics), `finetune` trains it from ImageNet init, `scratch` trains it from random init.
+The regime's spec (`regimes.REGIMES`) decides everything else: whether the backbone is trained
+(a frozen one runs batch norm on its moving statistics) and its default init.
 """
 
 from typing import Optional
@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from tfhub_transfer import backbones
-from tfhub_transfer.config import check_regime
+from tfhub_transfer import regimes
 
 
 class TransferHead(keras.Model):
@@ -19,7 +19,7 @@ class TransferHead(keras.Model):
   Args:
     backbone: a layer mapping preprocessed images to pooled features [B, D].
     num_classes: width of the head.
-    regime: `logreg`, `finetune` or `scratch`; sets `backbone.trainable`.
+    regime: a `regimes.REGIMES` name; its `trains_backbone` sets `backbone.trainable`.
     multi_label: sigmoid (per-class binary) instead of softmax outputs.
     weight_decay: L2 penalty (weight_decay / 2) * ||w||^2 on every kernel, added to the loss
       as in the paper's TF-slim training (coupled to the gradient, not decoupled).
@@ -30,18 +30,14 @@ class TransferHead(keras.Model):
                multi_label: bool = False, weight_decay: float = 0.0,
                name: str = "transfer_head"):
     super().__init__(name=name)
-    self.regime = check_regime(regime)
+    self.regime = regime
     self.num_classes = num_classes
     self.multi_label = multi_label
     self.weight_decay = weight_decay
     self.backbone = backbone
-    self.backbone.trainable = regime != "logreg"
+    self.backbone.trainable = regimes.get_regime_spec(regime).trains_backbone
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros",
                                    bias_initializer="zeros", name="head")
-
-  @property
-  def output_activation(self) -> str:
-    return "sigmoid" if self.multi_label else "softmax"
 
   def features(self, images, training=False):
     # A frozen backbone always runs in inference mode, so batch norm uses moving statistics.
@@ -64,9 +60,6 @@ class TransferHead(keras.Model):
       replicas = tf.distribute.get_strategy().num_replicas_in_sync
       loss = loss + self.l2_penalty() / replicas
     return loss
-
-  def probabilities(self, logits):
-    return keras.activations.get(self.output_activation)(logits)
 
   def make_loss(self) -> keras.losses.Loss:
     if self.multi_label:
@@ -104,7 +97,7 @@ def build_transfer_head(spec: backbones.BackboneSpec, *, regime: str, num_classe
 
   Args:
     spec: the backbone.
-    regime: `logreg`, `finetune` or `scratch`.
+    regime: a `regimes.REGIMES` name.
     num_classes: number of classes.
     multi_label: per-class sigmoid outputs.
     weights: `imagenet`, `random`, a path, or None for the regime's default.
@@ -115,7 +108,7 @@ def build_transfer_head(spec: backbones.BackboneSpec, *, regime: str, num_classe
     The model, built for `spec.image_size` inputs.
   """
   backbone = backbones.build_backbone(
-      spec, weights=backbones.resolve_weights(regime, weights), seed=seed)
+      spec, weights=regimes.get_regime_spec(regime).resolve_weights(weights), seed=seed)
   model = TransferHead(backbone, num_classes=num_classes, regime=regime,
                        multi_label=multi_label, weight_decay=weight_decay)
   model(tf.zeros((1, spec.image_size, spec.image_size, 3)))

@@ -16,6 +16,7 @@ import keras_tuner as kt
 from absl import logging
 
 from tfhub_transfer import training
+from tfhub_transfer.config import TUNERS
 
 OBJECTIVE = "val_metric"
 
@@ -159,7 +160,7 @@ def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
     oracle = kt.oracles.BayesianOptimizationOracle(
         max_trials=max_trials or min(grid_size, 20), **oracle_args)
   else:
-    raise ValueError(f"Unknown --tuner={kind!r}. Valid choices: grid, bayesian.")
+    raise ValueError(f"Unknown --tuner={kind!r}. Valid choices: {', '.join(TUNERS)}.")
   return _Tuner(oracle=oracle, **tuner_args)
 
 

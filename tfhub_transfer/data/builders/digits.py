@@ -10,7 +10,7 @@ experiment seed: train 1,438, test 359.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfhub_transfer import splits
+from tfhub_transfer.data import splits
 
 IMAGE_SIZE = 32
 TEST_FRACTION = 0.2

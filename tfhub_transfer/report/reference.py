@@ -13,7 +13,7 @@ import functools
 import importlib.resources
 import io
 
-from tfhub_transfer import config
+from tfhub_transfer import regimes
 
 APPROXIMATE_NOTE = ("approximate: read off the paper's Figures 1-2 "
                     "(about +-0.01 log-odds, ImageNet top-1 +-0.1 point)")
@@ -32,19 +32,17 @@ class PaperNetwork:
   Attributes:
     name: backbone registry name.
     imagenet_top1: ImageNet top-1 (%) of the authors' retrained network.
-    avg_logodds_logreg: mean over the 12 datasets of log(p / (1 - p)), logistic regression.
-    avg_logodds_finetune: the same, fine-tuned.
-    avg_logodds_scratch: the same, trained from random initialization.
+    avg_logodds_by_regime: regime -> mean over the 12 datasets of log(p / (1 - p)), read
+      from each regime's `RegimeSpec.paper_column`.
   """
   name: str
   imagenet_top1: float
-  avg_logodds_logreg: float
-  avg_logodds_finetune: float
-  avg_logodds_scratch: float
+  avg_logodds_by_regime: tuple[tuple[str, float], ...]
 
   def avg_logodds(self, regime: str) -> float:
-    """The average log-odds under `regime` (`logreg`, `finetune` or `scratch`)."""
-    return getattr(self, f"avg_logodds_{config.check_regime(regime)}")
+    """The average log-odds under `regime` (a `regimes.REGIMES` name)."""
+    regimes.get_regime_spec(regime)
+    return dict(self.avg_logodds_by_regime)[regime]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,25 +66,25 @@ class PaperDataset:
 
 
 def _read_csv(filename: str, columns: tuple[str, ...]) -> list[dict[str, str]]:
-  text = importlib.resources.files("tfhub_transfer").joinpath(
-      "reference", filename).read_text(encoding="utf-8")
+  text = importlib.resources.files("tfhub_transfer.report").joinpath(
+      "reference_data", filename).read_text(encoding="utf-8")
   reader = csv.DictReader(io.StringIO(text))
   missing = set(columns) - set(reader.fieldnames or ())
   if missing:
-    raise ValueError(f"tfhub_transfer/reference/{filename} lacks columns {sorted(missing)}; "
+    raise ValueError(f"tfhub_transfer/report/reference_data/{filename} lacks columns "
+                     f"{sorted(missing)}; "
                      f"has {reader.fieldnames}. Reinstall tfhub_transfer.")
   return list(reader)
 
 
 @functools.lru_cache(maxsize=None)
 def _networks() -> tuple[PaperNetwork, ...]:
-  rows = _read_csv(_NETWORKS_CSV, ("network", "imagenet_top1", "avg_logodds_logreg",
-                                   "avg_logodds_finetune", "avg_logodds_scratch"))
+  columns = {name: spec.paper_column for name, spec in regimes.REGIMES.items()}
+  rows = _read_csv(_NETWORKS_CSV, ("network", "imagenet_top1", *columns.values()))
   return tuple(PaperNetwork(
       name=r["network"], imagenet_top1=float(r["imagenet_top1"]),
-      avg_logodds_logreg=float(r["avg_logodds_logreg"]),
-      avg_logodds_finetune=float(r["avg_logodds_finetune"]),
-      avg_logodds_scratch=float(r["avg_logodds_scratch"])) for r in rows)
+      avg_logodds_by_regime=tuple((regime, float(r[column]))
+                                  for regime, column in columns.items())) for r in rows)
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,27 +105,3 @@ def paper_networks() -> dict[str, PaperNetwork]:
 def paper_datasets() -> dict[str, PaperDataset]:
   """The paper's 12 datasets by registry name, in Table 1 order."""
   return {d.name: d for d in _datasets()}
-
-
-def _lookup(table, name, kind):
-  if name not in table:
-    raise KeyError(f"{name!r} is not one of the paper's {kind}: {', '.join(table)}.")
-  return table[name]
-
-
-def get_paper_network(name: str) -> PaperNetwork:
-  """The paper's figures for network `name`.
-
-  Raises:
-    KeyError: `name` is not one of the paper's networks (the message lists them).
-  """
-  return _lookup(paper_networks(), name, "networks")
-
-
-def get_paper_dataset(name: str) -> PaperDataset:
-  """The paper's Table 1 row for dataset `name`.
-
-  Raises:
-    KeyError: `name` is not one of the paper's datasets (the message lists them).
-  """
-  return _lookup(paper_datasets(), name, "datasets")

@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfhub_transfer import splits as splits_lib
-from tfhub_transfer.builders import folder
+from tfhub_transfer.data import splits as splits_lib
+from tfhub_transfer.data import folder
 
 
 class TfdsReader:

@@ -1,7 +1,7 @@
 """The report: a table per regime, ours vs the paper, the correlations and Figure 1.
 
 The numbers (average log-odds, Pearson r and its CI) come from `correlation` and the figure
-from `plots`; this module orders and formats them as Markdown (`format_report`) and writes
+from `plots`; this module orders and formats them as Markdown and writes
 report.md, table_<regime>.csv, summary.csv and figure1.png (`write_report`).
 """
 
@@ -12,12 +12,12 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from tfhub_transfer import config
-from tfhub_transfer import correlation
-from tfhub_transfer import plots
-from tfhub_transfer import records
-from tfhub_transfer import reference
-from tfhub_transfer import results
+from tfhub_transfer import regimes
+from tfhub_transfer.report import correlation
+from tfhub_transfer.report import plots
+from tfhub_transfer.report import records
+from tfhub_transfer.report import reference
+from tfhub_transfer.report import results
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
                   "n_common_datasets", "avg_logodds_common", "paper_avg_logodds")
@@ -28,11 +28,19 @@ METRIC_NAMES = {"top1": "top-1 accuracy", "mean_per_class": "mean per-class accu
 @dataclasses.dataclass(frozen=True)
 class ReportPaths:
   """What `write_report` wrote, and the Markdown text of report.md."""
+  out_dir: str
   report_md: str
   tables: dict[str, str]
   summary_csv: str
   figure_png: str
   markdown: str
+  exports: tuple[str, ...] = ()
+
+  def names(self) -> list[str]:
+    """The files written, by name (tables as table_<regime>.csv)."""
+    return ([os.path.basename(self.report_md), "table_<regime>.csv",
+             os.path.basename(self.summary_csv), os.path.basename(self.figure_png)]
+            + [os.path.basename(p) for p in self.exports])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +64,12 @@ def _load(store_or_records) -> list[dict[str, Any]]:
 
 
 def _build(store_or_records, imagenet_top1, samples, seed) -> _Report:
-  loaded = _load(store_or_records)
+  loaded = records.label_protocol_variants(_load(store_or_records))
   cells = correlation.average_cells(loaded)
   top1 = {name: n.imagenet_top1 for name, n in reference.paper_networks().items()}
   top1.update(imagenet_top1 or {})
   correlations = {regime: correlation.correlate(cells, regime, top1, samples=samples,
-                                                seed=seed) for regime in config.REGIMES}
+                                                seed=seed) for regime in regimes.REGIMES}
   return _Report(cells, top1, correlations, [r for r in loaded if r["status"] == "failed"],
                  sum(r["status"] == "ok" for r in loaded), samples, seed)
 
@@ -81,7 +89,7 @@ def _summary_rows(report) -> list[dict[str, Any]]:
   """Per regime and model: average log-odds over its datasets, over the common ones, paper's."""
   networks = reference.paper_networks()
   out = []
-  for regime in config.REGIMES:
+  for regime in regimes.REGIMES:
     corr = report.correlations[regime]
     common = dict(zip(corr.models, corr.logodds))
     rows = correlation.cells_by_model(report.cells, regime)
@@ -118,8 +126,8 @@ def _markdown(report) -> str:
     elif d in paper and paper[d].metric != metrics:
       lines.append(f"- Note: {d} is in {metrics}; the paper reports {paper[d].metric}.")
   summary = {(r["regime"], r["model"]): r for r in _summary_rows(report)}
-  for regime in config.REGIMES:
-    lines += ["", f"## {plots.REGIME_TITLES[regime]} (`{regime}`)", ""]
+  for regime in regimes.REGIMES:
+    lines += ["", f"## {regimes.REGIMES[regime].title} (`{regime}`)", ""]
     lines += _regime_section(report, regime, summary)
   lines += ["", "## Ours vs the paper (average log-odds)", ""] + _comparison(report, summary)
   if report.failed:
@@ -178,22 +186,16 @@ def _comparison(report, summary) -> list[str]:
   lines = [f"Paper values are {reference.APPROXIMATE_NOTE}, each over its 12 datasets; ours "
            f"are over `(n)` datasets, so they compare only where n = 12.", "",
            "| model | ImageNet top-1 | " + " | ".join(
-               f"{regime} ours | {regime} paper" for regime in config.REGIMES) + " |",
-           "|---" * (2 + 2 * len(config.REGIMES)) + "|"]
+               f"{regime} ours | {regime} paper" for regime in regimes.REGIMES) + " |",
+           "|---" * (2 + 2 * len(regimes.REGIMES)) + "|"]
   for model in _ordered_models(report, {m for (_, m) in summary}):
     parts = []
-    for regime in config.REGIMES:
+    for regime in regimes.REGIMES:
       s = summary.get((regime, model))
       parts += [f"{s['avg_logodds']:.2f} ({s['n_datasets']})" if s else "–",
                 _fmt(networks[model].avg_logodds(regime) if model in networks else None)]
     lines.append(f"| {model} | {_fmt(report.top1.get(model))} | " + " | ".join(parts) + " |")
   return lines
-
-
-def format_report(store_or_records, *, imagenet_top1: Optional[Mapping[str, float]] = None,
-                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES, seed: int = 0) -> str:
-  """The report as Markdown text (see `write_report` for the arguments)."""
-  return _markdown(_build(store_or_records, imagenet_top1, bootstrap_samples, seed))
 
 
 def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str, Any]]],
@@ -214,8 +216,8 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
   """
   report = _build(store_or_records, imagenet_top1, bootstrap_samples, seed)
   os.makedirs(out_dir, exist_ok=True)
-  paths = ReportPaths(os.path.join(out_dir, "report.md"),
-                      {r: os.path.join(out_dir, f"table_{r}.csv") for r in config.REGIMES},
+  paths = ReportPaths(out_dir, os.path.join(out_dir, "report.md"),
+                      {r: os.path.join(out_dir, f"table_{r}.csv") for r in regimes.REGIMES},
                       os.path.join(out_dir, "summary.csv"),
                       os.path.join(out_dir, "figure1.png"),
                       _markdown(report) + "\n![Figure 1](figure1.png)\n")
@@ -240,3 +242,16 @@ def _write_csv(path, header, rows):
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows([["" if v is None else v for v in row] for row in rows])
+
+
+def write_workdir_report(workdir: str, *,
+                         imagenet_top1: Optional[Mapping[str, float]] = None) -> ReportPaths:
+  """`--mode=report`: the report of a workdir's store in `<workdir>/report/`, plus every
+  stored record in full (results.csv, results.json) for other tools."""
+  store = results.ResultsStore.for_workdir(workdir)
+  out_dir = os.path.join(workdir, "report")
+  paths = write_report(store, out_dir, imagenet_top1=imagenet_top1)
+  exports = (os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.json"))
+  store.export_csv(exports[0])
+  store.export_json(exports[1])
+  return dataclasses.replace(paths, exports=exports)

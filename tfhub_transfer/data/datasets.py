@@ -17,9 +17,11 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfhub_transfer import builders
-from tfhub_transfer.builders import readers
-from tfhub_transfer import splits as splits_lib
+from tfhub_transfer import columns
+from tfhub_transfer.data import builders
+from tfhub_transfer.data import folder
+from tfhub_transfer.data import readers
+from tfhub_transfer.data import splits as splits_lib
 
 TOP1 = "top1"
 MEAN_PER_CLASS = "mean_per_class"
@@ -146,8 +148,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
 def folder_spec(name: str) -> DatasetSpec:
   """The spec of `folder:<path>` (lists the class folders, validates no image)."""
   root = os.path.abspath(os.path.expanduser(name[len(FOLDER_PREFIX):]))
-  class_names = builders.folder.list_class_names(root)
-  if builders.folder.has_split_dirs(root):
+  class_names = folder.list_class_names(root)
+  if folder.has_split_dirs(root):
     test_fraction, note = None, f"images in {root}/{{train,test}}/<class>/"
   else:
     test_fraction = FOLDER_TEST_FRACTION
@@ -191,12 +193,9 @@ def format_datasets_table() -> str:
         f"{spec.paper_test_size:,}" if spec.paper_test_size else "-", spec.metric,
         f"{spec.val_fraction:.0%} held-out" if spec.heldout_val else "official",
         f"{spec.tfds_name}: {spec.status}"))
-  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-  lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  lines.append("train/test: the paper's sizes (train = train + val). Also: "
-               f"{FOLDER_PREFIX}<path> (<path>/<class>/* or <path>/{{train,test}}/<class>/*).")
-  return "\n".join(lines)
+  return (columns.align(rows, rule=True) + "\ntrain/test: the paper's sizes (train = train + "
+          f"val). Also: {FOLDER_PREFIX}<path> (<path>/<class>/* or "
+          f"<path>/{{train,test}}/<class>/*).")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,12 +5,9 @@ from typing import Mapping
 
 import numpy as np
 
-from tfhub_transfer import config
-from tfhub_transfer import correlation
-from tfhub_transfer import reference
-
-REGIME_TITLES = {"logreg": "Logistic regression on frozen features",
-                 "finetune": "Fine-tuned", "scratch": "Trained from random initialization"}
+from tfhub_transfer import regimes
+from tfhub_transfer.report import correlation
+from tfhub_transfer.report import reference
 
 
 def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str) -> None:
@@ -21,10 +18,10 @@ def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str)
   """
   from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
-  fig = figure.Figure(figsize=(5.2 * len(config.REGIMES), 4.8), layout="constrained")
+  fig = figure.Figure(figsize=(5.2 * len(regimes.REGIMES), 4.8), layout="constrained")
   backend_agg.FigureCanvasAgg(fig)
   paper = list(reference.paper_networks().values())
-  for ax, regime in zip(fig.subplots(1, len(config.REGIMES)), config.REGIMES):
+  for ax, regime in zip(fig.subplots(1, len(regimes.REGIMES)), regimes.REGIMES):
     corr = correlations[regime]
     ax.scatter([n.imagenet_top1 for n in paper], [n.avg_logodds(regime) for n in paper],
                s=18, color="0.7", label="paper, 16 networks (approx.)", zorder=1)
@@ -46,7 +43,7 @@ def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str)
         ax.text(0.5, 0.5, "no results to plot" if corr.reason == "no results in this regime"
                 else corr.reason, transform=ax.transAxes, ha="center", va="center",
                 wrap=True, fontsize=9, color="tab:red")
-    ax.set_title(REGIME_TITLES[regime] + "\n" + textwrap.fill(subtitle, 60), fontsize=9)
+    ax.set_title(regimes.REGIMES[regime].title + "\n" + textwrap.fill(subtitle, 60), fontsize=9)
     ax.margins(x=0.12, y=0.08)
     ax.set_xlabel("ImageNet top-1 (%)")
     ax.set_ylabel("average transfer accuracy (log-odds)")

@@ -1,22 +1,24 @@
 """What a stored result or tuner trial holds: its key, its fields and their valid values.
 
-A result record is the dict `run_experiment` returns for one (model, dataset, regime, seed)
-cell. `check_record` and `check_trial` validate one and return its plain-JSON copy, which is
-what `results.ResultsStore` stores and the report reads.
+A result record is the dict `run_experiment` stores for one cell: (model, dataset, regime,
+seed) under one protocol (`config.ExperimentConfig.protocol`, the id of the settings the
+outcome depends on; "" for records made by hand or before protocols were recorded).
+`check_record` and `check_trial` validate one and return its plain-JSON copy, which is what
+`results.ResultsStore` stores and the report reads. `summary_line` is its one-line text.
 """
 
 import math
 import numbers
 from typing import Any, Optional
 
-from tfhub_transfer import config
 from tfhub_transfer import metrics
+from tfhub_transfer import regimes
 
 STATUSES = ("ok", "failed")
 METRICS = tuple(metrics.METRICS)
-KEY_FIELDS = ("model", "dataset", "regime", "seed")
-TRIAL_FIELDS = KEY_FIELDS + ("trial_id", "hparams", "val_metric", "status", "error",
-                            "stored_at")
+KEY_FIELDS = ("model", "dataset", "regime", "seed", "protocol")
+TRIAL_KEY_FIELDS = KEY_FIELDS + ("trial_id",)
+TRIAL_FIELDS = TRIAL_KEY_FIELDS + ("hparams", "val_metric", "status", "error", "stored_at")
 
 
 def to_jsonable(value: Any) -> Any:
@@ -49,6 +51,7 @@ def check_record(record: dict[str, Any]) -> dict[str, Any]:
   """
   if not isinstance(record, dict):
     raise ValueError(f"A results record must be a dict, got {type(record).__name__}.")
+  record = {"protocol": "", **record}
   missing = [k for k in KEY_FIELDS + ("status",) if k not in record]
   if missing:
     raise ValueError(f"Results record lacks {missing}; every record needs "
@@ -68,19 +71,21 @@ def check_record(record: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
-def check_key(model: str, dataset: str, regime: str, seed: int) -> None:
-  """Raises ValueError unless (model, dataset, regime, seed) is a valid cell key."""
+def check_key(model: str, dataset: str, regime: str, seed: int, protocol: str = "") -> None:
+  """Raises ValueError unless (model, dataset, regime, seed, protocol) is a valid key."""
   for name, value in (("model", model), ("dataset", dataset)):
     if not isinstance(value, str) or not value:
       raise ValueError(f"Record {name}={value!r} must be a non-empty string.")
-  config.check_regime(regime)
+  if not isinstance(protocol, str):
+    raise ValueError(f"Record protocol={protocol!r} must be a string (a protocol id).")
+  regimes.get_regime_spec(regime)
   if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
     raise ValueError(f"Record seed={seed!r} must be an integer.")
 
 
-def check_trial(model: str, dataset: str, regime: str, seed: int, trial_id: Any, *,
-                hparams: dict[str, Any], val_metric: Optional[float], status: str,
-                error: Optional[str]) -> dict[str, Any]:
+def check_trial(model: str, dataset: str, regime: str, seed: int, protocol: str,
+                trial_id: Any, *, hparams: dict[str, Any], val_metric: Optional[float],
+                status: str, error: Optional[str]) -> dict[str, Any]:
   """Validates one hyperparameter-search trial and returns it as a plain-JSON dict.
 
   Returns:
@@ -89,7 +94,7 @@ def check_trial(model: str, dataset: str, regime: str, seed: int, trial_id: Any,
   Raises:
     ValueError: a bad key, status, hparams, error or val_metric.
   """
-  check_key(model, dataset, regime, seed)
+  check_key(model, dataset, regime, seed, protocol)
   if status not in STATUSES:
     raise ValueError(f"Trial status={status!r}; expected one of {STATUSES}.")
   if not isinstance(hparams, dict):
@@ -98,7 +103,7 @@ def check_trial(model: str, dataset: str, regime: str, seed: int, trial_id: Any,
   val_metric = to_jsonable(val_metric)
   _check_fraction("val_metric", val_metric, required=status == "ok")
   return {"model": model, "dataset": dataset, "regime": regime, "seed": int(seed),
-          "trial_id": str(trial_id), "hparams": to_jsonable(hparams),
+          "protocol": protocol, "trial_id": str(trial_id), "hparams": to_jsonable(hparams),
           "val_metric": val_metric, "status": status, "error": error}
 
 
@@ -115,3 +120,42 @@ def _check_fraction(name, value, *, required):
     hint = " If it is a percentage, divide it by 100." if (
         isinstance(value, numbers.Real) and 1 < value <= 100) else ""
     raise ValueError(f"Record {name}={value!r} must be a fraction in [0, 1].{hint}")
+
+
+def summary_line(record: dict[str, Any]) -> str:
+  """One line for a terminal: the cell, its test and validation metric, what was chosen."""
+  r = record
+  if r["status"] != "ok":
+    return f"{r['model']} / {r['dataset']} / {r['regime']}: FAILED: {r['error']}"
+  chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in r["hparams"].items())
+  return (f"{r['model']} / {r['dataset']} / {r['regime']} (seed {r['seed']}): test "
+          f"{r['metric']} = {100 * r['test_metric']:.2f}% (validation "
+          f"{100 * r['val_metric']:.2f}%), chosen {chosen}, "
+          f"{r['timings']['total_s']:.1f} s")
+
+
+def label_protocol_variants(loaded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Renames models measured under several protocols, so no table mixes protocols.
+
+  Where one (regime, model) has records under more than one protocol (say a step-budget
+  study), each record's model becomes `model [k=v, ...]`, listing the protocol settings that
+  differ between them; everything else is returned unchanged.
+  """
+  groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+  for r in loaded:
+    groups.setdefault((r["regime"], r["model"]), []).append(r)
+  out = []
+  for group in groups.values():
+    settings = {r.get("protocol", ""): r.get("protocol_settings") or {} for r in group}
+    if len(settings) < 2:
+      out += group
+      continue
+    names = sorted({k for s in settings.values() for k in s})
+    differing = [k for k in names if len({repr(s.get(k)) for s in settings.values()}) > 1]
+    for r in group:
+      s = settings[r.get("protocol", "")]
+      suffix = (", ".join(f"{k}={s.get(k)}" for k in differing) if differing
+                else f"protocol {r.get('protocol') or 'unrecorded'}")
+      out.append({**r, "model": f"{r['model']} [{suffix}]"})
+  return out

@@ -1,7 +1,7 @@
 """The results store: one SQLite file per workdir, safe to share between processes.
 
-Each (model, dataset, regime, seed) cell has at most one row, holding the key fields as
-columns and the whole record (checked by `records.check_record`) as JSON. Every write is
+Each (model, dataset, regime, seed, protocol) key has at most one row, holding the key fields
+as columns and the whole record (checked by `records.check_record`) as JSON. Every write is
 one `BEGIN IMMEDIATE` transaction, so a process killed mid-write leaves the previous state,
 never a half row. Several processes may write to the same file: the database runs in WAL
 mode with a busy timeout, and a write that still finds the file locked is retried with
@@ -21,29 +21,48 @@ from typing import Any, Callable, Iterable, Optional
 
 from absl import logging
 
-from tfhub_transfer.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
-from tfhub_transfer.records import check_record, check_trial
+from tfhub_transfer.report.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
+from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, check_record, check_trial
 
 RESULTS_FILENAME = "results.sqlite"
-SCHEMA_VERSION = 1
+# 1: keyed by (model, dataset, regime, seed). 2: the protocol id joins the key.
+SCHEMA_VERSION = 2
 CSV_FIELDS = KEY_FIELDS + ("status", "metric", "val_metric", "test_metric", "error",
                            "created_at", "record")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
   model TEXT NOT NULL, dataset TEXT NOT NULL, regime TEXT NOT NULL, seed INTEGER NOT NULL,
+  protocol TEXT NOT NULL DEFAULT '',
   status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
   metric TEXT, val_metric REAL, test_metric REAL, error TEXT, created_at TEXT,
   stored_at TEXT NOT NULL,
   record TEXT NOT NULL,
-  PRIMARY KEY (model, dataset, regime, seed));
+  PRIMARY KEY (model, dataset, regime, seed, protocol));
 CREATE TABLE IF NOT EXISTS trials (
   model TEXT NOT NULL, dataset TEXT NOT NULL, regime TEXT NOT NULL, seed INTEGER NOT NULL,
+  protocol TEXT NOT NULL DEFAULT '',
   trial_id TEXT NOT NULL, hparams TEXT NOT NULL, val_metric REAL,
   status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
   error TEXT, stored_at TEXT NOT NULL,
-  PRIMARY KEY (model, dataset, regime, seed, trial_id));
+  PRIMARY KEY (model, dataset, regime, seed, protocol, trial_id));
 """
+
+
+def _migrate_from_v1(conn: sqlite3.Connection) -> None:
+  """Schema 1 -> 2: the protocol column joins the key; old rows get protocol ''.
+
+  Their records stay as they were (a report shows them), but a run never takes them for its
+  own: a current run's protocol id is never ''.
+  """
+  for table in ("results", "trials"):
+    conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+  for statement in filter(str.strip, _SCHEMA.split(";")):
+    conn.execute(statement)
+  for table in ("results", "trials"):
+    names = ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({table}_v1)"))
+    conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {table}_v1")
+    conn.execute(f"DROP TABLE {table}_v1")
 
 
 def _now() -> str:
@@ -118,6 +137,8 @@ class ResultsStore:
       if version > SCHEMA_VERSION:
         raise RuntimeError(f"{self.path} has schema version {version}, newer than this "
                            f"tfhub_transfer's {SCHEMA_VERSION}: upgrade tfhub_transfer.")
+      if version == 1:
+        _migrate_from_v1(conn)
       for statement in filter(str.strip, _SCHEMA.split(";")):
         conn.execute(statement)
       conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -153,22 +174,18 @@ class ResultsStore:
       return stored
     return self._write(insert)
 
-  def get(self, model: str, dataset: str, regime: str, seed: int) -> Optional[dict]:
-    """The cell's record, or None if it has none."""
-    rows = self._select("SELECT record FROM results WHERE model = ? AND dataset = ? AND "
-                        "regime = ? AND seed = ?", (model, dataset, regime, seed))
+  def get(self, model: str, dataset: str, regime: str, seed: int,
+          protocol: str = "") -> Optional[dict]:
+    """The record stored under the key, or None if there is none."""
+    rows = self._select(f"SELECT record FROM results{_KEY_WHERE}",
+                        (model, dataset, regime, seed, protocol))
     return json.loads(rows[0][0]) if rows else None
 
-  def has_ok(self, model: str, dataset: str, regime: str, seed: int) -> bool:
-    """Whether the cell has a successful result (so a rerun may skip it)."""
-    return bool(self._select("SELECT 1 FROM results WHERE model = ? AND dataset = ? AND "
-                             "regime = ? AND seed = ? AND status = 'ok'",
-                             (model, dataset, regime, seed)))
-
-  def done_cells(self) -> set[tuple[str, str, str, int]]:
-    """The (model, dataset, regime, seed) keys with a successful result."""
-    return set(self._select(f"SELECT {', '.join(KEY_FIELDS)} FROM results "
-                            f"WHERE status = 'ok'"))
+  def has_ok(self, model: str, dataset: str, regime: str, seed: int,
+             protocol: str = "") -> bool:
+    """Whether the key has a successful result (so a rerun may skip it)."""
+    return bool(self._select(f"SELECT 1 FROM results{_KEY_WHERE} AND status = 'ok'",
+                             (model, dataset, regime, seed, protocol)))
 
   def records(self, status: Optional[str] = None, *, model: Optional[str] = None,
               dataset: Optional[str] = None, regime: Optional[str] = None) -> list[dict]:
@@ -177,11 +194,12 @@ class ResultsStore:
     return [json.loads(r[0]) for r in self._select(
         f"SELECT record FROM results{where} ORDER BY {', '.join(KEY_FIELDS)}", params)]
 
-  def delete(self, model: str, dataset: str, regime: str, seed: int) -> bool:
-    """Removes a cell's result (to force a rerun); returns whether there was one."""
+  def delete(self, model: str, dataset: str, regime: str, seed: int,
+             protocol: str = "") -> bool:
+    """Removes a key's result (to force a rerun); returns whether there was one."""
     return self._write(lambda conn: conn.execute(
-        "DELETE FROM results WHERE model = ? AND dataset = ? AND regime = ? AND seed = ?",
-        (model, dataset, regime, seed)).rowcount == 1)
+        f"DELETE FROM results{_KEY_WHERE}", (model, dataset, regime, seed, protocol)
+    ).rowcount == 1)
 
   def _select(self, sql, params=()):
     return self._retry(lambda conn: [tuple(r) for r in conn.execute(sql, params)])
@@ -190,8 +208,8 @@ class ResultsStore:
 
   def put_trial(self, model: str, dataset: str, regime: str, seed: int, trial_id: str, *,
                 hparams: dict[str, Any], val_metric: Optional[float], status: str,
-                error: Optional[str] = None) -> bool:
-    """Stores one hyperparameter-search trial; idempotent on (cell, trial_id).
+                error: Optional[str] = None, protocol: str = "") -> bool:
+    """Stores one hyperparameter-search trial; idempotent on (key, trial_id).
 
     A later write of the same trial replaces it, except that a failed trial does not
     replace a successful one. Returns whether the row was written.
@@ -199,19 +217,21 @@ class ResultsStore:
     Raises:
       ValueError: a bad key, status or val_metric.
     """
-    row = _trial_row(model, dataset, regime, seed, trial_id, hparams=hparams,
+    row = _trial_row(model, dataset, regime, seed, protocol, trial_id, hparams=hparams,
                      val_metric=val_metric, status=status, error=error)
-    return self._write(lambda conn: _upsert(conn, "trials", row, TRIAL_FIELDS[:5]))
+    return self._write(lambda conn: _upsert(conn, "trials", row, TRIAL_KEY_FIELDS))
 
   def trials(self, model: Optional[str] = None, dataset: Optional[str] = None,
-             regime: Optional[str] = None, seed: Optional[int] = None, *,
+             regime: Optional[str] = None, seed: Optional[int] = None,
+             protocol: Optional[str] = None, *,
              status: Optional[str] = None) -> list[dict[str, Any]]:
-    """Stored trials (dicts with the `put_trial` fields), sorted by cell and trial_id."""
+    """Stored trials (dicts with the `put_trial` fields), sorted by key and trial_id."""
     where, params = _where(model=model, dataset=dataset, regime=regime, seed=seed,
-                           status=status)
+                           protocol=protocol, status=status)
     rows = self._select(f"SELECT {', '.join(TRIAL_FIELDS)} FROM trials{where} "
                         f"ORDER BY {', '.join(KEY_FIELDS)}, trial_id", params)
-    return [{**dict(zip(TRIAL_FIELDS, row)), "hparams": json.loads(row[5])} for row in rows]
+    return [{**dict(zip(TRIAL_FIELDS, row)),
+             "hparams": json.loads(row[TRIAL_FIELDS.index("hparams")])} for row in rows]
 
   # Export and merge.
 
@@ -249,11 +269,12 @@ class ResultsStore:
     if not isinstance(data, dict) or "results" not in data:
       raise ValueError(f"{path} is not an export_json file: expected an object with "
                        f"'results' (and 'trials').")
-    trials = [_trial_row(*(t[k] for k in TRIAL_FIELDS[:5]), hparams=t["hparams"],
-                         val_metric=t["val_metric"], status=t["status"], error=t["error"])
+    trials = [_trial_row(*({"protocol": "", **t}[k] for k in TRIAL_KEY_FIELDS),
+                         hparams=t["hparams"], val_metric=t["val_metric"], status=t["status"],
+                         error=t["error"])
               for t in data.get("trials", [])]
     stored = self.put_many(data["results"])
-    self._write(lambda conn: [_upsert(conn, "trials", t, TRIAL_FIELDS[:5]) for t in trials])
+    self._write(lambda conn: [_upsert(conn, "trials", t, TRIAL_KEY_FIELDS) for t in trials])
     return stored
 
 
@@ -280,6 +301,9 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection],
     raise
 
 
+_KEY_WHERE = " WHERE " + " AND ".join(f"{k} = ?" for k in KEY_FIELDS)
+
+
 def _where(**filters) -> tuple[str, tuple[Any, ...]]:
   """A ` WHERE a = ? AND ...` clause and its parameters for the filters that are not None."""
   if filters.get("status") not in (None,) + STATUSES:
@@ -289,8 +313,9 @@ def _where(**filters) -> tuple[str, tuple[Any, ...]]:
           tuple(given.values()))
 
 
-def _trial_row(model, dataset, regime, seed, trial_id, *, hparams, val_metric, status, error):
-  trial = check_trial(model, dataset, regime, seed, trial_id, hparams=hparams,
+def _trial_row(model, dataset, regime, seed, protocol, trial_id, *, hparams, val_metric,
+               status, error):
+  trial = check_trial(model, dataset, regime, seed, protocol, trial_id, hparams=hparams,
                       val_metric=val_metric, status=status, error=error)
   return {**trial, "hparams": json.dumps(trial["hparams"]), "stored_at": _now()}
 

@@ -1,0 +1,156 @@
+"""The protocol's constants and the regime registry, each checked against the paper's numbers
+(Kornblith et al. 2019, Appendix A; SimCLR's Appendix B.8) and against the flagfiles."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tests import fakes
+from tfhub_transfer import protocol
+from tfhub_transfer import regimes
+from tfhub_transfer.config import ExperimentConfig
+
+# Adding a regime to the registry without adding it here fails test_registry_is_complete.
+PAPER_REGIMES = ("logreg", "finetune", "scratch")
+
+
+def _flagfile(name):
+  """A flagfile's flags as {name: value} (comments and blank lines skipped)."""
+  values = {}
+  with open(os.path.join(fakes.REPO_ROOT, "flags", name)) as f:
+    for line in f:
+      line = line.strip()
+      if line and not line.startswith("#"):
+        key, _, value = line.partition("=")
+        values[key.lstrip("-")] = value
+  return values
+
+
+class ProtocolTest(tf.test.TestCase):
+
+  def test_finetune_grid_is_simclr_appendix(self):
+    spec = regimes.get_regime_spec("finetune")
+    self.assertEqual(spec.learning_rates, (0.0001, 0.000316, 0.001, 0.00316, 0.01, 0.0316, 0.1))
+    self.assertEqual(spec.weight_decays[0], 0.0)
+    self.assertAllClose(spec.weight_decays[1:], 10 ** np.linspace(-6, -3, 7), rtol=2e-3)
+
+  def test_scratch_grid(self):
+    spec = regimes.get_regime_spec("scratch")
+    self.assertAllClose(spec.learning_rates, 10 ** np.linspace(-3, 0, 7), rtol=2e-3)
+    self.assertLen(spec.weight_decays, 8)
+    self.assertAllClose(spec.weight_decays[1:], 10 ** np.linspace(-5, -1.5, 7), rtol=2e-3)
+
+  def test_l2_grid(self):
+    self.assertAllClose(protocol.l2_grid(), 10 ** np.linspace(-6, 5, 45), rtol=1e-12)
+    self.assertAllClose(protocol.l2_grid(12), 10.0 ** np.arange(-6, 6), rtol=1e-12)
+
+  def test_batch_norm_momentum(self):
+    # max(1 - 10/s, 0.9): s = 40 steps/epoch -> 0.9 (floor); 1,000 -> 0.99; 200 -> 0.95.
+    self.assertEqual(protocol.batch_norm_momentum(40), 0.9)
+    self.assertAlmostEqual(protocol.batch_norm_momentum(1000), 0.99)
+    self.assertAlmostEqual(protocol.batch_norm_momentum(200), 0.95)
+    with self.assertRaises(ValueError):
+      protocol.batch_norm_momentum(0)
+
+  def test_steps_and_batches(self):
+    self.assertEqual(protocol.steps_per_epoch(75_750, 256), 296)  # Food-101 train.
+    self.assertEqual(protocol.per_replica_batch_size(256, 8), 32)
+    with self.assertRaisesRegex(ValueError, "multiple of 3"):
+      protocol.per_replica_batch_size(256, 3)
+    self.assertEqual(protocol.PAPER_FINETUNE_STEPS, 20_000)
+    self.assertEqual(protocol.PAPER_SCRATCH_STEPS, 40_000)
+    self.assertEqual(protocol.PAPER_BATCH_SIZE, 256)
+
+
+class RegimeRegistryTest(tf.test.TestCase):
+
+  def test_registry_is_complete(self):
+    self.assertEqual(tuple(regimes.REGIMES), PAPER_REGIMES)
+
+  def test_each_regime_in_the_paper_s_terms(self):
+    logreg, finetune, scratch = (regimes.get_regime_spec(n) for n in PAPER_REGIMES)
+    self.assertEqual((logreg.default_weights, logreg.trains_backbone), ("imagenet", False))
+    self.assertEqual((finetune.default_weights, finetune.trains_backbone), ("imagenet", True))
+    self.assertEqual((scratch.default_weights, scratch.trains_backbone), ("random", True))
+    self.assertEqual((logreg.paper_train_steps, finetune.paper_train_steps,
+                      scratch.paper_train_steps), (None, 20_000, 40_000))
+    self.assertFalse(logreg.searches_with_tuner)
+    self.assertEqual(logreg.get_runner().__name__, "run_logreg")
+    self.assertEqual(scratch.get_runner().__name__, "run_trained")
+
+  def test_unknown_regime_lists_choices(self):
+    with self.assertRaisesRegex(ValueError, r"Unknown --regime='linear'.*logreg, finetune, "
+                                            r"scratch"):
+      regimes.get_regime_spec("linear")
+
+  def test_weights_follow_the_regime(self):
+    self.assertEqual(regimes.get_regime_spec("scratch").resolve_weights(None), "random")
+    self.assertEqual(regimes.get_regime_spec("finetune").resolve_weights(None), "imagenet")
+    self.assertEqual(regimes.get_regime_spec("logreg").resolve_weights("random"), "random")
+    with self.assertRaisesRegex(ValueError, "--regime=scratch trains from random init"):
+      regimes.get_regime_spec("scratch").resolve_weights("imagenet")
+
+  def test_paper_flagfiles_agree_with_the_registry(self):
+    for name, spec in regimes.REGIMES.items():
+      flags = _flagfile(f"paper_{name}.cfg")
+      self.assertEqual(flags["regime"], name)
+      self.assertEqual(int(flags["batch_size"]), protocol.PAPER_BATCH_SIZE, name)
+      if spec.paper_train_steps is None:
+        self.assertNotIn("train_steps", flags)
+        self.assertEqual(int(flags["l2_grid_size"]), protocol.L2_GRID_SIZE)
+      else:
+        self.assertEqual(int(flags["train_steps"]), spec.paper_train_steps, name)
+      # The grids are the registry's: a flagfile that spelled them again could drift.
+      self.assertNotIn("learning_rates", flags)
+      self.assertNotIn("weight_decays", flags)
+
+
+class ProtocolKeyTest(tf.test.TestCase):
+
+  def test_settings_that_change_the_outcome_change_the_key(self):
+    base = ExperimentConfig(model="m", dataset="d", regime="finetune", train_steps=10)
+    for change in (dict(train_steps=20), dict(batch_size=32), dict(learning_rates=(0.1,)),
+                   dict(weight_decays=(0.0,)), dict(tuner="bayesian"), dict(max_trials=3),
+                   dict(max_examples=5)):
+      other = base.__class__(**{**base.to_dict(), **change})
+      self.assertNotEqual(other.protocol, base.protocol, change)
+      self.assertNotEqual(other.cell, base.cell, change)
+    # Where it runs and on what hardware is not what it measures.
+    for change in (dict(workdir="/elsewhere"), dict(strategy="mirrored"),
+                   dict(data_dir="/d"), dict(manual_dir="/m")):
+      other = base.__class__(**{**base.to_dict(), **change})
+      self.assertEqual(other.cell, base.cell, change)
+
+  def test_defaults_are_keyed_by_their_values(self):
+    spec = regimes.get_regime_spec("scratch")
+    implicit = ExperimentConfig(model="m", dataset="d", regime="scratch")
+    explicit = ExperimentConfig(model="m", dataset="d", regime="scratch",
+                                train_steps=protocol.QUICK_TRAIN_STEPS,
+                                learning_rates=spec.learning_rates,
+                                weight_decays=spec.weight_decays)
+    self.assertEqual(implicit.protocol, explicit.protocol)
+
+  def test_logreg_ignores_the_training_settings(self):
+    a = ExperimentConfig(model="m", dataset="d", regime="logreg", train_steps=10)
+    b = ExperimentConfig(model="m", dataset="d", regime="logreg", train_steps=20,
+                         learning_rates=(0.5,))
+    self.assertEqual(a.protocol, b.protocol)
+    self.assertNotEqual(a.protocol, ExperimentConfig(model="m", dataset="d", regime="logreg",
+                                                     l2_grid_size=5).protocol)
+
+  def test_model_kwargs_are_frozen_and_parsed_once(self):
+    config = ExperimentConfig(model="keras:MobileNet", dataset="d", regime="logreg",
+                              model_kwargs={"alpha": 0.25})
+    with self.assertRaises(TypeError):
+      config.model_kwargs["alpha"] = 1.0  # pytype: disable=unsupported-operands
+    self.assertEqual(config.model_label, 'keras:MobileNet{"alpha":0.25}')
+    self.assertEqual(hash(config), hash(ExperimentConfig(
+        model="keras:MobileNet", dataset="d", regime="logreg", model_kwargs={"alpha": 0.25})))
+    self.assertEqual(config.to_dict()["model_kwargs"], {"alpha": 0.25})
+    with self.assertRaisesRegex(TypeError, "FrozenKwargs.parse"):
+      ExperimentConfig(model="m", dataset="d", regime="logreg", model_kwargs='{"a": 1}')
+
+
+if __name__ == "__main__":
+  tf.test.main()

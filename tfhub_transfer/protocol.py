@@ -1,0 +1,60 @@
+"""The paper's protocol as constants and tiny pure functions: grids, step budgets, batch-norm
+momentum. No TensorFlow: the CLI, the report and the regime registry import it.
+
+Each value is checkable against Kornblith et al. (2019), Appendix A, and SimCLR's Appendix B.8
+(which follows it); tests/test_protocol.py checks each one. The regime registry
+(`regimes.py`) assigns the grids and budgets to the regimes.
+"""
+
+import math
+
+import numpy as np
+
+# Paper's batch size (flags/paper_*.cfg set it).
+PAPER_BATCH_SIZE = 256
+# Step budgets of the paper's protocol at batch 256.
+PAPER_FINETUNE_STEPS = 20_000
+PAPER_SCRATCH_STEPS = 40_000
+# The default when no flagfile sets --train_steps: enough for a smoke run to learn.
+QUICK_TRAIN_STEPS = 200
+
+# Logistic regression: 45 log-spaced L2 strengths in [1e-6, 1e5].
+L2_GRID_SIZE = 45
+L2_RANGE = (1e-6, 1e5)
+
+
+def log_grid(low: float, high: float, num: int) -> tuple[float, ...]:
+  """`num` log-spaced values from `low` to `high`, rounded to 3 significant digits."""
+  return tuple(float(f"{v:.3g}") for v in np.logspace(math.log10(low), math.log10(high), num))
+
+
+def l2_grid(size: int = L2_GRID_SIZE) -> np.ndarray:
+  """The paper's L2 strengths: `size` log-spaced values from 1e-6 to 1e5."""
+  return np.logspace(math.log10(L2_RANGE[0]), math.log10(L2_RANGE[1]), size)
+
+
+# Fine-tuning: 7 learning rates in [1e-4, 0.1] x (no weight decay + 7 in [1e-6, 1e-3]).
+FINETUNE_LEARNING_RATES = log_grid(1e-4, 1e-1, 7)
+FINETUNE_WEIGHT_DECAYS = (0.0,) + log_grid(1e-6, 1e-3, 7)
+# From random init: 7 learning rates in [1e-3, 1] x (none + 7 in [1e-5, 10^-1.5]).
+SCRATCH_LEARNING_RATES = log_grid(1e-3, 1.0, 7)
+SCRATCH_WEIGHT_DECAYS = (0.0,) + log_grid(1e-5, 10 ** -1.5, 7)
+
+
+def batch_norm_momentum(steps_per_epoch: int) -> float:
+  """max(1 - 10/s, 0.9) for s steps per epoch: statistics average over about 10 epochs."""
+  if steps_per_epoch < 1:
+    raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+  return max(1.0 - 10.0 / steps_per_epoch, 0.9)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  return max(1, math.ceil(num_examples / batch_size))
+
+
+def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:
+  """The global batch is split evenly across replicas."""
+  if global_batch_size % num_replicas:
+    raise ValueError(f"--batch_size={global_batch_size} does not split over {num_replicas} "
+                     f"replicas; use a multiple of {num_replicas}.")
+  return global_batch_size // num_replicas

@@ -1,0 +1,188 @@
+"""The regimes' runners: the paper's protocol for one cell. Select on validation, refit on
+train+val, evaluate once on test; the test split is read only after every choice is made.
+Each `regimes.RegimeSpec` names its runner; each returns an `Outcome`.
+
+`run_logreg`: frozen features (cached) + L2 logistic regression over the L2 path.
+`run_trained`: `finetune`/`scratch`: a keras-tuner search over learning rate x weight decay,
+then a refit of the best trial on train+val.
+"""
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Mapping, Optional
+
+import tensorflow as tf
+from tfhub_transfer import backbones
+from tfhub_transfer import features as features_lib
+from tfhub_transfer import protocol
+from tfhub_transfer import regimes
+from tfhub_transfer import logreg
+from tfhub_transfer import metrics
+from tfhub_transfer.data import pipeline
+from tfhub_transfer import training
+from tfhub_transfer import tuning
+from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.data.preprocessing import get_preprocess_fn
+from tfhub_transfer.transfer_head import build_transfer_head
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """What a regime's runner measured for one cell.
+
+  Attributes:
+    val_metric: validation metric of the chosen hyperparameters (a fraction).
+    test_metric: test metric of the model refitted on train + validation (a fraction).
+    hparams: the chosen hyperparameters (and the budget they were trained with).
+    timings: wall seconds per phase (e.g. extract_s, fit_s; search_s, refit_s).
+    search: what was searched and how each point scored.
+    feature_cache: split -> {"path", "hit"} of the feature-cache entries used (logreg).
+  """
+  val_metric: float
+  test_metric: float
+  hparams: Mapping[str, Any]
+  timings: Mapping[str, float]
+  search: Mapping[str, Any]
+  feature_cache: Optional[Mapping[str, Mapping[str, Any]]] = None
+
+
+@dataclasses.dataclass
+class CellContext:
+  """What both regimes need, resolved once by `run_experiment`."""
+  config: ExperimentConfig
+  backbone: backbones.BackboneSpec
+  dataset: Any  # datasets.DatasetSpec
+  splits: Any  # datasets.Splits
+  weights: str
+  strategy: tf.distribute.Strategy
+  cell_dir: str
+  record_trial_fn: Optional[tuning.RecordTrialFn] = None
+
+  def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False):
+    return pipeline.make_pipeline(
+        getattr(self.splits, split), image_size=self.backbone.image_size,
+        preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
+        batch_size=self.config.batch_size, training=training_mode, seed=self.config.seed,
+        repeat=repeat, drop_remainder=repeat)
+
+  def num_batches(self, split: str) -> int:
+    return math.ceil(self.splits.sizes[split] / self.config.batch_size)
+
+  def build_model(self, *, weight_decay: float = 0.0):
+    return build_transfer_head(
+        self.backbone, regime=self.config.regime, num_classes=self.dataset.num_classes,
+        multi_label=self.dataset.multi_label, weights=self.weights,
+        weight_decay=weight_decay, seed=self.config.seed)
+
+
+def weights_identity(weights: str, seed: int) -> str:
+  """Names the exact parameters the features come from."""
+  if weights == regimes.RANDOM:
+    return f"random-seed{seed}"
+  if weights == regimes.IMAGENET:
+    return "imagenet"
+  return "file-" + features_lib.file_identity(weights)
+
+
+def run_logreg(ctx: CellContext) -> Outcome:
+  """Extracts (or reuses) features, fits the L2 path, refits, tests."""
+  built = []
+
+  def feature_fn(images):
+    # The backbone is built on the first cache miss only: a rerun reads every split from the
+    # cache without it.
+    if not built:
+      with ctx.strategy.scope():
+        built.append(features_lib.make_feature_fn(ctx.build_model(), ctx.strategy))
+    return built[0](images)
+
+  cache_dir = os.path.join(ctx.config.workdir, "features")
+  weights_id = weights_identity(ctx.weights, ctx.config.seed)
+  cached, extract_s = {}, 0.0
+  for split in ("train", "val", "test"):
+    parts = {
+        "backbone": ctx.backbone.to_dict(),
+        "weights": weights_id,
+        "dataset": ctx.config.dataset, "split": split, "split_info": ctx.splits.info,
+        "size": ctx.splits.sizes[split], "data_dir": ctx.config.data_dir,
+        "image_size": ctx.backbone.image_size, "preprocessing": ctx.backbone.preprocessing,
+    }
+    cached[split] = features_lib.extract_features(
+        feature_fn, ctx.batches(split), cache_dir=cache_dir,
+        key=features_lib.cache_key(parts), num_batches=ctx.num_batches(split),
+        description=f"{ctx.config.model}/{ctx.config.dataset}/{split}", key_parts=parts)
+    extract_s += cached[split].seconds
+  metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
+  start = time.perf_counter()
+  selection = logreg.select_and_refit(
+      cached["train"].features, cached["train"].labels, cached["val"].features,
+      cached["val"].labels, multi_label=ctx.dataset.multi_label,
+      num_classes=ctx.dataset.num_classes, metric_fn=metric_fn,
+      l2_values=protocol.l2_grid(ctx.config.l2_grid_size))
+  fit_s = time.perf_counter() - start
+  test_metric = metric_fn(cached["test"].labels,
+                          logreg.predict_scores(selection.model, cached["test"].features))
+  best = selection.l2_values.index(selection.best_l2)
+  return Outcome(
+      val_metric=float(selection.val_scores[best]), test_metric=float(test_metric),
+      hparams={"l2": float(selection.best_l2)},
+      timings={"extract_s": extract_s, "fit_s": fit_s, "refit_s": selection.refit_seconds},
+      search={"l2": list(selection.l2_values), "val_metric": list(selection.val_scores),
+              "iterations": list(selection.iterations)},
+      feature_cache={s: {"path": c.path, "hit": c.from_cache} for s, c in cached.items()})
+
+
+def run_trained(ctx: CellContext) -> Optional[Outcome]:
+  """Searches the grid with keras-tuner, refits the best on train+val, tests.
+
+  Returns None in a keras-tuner worker process: the chief owns the cell's record.
+  """
+  config = ctx.config
+  protocol.per_replica_batch_size(config.batch_size, ctx.strategy.num_replicas_in_sync)
+  train_steps = config.steps
+  metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
+
+  def build_for(split):
+    def build(weight_decay):
+      model = ctx.build_model(weight_decay=weight_decay)
+      training.batch_norm_setup(model, ctx.splits.sizes[split], config.batch_size)
+      return model
+    return build
+
+  setup = training.TrainSetup(train_steps=train_steps,
+                              log_dir=os.path.join(ctx.cell_dir, "tensorboard"))
+  hypermodel = tuning.TransferHyperModel(
+      build_model_fn=build_for("train"),
+      learning_rates=config.learning_rate_grid, weight_decays=config.weight_decay_grid,
+      setup=setup, train_data=ctx.batches("train", training_mode=True, repeat=True),
+      val_data=ctx.batches("val"), metric_fn=metric_fn,
+      backup_root=os.path.join(ctx.cell_dir, "backup"), record_trial_fn=ctx.record_trial_fn)
+  tuner = tuning.make_tuner(hypermodel, kind=config.tuner,
+                            directory=os.path.join(config.workdir, "tuner"),
+                            project_name=os.path.basename(ctx.cell_dir), seed=config.seed,
+                            max_trials=config.max_trials, strategy=ctx.strategy)
+  start = time.perf_counter()
+  tuner.search()
+  search_s = time.perf_counter() - start
+  if tuning.is_tuner_worker():
+    return None
+  chosen = tuning.best_trial(tuner)
+  best, val_metric = dict(chosen.hyperparameters.values), chosen.score
+
+  start = time.perf_counter()
+  with ctx.strategy.scope():
+    model = build_for("trainval")(weight_decay=best["weight_decay"])
+    training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps)
+  refit_setup = dataclasses.replace(setup,
+                                    log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
+  training.train(model, ctx.batches("trainval", training_mode=True, repeat=True), refit_setup,
+                 backup_dir=os.path.join(ctx.cell_dir, "backup_refit"))
+  refit_s = time.perf_counter() - start
+  test_metric = training.evaluate(model, ctx.batches("test"), metric_fn)
+  return Outcome(
+      val_metric=float(val_metric), test_metric=float(test_metric),
+      hparams={**best, "train_steps": train_steps, "batch_size": config.batch_size},
+      timings={"search_s": search_s, "refit_s": refit_s, "train_s": search_s + refit_s},
+      search={"tuner": config.tuner, "trials": len(tuner.oracle.trials)})
