@@ -38,7 +38,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seed(s) of splits, init and search."
 _WORKDIR = flags.DEFINE_string("workdir", "workdir",
                                "Results store, feature cache, checkpoints, tuner state, logs.")
 _WEIGHTS = flags.DEFINE_string(
-    "weights", None, "imagenet, random, or a path (Keras weights file or SavedModel dir). "
+    "weights", None, "imagenet, random, or a path (Keras weights file, SavedModel dir, or "
+    "for inception_v4 a TF-slim checkpoint). "
     "Default: each regime's own (" + ", ".join(
         f"{name}: {spec.default_weights}" for name, spec in regimes.REGIMES.items()) + ").")
 _MODEL_KWARGS = flags.DEFINE_string("model_kwargs", "{}",

@@ -7,6 +7,7 @@ Memory stays flat: each batch is written as it arrives.
 """
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -26,12 +27,21 @@ CACHE_FORMAT = 1
 
 
 def file_identity(path: str) -> str:
-  """Content hash of a weights file, or of every file under a SavedModel dir."""
+  """Content hash of a weights file, of every file under a SavedModel dir, or of the files of
+  a TF2 checkpoint prefix (PATH.index, PATH.data-*: PATH itself does not exist)."""
   digest = hashlib.sha256()
-  paths = [path] if os.path.isfile(path) else sorted(
-      os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
-  for p in paths:
-    digest.update(os.path.relpath(p, path).encode())
+  if os.path.isfile(path):
+    named = [(".", path)]
+  elif os.path.isdir(path):
+    named = sorted((os.path.relpath(os.path.join(root, f), path), os.path.join(root, f))
+                   for root, _, files in os.walk(path) for f in files)
+  else:
+    named = sorted((p[len(path):], p) for p in glob.glob(glob.escape(path) + ".*"))
+  if not named:
+    raise FileNotFoundError(f"No weights at {path!r} (no file, directory or checkpoint "
+                            f"prefix with files {path}.*).")
+  for name, p in named:
+    digest.update(name.encode())
     with open(p, "rb") as f:
       for chunk in iter(lambda: f.read(1 << 20), b""):
         digest.update(chunk)
