@@ -11,9 +11,11 @@ from tfhub_transfer.report import reference
 
 _OURS = "tab:blue"
 _PAPER = "0.65"
-# Models without a known ImageNet top-1: one colour each, the same in every panel.
+# Models without a known ImageNet top-1: one colour and marker each, the same in every
+# panel; the markers sit at different places along the lines, so equal lines stay apart.
 _UNPLACED_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
                     "tab:pink", "tab:olive", "tab:cyan")
+_UNPLACED_MARKERS = ("s", "^", "D", "v", "P", "X", "h", "*")
 
 
 def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str) -> None:
@@ -26,8 +28,8 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation]):
 
   The paper's 16 networks (approximate) are grey points; ours are labelled blue points with
   a least-squares line once r is computed. A model whose ImageNet top-1 is unknown is a
-  horizontal line at its average log-odds, named in the legend; the footer says how to place
-  it. Every message sits in a panel's title or under the panels, never over the data.
+  horizontal dashed line at its average log-odds, with its own marker, named in the legend;
+  the legend's title says how to place it. Every message sits in a panel's title or under the panels, never over the data.
   Draws on an Agg canvas, leaving pyplot's backend alone.
 
   Returns:
@@ -41,19 +43,22 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation]):
   backend_agg.FigureCanvasAgg(fig)
   paper = list(reference.paper_networks().values())
   unplaced = sorted({m for regime in names for m in correlations[regime].excluded})
-  colors = {m: _UNPLACED_COLORS[i % len(_UNPLACED_COLORS)] for i, m in enumerate(unplaced)}
+  styles = {m: (_UNPLACED_COLORS[i % len(_UNPLACED_COLORS)],
+                _UNPLACED_MARKERS[i % len(_UNPLACED_MARKERS)], (i + 1) / (len(unplaced) + 1))
+            for i, m in enumerate(unplaced)}
   panels = list(zip(fig.subplots(1, len(names), squeeze=False)[0], names))
   for ax, regime in panels:
-    _panel(ax, regime, correlations[regime], paper, colors)
+    _panel(ax, regime, correlations[regime], paper, styles)
   handles = [lines.Line2D([], [], ls="", marker="o", ms=5, color=_PAPER,
                           label="the paper's 16 networks (approx., read off its Figure 1)")]
   if any(correlations[r].logodds for r in names):
     handles.append(lines.Line2D([], [], ls="--", marker="o", ms=6, color=_OURS,
                                 label="ours (least-squares line once r is computed)"))
-  handles += [lines.Line2D([], [], ls="--", lw=1.5, color=colors[m],
-                           label=f"{m}: ImageNet top-1 unknown") for m in unplaced]
-  note = ("A dashed line is a model's average log-odds over its own datasets; place it with "
-          "its top-1: --mode=report --imagenet_top1='NAME=TOP1'." if unplaced else None)
+  handles += [lines.Line2D([], [], ls="--", lw=1.5, color=styles[m][0], marker=styles[m][1],
+                           ms=6, label=f"{m}: ImageNet top-1 unknown") for m in unplaced]
+  note = ("A dashed line is a model's average log-odds over its own datasets (its marker only "
+          "tells lines apart); place the model with its top-1: --mode=report "
+          "--imagenet_top1='NAME=TOP1'." if unplaced else None)
   fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2),
              fontsize=8.5, frameon=False, title=note, title_fontsize=8.5)
   # Names go where they overlap nothing, which needs the final axes: lay out, then freeze.
@@ -65,7 +70,7 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation]):
   return fig
 
 
-def _panel(ax, regime, corr, paper, colors) -> None:
+def _panel(ax, regime, corr, paper, styles) -> None:
   """One regime: the paper's points, ours, the unplaced models' lines; the status as title."""
   paper_x = [n.imagenet_top1 for n in paper]
   paper_y = [n.avg_logodds(regime) for n in paper]
@@ -76,13 +81,18 @@ def _panel(ax, regime, corr, paper, colors) -> None:
     slope, intercept = np.polyfit(corr.top1, corr.logodds, 1)
     xs = np.array([min(corr.top1), max(corr.top1)])
     ax.plot(xs, slope * xs + intercept, "--", color=_OURS, lw=1, zorder=2)
-  for model, value in zip(corr.excluded, corr.excluded_logodds):
-    ax.axhline(value, ls="--", lw=1.5, color=colors[model], zorder=2)
   ys = paper_y + list(corr.logodds) + list(corr.excluded_logodds)
   low, high = min(ys), max(ys)
   pad = max(0.08 * (high - low), 0.15)
   ax.set_ylim(low - pad, high + pad)
   ax.margins(x=0.08)
+  left, right = ax.get_xlim()
+  ax.set_xlim(left, right)
+  for model, value in zip(corr.excluded, corr.excluded_logodds):
+    color, marker, where = styles[model]
+    ax.axhline(value, ls="--", lw=1.5, color=color, zorder=2)
+    ax.plot([left + where * (right - left)], [value], ls="", marker=marker, ms=7, color=color,
+            zorder=3)
   paper_r = f"paper: r = {reference.PAPER_CORRELATIONS[regime]:.2f}"
   if corr.r is not None:
     status = (f"ours: r = {corr.r:.2f} [{corr.ci_low:.2f}, {corr.ci_high:.2f}] over "
