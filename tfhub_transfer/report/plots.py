@@ -29,8 +29,8 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation]):
   The paper's 16 networks (approximate) are grey points; ours are labelled blue points with
   a least-squares line once r is computed. A model whose ImageNet top-1 is unknown is a
   horizontal dashed line at its average log-odds, with its own marker, named in the legend;
-  the legend's title says how to place it. Every message sits in a panel's title or under the panels, never over the data.
-  Draws on an Agg canvas, leaving pyplot's backend alone.
+  the legend's title says how to place it. Every message sits in a panel's title or under
+  the panels, never over the data. Draws on an Agg canvas, leaving pyplot's backend alone.
 
   Returns:
     The matplotlib `Figure`, laid out.
