@@ -70,11 +70,11 @@ class CellContext:
   def num_batches(self, split: str) -> int:
     return math.ceil(self.splits.sizes[split] / self.config.batch_size)
 
-  def build_model(self, *, weight_decay: float = 0.0):
+  def build_model(self, *, weight_decay: float = 0.0, learning_rate: Optional[float] = None):
     return build_transfer_head(
         self.backbone, regime=self.config.regime, num_classes=self.dataset.num_classes,
         multi_label=self.dataset.multi_label, weights=self.weights,
-        weight_decay=weight_decay, seed=self.config.seed)
+        weight_decay=weight_decay, learning_rate=learning_rate, seed=self.config.seed)
 
 
 def weights_identity(weights: str, seed: int) -> str:
@@ -145,8 +145,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
 
   def build_for(split):
-    def build(weight_decay):
-      model = ctx.build_model(weight_decay=weight_decay)
+    def build(*, weight_decay, learning_rate):
+      model = ctx.build_model(weight_decay=weight_decay, learning_rate=learning_rate)
       training.batch_norm_setup(model, ctx.splits.sizes[split], config.batch_size)
       return model
     return build
@@ -173,7 +173,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
 
   start = time.perf_counter()
   with ctx.strategy.scope():
-    model = build_for("trainval")(weight_decay=best["weight_decay"])
+    model = build_for("trainval")(weight_decay=best["weight_decay"],
+                                  learning_rate=best["learning_rate"])
     training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps)
   refit_setup = dataclasses.replace(setup,
                                     log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
