@@ -114,7 +114,7 @@ class CompareToBestTest(absltest.TestCase):
     preds["close"] = _single(labels, np.where(np.arange(300) < 4, (labels + 1) % 5,
                                               preds["best"].predicted))  # 4 more errors.
     scores = {m: float(np.mean(p.correct())) for m, p in preds.items()}
-    scores["absent"] = 0.95  # Best in the table, but without stored predictions.
+    scores["absent"] = 0.5  # Without stored predictions.
     result = significance.compare_to_best("logreg", "cifar10", "top1", scores, preds.get)
     self.assertEqual(result.best, "best")
     self.assertEqual(result.not_different, ("best", "close"))
@@ -124,6 +124,16 @@ class CompareToBestTest(absltest.TestCase):
     rows = significance.significance_rows([result], {("logreg", "far", "cifar10"): 60.0})
     self.assertIn(["logreg", "cifar10", "far", 60.0, "best", result.p_values["far"], False,
                    None], rows)
+
+  def test_nothing_is_marked_when_the_best_has_no_predictions(self):
+    labels = np.arange(10) % 2
+    stored = {"a": _single(labels, labels), "b": _single(labels, 1 - labels)}
+    result = significance.compare_to_best("logreg", "dtd", "top1",
+                                          {"a": 1.0, "b": 0.0, "top": 1.0}, stored.get)
+    self.assertIsNone(result.best)
+    self.assertEqual(result.not_different, ())
+    self.assertEqual(result.reason, "too few results: the best model, top, has no stored "
+                                    "test predictions")
 
   def test_too_few_results(self):
     labels = np.arange(10) % 2

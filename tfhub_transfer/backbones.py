@@ -298,12 +298,11 @@ def describe_source(spec: BackboneSpec) -> str:
 
 
 def format_models_table() -> str:
-  """The zoo as a text table, for `--list_models`."""
+  """The zoo as a text table, for `--list_models`: the paper's top-1 (its retrained networks)
+  and the published top-1 of the checkpoint `--weights=imagenet` loads."""
   rows = [("name", "source", "size", "feat dim", "paper top-1", "checkpoint top-1")]
   for spec in BACKBONES.values():
     rows.append((spec.name, describe_source(spec), str(spec.image_size),
                  str(spec.feature_dim), f"{spec.paper_top1:.2f}",
                  "-" if spec.checkpoint_top1 is None else f"{spec.checkpoint_top1:.1f}"))
-  return columns.align(rows) + ("\npaper top-1: the paper's retrained networks; checkpoint "
-                                "top-1: published for the weights --weights=imagenet loads "
-                                "(what the report correlates with by default).")
+  return columns.align(rows)

@@ -103,7 +103,7 @@ class DatasetSignificance:
 
   Attributes:
     regime, dataset: the table cell group.
-    best: the model with the best metric among those with stored predictions.
+    best: the model with the best metric (None if it has no stored predictions).
     p_values: model -> p-value of its test against `best` (`best` itself absent).
     not_different: `best` and every model with p > ALPHA.
     untested: model -> why it was not tested (no predictions, another test split).
@@ -138,7 +138,10 @@ def compare_to_best(regime: str, dataset: str, metric: str, scores: Mapping[str,
     return DatasetSignificance(regime, dataset, None, {}, (), untested, (
         f"too few results: {len(tested)} model(s) with stored test predictions (need at "
         f"least {MIN_MODELS})"))
-  best = max(tested, key=lambda m: (scores[m], m))
+  best = max(scores, key=lambda m: (scores[m], m))
+  if best not in tested:
+    return DatasetSignificance(regime, dataset, None, {}, (), untested, (
+        f"too few results: the best model, {best}, has no stored test predictions"))
   p_values = {}
   for model, predictions in tested.items():
     if model == best:
