@@ -69,6 +69,7 @@ def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 
   bootstrap band. Draws on an Agg canvas."""
   from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   datasets = sorted({p.dataset for p in panels})
   cols = max(1, min(columns, len(datasets)))
   rows = max(1, math.ceil(len(datasets) / cols))
@@ -98,18 +99,22 @@ def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 
                       _sigmoid(np.array(panel.line.band_high)), color=color, alpha=0.2,
                       lw=0)
     ax.set_yscale("logit")
+    percent = ticker.FuncFormatter(lambda v, _: f"{100 * v:.3g}%")
+    ax.yaxis.set_major_formatter(percent)
+    ax.yaxis.set_minor_formatter(percent)
     ax.set_title(dataset, fontsize=10)
     ax.set_xlabel("ImageNet top-1 (%)", fontsize=8)
-    ax.set_ylabel("test accuracy (logit axis)", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_ylabel("test metric (logit axis)", fontsize=8)
+    ax.tick_params(which="both", labelsize=7)
     ax.grid(alpha=0.3)
     ax.margins(x=0.1)
     if notes:
       ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=6,
               color="tab:red", va="bottom")
-    ax.legend(fontsize=7, loc="upper left")
-  fig.suptitle("Transfer accuracy vs ImageNet top-1 per dataset; lines: least squares in "
-               "log-odds, bands: 95% bootstrap over models", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+  fig.suptitle(textwrap.fill("Transfer accuracy vs ImageNet top-1 per dataset; lines: least "
+                             "squares in log-odds, bands: 95% bootstrap over models",
+                             45 * cols), fontsize=9)
   fig.savefig(path, dpi=100)
 
 
