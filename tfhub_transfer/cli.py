@@ -66,7 +66,8 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto", STRATEGIES,
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
                                      "Cap on examples per split, for smoke runs (0: all).")
 _IMAGENET_TOP1 = flags.DEFINE_list(
-    "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models outside the zoo, "
+    "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
+    "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
     "as NAME=TOP1 with NAME as the report shows it, e.g. 'hub:/models/mine=77.2'.")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell of the grid from i.")
 _PARALLEL_TRIALS = flags.DEFINE_integer(

@@ -159,3 +159,11 @@ def label_protocol_variants(loaded: list[dict[str, Any]]) -> list[dict[str, Any]
                 else f"protocol {r.get('protocol') or 'unrecorded'}")
       out.append({**r, "model": f"{r['model']} [{suffix}]"})
   return out
+
+
+def unconverged(loaded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The ok records whose solver did not converge at a fit the result rests on (their
+  `convergence` field: fit name -> {"converged", "iterations", "max_abs_grad"})."""
+  return [r for r in loaded if r["status"] == "ok" and any(
+      isinstance(fit, dict) and not fit.get("converged", True)
+      for fit in (r.get("convergence") or {}).values())]

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from absl import logging
 
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
 from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, check_record, check_trial
 
@@ -196,10 +197,38 @@ class ResultsStore:
 
   def delete(self, model: str, dataset: str, regime: str, seed: int,
              protocol: str = "") -> bool:
-    """Removes a key's result (to force a rerun); returns whether there was one."""
-    return self._write(lambda conn: conn.execute(
+    """Removes a key's result and its predictions file (to force a rerun); returns whether
+    there was one."""
+    record = self.get(model, dataset, regime, seed, protocol)
+    deleted = self._write(lambda conn: conn.execute(
         f"DELETE FROM results{_KEY_WHERE}", (model, dataset, regime, seed, protocol)
     ).rowcount == 1)
+    if deleted:
+      predictions_lib.remove_for_record(self.directory, record)
+    return deleted
+
+  # Prediction files: `predictions.PREDICTIONS_DIR` beside the database.
+
+  @property
+  def directory(self) -> str:
+    """The folder record paths (e.g. of prediction files) are relative to."""
+    return os.path.dirname(os.path.abspath(self.path))
+
+  def replace(self, record: dict[str, Any]) -> bool:
+    """`put`, then removes the predictions file of the record it replaced (if another).
+
+    Returns:
+      Whether the record was stored (see `put`).
+    """
+    old = self.get(*({"protocol": "", **record}.get(k) for k in KEY_FIELDS))
+    stored = self.put(record)
+    if stored:
+      predictions_lib.remove_for_record(self.directory, old, keep=record)
+    return stored
+
+  def load_predictions(self, record: dict[str, Any]) -> Optional[predictions_lib.Predictions]:
+    """A stored record's test predictions (None: it has none, or the file is gone)."""
+    return predictions_lib.load_for_record(self.directory, record)
 
   def _select(self, sql, params=()):
     return self._retry(lambda conn: [tuple(r) for r in conn.execute(sql, params)])
