@@ -18,6 +18,7 @@ from tfhub_transfer.report import plots
 from tfhub_transfer.report import records
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import results
+from tfhub_transfer.report import transferability_check
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
                   "n_common_datasets", "avg_logodds_common", "paper_avg_logodds")
@@ -35,12 +36,15 @@ class ReportPaths:
   figure_png: str
   markdown: str
   exports: tuple[str, ...] = ()
+  transferability_png: Optional[str] = None
 
   def names(self) -> list[str]:
     """The files written, by name (tables as table_<regime>.csv)."""
     return ([os.path.basename(self.report_md), "table_<regime>.csv",
              os.path.basename(self.summary_csv), os.path.basename(self.figure_png)]
-            + [os.path.basename(p) for p in self.exports])
+            + [os.path.basename(p) for p in self.exports]
+            + ([os.path.basename(self.transferability_png)] if self.transferability_png
+               else []))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,8 +205,12 @@ def _comparison(report, summary) -> list[str]:
 def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str, Any]]],
                  out_dir: str, *, imagenet_top1: Optional[Mapping[str, float]] = None,
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
-                 seed: int = 0) -> ReportPaths:
+                 seed: int = 0,
+                 score_records: Optional[Iterable[dict[str, Any]]] = None) -> ReportPaths:
   """Writes report.md, table_<regime>.csv, summary.csv and figure1.png to `out_dir`.
+
+  Where transferability scores exist, report.md gains their check against the measured
+  results (`transferability_check`) and transferability.png its plot.
 
   Args:
     store_or_records: a `ResultsStore`, or records as `run_experiment` returns them.
@@ -210,6 +218,7 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
     imagenet_top1: ImageNet top-1 (%) of models outside the paper's 16 (or overrides).
     bootstrap_samples: resamples of the correlation's confidence interval.
     seed: seed of the bootstrap.
+    score_records: `--mode=score` rows (default: the store's, if a store is given).
 
   Returns:
     The paths written and the Markdown text.
@@ -232,6 +241,11 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
   _write_csv(paths.summary_csv, SUMMARY_FIELDS,
              [[r[k] for k in SUMMARY_FIELDS] for r in _summary_rows(report)])
   plots.plot_figure1(report.correlations, paths.figure_png)
+  if score_records is None and isinstance(store_or_records, results.ResultsStore):
+    score_records = store_or_records.score_records()
+  if score_records:
+    text, png = transferability_check.write_section(report.cells, list(score_records), out_dir)
+    paths = dataclasses.replace(paths, markdown=paths.markdown + text, transferability_png=png)
   with open(paths.report_md, "w") as f:
     f.write(paths.markdown)
   return paths
