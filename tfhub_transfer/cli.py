@@ -168,8 +168,6 @@ def _parse_top1(values) -> dict[str, float]:
 
 def _grid():
   """The sweep's dimensions, each name checked against its registry before anything runs."""
-  from tfhub_transfer import backbones, sweep  # pylint: disable=g-import-not-at-top
-  from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
   regime_flag = _REGIME.value
   if _MODE.value == "score":
     # Scores read the logreg regime's frozen features (its weights rule and feature cache).
@@ -177,6 +175,8 @@ def _grid():
       raise UsageError(f"--mode=score scores frozen features (the logreg regime's); got "
                        f"--regime={','.join(regime_flag)}. Drop --regime.")
     regime_flag = ["logreg"]
+  from tfhub_transfer import backbones, sweep  # pylint: disable=g-import-not-at-top
+  from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
   missing = [f"--{f.name}" for f, value in ((_MODEL, _MODEL.value), (_DATASET, _DATASET.value),
                                             (_REGIME, regime_flag)) if not value]
   if missing:

@@ -157,11 +157,12 @@ def markdown(groups: list[Group], *, num_scored: int) -> list[str]:
                      f"{correlation.MIN_MODELS_FOR_CORRELATION})." for g in too_few]
   for g in checked:
     names = [a.estimator for a in g.agreements]
-    lines += ["", f"{g.dataset} / {g.regime}, test {g.metric}:", "",
-              "| model | test (%) | " + " | ".join(names) + " |",
-              "|---" * (2 + len(names)) + "|"]
+    lines += ["", f"{g.dataset} / {g.regime}, test {g.metric} (`#`: the point's number in "
+                  f"the figure):", "",
+              "| # | model | test (%) | " + " | ".join(names) + " |",
+              "|---" * (3 + len(names)) + "|"]
     for i, model in enumerate(g.models):
-      lines.append(f"| {model} | {100 * g.measured[i]:.1f} | " + " | ".join(
+      lines.append(f"| {i + 1} | {model} | {100 * g.measured[i]:.1f} | " + " | ".join(
           "–" if a.scores[i] is None else f"{a.scores[i]:.4g}" for a in g.agreements) + " |")
   return lines
 
@@ -180,17 +181,17 @@ def plot(groups: list[Group], path: str) -> bool:
   columns = max(len(g.agreements) for g in checked)
   fig = figure.Figure(figsize=(4.4 * columns, 3.8 * len(checked)), layout="constrained")
   backend_agg.FigureCanvasAgg(fig)
-  axes = np.atleast_2d(fig.subplots(len(checked), columns, squeeze=False))
+  axes = fig.subplots(len(checked), columns, squeeze=False)
   for row, g in zip(axes, checked):
     for ax, a in zip(row, g.agreements):
-      points = [(s, 100 * m, name) for s, m, name in zip(a.scores, g.measured, g.models)
+      # Points are numbered as the models in the report's table of this group.
+      points = [(s, 100 * m, str(i)) for i, (s, m) in enumerate(zip(a.scores, g.measured), 1)
                 if s is not None]
       if points:
         xs, ys, labels = zip(*points)
         ax.scatter(xs, ys, s=28, color="tab:blue", zorder=3)
         for x, y, label in zip(xs, ys, labels):
-          ax.annotate(textwrap.shorten(label, 40, placeholder="…"), (x, y), fontsize=6,
-                      xytext=(3, 3), textcoords="offset points")
+          ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
       title = (f"τw = {a.tau:.2f}, r = {a.r:.2f} ({len(g.models)} models)" if a.reason is None
                else textwrap.fill(a.reason, 50))
       ax.set_title(f"{g.dataset} / {g.regime}: {a.estimator}\n{title}", fontsize=9)
