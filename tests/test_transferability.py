@@ -2,6 +2,8 @@
 scipy maximisation of the same evidence, Ledoit-Wolf against scikit-learn, H-score and k-NN
 against dense formulas written here; rankings on constructed cases; the papers' invariances."""
 
+import os
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
@@ -209,6 +211,17 @@ class AllEstimatorsTest(parameterized.TestCase):
     self.assertIn("multi-label", scores.skipped["knn"])
     self.assertEqual(scores.sizes, {"examples": 30, "dim": 5, "classes_present": 4})
     self.assertSetEqual(set(scores.seconds), {"stats_s", "logme_s"})
+
+  def test_scale_benchmark_times_what_score_features_computes(self):
+    from bench import score_scale  # pylint: disable=g-import-not-at-top
+    workdir = self.create_tempdir().full_path
+    out = score_scale.run(n=300, dim=8, classes=3, workdir=workdir)
+    self.assertEqual(set(out["wall"]), {"stats", *tr.ESTIMATORS})
+    labels = score_scale.write_features(os.path.join(workdir, "again.f32"), n=300, dim=8,
+                                        classes=3)
+    features = np.fromfile(os.path.join(workdir, "again.f32"), np.float32).reshape(300, 8)
+    self.assertEqual(out["values"],
+                     tr.score_features(_data(features, labels, num_classes=3)).values)
 
   def test_bad_inputs_say_what_is_expected(self):
     with self.assertRaisesRegex(ValueError, r"expected \(3,\) \(class ids\)"):

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import threadpoolctl
 
 CHUNK_SIZE = 4096
 KNN_K = 5
@@ -30,6 +31,11 @@ KNN_MAX_QUERIES = 10_000
 KNN_SEED = 0
 LOGME_MAX_ITERATIONS = 100
 LOGME_TOLERANCE = 1e-10
+# BLAS threads of the D x D factorisations (LogME's eigendecomposition, H-score's solve).
+# OpenBLAS's threaded factorisations synchronise at every step: measured on 2 shared cores
+# (D = 2048), the eigendecomposition took 1.8 CPU s on 1 thread, 10 CPU s and 5x the wall
+# time on 2; the solve 2x. The matrix products elsewhere use every thread.
+FACTOR_THREADS = 1
 
 
 class LabelledFeatures:
@@ -206,7 +212,8 @@ def logme(data: LabelledFeatures) -> float:
   s = data.stats
   gram = s.scatter + s.num_examples * np.outer(s.mean, s.mean)  # F^T F, uncentred.
   cross = s.target_sums + np.outer(s.mean, s.target_counts)  # F^T Y.
-  eigenvalues, vectors = np.linalg.eigh(gram)
+  with threadpoolctl.threadpool_limits(FACTOR_THREADS):
+    eigenvalues, vectors = np.linalg.eigh(gram)
   present = s.target_counts > 0
   evidence = logme_evidence(eigenvalues, vectors.T @ cross[:, present],
                             s.target_counts[present], s.num_examples)
@@ -245,7 +252,8 @@ def hscore(data: LabelledFeatures) -> float:
   present = s.target_counts > 0
   class_means = s.target_sums[:, present] / s.target_counts[present]  # Centred E[f | y = c].
   try:
-    solved = np.linalg.solve(cov, class_means)
+    with threadpoolctl.threadpool_limits(FACTOR_THREADS):
+      solved = np.linalg.solve(cov, class_means)
   except np.linalg.LinAlgError:
     raise ValueError("The features' covariance is singular (constant features?): H-score is "
                      "undefined. Check the extracted features.") from None
@@ -274,20 +282,22 @@ def knn_loo_accuracy(data: LabelledFeatures, *, k: int = KNN_K,
   q = _unit_rows(data.rows(queries).astype(np.float32))
   best_sim = np.full((len(queries), k), -np.inf, dtype=np.float32)
   best_idx = np.zeros((len(queries), k), dtype=np.int64)
+  block = CHUNK_SIZE // 4  # Queries per similarity block: [block, CHUNK_SIZE] at a time.
   for start, x, _ in data.chunks():
     refs = _unit_rows(x.astype(np.float32))
-    for qs in range(0, len(queries), CHUNK_SIZE // 2):
-      rows = slice(qs, qs + CHUNK_SIZE // 2)
+    for qs in range(0, len(queries), block):
+      rows = slice(qs, qs + block)
       sim = q[rows] @ refs.T
       self_pos = queries[rows] - start
       inside = (self_pos >= 0) & (self_pos < len(refs))
       sim[np.flatnonzero(inside), self_pos[inside]] = -np.inf  # Leave the query out.
-      cand_sim = np.concatenate([best_sim[rows], sim], axis=1)
-      cand_idx = np.concatenate([best_idx[rows], np.broadcast_to(
-          np.arange(start, start + len(refs)), sim.shape)], axis=1)
-      top = np.argpartition(-cand_sim, k - 1, axis=1)[:, :k]
-      best_sim[rows] = np.take_along_axis(cand_sim, top, axis=1)
-      best_idx[rows] = np.take_along_axis(cand_idx, top, axis=1)
+      # This chunk's k best per query, merged with the k best so far.
+      top = np.argpartition(sim, -min(k, len(refs)), axis=1)[:, -min(k, len(refs)):]
+      cand_sim = np.concatenate([best_sim[rows], np.take_along_axis(sim, top, axis=1)], axis=1)
+      cand_idx = np.concatenate([best_idx[rows], top + start], axis=1)
+      keep = np.argpartition(cand_sim, -k, axis=1)[:, -k:]
+      best_sim[rows] = np.take_along_axis(cand_sim, keep, axis=1)
+      best_idx[rows] = np.take_along_axis(cand_idx, keep, axis=1)
   order = np.argsort(-best_sim, axis=1, kind="stable")
   votes = data.labels[np.take_along_axis(best_idx, order, axis=1)]  # Nearest first.
   counts = np.zeros((len(queries), data.num_classes), dtype=np.int64)
