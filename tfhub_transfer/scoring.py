@@ -28,6 +28,7 @@ from tfhub_transfer import training
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
+from tfhub_transfer.data import loading
 from tfhub_transfer.report import records
 from tfhub_transfer.report import results
 
@@ -88,9 +89,10 @@ def score_cell(config: ExperimentConfig, *,
   weights = config.regime_spec.resolve_weights(config.weights)
   store = store or results.ResultsStore.for_workdir(config.workdir)
   keras.utils.set_random_seed(config.seed)  # As run_experiment: the same random init.
-  splits = datasets.load_splits(dataset, data_dir=config.data_dir,
-                                manual_dir=config.manual_dir, seed=config.seed,
-                                max_examples=config.max_examples)
+  splits = loading.load_splits(dataset, data_dir=config.data_dir,
+                               manual_dir=config.manual_dir, seed=config.seed,
+                               max_examples=config.max_examples,
+                               folder_cache_dir=os.path.join(config.workdir, "folders"))
   ctx = runners.CellContext(
       config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,
       strategy=training.make_strategy(config.strategy),
