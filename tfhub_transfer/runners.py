@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -93,13 +93,23 @@ def weights_identity(weights: str, seed: int) -> str:
   return "file-" + features_lib.file_identity(weights)
 
 
-def run_logreg(ctx: CellContext) -> Outcome:
-  """Extracts (or reuses) features, fits the L2 path, refits, tests."""
+def extract_cell_features(ctx: CellContext, *, splits: Sequence[str] = ("train", "val", "test")
+                          ) -> dict[str, features_lib.CachedFeatures]:
+  """The frozen features of the cell's splits, through the feature cache.
+
+  The backbone is built on the first cache miss only: when every split is cached, nothing
+  is built. `run_logreg` and `--mode=score` read the same cache entries.
+
+  Args:
+    ctx: the cell.
+    splits: which of the cell's splits to extract (in this order).
+
+  Returns:
+    split -> its cached features and labels (memory-mapped).
+  """
   built = []
 
   def feature_fn(images):
-    # The backbone is built on the first cache miss only: a rerun reads every split from the
-    # cache without it.
     if not built:
       with ctx.strategy.scope():
         built.append(features_lib.make_feature_fn(ctx.build_model(), ctx.strategy))
@@ -107,8 +117,8 @@ def run_logreg(ctx: CellContext) -> Outcome:
 
   cache_dir = os.path.join(ctx.config.workdir, "features")
   weights_id = weights_identity(ctx.weights, ctx.config.seed)
-  cached, extract_s = {}, 0.0
-  for split in ("train", "val", "test"):
+  cached = {}
+  for split in splits:
     parts = {
         "backbone": ctx.backbone.to_dict(),
         "weights": weights_id,
@@ -120,7 +130,13 @@ def run_logreg(ctx: CellContext) -> Outcome:
         feature_fn, ctx.batches(split), cache_dir=cache_dir,
         key=features_lib.cache_key(parts), num_batches=ctx.num_batches(split),
         description=f"{ctx.config.model}/{ctx.config.dataset}/{split}", key_parts=parts)
-    extract_s += cached[split].seconds
+  return cached
+
+
+def run_logreg(ctx: CellContext) -> Outcome:
+  """Extracts (or reuses) features, fits the L2 path, refits, tests."""
+  cached = extract_cell_features(ctx)
+  extract_s = sum(c.seconds for c in cached.values())
   metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
   start = time.perf_counter()
   selection = logreg.select_and_refit(

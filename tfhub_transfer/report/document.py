@@ -29,6 +29,7 @@ from tfhub_transfer.report import reference
 from tfhub_transfer.report import results
 from tfhub_transfer.report import sections
 from tfhub_transfer.report import significance
+from tfhub_transfer.report import transferability_check
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
                   "n_common_datasets", "avg_logodds_common", "paper_avg_logodds",
@@ -53,6 +54,7 @@ class ReportPaths:
   figure2_png: str = ""
   significance_csv: str = ""
   top1_csv: str = ""
+  transferability_png: Optional[str] = None
 
   def names(self) -> list[str]:
     """The files written, by name (tables as table_<regime>.csv)."""
@@ -60,7 +62,9 @@ class ReportPaths:
              os.path.basename(self.summary_csv), os.path.basename(self.figure_png)]
             + [os.path.basename(p) for p in (self.figure2_png, self.significance_csv,
                                              self.top1_csv) if p]
-            + [os.path.basename(p) for p in self.exports])
+            + [os.path.basename(p) for p in self.exports]
+            + ([os.path.basename(self.transferability_png)] if self.transferability_png
+               else []))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,9 +304,13 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
                  out_dir: str, *, imagenet_top1: Optional[Mapping[str, float]] = None,
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
                  seed: int = 0, store_dir: Optional[str] = None,
-                 permutation_samples: int = significance.PERMUTATION_SAMPLES) -> ReportPaths:
+                 permutation_samples: int = significance.PERMUTATION_SAMPLES,
+                 score_records: Optional[Iterable[dict[str, Any]]] = None) -> ReportPaths:
   """Writes report.md, the tables, summary.csv, significance.csv, imagenet_top1.csv,
   figure1.png and figure2.png to `out_dir`.
+
+  Where transferability scores exist, report.md gains their check against the measured
+  results (`transferability_check`) and transferability.png its plot.
 
   Args:
     store_or_records: a `ResultsStore`, or records as `run_experiment` returns them.
@@ -314,6 +322,7 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
     seed: seed of the bootstrap and of the permutation tests.
     store_dir: where the records' prediction files are (default: the store's directory).
     permutation_samples: permutations of each significance test (>= 10,000).
+    score_records: `--mode=score` rows (default: the store's, if a store is given).
 
   Returns:
     The paths written and the Markdown text.
@@ -349,6 +358,11 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
   plots.plot_figure1(report.correlations, paths.figure_png, error_bars=report.error_bars)
   plots.plot_figure2(analyses.figure2_panels(report.cells, report.top1, seed=seed,
                                              samples=bootstrap_samples), paths.figure2_png)
+  if score_records is None and isinstance(store_or_records, results.ResultsStore):
+    score_records = store_or_records.score_records()
+  if score_records:
+    text, png = transferability_check.write_section(report.cells, list(score_records), out_dir)
+    paths = dataclasses.replace(paths, markdown=paths.markdown + text, transferability_png=png)
   with open(paths.report_md, "w") as f:
     f.write(paths.markdown)
   return paths
