@@ -1,10 +1,57 @@
-"""pytest glue: absl test helpers (create_tempdir, get_temp_dir) read absl flags, which
-`tf.test.main()` parses under bazel; under pytest they are marked parsed with defaults."""
+"""pytest glue: absl flags, and the files libraries write under HOME.
+
+absl test helpers (create_tempdir, get_temp_dir) read absl flags, which `tf.test.main()`
+parses under bazel; under pytest they are marked parsed with defaults.
+
+Tests write only inside temporary directories, but some libraries write their own files
+under HOME when imported or used. For the session, those point into one temporary directory
+(removed at the end), which test subprocesses inherit through `fakes.subprocess_env`; a
+user's own settings there (a keras.json with float16, say) do not reach the tests either.
+Bazel needs none of this: it runs each test with HOME set to the test's TEST_TMPDIR.
+
+TFDS's default data_dir (~/tensorflow_datasets) is deliberately not redirected: a test that
+builds a dataset passes a data_dir of its own, and CI, which runs pytest with HOME set to an
+empty directory, fails when anything appears there.
+"""
+
+import os
+import shutil
+import tempfile
 
 from absl import flags
+
+# Environment variable -> the subdirectory of the session's directory it names.
+LIBRARY_HOMES = {
+    "KERAS_HOME": "keras",  # keras.json, written on `import keras` (default ~/.keras).
+    # Config and font cache, built on first import (default ~/.config and ~/.cache).
+    "MPLCONFIGDIR": "matplotlib",
+    # The notebook test's kernel: connection files, IPython profile and history.
+    "JUPYTER_CONFIG_DIR": "jupyter/config",
+    "JUPYTER_DATA_DIR": "jupyter/data",
+    "JUPYTER_RUNTIME_DIR": "jupyter/runtime",
+    "IPYTHONDIR": "ipython",
+}
+
+_session = {}
 
 
 def pytest_configure(config):
   del config
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+  root = tempfile.mkdtemp(prefix="tfhub_transfer_tests_home.")
+  _session.update(root=root, saved={name: os.environ.get(name) for name in LIBRARY_HOMES})
+  for name, subdir in LIBRARY_HOMES.items():
+    os.environ[name] = os.path.join(root, subdir)
+
+
+def pytest_unconfigure(config):
+  del config
+  if "root" not in _session:
+    return
+  for name, value in _session["saved"].items():
+    if value is None:
+      os.environ.pop(name, None)
+    else:
+      os.environ[name] = value
+  shutil.rmtree(_session.pop("root"), ignore_errors=True)
