@@ -3,7 +3,10 @@
 Nothing here touches the network.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +26,26 @@ def subprocess_env(**extra):
   """
   return dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", **extra)
+
+
+_DIGITS_DATA_DIR = []
+
+
+def digits_data_dir() -> str:
+  """A TFDS data_dir holding `digits`, built once per test process, in a temporary directory
+  removed when the process exits.
+
+  Tests pass it as `data_dir=` / `--data_dir=` so `digits` is never built into the user's
+  ~/tensorflow_datasets (TFDS's default), is built once per test file rather than once per
+  test, and is never built by several subprocesses at once.
+  """
+  if not _DIGITS_DATA_DIR:
+    from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
+    path = tempfile.mkdtemp(prefix="tfds.", dir=os.environ.get("TEST_TMPDIR"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    datasets.load_splits(datasets.get_dataset_spec("digits"), data_dir=path)
+    _DIGITS_DATA_DIR.append(path)
+  return _DIGITS_DATA_DIR[0]
 
 
 class _TinyFeatureModule(tf.Module):

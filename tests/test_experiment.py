@@ -23,7 +23,8 @@ def _tiny_config(tmp, regime, **overrides):
   if not os.path.exists(hub):
     fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=3)  # 72 features.
   fields = dict(model="hub:" + hub, dataset="digits", regime=regime, image_size=16,
-                workdir=os.path.join(tmp, "work"), max_examples=60, batch_size=16,
+                workdir=os.path.join(tmp, "work"), data_dir=fakes.digits_data_dir(),
+                max_examples=60, batch_size=16,
                 l2_grid_size=6, train_steps=2, learning_rates=(0.01,), weight_decays=(0.0,))
   fields.update(overrides)
   return ExperimentConfig(**fields)

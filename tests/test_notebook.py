@@ -21,8 +21,11 @@ class QuickstartNotebookTest(tf.test.TestCase):
     # The real ImageNet file where this machine has it; otherwise random weights, which run
     # the same code path offline.
     weights = _SHARED_WEIGHTS if os.path.exists(_SHARED_WEIGHTS) else "random"
+    # TFDS's own variable for its default data_dir: the notebook builds digits there, not
+    # in ~/tensorflow_datasets.
     env = fakes.subprocess_env(TFHUB_TRANSFER_WEIGHTS=weights,
-                               TFHUB_TRANSFER_WORKDIR=workdir)
+                               TFHUB_TRANSFER_WORKDIR=workdir,
+                               TFDS_DATA_DIR=self.create_tempdir().full_path)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # The kernel inherits this process's environment.
     try:

@@ -21,7 +21,8 @@ def _cell_args(tmp, workdir):
     fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=2)
   return ["--model=hub:" + hub, "--dataset=digits", "--regime=finetune", "--image_size=16",
           "--max_examples=40", "--batch_size=8", "--train_steps=2",
-          "--learning_rates=0.01,0.001", "--weight_decays=0,0.0001", "--workdir=" + workdir]
+          "--learning_rates=0.01,0.001", "--weight_decays=0,0.0001", "--workdir=" + workdir,
+          "--data_dir=" + fakes.digits_data_dir()]
 
 
 def _stop_all(processes):
