@@ -24,6 +24,48 @@ PAPER_NETWORKS = (
 # The smallest input each architecture accepts, to keep the test fast on CPU.
 _SMALL_SIZE = {"inception_v3": 75, "inception_v4": 75, "inception_resnet_v2": 75}
 
+
+def _densenet_width(blocks, *, growth=32, stem=64, compression=0.5):
+  """Channels after the last dense block (Huang et al. 2017, Table 1 and Section 3: each
+  layer adds `growth` channels, each transition layer keeps `compression` of them)."""
+  width = stem
+  for i, layers in enumerate(blocks):
+    width += layers * growth
+    if i < len(blocks) - 1:
+      width = int(width * compression)
+  return width
+
+
+# The published width of each network's pooled penultimate features, from the papers and
+# model pages (not from the registry): what each spec's feature_dim must say.
+PUBLISHED_FEATURE_DIM = {
+    # TF Hub model pages of imagenet/inception_v1 and imagenet/inception_v2 feature_vector:
+    # 1024-d feature vectors (Szegedy et al. 2015 Table 1 and Ioffe & Szegedy 2015 Figure 5:
+    # a 1 x 1 x 1024 average pool).
+    "inception_v1": 1024,
+    "bn_inception": 1024,
+    "inception_v3": 2048,  # Szegedy et al. 2016 (Rethinking Inception), Table 1: 8x8x2048.
+    "inception_v4": 1536,  # Szegedy et al. 2017 (Inception-v4), Figure 9: average pool 1536.
+    # TF-slim inception_resnet_v2.py: Conv2d_7b_1x1 has 1536 filters before the pool.
+    "inception_resnet_v2": 1536,
+    # He et al. 2016, Table 1: conv5_x ends in a 1x1, 2048 convolution at 50, 101, 152 layers.
+    "resnet_50": 2048,
+    "resnet_101": 2048,
+    "resnet_152": 2048,
+    "densenet_121": _densenet_width((6, 12, 24, 16)),  # 1024
+    "densenet_169": _densenet_width((6, 12, 32, 32)),  # 1664
+    "densenet_201": _densenet_width((6, 12, 48, 32)),  # 1920
+    "mobilenet_v1": 1024,  # Howard et al. 2017, Table 1: the last 1x1 conv has 1024 filters.
+    # Sandler et al. 2018, Table 2: a final 1x1 conv of 1280; its text keeps that layer at
+    # 1280 only for width multipliers below 1, so at 1.4 it has 1.4 x 1280.
+    "mobilenet_v2": 1280,
+    "mobilenet_v2_140": int(1.4 * 1280),  # 1792
+    # Zoph et al. 2018 name them "NASNet-A (N @ P)", P the penultimate layer's filters:
+    # NASNet-A (4 @ 1056) and NASNet-A (6 @ 4032), Tables 2 and 3.
+    "nasnet_mobile": 1056,
+    "nasnet_large": 4032,
+}
+
 SHARED_WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "weights",
                               "mobilenet_2_5_224_tf_no_top.h5")
 
@@ -81,21 +123,44 @@ class RegistryTest(parameterized.TestCase):
 
 class BuildTest(parameterized.TestCase):
 
+  def test_advertised_feature_dims_are_the_published_ones(self):
+    self.assertCountEqual(PUBLISHED_FEATURE_DIM, PAPER_NETWORKS)
+    self.assertEqual({name: spec.feature_dim for name, spec in backbones.BACKBONES.items()},
+                     PUBLISHED_FEATURE_DIM)
+
+  def test_hub_specs_name_the_published_modules(self):
+    # TF-slim's "Inception v2" is BN-Inception; TF Hub image modules take 224 x 224 inputs
+    # with values in [0, 1] (TF Hub's common signature for images).
+    for name, module in (("inception_v1", "inception_v1"), ("bn_inception", "inception_v2")):
+      spec = backbones.BACKBONES[name]
+      self.assertEqual((spec.source, spec.image_size, spec.preprocessing),
+                       (backbones.HUB, 224, "unit"), name)
+      self.assertStartsWith(spec.hub_handle,
+                            f"https://tfhub.dev/google/imagenet/{module}/feature_vector/")
+
   @parameterized.named_parameters((name, name) for name in PAPER_NETWORKS)
   def test_builds_with_advertised_feature_dim(self, name):
     spec = backbones.get_backbone_spec(name)
     size = _SMALL_SIZE.get(name, 32)
     spec = backbones.get_backbone_spec(name, image_size=size)
+    images = np.random.default_rng(0).uniform(0, 1, (2, size, size, 3)).astype("float32")
     if spec.source in (backbones.KERAS, backbones.BUILT):
       model = backbones.build_backbone(spec, weights="random")
-    else:
-      # Hub modules load through the real SavedModel path from a fake module of the
-      # advertised width.
+      features = model(images, training=False)
+      self.assertEqual(tuple(features.shape), (2, PUBLISHED_FEATURE_DIM[name]))
+    elif spec.source == backbones.HUB:
+      # The real module is not offline: a fake of the published width, loaded through the
+      # real SavedModel path, must come out unchanged (the spec's width is checked above).
       path = fakes.make_tiny_savedmodel(self.create_tempdir().full_path + "/m",
-                                        feature_dim=spec.feature_dim)
+                                        feature_dim=PUBLISHED_FEATURE_DIM[name])
       model = backbones.build_backbone(spec, weights=path)
-    features = model(tf.zeros((2, size, size, 3)), training=False)
-    self.assertEqual(tuple(features.shape), (2, spec.feature_dim))
+      features = model(images, training=False)
+      self.assertEqual(tuple(features.shape), (2, PUBLISHED_FEATURE_DIM[name]))
+      np.testing.assert_allclose(features, tf.saved_model.load(path)(images, training=False),
+                                 rtol=1e-6, atol=1e-6)
+      self.assertGreater(np.abs(features[0] - features[1]).max(), 1e-3)  # Not constant.
+    else:
+      self.fail(f"{name}: no build check for source {spec.source!r}")
     keras.backend.clear_session()
 
   def test_inception_v4_imagenet_names_the_slim_checkpoint(self):
