@@ -1,5 +1,6 @@
 """The command line as a user runs it: a subprocess per invocation."""
 
+import glob
 import os
 import signal
 import subprocess
@@ -101,11 +102,26 @@ class CliTest(tf.test.TestCase):
     for text in ("--model", "--regime", "--weights", "--parallel_trials", "default: 'auto'"):
       self.assertIn(text, done.stdout)
 
-  def test_flagfiles_parse(self):
-    for name in ("quickstart", "paper_logreg", "paper_finetune", "paper_scratch"):
-      done = run_cli(f"--flagfile=flags/{name}.cfg", "--regime=nonsense")
-      # The flagfile parsed (an unknown flag would fail before); the override is rejected.
-      self.assertIn("Unknown --regime='nonsense'", done.stderr, name)
+  def test_flagfiles_name_only_known_models_datasets_and_regimes(self):
+    # The CLI checks every model, dataset and regime name before it parses --shard, so a bad
+    # --shard is reported only when all of a flagfile's names are valid (and it parsed: an
+    # unknown flag fails before either).
+    shipped = sorted(glob.glob(os.path.join(fakes.REPO_ROOT, "flags", "*.cfg")))
+    self.assertContainsSubset(
+        ["quickstart.cfg", "paper_logreg.cfg", "paper_finetune.cfg", "paper_scratch.cfg"],
+        [os.path.basename(path) for path in shipped])
+    bad = os.path.join(self.get_temp_dir(), "bad.cfg")
+    with open(bad, "w") as f:
+      f.write("--regime=logreg\n--model=resnet_50,mobilenet_v2\n--dataset=dtd,imagenet\n")
+    for path in shipped + [bad]:
+      done = run_cli(f"--flagfile={path}", "--shard=5/1", "--workdir=" + self.get_temp_dir())
+      self.assertEqual(done.returncode, 2, f"{path}: {done.stderr[-2000:]}")
+      if path == bad:  # The check above can fail: a flagfile with an unknown dataset.
+        self.assertIn("Unknown --dataset='imagenet'", done.stderr)
+        self.assertNotIn("--shard=", done.stderr)
+      else:
+        self.assertIn("tfhub_transfer: --shard='5/1' is not 'i/n'", done.stderr, path)
+        self.assertNotIn("Unknown", done.stderr, path)
 
 
 class RunOutputTest(tf.test.TestCase):
