@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer.report import results
+from tfhub_transfer.report import stores
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 
@@ -29,7 +30,7 @@ class SweepTest(tf.test.TestCase):
                  "--workdir=" + self.workdir]
 
   def _store(self):
-    return results.ResultsStore(os.path.join(self.workdir, "results.sqlite"))
+    return stores.read_workdir(self.workdir)
 
   def test_killed_sweep_resumes_without_duplicates_or_gaps(self):
     process = subprocess.Popen(self.args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
@@ -38,7 +39,7 @@ class SweepTest(tf.test.TestCase):
     try:
       deadline = time.monotonic() + 240
       while time.monotonic() < deadline and process.poll() is None:
-        if os.path.exists(os.path.join(self.workdir, "results.sqlite")) and len(
+        if results.store_paths(self.workdir) and len(
             self._store().records(status="ok")) >= 2:
           break
         time.sleep(0.2)

@@ -18,6 +18,8 @@ from tfhub_transfer.report import plots
 from tfhub_transfer.report import records
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import results
+from tfhub_transfer.report import storage
+from tfhub_transfer.report import stores
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
                   "n_common_datasets", "avg_logodds_common", "paper_avg_logodds")
@@ -55,7 +57,7 @@ class _Report:
 
 
 def _load(store_or_records) -> list[dict[str, Any]]:
-  if isinstance(store_or_records, results.ResultsStore):
+  if isinstance(store_or_records, (results.ResultsStore, stores.WorkdirResults)):
     return store_or_records.records()
   if isinstance(store_or_records, (str, os.PathLike)):
     raise TypeError(f"Got the path {store_or_records!r}; pass "
@@ -198,14 +200,16 @@ def _comparison(report, summary) -> list[str]:
   return lines
 
 
-def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str, Any]]],
+def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirResults,
+                                        Iterable[dict[str, Any]]],
                  out_dir: str, *, imagenet_top1: Optional[Mapping[str, float]] = None,
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
                  seed: int = 0) -> ReportPaths:
   """Writes report.md, table_<regime>.csv, summary.csv and figure1.png to `out_dir`.
 
   Args:
-    store_or_records: a `ResultsStore`, or records as `run_experiment` returns them.
+    store_or_records: a `ResultsStore`, a workdir's (`stores.read_workdir`), or records
+      as `run_experiment` returns them.
     out_dir: output directory (created if missing).
     imagenet_top1: ImageNet top-1 (%) of models outside the paper's 16 (or overrides).
     bootstrap_samples: resamples of the correlation's confidence interval.
@@ -231,27 +235,44 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
     _write_csv(path, header, table)
   _write_csv(paths.summary_csv, SUMMARY_FIELDS,
              [[r[k] for k in SUMMARY_FIELDS] for r in _summary_rows(report)])
-  plots.plot_figure1(report.correlations, paths.figure_png)
-  with open(paths.report_md, "w") as f:
+  with storage.atomic_open(paths.figure_png, "wb") as f:
+    plots.plot_figure1(report.correlations, f)
+  with storage.atomic_open(paths.report_md) as f:
     f.write(paths.markdown)
   return paths
 
 
 def _write_csv(path, header, rows):
-  with open(path, "w", newline="") as f:
+  # Each file is written beside its old version and renamed over it when complete: a full
+  # disk leaves the previous report, not a truncated one.
+  with storage.atomic_open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows([["" if v is None else v for v in row] for row in rows])
 
 
 def write_workdir_report(workdir: str, *,
-                         imagenet_top1: Optional[Mapping[str, float]] = None) -> ReportPaths:
-  """`--mode=report`: the report of a workdir's store in `<workdir>/report/`, plus every
-  stored record in full (results.csv, results.json) for other tools."""
-  store = results.ResultsStore.for_workdir(workdir)
-  out_dir = os.path.join(workdir, "report")
-  paths = write_report(store, out_dir, imagenet_top1=imagenet_top1)
+                         imagenet_top1: Optional[Mapping[str, float]] = None,
+                         out_dir: Optional[str] = None) -> ReportPaths:
+  """`--mode=report`: the report of every results store of a workdir, read read-only, in
+  `out_dir` (default `<workdir>/report/`), plus every stored record in full (results.csv,
+  results.json) for other tools, written last so a failed report keeps the previous ones.
+
+  Raises:
+    StoreError: the workdir does not exist, a store cannot be read, or the report cannot be
+      written (the message names the file and what to do; the stores are never written).
+  """
+  workdir_results = stores.read_workdir(workdir)
+  out_dir = out_dir or os.path.join(workdir, "report")
   exports = (os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.json"))
-  store.export_csv(exports[0])
-  store.export_json(exports[1])
+  try:
+    paths = write_report(workdir_results, out_dir, imagenet_top1=imagenet_top1)
+    workdir_results.export_csv(exports[0])
+    workdir_results.export_json(exports[1])
+  except OSError as e:
+    raise storage.StoreError(
+        e.filename or out_dir, f"cannot write the report ({e.strerror or e})",
+        f"Free space or fix permissions there, or pass --report_dir elsewhere, and run "
+        f"--mode=report again. The results stores were only read; files already in "
+        f"{out_dir} are kept until their new versions are complete") from e
   return dataclasses.replace(paths, exports=exports)
