@@ -174,6 +174,9 @@ class ResultsStore:
   def _init_schema(self, conn):
     # The journal mode is left as the file has it: a new file gets SQLite's rollback journal
     # (see the module docstring); a store from before per-host files keeps its WAL.
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+      storage.check_writable(self.path)  # Up to date: nothing to write until a result.
+      return
     def create(conn):
       version = conn.execute("PRAGMA user_version").fetchone()[0]
       if version > SCHEMA_VERSION:

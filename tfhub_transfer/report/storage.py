@@ -45,19 +45,36 @@ def explain(path: str, error: BaseException, *, writing: bool) -> StoreError:
         path, f"the disk is full ({text})",
         "The write was rolled back and what was stored is intact. Free space on that disk "
         "and run the same command again: finished cells are skipped")
-  if name.startswith("SQLITE_READONLY") or code in (errno.EROFS, errno.EACCES, errno.EPERM):
-    return StoreError(
-        path, f"read-only ({text})",
-        "Nothing was written. Make the file and its folder writable to run cells (or use "
-        "another --workdir); --mode=report only reads and works on it as it is")
+  folder = os.path.dirname(os.path.abspath(path))
+  if name.startswith("SQLITE_READONLY") or code in (errno.EROFS, errno.EACCES, errno.EPERM) or (
+      writing and name == "SQLITE_CANTOPEN" and os.path.isdir(folder) and (
+          not os.access(folder, os.W_OK) or _read_only_mount(folder))):
+    return _read_only(path, text)
   if name == "SQLITE_CANTOPEN" or isinstance(error, OSError):
     return StoreError(
         path, f"cannot be opened ({text})",
-        f"Check that {os.path.dirname(os.path.abspath(path))} exists and is "
-        f"{'writable' if writing else 'readable'}")
+        f"Check that {folder} exists and is {'writable' if writing else 'readable'}")
   return StoreError(path, f"{'writing' if writing else 'reading'} failed ({text})",
                     "Nothing was written. Check the disk (dmesg, df) and run the same "
                     "command again")
+
+
+def _read_only(path: str, why: str) -> StoreError:
+  return StoreError(
+      path, f"read-only ({why})",
+      "Nothing was written. Make the file and its folder writable to run cells (or use "
+      "another --workdir); --mode=report only reads and works on it as it is")
+
+
+def check_writable(path: str) -> None:
+  """Raises the read-only StoreError now if the SQLite file `path` (or its folder, where its
+  journal goes) cannot be written, rather than when a result is ready to be stored."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if _read_only_mount(path):
+    raise _read_only(path, "read-only filesystem")
+  for target, what in ((path, "the file"), (folder, "its folder")):
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+      raise _read_only(path, f"{what} is not writable")
 
 
 @contextlib.contextmanager
