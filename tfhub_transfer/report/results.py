@@ -5,8 +5,8 @@ each host writes only its own file, which its processes share, so SQLite's locki
 to work across a network filesystem, where it often does not
 (https://www.sqlite.org/useovernet.html). `stores.read_workdir` reads every store file of a
 workdir read-only and merges them: the report, a sweep's "already done" check and the launcher
-read through it. A `<workdir>/results.sqlite` from before per-host stores is read as one more file
-and never written. The host's name is `$TFHUB_TRANSFER_HOST`, else the machine's.
+read through it. A `<workdir>/results.sqlite` from before per-host stores is read as one more
+file and never written. The host's name is `$TFHUB_TRANSFER_HOST`, else the machine's.
 
 Each (model, dataset, regime, seed, protocol) key has at most one row per file, holding the
 key fields as columns and the whole record (checked by `records.check_record`) as JSON; where
@@ -16,8 +16,8 @@ never a half row; a write that finds the file locked is retried with backoff. Ne
 SQLite's rollback journal, not WAL, whose shared-memory index would make every reader, even a
 read-only one, write to the file's side files from its own host.
 
-A damaged, read-only or full store, or a missing workdir, raises `StoreError`: one message
-naming the file, what is wrong and what to do.
+A damaged, read-only or full store raises `storage.StoreError`: one message naming the file,
+what is wrong and what to do.
 """
 
 import contextlib
@@ -35,8 +35,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from absl import logging
 
-from tfhub_transfer.report.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
 from tfhub_transfer.report import storage
+from tfhub_transfer.report.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
 from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, check_record, check_trial
 
 RESULTS_FILENAME = "results.sqlite"  # A workdir's one store, before per-host stores.
@@ -180,8 +180,9 @@ class ResultsStore:
     def create(conn):
       version = conn.execute("PRAGMA user_version").fetchone()[0]
       if version > SCHEMA_VERSION:
-        raise storage.StoreError(self.path, f"schema version {version}, newer than this "
-                         f"tfhub_transfer's {SCHEMA_VERSION}", "Upgrade tfhub_transfer")
+        raise storage.StoreError(
+            self.path, f"schema version {version}, newer than this tfhub_transfer's "
+            f"{SCHEMA_VERSION}", "Upgrade tfhub_transfer")
       if version == 1:
         _migrate_from_v1(conn)
       for statement in filter(str.strip, _SCHEMA.split(";")):
