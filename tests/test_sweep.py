@@ -125,8 +125,8 @@ class SlurmArrayTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=4, grid=2)
     workdir, data_dir = os.path.join(tmp, "array"), os.path.join(tmp, "data")
-    from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
-    datasets.load_splits(datasets.get_dataset_spec("digits"), data_dir=data_dir)  # Built once.
+    from tfhub_transfer.data import datasets, loading  # pylint: disable=g-import-not-at-top
+    loading.load_splits(datasets.get_dataset_spec("digits"), data_dir=data_dir)  # Built once.
     # The script runs as written; `tfhub_transfer` is this checkout's CLI, with the paper's
     # models and datasets (not available offline) swapped for a tiny Hub model and digits.
     offline = (f"--model=hub:{hub} --dataset=digits --image_size=16 --max_examples=30 "

@@ -9,16 +9,17 @@
   tfhub_transfer --list_models | --list_datasets
 
 Every choice list comes from the library's registries; library modules that import TensorFlow
-are imported where used, so `--help` and the listings answer quickly. Every flag value is
-checked when the flags are parsed (bounds and validators), before anything runs: a bad one is
-one line naming the flag, exit 2. A storage fault (`storage.StoreError`) is one line naming the
-file and what to do, exit 1.
+are imported where used, so `--help`, the listings, `--mode=report` and `--mode=forget` never
+import it. Every flag value is checked when the flags are parsed (bounds and validators),
+before anything runs: a bad one is one line naming the flag, exit 2. A storage fault
+(`storage.StoreError`) is one line naming the file and what to do, exit 1.
 """
 
 import logging
 import math
 import os
 import sys
+import textwrap
 from typing import Sequence
 
 from absl import app
@@ -49,7 +50,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seed(s) of splits, init and search."
 _WORKDIR = flags.DEFINE_string("workdir", "workdir",
                                "Results store, feature cache, checkpoints, tuner state, logs.")
 _WEIGHTS = flags.DEFINE_string(
-    "weights", None, "imagenet, random, or a path (Keras weights file or SavedModel dir). "
+    "weights", None, "imagenet, random, or a path (Keras weights file, SavedModel dir, or "
+    "for inception_v4 a TF-slim checkpoint). "
     "Default: each regime's own (" + ", ".join(
         f"{name}: {spec.default_weights}" for name, spec in regimes.REGIMES.items()) + ").")
 _MODEL_KWARGS = flags.DEFINE_string("model_kwargs", "{}",
@@ -95,6 +97,64 @@ _FORGET_OK = flags.DEFINE_bool("forget_ok", False,
 
 # Flags the launcher's children must not inherit: they would launch again.
 _LAUNCHER_FLAGS = (_PARALLEL_TRIALS, _GPUS_PER_TRIAL)
+
+# `--help`: this tool's flags by what they are for (absl's own: --helpfull).
+FLAG_GROUPS = (
+    ("run", (_MODEL, _DATASET, _REGIME, _SEEDS, _WORKDIR, _WEIGHTS, _MODEL_KWARGS, _IMAGE_SIZE,
+             _BATCH_SIZE, _TRAIN_STEPS, _MODE, _LIST_MODELS, _LIST_DATASETS)),
+    ("search", (_LEARNING_RATES, _WEIGHT_DECAYS, _TUNER, _MAX_TRIALS, _L2_GRID_SIZE)),
+    ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES)),
+    ("scale-out", (_STRATEGY, _SHARD, _PARALLEL_TRIALS, _GPUS_PER_TRIAL)),
+    ("report (--mode=report)", (_IMAGENET_TOP1, _REPORT_DIR)),
+    ("forget (--mode=forget, with the grid's flags)", (_FORGET_OK,)),
+)
+_HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+
+def own_flags() -> list[flags.FlagHolder]:
+  """Every flag this module defines."""
+  return [v for v in globals().values() if isinstance(v, flags.FlagHolder)]
+
+
+def help_text(width: int = 80) -> str:
+  """`--help`: usage lines, then this tool's flags by group, then where the others are."""
+  usage = __doc__.split("\n\n")[1]
+  lines = ["tfhub_transfer: how well do ImageNet models transfer? (Kornblith, Shlens & Le, "
+           "CVPR 2019)", "", "Usage:", *usage.splitlines()]
+  grouped = {holder.name for _, holders in FLAG_GROUPS for holder in holders}
+  ungrouped = tuple(holder for holder in own_flags() if holder.name not in grouped)
+  for title, holders in FLAG_GROUPS + ((("other", ungrouped),) if ungrouped else ()):
+    lines += ["", f"{title}:"]
+    for holder in holders:
+      flag = flags.FLAGS[holder.name]
+      default = (flag.default_as_str or "").strip("'")
+      text = f"--{flag.name}: {flag.help}" + (f" (default: {default})" if default else "")
+      lines.append(textwrap.fill(text, width=width, initial_indent="  ",
+                                 subsequent_indent="      "))
+  lines += ["", textwrap.fill(
+      "Also: --flagfile=FILE reads flags from a file (flags/*.cfg: the quickstart and the "
+      "paper's settings; later flags override it); --verbosity=-1 logs warnings only, "
+      "--verbosity=1 everything, TensorFlow's start-up lines included; --helpfull lists "
+      "every flag, absl's included.", width=width)]
+  return "\n".join(lines)
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, but `--help` is `help_text` (absl's lists every module's flags
+  alphabetically and exits 1), and a bad value (a bound, a validator, an unknown flag) is one
+  line naming the flag and exit 2, not absl's usage text."""
+  if any(arg in _HELP_ARGS for arg in argv[1:]):
+    try:
+      print(help_text(), flush=True)
+    except BrokenPipeError:  # `--help | head`: the reader has seen enough.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"tfhub_transfer: {e} (see --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 class UsageError(ValueError):
@@ -161,9 +221,11 @@ def _check_numbers(values, *, kind, valid, expected):
 
 
 def _check_weights(value):
-  if value and value not in (regimes.IMAGENET, regimes.RANDOM) and not os.path.exists(value):
-    raise ValueError("no such file or directory; pass imagenet, random, a Keras weights file "
-                     "or a SavedModel dir")
+  from tfhub_transfer import backbones  # pylint: disable=g-import-not-at-top
+  if (value and value not in (regimes.IMAGENET, regimes.RANDOM)
+      and not backbones.weights_path_exists(value)):
+    raise ValueError("no such file or directory; pass imagenet, random, a Keras weights file, "
+                     "a SavedModel dir or a TF checkpoint prefix")
 
 
 def _check_manual_dir(value):
@@ -260,6 +322,9 @@ def main(argv: Sequence[str]) -> int:
   except (UsageError, ValueError, OSError) as e:  # Bad names or values, a missing folder.
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # Ctrl-C: finished cells, trials and caches are kept.
+    print(INTERRUPTED, file=sys.stderr)
+    return 130
 
 
 def _dispatch() -> int:
@@ -292,6 +357,9 @@ def _dispatch() -> int:
     print(f"{len(forgotten)} stored result(s) forgotten in {_WORKDIR.value}"
           + ("" if _FORGET_OK.value else " (failed ones only; --forget_ok for ok ones)"))
     return 0
+  from tfhub_transfer import devices  # pylint: disable=g-import-not-at-top
+  absl_logging.info("tfhub_transfer %s: %s.", _version(), devices.import_tensorflow_quietly(
+      keep_all=flags.FLAGS["verbosity"].value > 0))
   grid = _grid()
   config = base_config(grid)
   if _PARALLEL_TRIALS.value:
@@ -305,21 +373,16 @@ def _dispatch() -> int:
         child_args(), config=config, num_workers=_PARALLEL_TRIALS.value,
         gpus_per_worker=_GPUS_PER_TRIAL.value)
   summary = sweep.run_grid(config, grid, on_result=lambda result: print(result.summary_line()))
-  if summary.cells > 1:
+  if summary.cells > 1 or summary.skipped:  # A lone finished cell says so, too.
     print(summary.line())
   for failure in summary.failures:
     print(f"FAILED {failure}", file=sys.stderr)
   return 1 if summary.failed else 0
 
 
-def _parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl's flag parsing, where a bad value (a bound, a validator, an unknown flag) is one
-  line naming the flag and exit 2, not absl's usage text."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"tfhub_transfer: {e} (see --helpfull)", file=sys.stderr)
-    sys.exit(2)
+def _version() -> str:
+  import tfhub_transfer  # pylint: disable=g-import-not-at-top
+  return tfhub_transfer.__version__
 
 
 def run_main():

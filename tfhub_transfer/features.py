@@ -15,6 +15,7 @@ has exited; from other hosts (a shared workdir), those untouched for `STALE_PART
 
 import dataclasses
 import datetime
+import glob
 import hashlib
 import json
 import os
@@ -26,11 +27,12 @@ import time
 import zlib
 from typing import Any, Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from absl import logging
+
+from tfhub_transfer import progress
 
 CACHE_FORMAT = 1  # Part of every key: bump it to invalidate all entries.
 FEATURES_FILE = "features.f32"
@@ -54,12 +56,21 @@ class DamagedEntryError(ValueError):
 
 
 def file_identity(path: str) -> str:
-  """Content hash of a weights file, or of every file under a SavedModel dir."""
+  """Content hash of a weights file, of every file under a SavedModel dir, or of the files of
+  a TF2 checkpoint prefix (PATH.index, PATH.data-*: PATH itself does not exist)."""
   digest = hashlib.sha256()
-  paths = [path] if os.path.isfile(path) else sorted(
-      os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
-  for p in paths:
-    digest.update(os.path.relpath(p, path).encode())
+  if os.path.isfile(path):
+    named = [(".", path)]
+  elif os.path.isdir(path):
+    named = sorted((os.path.relpath(os.path.join(root, f), path), os.path.join(root, f))
+                   for root, _, files in os.walk(path) for f in files)
+  else:
+    named = sorted((p[len(path):], p) for p in glob.glob(glob.escape(path) + ".*"))
+  if not named:
+    raise FileNotFoundError(f"No weights at {path!r} (no file, directory or checkpoint "
+                            f"prefix with files {path}.*).")
+  for name, p in named:
+    digest.update(name.encode())
     with open(p, "rb") as f:
       for chunk in iter(lambda: f.read(1 << 20), b""):
         digest.update(chunk)
@@ -336,7 +347,7 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
     dataset: batches of (images, labels), in a fixed order.
     cache_dir: the cache root.
     key: the entry name (see `cache_key`).
-    num_batches: for the progress bar's ETA.
+    num_batches: for the progress ETA (a live bar on a terminal, log lines otherwise).
     description: shown in logs.
     key_parts: what the key was made from, stored in meta.json for humans.
 
@@ -354,10 +365,12 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
     return cached
   with EntryWriter(cache_dir, key, description=description, key_parts=key_parts) as writer:
     iterator = [iter(dataset)]  # In a list, so that the last reference can be handed off.
-    progbar = keras.utils.Progbar(num_batches, unit_name="batch")
-    for step, (images, batch_labels) in enumerate(iterator[0]):
+    bar = progress.Progress(num_batches, description=f"extract {description}", unit="batch")
+    steps = 0
+    for steps, (images, batch_labels) in enumerate(iterator[0], 1):
       writer.append(np.asarray(feature_fn(images), dtype=np.float32), batch_labels)
-      progbar.update(step + 1)
+      bar.update(steps)
+    bar.finish(steps)
     _release_in_background(iterator)
     return writer.commit()
 
