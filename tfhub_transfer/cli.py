@@ -5,6 +5,7 @@
   tfhub_transfer --model=resnet_50,densenet_121 --dataset=dtd,oxford_pets \
       --regime=logreg,finetune --seeds=0,1 --shard=0/2       # a resumable sweep
   tfhub_transfer --mode=report --workdir=W
+  tfhub_transfer --mode=score --model=resnet_50,densenet_121 --dataset=dtd --workdir=W
   tfhub_transfer --mode=forget --model=... --dataset=... --regime=... --workdir=W
   tfhub_transfer --list_models | --list_datasets
 
@@ -33,10 +34,12 @@ from tfhub_transfer.report import storage
 from tfhub_transfer.report import stores
 
 _MODE = flags.DEFINE_enum(
-    "mode", "run", ["run", "report", "forget"],
+    "mode", "run", ["run", "report", "score", "forget"],
     "run: run the cells; report: tables, correlations and plots (reads the workdir, writes "
-    "only --report_dir); forget: remove the stored failed results of the grid's cells, under "
-    "every protocol, with their trials and folders (with --forget_ok, ok results too).")
+    "only --report_dir); score: transferability scores of the --model x --dataset x --seeds "
+    "grid from frozen (cached) features, before any training; forget: remove the stored "
+    "failed results of the grid's cells, under every protocol, with their trials and folders "
+    "(with --forget_ok, ok results too).")
 _LIST_MODELS = flags.DEFINE_bool("list_models", False, "Print the backbone zoo and exit.")
 _LIST_DATASETS = flags.DEFINE_bool("list_datasets", False, "Print the datasets and exit.")
 _MODEL = flags.DEFINE_list(
@@ -81,7 +84,8 @@ _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
                                      "Cap on examples per split, for smoke runs (0: all).",
                                      lower_bound=0)
 _IMAGENET_TOP1 = flags.DEFINE_list(
-    "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models outside the zoo, "
+    "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
+    "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
     "as NAME=TOP1 with NAME as the report shows it, e.g. 'hub:/models/mine=77.2'.")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell of the grid from i.")
 _PARALLEL_TRIALS = flags.DEFINE_integer(
@@ -247,8 +251,10 @@ _validator(_MANUAL_DIR, _check_manual_dir)
 _validator(_IMAGENET_TOP1, _parse_top1)
 
 
-def _require_grid_flags():
-  missing = [f"--{f.name}" for f in (_MODEL, _DATASET, _REGIME) if not f.value]
+def _require_grid_flags(regime_flag=None):
+  regime_flag = _REGIME.value if regime_flag is None else regime_flag
+  missing = [f"--{f.name}" for f, value in ((_MODEL, _MODEL.value), (_DATASET, _DATASET.value),
+                                            (_REGIME, regime_flag)) if not value]
   if missing:
     raise UsageError(f"{', '.join(missing)} required (see --list_models, --list_datasets; "
                      f"regimes: {', '.join(regimes.REGIMES)}).")
@@ -263,18 +269,25 @@ def _existing_workdir() -> str:
 
 def _grid():
   """The sweep's dimensions, each name checked against its registry before anything runs."""
+  regime_flag = _REGIME.value
+  if _MODE.value == "score":
+    # Scores read the logreg regime's frozen features (its weights rule and feature cache).
+    if regime_flag not in ([], ["logreg"]):
+      raise UsageError(f"--mode=score scores frozen features (the logreg regime's); got "
+                       f"--regime={','.join(regime_flag)}. Drop --regime.")
+    regime_flag = ["logreg"]
   from tfhub_transfer import backbones  # pylint: disable=g-import-not-at-top
   from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
-  _require_grid_flags()
+  _require_grid_flags(regime_flag)
   kwargs = FrozenKwargs.parse(_MODEL_KWARGS.value)
   for model in _MODEL.value:
     backbones.get_backbone_spec(model, model_kwargs=kwargs)
   for dataset in _DATASET.value:
     datasets.get_dataset_spec(dataset)
-  for regime in _REGIME.value:
+  for regime in regime_flag:
     regimes.get_regime_spec(regime)
   return sweep.Grid(models=tuple(_MODEL.value), datasets=tuple(_DATASET.value),
-                    regimes=tuple(_REGIME.value), seeds=_ints(_SEEDS.value, "seeds"),
+                    regimes=tuple(regime_flag), seeds=_ints(_SEEDS.value, "seeds"),
                     shard=sweep.parse_shard(_SHARD.value))
 
 
@@ -362,6 +375,15 @@ def _dispatch() -> int:
       keep_all=flags.FLAGS["verbosity"].value > 0))
   grid = _grid()
   config = base_config(grid)
+  if _MODE.value == "score":
+    from tfhub_transfer import scoring  # pylint: disable=g-import-not-at-top
+    scored = scoring.run_score_grid(config, grid,
+                                    on_result=lambda result: print(result.summary_line()))
+    if scored.cells > 1:
+      print(scored.line())
+    for failure in scored.failures:
+      print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if scored.failures else 0
   if _PARALLEL_TRIALS.value:
     from tfhub_transfer import launcher  # pylint: disable=g-import-not-at-top
     cells = grid.cells(config)

@@ -35,9 +35,11 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from absl import logging
 
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import storage
 from tfhub_transfer.report.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
 from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, check_record, check_trial
+from tfhub_transfer.report.records import SCORE_KEY_FIELDS, check_score_record
 
 RESULTS_FILENAME = "results.sqlite"  # A workdir's one store, before per-host stores.
 STORES_DIRNAME = "results"  # <workdir>/results/<host>.sqlite
@@ -63,7 +65,12 @@ CREATE TABLE IF NOT EXISTS trials (
   status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
   error TEXT, stored_at TEXT NOT NULL,
   PRIMARY KEY (model, dataset, regime, seed, protocol, trial_id));
+CREATE TABLE IF NOT EXISTS scores (
+  model TEXT NOT NULL, dataset TEXT NOT NULL, seed INTEGER NOT NULL, protocol TEXT NOT NULL,
+  scores TEXT NOT NULL, created_at TEXT, stored_at TEXT NOT NULL, record TEXT NOT NULL,
+  PRIMARY KEY (model, dataset, seed, protocol));
 """
+_TABLES = ("results", "trials", "scores")
 
 
 def host_name() -> str:
@@ -109,12 +116,14 @@ class ResultsStore:
     path: the database file (created with its parent dirs if missing); an existing
       directory means `<path>/results.sqlite`.
     timeout: seconds a call waits for another process's write lock before failing.
+    directory: the folder record paths (prediction files) are relative to (default: the
+      file's folder; `for_workdir`: the workdir).
 
   Raises:
     StoreError: the file cannot be created, opened or read (damaged, read-only, full).
   """
 
-  def __init__(self, path: str, *, timeout: float = 60.0):
+  def __init__(self, path: str, *, timeout: float = 60.0, directory: Optional[str] = None):
     path = os.fspath(path)
     if path in ("", ":memory:") or path.startswith("file:"):
       raise ValueError(f"ResultsStore needs a file path, got {path!r} (each call opens its "
@@ -127,6 +136,7 @@ class ResultsStore:
       raise storage.explain(path, e, writing=True) from e
     self.path = path
     self.timeout = timeout
+    self._directory = directory
     self._jitter = random.Random()
     self._retry(self._init_schema)
 
@@ -134,9 +144,10 @@ class ResultsStore:
   def for_workdir(cls, workdir: str, *, host: Optional[str] = None,
                   **kwargs) -> "ResultsStore":
     """This host's store in a workdir, `<workdir>/results/<host>.sqlite`: the one a run
-    writes to (`host`: default `host_name()`)."""
+    writes to (`host`: default `host_name()`). Its records' paths are relative to the
+    workdir, as every store file's of the workdir."""
     return cls(os.path.join(workdir, STORES_DIRNAME, f"{host or host_name()}.sqlite"),
-               **kwargs)
+               directory=workdir, **kwargs)
 
   def __repr__(self):
     return f"ResultsStore({self.path!r})"
@@ -174,7 +185,9 @@ class ResultsStore:
   def _init_schema(self, conn):
     # The journal mode is left as the file has it: a new file gets SQLite's rollback journal
     # (see the module docstring); a store from before per-host files keeps its WAL.
-    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if (conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        and tables >= set(_TABLES)):
       storage.check_writable(self.path)  # Up to date: nothing to write until a result.
       return
     def create(conn):
@@ -242,10 +255,38 @@ class ResultsStore:
 
   def delete(self, model: str, dataset: str, regime: str, seed: int,
              protocol: str = "") -> bool:
-    """Removes a key's result (to force a rerun); returns whether there was one."""
-    return self._write(lambda conn: conn.execute(
+    """Removes a key's result and its predictions file (to force a rerun); returns whether
+    there was one."""
+    record = self.get(model, dataset, regime, seed, protocol)
+    deleted = self._write(lambda conn: conn.execute(
         f"DELETE FROM results{KEY_WHERE}", (model, dataset, regime, seed, protocol)
     ).rowcount == 1)
+    if deleted:
+      predictions_lib.remove_for_record(self.directory, record)
+    return deleted
+
+  # Prediction files: `predictions.PREDICTIONS_DIR` under `directory`.
+
+  @property
+  def directory(self) -> str:
+    """The folder record paths (e.g. of prediction files) are relative to."""
+    return self._directory or os.path.dirname(os.path.abspath(self.path))
+
+  def replace(self, record: dict[str, Any]) -> bool:
+    """`put`, then removes the predictions file of the record it replaced (if another).
+
+    Returns:
+      Whether the record was stored (see `put`).
+    """
+    old = self.get(*({"protocol": "", **record}.get(k) for k in KEY_FIELDS))
+    stored = self.put(record)
+    if stored:
+      predictions_lib.remove_for_record(self.directory, old, keep=record)
+    return stored
+
+  def load_predictions(self, record: dict[str, Any]) -> Optional[predictions_lib.Predictions]:
+    """A stored record's test predictions (None: it has none, or the file is gone)."""
+    return predictions_lib.load_for_record(self.directory, record)
 
   def delete_cells(self, keys: Iterable[Sequence[Any]]) -> tuple[int, int]:
     """Removes the results and the trials of each (model, dataset, regime, seed, protocol)
@@ -291,6 +332,37 @@ class ResultsStore:
     return [{**dict(zip(TRIAL_FIELDS, row)),
              "hparams": json.loads(row[TRIAL_FIELDS.index("hparams")])} for row in rows]
 
+  # Transferability scores (`--mode=score`).
+
+  def put_score(self, record: dict[str, Any]) -> None:
+    """Stores a `scoring.score_cell` row, replacing the key's previous row.
+
+    Raises:
+      ValueError: a key field or the scores are missing or invalid.
+    """
+    record = check_score_record(record)
+    row = {**{k: record[k] for k in SCORE_KEY_FIELDS},
+           "scores": json.dumps(record["scores"], sort_keys=True),
+           "created_at": record.get("created_at"), "stored_at": _now(),
+           "record": json.dumps(record, sort_keys=True)}
+    self._write(lambda conn: conn.execute(
+        f"INSERT OR REPLACE INTO scores ({', '.join(row)}) "
+        f"VALUES ({', '.join('?' * len(row))})", tuple(row.values())))
+
+  def get_score(self, model: str, dataset: str, seed: int,
+                protocol: str) -> Optional[dict[str, Any]]:
+    """The score row stored under the key, or None."""
+    rows = self._select("SELECT record FROM scores WHERE " + " AND ".join(
+        f"{k} = ?" for k in SCORE_KEY_FIELDS), (model, dataset, seed, protocol))
+    return json.loads(rows[0][0]) if rows else None
+
+  def score_records(self, *, model: Optional[str] = None,
+                    dataset: Optional[str] = None) -> list[dict[str, Any]]:
+    """Stored score rows, sorted by key; each filter given must match."""
+    where, params = where_clause(model=model, dataset=dataset)
+    return [json.loads(r[0]) for r in self._select(
+        f"SELECT record FROM scores{where} ORDER BY {', '.join(SCORE_KEY_FIELDS)}", params)]
+
   # Export and merge.
 
   def export_csv(self, path: str) -> int:
@@ -306,8 +378,8 @@ class ResultsStore:
     return len(rows)
 
   def export_json(self, path: str) -> int:
-    """Writes `{"schema_version", "results": [...], "trials": [...]}`; returns #results."""
-    return write_json_export(path, self.records(), self.trials())
+    """Writes `{"schema_version", "results", "trials", "scores"}`; returns #results."""
+    return write_json_export(path, self.records(), self.trials(), self.score_records())
 
   def import_json(self, path: str) -> int:
     """Merges an `export_json` file (e.g. from another machine) with `put` semantics.
@@ -326,6 +398,8 @@ class ResultsStore:
               for t in data.get("trials", [])]
     stored = self.put_many(data["results"])
     self._write(lambda conn: [_upsert(conn, "trials", t, TRIAL_KEY_FIELDS) for t in trials])
+    for score in data.get("scores", []):
+      self.put_score(score)
     return stored
 
 
@@ -384,8 +458,9 @@ def write_csv_export(path: str, rows: Iterable[Sequence[Any]]) -> None:
     writer.writerows(rows)
 
 
-def write_json_export(path: str, records: list[dict], trials: list[dict]) -> int:
+def write_json_export(path: str, records: list[dict], trials: list[dict],
+                      scores: list[dict]) -> int:
   with storage.atomic_open(path) as f:
-    json.dump({"schema_version": SCHEMA_VERSION, "results": records, "trials": trials}, f,
-              indent=1, sort_keys=True)
+    json.dump({"schema_version": SCHEMA_VERSION, "results": records, "trials": trials,
+               "scores": scores}, f, indent=1, sort_keys=True)
   return len(records)

@@ -16,10 +16,11 @@ import sqlite3
 import time
 from typing import Any, Iterable, Optional
 
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import results
 from tfhub_transfer.report import storage
-from tfhub_transfer.report.records import KEY_FIELDS, TRIAL_FIELDS, TRIAL_KEY_FIELDS
-from tfhub_transfer.report.records import cell_dirname
+from tfhub_transfer.report.records import KEY_FIELDS, SCORE_KEY_FIELDS, TRIAL_FIELDS
+from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, cell_dirname
 
 _READ_RETRIES = 5  # A file another host is writing may read torn for a moment over NFS.
 
@@ -47,6 +48,15 @@ class WorkdirResults:
 
   def __repr__(self):
     return f"WorkdirResults({self.workdir!r})"
+
+  @property
+  def directory(self) -> str:
+    """The folder every store's record paths (prediction files) are relative to."""
+    return self.workdir
+
+  def load_predictions(self, record: dict[str, Any]) -> Optional[predictions_lib.Predictions]:
+    """A stored record's test predictions (None: it has none, or the file is gone)."""
+    return predictions_lib.load_for_record(self.directory, record)
 
   def paths(self) -> list[str]:
     """The store files read, in merge order (`results.store_paths`)."""
@@ -90,6 +100,22 @@ class WorkdirResults:
       out.append({f: trial[f] for f in TRIAL_FIELDS})
     return out
 
+  def score_records(self, *, model: Optional[str] = None,
+                    dataset: Optional[str] = None) -> list[dict[str, Any]]:
+    """Stored `--mode=score` rows of every file, merged (the latest per key), sorted by key."""
+    where, params = results.where_clause(model=model, dataset=dataset)
+    rows = self._merged("scores", ("record",), where, params, keys=SCORE_KEY_FIELDS,
+                        status=False)
+    return [json.loads(row[-1]) for row in rows]
+
+  def get_score(self, model: str, dataset: str, seed: int,
+                protocol: str) -> Optional[dict[str, Any]]:
+    """The score row any host stored under the key (the latest), or None."""
+    where = " WHERE " + " AND ".join(f"{k} = ?" for k in SCORE_KEY_FIELDS)
+    rows = self._merged("scores", ("record",), where, (model, dataset, seed, protocol),
+                        keys=SCORE_KEY_FIELDS, status=False)
+    return json.loads(rows[0][-1]) if rows else None
+
   def export_csv(self, path: str) -> int:
     """Writes the merged results as `ResultsStore.export_csv` does; returns #rows."""
     columns = tuple(f for f in results.CSV_FIELDS if f not in KEY_FIELDS + ("status",))
@@ -100,17 +126,22 @@ class WorkdirResults:
     return len(rows)
 
   def export_json(self, path: str) -> int:
-    """Writes the merged results and trials as `ResultsStore.export_json`; returns #results."""
-    return results.write_json_export(path, self.records(), self.trials())
+    """Writes the merged results, trials and scores as `ResultsStore.export_json`; returns
+    #results."""
+    return results.write_json_export(path, self.records(), self.trials(),
+                                     self.score_records())
 
-  def _merged(self, table, columns, where, params, *, keys=KEY_FIELDS) -> list[tuple]:
-    """Rows (keys, status, stored_at, *columns) of every file; one per key, sorted by key."""
-    select = ", ".join(keys + ("status", "stored_at") + tuple(columns))
+  def _merged(self, table, columns, where, params, *, keys=KEY_FIELDS,
+              status=True) -> list[tuple]:
+    """Rows (keys, status, stored_at, *columns) of every file; one per key, sorted by key.
+    `status=False`: a table without statuses (scores), where the latest row wins; its rows
+    get a status of None."""
+    select = ", ".join(keys + ("status" if status else "NULL", "stored_at") + tuple(columns))
     best: dict[tuple, tuple] = {}
     for order, path in enumerate(self.paths()):
       for row in self._read(path, f"SELECT {select} FROM {{{table}}}{where}", params, table):
-        key, status, stored_at = row[:len(keys)], row[len(keys)], row[len(keys) + 1]
-        rank = (status == "ok", stored_at or "", order)
+        key, state, stored_at = row[:len(keys)], row[len(keys)], row[len(keys) + 1]
+        rank = (state == "ok", stored_at or "", order)
         if key not in best or rank > best[key][0]:
           best[key] = (rank, row)
     return [row for _, (_, row) in sorted(best.items(), key=lambda kv: _sort_key(kv[0]))]
@@ -126,7 +157,7 @@ class WorkdirResults:
           columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
           if not columns:
             return []
-          source = table if "protocol" in columns else (
+          source = table if "protocol" in columns or table == "scores" else (
               f"(SELECT *, '' AS protocol FROM {table})")
           return [tuple(r) for r in conn.execute(sql.format(**{table: source}), params)]
       except sqlite3.Error as e:
@@ -185,6 +216,7 @@ def forget(workdir: str, *, models: Iterable[str], datasets: Iterable[str],
       store.delete_cells([tuple(r[k] for k in KEY_FIELDS) for r in matches])
       forgotten += matches
   for record in forgotten:
+    predictions_lib.remove_for_record(workdir, record)
     name = cell_dirname(*(record[k] for k in KEY_FIELDS))
     for folder in CELL_FOLDERS:
       exact = os.path.join(workdir, folder, name)
