@@ -13,6 +13,7 @@ from tests import fakes
 from tfhub_transfer import backbones
 from tfhub_transfer import cli
 from tfhub_transfer.report import results
+from tfhub_transfer.report import stores
 
 # Modules a TF-free command must not need: each is made to fail on import.
 _HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_hub", "keras_tuner")
@@ -122,6 +123,60 @@ class CliTest(tf.test.TestCase):
       else:
         self.assertIn("tfhub_transfer: --shard='5/1' is not 'i/n'", done.stderr, path)
         self.assertNotIn("Unknown", done.stderr, path)
+
+  def test_bad_values_are_one_line_at_parse_time_and_leave_no_row(self):
+    workdir = self.create_tempdir().full_path
+    store = results.ResultsStore.for_workdir(workdir, host="a")
+    store.put({"model": "resnet_50", "dataset": "dtd", "regime": "logreg", "seed": 0,
+               "status": "ok", "metric": "top1", "val_metric": 0.5, "test_metric": 0.5})
+    cell = ["--model=resnet_50", "--dataset=dtd", "--regime=finetune", "--workdir=" + workdir]
+    for bad, says in (("--image_size=-1", "-1 is not a non-negative integer"),
+                      ("--batch_size=0", "0 is not a positive integer"),
+                      ("--train_steps=-100", "-100 is not a non-negative integer"),
+                      ("--max_trials=-1", "-1 is not a non-negative integer"),
+                      ("--l2_grid_size=0", "0 is not a positive integer"),
+                      ("--max_examples=-5", "-5 is not a non-negative integer"),
+                      ("--seeds=0,-1", "'-1' is not an integer in [0, 2^31)"),
+                      ("--learning_rates=0.1,0", "'0' is not a positive number"),
+                      ("--weight_decays=-1e-4", "'-1e-4' is not a non-negative number"),
+                      ("--shard=2/2", "is not 'i/n' with 0 <= i < n"),
+                      ("--model_kwargs={alpha: 1}", "is not JSON"),
+                      ("--weights=/no/such/weights.h5", "no such file or directory"),
+                      ("--manual_dir=/no/such/dir", "no such directory"),
+                      ("--parallel_trials=-2", "-2 is not a non-negative integer"),
+                      ("--gpus_per_trial=0", "0 is not a positive integer")):
+      done = run_cli(*cell, bad, timeout=120)
+      self.assertEqual(done.returncode, 2, bad)
+      (line,) = done.stderr.splitlines()  # One line, naming the flag; no usage text.
+      self.assertStartsWith(line, f"tfhub_transfer: flag {bad.split('=')[0]}=")
+      self.assertIn(says, line)
+    # Nothing ran: the one stored row is all there is, in the one store file.
+    self.assertEqual(results.store_paths(workdir), [store.path])
+    self.assertLen(stores.read_workdir(workdir).records(), 1)
+
+  def test_forget_removes_failed_rows_from_every_host(self):
+    workdir = self.create_tempdir().full_path
+    def row(host, seed, status, model="resnet_50"):
+      results.ResultsStore.for_workdir(workdir, host=host).put(
+          {"model": model, "dataset": "dtd", "regime": "logreg", "seed": seed,
+           "protocol": f"p{seed}", "status": status, "metric": "top1",
+           "error": None if status == "ok" else f"error {seed}",
+           "val_metric": 0.5 if status == "ok" else None,
+           "test_metric": 0.5 if status == "ok" else None})
+    row("a", 0, "failed")
+    row("b", 1, "failed")
+    row("b", 2, "ok")
+    row("a", 0, "failed", model="densenet_121")  # Not in the grid.
+    done = run_cli("--mode=forget", "--model=resnet_50", "--dataset=dtd", "--regime=logreg",
+                   "--seeds=0,1,2", "--workdir=" + workdir, timeout=120)
+    self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+    self.assertEqual(done.stdout.splitlines(), [
+        "forgot resnet_50 / dtd / logreg / seed 0 [protocol p0]: failed: error 0",
+        "forgot resnet_50 / dtd / logreg / seed 1 [protocol p1]: failed: error 1",
+        f"2 stored result(s) forgotten in {workdir} (failed ones only; --forget_ok for ok "
+        f"ones)"])
+    self.assertEqual([(r["model"], r["seed"]) for r in stores.read_workdir(workdir).records()],
+                     [("densenet_121", 0), ("resnet_50", 2)])
 
 
 class RunOutputTest(tf.test.TestCase):

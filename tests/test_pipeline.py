@@ -161,6 +161,33 @@ class TrainTransformTest(tf.test.TestCase):
     first, second = [x.numpy() for x, _ in ds.take(2)]
     self.assertFalse(np.array_equal(first, second))
 
+  def test_a_repeated_stream_resumes_at_any_batch(self):
+    # 5 images in batches of 2: data epochs straddle batches. The stream made to start at
+    # batch 4 yields what the whole stream yields from its batch 4 on: the same images, in
+    # the same order, with the same augmentation; and a stream is the same however many
+    # streams were made and read before it (as a resumed trial needs).
+    encoded = [dummy.encode(dummy.gradient_image(20, 24, seed=s)) for s in range(5)]
+
+    def stream(start_batch=0, seed=3):
+      return [(x.numpy(), y.numpy()) for x, y in pipeline.make_pipeline(
+          _dataset(encoded), image_size=8, preprocess_fn=_identity, batch_size=2,
+          training=True, seed=seed, repeat=True, drop_remainder=True,
+          start_batch=start_batch).take(12 - start_batch)]
+
+    whole = stream()
+    for start in (1, 4, 7):
+      for (x1, y1), (x2, y2) in zip(whole[start:], stream(start)):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(x1, x2)
+    labels = np.concatenate([y for _, y in whole])
+    epochs = [tuple(labels[i:i + 5]) for i in range(0, 20, 5)]
+    self.assertTrue(all(sorted(e) == list(range(5)) for e in epochs))  # Whole epochs,
+    self.assertGreater(len(set(epochs)), 1)  # each shuffled on its own.
+    self.assertNotEqual([tuple(y) for _, y in stream(seed=4)], [tuple(y) for _, y in whole])
+    with self.assertRaisesRegex(ValueError, "start_batch=2 resumes a repeated training"):
+      pipeline.make_pipeline(_dataset(encoded), image_size=8, preprocess_fn=_identity,
+                             batch_size=2, training=True, start_batch=2)
+
   def test_repeat_cache_drop_remainder_give_static_shapes(self):
     encoded = [dummy.encode(dummy.gradient_image(20, 20, seed=s)) for s in range(5)]
     ds = pipeline.make_pipeline(_dataset(encoded), image_size=8, preprocess_fn=_identity,

@@ -160,5 +160,18 @@ class ProtocolKeyTest(tf.test.TestCase):
       ExperimentConfig(model="m", dataset="d", regime="logreg", model_kwargs='{"a": 1}')
 
 
+  def test_out_of_range_settings_are_refused_naming_the_flag(self):
+    for field, bad, flag in (("batch_size", 0, "--batch_size"), ("seed", -1, "--seeds"),
+                             ("image_size", -8, "--image_size"),
+                             ("train_steps", -1, "--train_steps"),
+                             ("max_trials", -1, "--max_trials"),
+                             ("l2_grid_size", 0, "--l2_grid_size"),
+                             ("max_examples", 2.5, "--max_examples"),
+                             ("learning_rates", (0.1, 0.0), "--learning_rates"),
+                             ("weight_decays", (-1e-4,), "--weight_decays")):
+      with self.assertRaisesRegex(ValueError, f"{field}=.*must be.*\\({flag}\\)", msg=field):
+        ExperimentConfig(model="m", dataset="d", regime="finetune", **{field: bad})
+
+
 if __name__ == "__main__":
   tf.test.main()

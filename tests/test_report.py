@@ -439,8 +439,9 @@ class ImportTest(absltest.TestCase):
     # A fresh interpreter: this one has TensorFlow loaded by other tests.
     code = ("import sys\n"
             "from tfhub_transfer.report import analyses, correlation, document, plots, "
-            "predictions, records, reference, results, sections, significance\n"
-            "from tfhub_transfer import cli, config, protocol, regimes\n"
+            "predictions, records, reference, results, sections, significance, storage, "
+            "stores\n"
+            "from tfhub_transfer import cli, config, protocol, regimes, sweep\n"
             "heavy = sorted(m for m in ('tensorflow', 'keras', 'tensorflow_datasets', "
             "'tensorflow_hub') if m in sys.modules)\n"
             "print(heavy)\n")

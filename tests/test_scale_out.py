@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import launcher
-from tfhub_transfer.report import results
+from tfhub_transfer.report import stores
 
 _DEADLINE_S = 420
 
@@ -35,7 +35,7 @@ def _stop_all(processes):
 class DistributedTuningTest(tf.test.TestCase):
 
   def _check_store(self, workdir):
-    store = results.ResultsStore(os.path.join(workdir, "results.sqlite"))
+    store = stores.read_workdir(workdir)
     (record,) = store.records()
     self.assertEqual(record["status"], "ok", record.get("error"))
     self.assertIn(record["hparams"]["learning_rate"], (0.01, 0.001))
@@ -88,10 +88,9 @@ class DistributedTuningTest(tf.test.TestCase):
         stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
       # Kill worker0 (SIGKILL, as a crash or an OOM kill) once the search is under way.
-      store_path = os.path.join(workdir, "results.sqlite")
       deadline = time.monotonic() + _DEADLINE_S
       while time.monotonic() < deadline and launcher_process.poll() is None:
-        if os.path.exists(store_path) and results.ResultsStore(store_path).trials():
+        if os.path.isdir(workdir) and stores.read_workdir(workdir).trials():
           break
         time.sleep(0.2)
       with open(os.path.join(workdir, "logs", "worker0.pid")) as f:

@@ -221,6 +221,12 @@ def get_backbone_spec(model: str, *, model_kwargs: Optional[Mapping[str, Any]] =
   return spec
 
 
+def weights_path_exists(weights: str) -> bool:
+  """Whether a --weights path names something: a file, a directory, or a TF2 checkpoint,
+  which is named by its prefix (PATH.index exists, PATH does not)."""
+  return os.path.exists(weights) or os.path.exists(weights + ".index")
+
+
 def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0):
   """Builds the feature extractor: preprocessed images [B, S, S, 3] -> features [B, D].
 
@@ -240,8 +246,7 @@ def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0):
   """
   from tfhub_transfer import hub_layer  # pylint: disable=g-import-not-at-top
   is_path = weights not in (IMAGENET, RANDOM)
-  # A TF2-format checkpoint is named by its prefix: PATH.index exists, PATH does not.
-  if is_path and not (os.path.exists(weights) or os.path.exists(weights + ".index")):
+  if is_path and not weights_path_exists(weights):
     raise FileNotFoundError(f"--weights={weights!r}: no such file or directory. Pass "
                             f"'imagenet', 'random', a Keras weights file, a SavedModel dir or "
                             f"(for {', '.join(n for n, s in BACKBONES.items() if s.builder)}) "

@@ -1,4 +1,4 @@
-r"""`tfhub_transfer`: the command line. Flags -> one frozen config -> one library call.
+"""`tfhub_transfer`: the command line. Flags -> one frozen config -> one library call.
 
   tfhub_transfer --model=mobilenet_v2 --dataset=caltech101 --regime=logreg --workdir=W
   tfhub_transfer --flagfile=flags/quickstart.cfg
@@ -6,13 +6,18 @@ r"""`tfhub_transfer`: the command line. Flags -> one frozen config -> one librar
       --regime=logreg,finetune --seeds=0,1 --shard=0/2       # a resumable sweep
   tfhub_transfer --mode=report --workdir=W
   tfhub_transfer --mode=score --model=resnet_50,densenet_121 --dataset=dtd --workdir=W
+  tfhub_transfer --mode=forget --model=... --dataset=... --regime=... --workdir=W
   tfhub_transfer --list_models | --list_datasets
 
 Every choice list comes from the library's registries; library modules that import TensorFlow
-are imported where used, so `--help`, the listings and `--mode=report` never import it.
+are imported where used, so `--help`, the listings, `--mode=report` and `--mode=forget` never
+import it. Every flag value is checked when the flags are parsed (bounds and validators),
+before anything runs: a bad one is one line naming the flag, exit 2. A storage fault
+(`storage.StoreError`) is one line naming the file and what to do, exit 1.
 """
 
 import logging
+import math
 import os
 import sys
 import textwrap
@@ -23,12 +28,18 @@ from absl import flags
 from absl import logging as absl_logging
 
 from tfhub_transfer import regimes
+from tfhub_transfer import sweep
 from tfhub_transfer.config import STRATEGIES, TUNERS, ExperimentConfig, FrozenKwargs
+from tfhub_transfer.report import storage
+from tfhub_transfer.report import stores
 
-_MODE = flags.DEFINE_enum("mode", "run", ["run", "report", "score"],
-                          "run: run the cells; report: tables, correlations and plots; "
-                          "score: transferability scores of the --model x --dataset x --seeds "
-                          "grid from frozen (cached) features, before any training.")
+_MODE = flags.DEFINE_enum(
+    "mode", "run", ["run", "report", "score", "forget"],
+    "run: run the cells; report: tables, correlations and plots (reads the workdir, writes "
+    "only --report_dir); score: transferability scores of the --model x --dataset x --seeds "
+    "grid from frozen (cached) features, before any training; forget: remove the stored "
+    "failed results of the grid's cells, under every protocol, with their trials and folders "
+    "(with --forget_ok, ok results too).")
 _LIST_MODELS = flags.DEFINE_bool("list_models", False, "Print the backbone zoo and exit.")
 _LIST_DATASETS = flags.DEFINE_bool("list_datasets", False, "Print the datasets and exit.")
 _MODEL = flags.DEFINE_list(
@@ -48,26 +59,30 @@ _WEIGHTS = flags.DEFINE_string(
         f"{name}: {spec.default_weights}" for name, spec in regimes.REGIMES.items()) + ").")
 _MODEL_KWARGS = flags.DEFINE_string("model_kwargs", "{}",
                                     "JSON keras.applications kwargs, e.g. '{\"alpha\": 0.25}'.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input resolution (0: the model's own).")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input resolution (0: the model's own).",
+                                   lower_bound=0)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
                                   "TFDS manual_dir for datasets downloaded by hand.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.", lower_bound=1)
 _TRAIN_STEPS = flags.DEFINE_integer(
     "train_steps", 0, "Steps per finetune/scratch trial (0: a quick default; the paper "
-    "flagfiles set the paper's budgets).")
+    "flagfiles set the paper's budgets).", lower_bound=0)
 _LEARNING_RATES = flags.DEFINE_list("learning_rates", [],
                                     "Learning-rate grid (empty: the paper's for the regime).")
 _WEIGHT_DECAYS = flags.DEFINE_list("weight_decays", [],
                                    "Weight-decay grid (empty: the paper's for the regime).")
 _TUNER = flags.DEFINE_enum("tuner", "grid", TUNERS, "keras-tuner oracle.")
-_MAX_TRIALS = flags.DEFINE_integer("max_trials", 0, "Cap on trials (0: the whole grid).")
+_MAX_TRIALS = flags.DEFINE_integer("max_trials", 0, "Cap on trials (0: the whole grid).",
+                                   lower_bound=0)
 _L2_GRID_SIZE = flags.DEFINE_integer("l2_grid_size", 45,
-                                     "Log-spaced L2 strengths in [1e-6, 1e5] (logreg).")
+                                     "Log-spaced L2 strengths in [1e-6, 1e5] (logreg).",
+                                     lower_bound=1)
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", STRATEGIES,
                               "tf.distribute strategy of one trial.")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
-                                     "Cap on examples per split, for smoke runs (0: all).")
+                                     "Cap on examples per split, for smoke runs (0: all).",
+                                     lower_bound=0)
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
@@ -75,9 +90,14 @@ _IMAGENET_TOP1 = flags.DEFINE_list(
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell of the grid from i.")
 _PARALLEL_TRIALS = flags.DEFINE_integer(
     "parallel_trials", 0, "Run the search as a keras-tuner chief plus N worker processes, "
-    "one per GPU (0: in this process).")
+    "one per GPU (0: in this process).", lower_bound=0)
 _GPUS_PER_TRIAL = flags.DEFINE_integer("gpus_per_trial", 1,
-                                       "GPUs given to each worker of --parallel_trials.")
+                                       "GPUs given to each worker of --parallel_trials.",
+                                       lower_bound=1)
+_REPORT_DIR = flags.DEFINE_string("report_dir", None,
+                                  "For --mode=report: where to write (default <workdir>/report).")
+_FORGET_OK = flags.DEFINE_bool("forget_ok", False,
+                               "For --mode=forget: remove ok results too, not only failed ones.")
 
 # Flags the launcher's children must not inherit: they would launch again.
 _LAUNCHER_FLAGS = (_PARALLEL_TRIALS, _GPUS_PER_TRIAL)
@@ -89,7 +109,8 @@ FLAG_GROUPS = (
     ("search", (_LEARNING_RATES, _WEIGHT_DECAYS, _TUNER, _MAX_TRIALS, _L2_GRID_SIZE)),
     ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES)),
     ("scale-out", (_STRATEGY, _SHARD, _PARALLEL_TRIALS, _GPUS_PER_TRIAL)),
-    ("report (--mode=report)", (_IMAGENET_TOP1,)),
+    ("report (--mode=report)", (_IMAGENET_TOP1, _REPORT_DIR)),
+    ("forget (--mode=forget, with the grid's flags)", (_FORGET_OK,)),
 )
 _HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
 INTERRUPTED = "interrupted; rerun the same command to resume"
@@ -123,15 +144,21 @@ def help_text(width: int = 80) -> str:
   return "\n".join(lines)
 
 
-def _parse_flags(argv: Sequence[str]):
-  # absl's --help lists every module's flags alphabetically and exits 1.
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, but `--help` is `help_text` (absl's lists every module's flags
+  alphabetically and exits 1), and a bad value (a bound, a validator, an unknown flag) is one
+  line naming the flag and exit 2, not absl's usage text."""
   if any(arg in _HELP_ARGS for arg in argv[1:]):
     try:
       print(help_text(), flush=True)
     except BrokenPipeError:  # `--help | head`: the reader has seen enough.
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
-  return app.parse_flags_with_usage(argv)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"tfhub_transfer: {e} (see --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 class UsageError(ValueError):
@@ -154,6 +181,7 @@ def _ints(values, flag) -> tuple[int, ...]:
 
 
 def _parse_top1(values) -> dict[str, float]:
+  """`--imagenet_top1` items NAME=TOP1 -> {NAME: TOP1}."""
   top1 = {}
   for item in values:
     name, sep, value = item.rpartition("=")
@@ -167,6 +195,78 @@ def _parse_top1(values) -> dict[str, float]:
   return top1
 
 
+# Checked at parse time, before anything runs: integer flags carry their bounds above
+# (`lower_bound=`); the rest have validators here, which raise flags.ValidationError with a
+# message naming the flag. A new flag follows the same pattern, e.g.
+#   flags.DEFINE_integer("examples_per_class", 0, "...", lower_bound=0)
+# or, for a rule bounds cannot say, a validator registered below.
+
+
+def _validator(flag, check):
+  """Registers check(value) -> None (raising ValueError with the reason) for `flag`."""
+  def validate(value):
+    try:
+      check(value)
+    except ValueError as e:
+      raise flags.ValidationError(str(e)) from e
+    return True
+  flags.register_validator(flag.name, validate)
+
+
+def _check_numbers(values, *, kind, valid, expected):
+  """Each item of a list flag parses with `kind` and passes `valid`."""
+  for value in values:
+    try:
+      ok = valid(kind(value))
+    except ValueError:
+      ok = False
+    if not ok:
+      raise ValueError(f"{value!r} is not {expected}")
+
+
+def _check_weights(value):
+  from tfhub_transfer import backbones  # pylint: disable=g-import-not-at-top
+  if (value and value not in (regimes.IMAGENET, regimes.RANDOM)
+      and not backbones.weights_path_exists(value)):
+    raise ValueError("no such file or directory; pass imagenet, random, a Keras weights file, "
+                     "a SavedModel dir or a TF checkpoint prefix")
+
+
+def _check_manual_dir(value):
+  if value and not os.path.isdir(value):
+    raise ValueError("no such directory; create it and place the dataset's files there")
+
+
+_validator(_SEEDS, lambda v: _check_numbers(
+    v, kind=int, valid=lambda n: 0 <= n < 2**31, expected="an integer in [0, 2^31), e.g. 0,1,2"))
+_validator(_LEARNING_RATES, lambda v: _check_numbers(
+    v, kind=float, valid=lambda x: 0 < x < math.inf, expected="a positive number, e.g. 0.1,0.01"))
+_validator(_WEIGHT_DECAYS, lambda v: _check_numbers(
+    v, kind=float, valid=lambda x: 0 <= x < math.inf,
+    expected="a non-negative number, e.g. 0,1e-4"))
+_validator(_SHARD, sweep.parse_shard)
+_validator(_MODEL_KWARGS, FrozenKwargs.parse)
+_validator(_WEIGHTS, _check_weights)
+_validator(_MANUAL_DIR, _check_manual_dir)
+_validator(_IMAGENET_TOP1, _parse_top1)
+
+
+def _require_grid_flags(regime_flag=None):
+  regime_flag = _REGIME.value if regime_flag is None else regime_flag
+  missing = [f"--{f.name}" for f, value in ((_MODEL, _MODEL.value), (_DATASET, _DATASET.value),
+                                            (_REGIME, regime_flag)) if not value]
+  if missing:
+    raise UsageError(f"{', '.join(missing)} required (see --list_models, --list_datasets; "
+                     f"regimes: {', '.join(regimes.REGIMES)}).")
+
+
+def _existing_workdir() -> str:
+  if not os.path.isdir(_WORKDIR.value):
+    raise UsageError(f"--workdir={_WORKDIR.value}: no such directory; pass the workdir the "
+                     f"runs wrote to.")
+  return _WORKDIR.value
+
+
 def _grid():
   """The sweep's dimensions, each name checked against its registry before anything runs."""
   regime_flag = _REGIME.value
@@ -176,13 +276,9 @@ def _grid():
       raise UsageError(f"--mode=score scores frozen features (the logreg regime's); got "
                        f"--regime={','.join(regime_flag)}. Drop --regime.")
     regime_flag = ["logreg"]
-  from tfhub_transfer import backbones, sweep  # pylint: disable=g-import-not-at-top
+  from tfhub_transfer import backbones  # pylint: disable=g-import-not-at-top
   from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
-  missing = [f"--{f.name}" for f, value in ((_MODEL, _MODEL.value), (_DATASET, _DATASET.value),
-                                            (_REGIME, regime_flag)) if not value]
-  if missing:
-    raise UsageError(f"{', '.join(missing)} required (see --list_models, --list_datasets; "
-                     f"regimes: {', '.join(regimes.REGIMES)}).")
+  _require_grid_flags(regime_flag)
   kwargs = FrozenKwargs.parse(_MODEL_KWARGS.value)
   for model in _MODEL.value:
     backbones.get_backbone_spec(model, model_kwargs=kwargs)
@@ -233,6 +329,9 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
   try:
     return _dispatch()
+  except storage.StoreError as e:  # A damaged, read-only or full store; the report's disk.
+    print(f"tfhub_transfer: {e}", file=sys.stderr)
+    return 1
   except (UsageError, ValueError, OSError) as e:  # Bad names or values, a missing folder.
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
@@ -253,10 +352,23 @@ def _dispatch() -> int:
     return 0
   if _MODE.value == "report":
     from tfhub_transfer.report import document  # pylint: disable=g-import-not-at-top
-    paths = document.write_workdir_report(_WORKDIR.value,
-                                          imagenet_top1=_parse_top1(_IMAGENET_TOP1.value))
+    paths = document.write_workdir_report(_existing_workdir(),
+                                          imagenet_top1=_parse_top1(_IMAGENET_TOP1.value),
+                                          out_dir=_REPORT_DIR.value)
     print(paths.markdown)
     print(f"Written to {paths.out_dir}/: {', '.join(paths.names())}", file=sys.stderr)
+    return 0
+  if _MODE.value == "forget":
+    _require_grid_flags()
+    forgotten = stores.forget(_existing_workdir(), models=_MODEL.value,
+                               datasets=_DATASET.value, regimes=_REGIME.value,
+                               seeds=_ints(_SEEDS.value, "seeds"), include_ok=_FORGET_OK.value)
+    for r in forgotten:
+      print(f"forgot {r['model']} / {r['dataset']} / {r['regime']} / seed {r['seed']} "
+            f"[protocol {r['protocol'] or '-'}]: {r['status']}"
+            + (f": {r['error']}" if r.get("error") else ""))
+    print(f"{len(forgotten)} stored result(s) forgotten in {_WORKDIR.value}"
+          + ("" if _FORGET_OK.value else " (failed ones only; --forget_ok for ok ones)"))
     return 0
   from tfhub_transfer import devices  # pylint: disable=g-import-not-at-top
   absl_logging.info("tfhub_transfer %s: %s.", _version(), devices.import_tensorflow_quietly(
@@ -282,7 +394,6 @@ def _dispatch() -> int:
     return launcher.launch_parallel_trials(
         child_args(), config=config, num_workers=_PARALLEL_TRIALS.value,
         gpus_per_worker=_GPUS_PER_TRIAL.value)
-  from tfhub_transfer import sweep  # pylint: disable=g-import-not-at-top
   summary = sweep.run_grid(config, grid, on_result=lambda result: print(result.summary_line()))
   if summary.cells > 1 or summary.skipped:  # A lone finished cell says so, too.
     print(summary.line())

@@ -11,6 +11,7 @@ another protocol's state and stores a row of its own.
 import dataclasses
 import hashlib
 import json
+import numbers
 import os
 from typing import Any, Iterator, Mapping, Optional
 
@@ -19,6 +20,10 @@ from tfhub_transfer import regimes
 
 STRATEGIES = ("auto", "mirrored", "default", "one_device", "tpu")
 TUNERS = ("grid", "bayesian")
+
+# Integer fields and their smallest valid value (0 means "default" where documented).
+_LOWER_BOUNDS = {"seed": 0, "image_size": 0, "batch_size": 1, "train_steps": 0,
+                 "max_trials": 0, "l2_grid_size": 1, "max_examples": 0}
 
 # Bump when a convention changes what the same settings measure (e.g. how weight decay is
 # applied): results stored under an older version are then never taken for current ones.
@@ -149,6 +154,18 @@ class ExperimentConfig:
     if self.strategy not in STRATEGIES:
       raise ValueError(f"Unknown --strategy={self.strategy!r}. Valid choices: "
                        f"{', '.join(STRATEGIES)}.")
+    # The CLI checks the same bounds when it parses flags; these hold for library callers.
+    for name, low in _LOWER_BOUNDS.items():
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name}={value!r} must be an integer >= {low} (--{name}"
+                         f"{'s' if name == 'seed' else ''}).")
+    if not all(0 < v < float("inf") for v in self.learning_rates):
+      raise ValueError(f"learning_rates={list(self.learning_rates)}: each must be a positive "
+                       f"number (--learning_rates).")
+    if not all(0 <= v < float("inf") for v in self.weight_decays):
+      raise ValueError(f"weight_decays={list(self.weight_decays)}: each must be a "
+                       f"non-negative number (--weight_decays).")
 
   @property
   def regime_spec(self) -> regimes.RegimeSpec:

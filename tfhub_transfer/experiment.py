@@ -4,7 +4,6 @@ import dataclasses
 import datetime
 import os
 import platform
-import re
 import time
 import traceback
 from typing import Any, Optional
@@ -52,9 +51,7 @@ class Result:
 
 def cell_id(config: ExperimentConfig) -> str:
   """A directory name for the cell under its protocol (tuner state, checkpoints, logs)."""
-  raw = (f"{config.model_label}__{config.dataset}__{config.regime}__seed{config.seed}__"
-         f"{config.protocol}")
-  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", raw)
+  return records.cell_dirname(*config.cell)
 
 
 def library_versions() -> dict[str, str]:
@@ -108,7 +105,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
 
   Args:
     config: the cell and how to run it.
-    store: the results store (default: `<workdir>/results.sqlite`).
+    store: the results store (default: this host's, `ResultsStore.for_workdir`).
 
   Returns:
     The result; None in a keras-tuner distributed worker (the chief records the cell).

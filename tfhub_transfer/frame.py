@@ -4,7 +4,7 @@ Columns: the key (`model`, `dataset`, `regime`, `seed`, `protocol`), `status`, `
 `val_metric`, `test_metric` (fractions), then the chosen hyperparameters as `hparams.<name>`,
 the wall time per phase as `timings.<phase>` (seconds), the split sizes as `sizes.<split>`,
 and `weights`, `devices`, `host`, `created_at`, `error`. A field a record lacks is NaN/None.
-The full records stay in `ResultsStore.records()`. TF-free.
+The full records stay in `stores.read_workdir(workdir).records()`. TF-free.
 """
 
 import os
@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from tfhub_transfer.report import records as records_lib
-from tfhub_transfer.report import results
+from tfhub_transfer.report import stores
 
 LEADING_COLUMNS = records_lib.KEY_FIELDS + ("status", "metric", "val_metric", "test_metric")
 TRAILING_COLUMNS = ("weights", "devices", "host", "created_at", "error")
@@ -21,14 +21,15 @@ FLATTENED = ("hparams", "timings", "sizes")  # Dict fields spread as `<field>.<n
 
 
 def stored_records(workdir: str) -> list[dict[str, Any]]:
-  """Every result record stored for `workdir` (the one place this module reads the store).
+  """Every result record stored for `workdir`, by every host (the one place this module reads
+  the stores).
 
   Raises:
     FileNotFoundError: `workdir` does not exist.
   """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"No workdir {workdir!r}: pass the --workdir of a run.")
-  return results.ResultsStore.for_workdir(workdir).records()
+  return stores.read_workdir(workdir).records()
 
 
 def results_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:

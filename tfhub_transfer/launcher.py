@@ -6,7 +6,8 @@ KERASTUNER_ORACLE_PORT). Each worker sees only its GPUs (CUDA_VISIBLE_DEVICES); 
 serves the oracle during the search and then refits the best trial on every GPU. Logs go to
 `<workdir>/logs/` (with `<name>.pid`). A worker that fails is reported and restarted under the
 same tuner id, resuming its trial, while the others go on; Ctrl-C stops them all. The cell's
-result is read back from the results store, where the chief put it.
+result is read back from the workdir's results stores (`stores.read_workdir`), where the
+chief put it.
 """
 
 import contextlib
@@ -23,7 +24,7 @@ from absl import logging
 
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import records
-from tfhub_transfer.report import results
+from tfhub_transfer.report import stores
 
 # How long workers may run on after the chief has exited before they are stopped.
 WORKER_GRACE_S = 60.0
@@ -163,7 +164,7 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
   code = processes["chief"].returncode
   print(f"chief {'finished' if code == 0 else f'FAILED with exit code {code}'} "
         f"(log: {os.path.join(log_dir, 'chief.log')})", flush=True)
-  record = results.ResultsStore.for_workdir(workdir).get(*config.cell)
+  record = stores.read_workdir(workdir).get(*config.cell)
   if record is not None:
     print(records.summary_line(record), flush=True)
   return code if code > 0 else (1 if code else 0)

@@ -67,12 +67,18 @@ class CellContext:
   cell_dir: str
   record_trial_fn: Optional[tuning.RecordTrialFn] = None
 
-  def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False):
+  def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False,
+              start_batch: int = 0):
     return pipeline.make_pipeline(
         getattr(self.splits, split), image_size=self.backbone.image_size,
         preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
         batch_size=self.config.batch_size, training=training_mode, seed=self.config.seed,
-        repeat=repeat, drop_remainder=repeat)
+        repeat=repeat, drop_remainder=repeat, start_batch=start_batch)
+
+  def training_stream(self, split: str):
+    """first_batch -> the repeated training batches of `split` from that batch on."""
+    return lambda first_batch: self.batches(split, training_mode=True, repeat=True,
+                                            start_batch=first_batch)
 
   def num_batches(self, split: str) -> int:
     return math.ceil(self.splits.sizes[split] / self.config.batch_size)
@@ -190,9 +196,10 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   hypermodel = tuning.TransferHyperModel(
       build_model_fn=build_for("train"),
       learning_rates=config.learning_rate_grid, weight_decays=config.weight_decay_grid,
-      setup=setup, train_data=ctx.batches("train", training_mode=True, repeat=True),
+      setup=setup, train_data=ctx.training_stream("train"),
       val_data=ctx.batches("val"), metric_fn=metric_fn,
-      backup_root=os.path.join(ctx.cell_dir, "backup"), record_trial_fn=ctx.record_trial_fn)
+      backup_root=os.path.join(ctx.cell_dir, "backup"), record_trial_fn=ctx.record_trial_fn,
+      seed=config.seed)
   tuner = tuning.make_tuner(hypermodel, kind=config.tuner,
                             directory=os.path.join(config.workdir, "tuner"),
                             project_name=os.path.basename(ctx.cell_dir), seed=config.seed,
@@ -206,13 +213,14 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   best, val_metric = dict(chosen.hyperparameters.values), chosen.score
 
   start = time.perf_counter()
+  training.seed_trial(config.seed, best, phase="refit")
   with ctx.strategy.scope():
     model = build_for("trainval")(weight_decay=best["weight_decay"],
                                   learning_rate=best["learning_rate"])
     training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps)
   refit_setup = dataclasses.replace(setup,
                                     log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
-  training.train(model, ctx.batches("trainval", training_mode=True, repeat=True), refit_setup,
+  training.train(model, ctx.training_stream("trainval"), refit_setup,
                  backup_dir=os.path.join(ctx.cell_dir, "backup_refit"))
   refit_s = time.perf_counter() - start
   test_scores, test_labels = training.predict_scores(model, ctx.batches("test"))

@@ -31,6 +31,7 @@ from tfhub_transfer.data import datasets
 from tfhub_transfer.data import loading
 from tfhub_transfer.report import records
 from tfhub_transfer.report import results
+from tfhub_transfer.report import stores
 
 # Bump when a change makes the same settings give different scores.
 SCORE_VERSION = 1
@@ -71,7 +72,7 @@ def score_cell(config: ExperimentConfig, *,
 
   Args:
     config: the cell; its regime must be `logreg` (whose features are scored).
-    store: the results store (default: `<workdir>/results.sqlite`).
+    store: the results store (default: this host's, `ResultsStore.for_workdir`).
 
   Returns:
     The stored row.
@@ -138,14 +139,15 @@ def run_score_grid(base: ExperimentConfig, grid, *,
                    on_result: Optional[Callable[[ScoreResult], Any]] = None) -> ScoreSummary:
   """Scores this shard of `grid` (a `sweep.Grid`; its regimes must be `logreg`).
 
-  A cell already stored under the same score protocol is not scored again (`on_result` gets
-  its stored row); a failing cell is logged and skipped (nothing is stored for it), and the
-  next run retries it.
+  A cell already stored under the same score protocol, by any host of the workdir, is not
+  scored again (`on_result` gets its stored row); a failing cell is logged and skipped
+  (nothing is stored for it), and the next run retries it. Rows go to this host's store.
   """
   store = results.ResultsStore.for_workdir(base.workdir)
+  stored_rows = stores.read_workdir(base.workdir)
   done, skipped, failures = 0, 0, []
   for config in grid.cells(base):
-    stored = store.get_score(*score_key(config))
+    stored = stored_rows.get_score(*score_key(config))
     if stored is not None:
       skipped += 1
       if on_result is not None:

@@ -1,11 +1,12 @@
 """Grids of cells (models x datasets x regimes x seeds), resumable and shardable.
 
 A cell whose record is stored with status `ok` under the same protocol (the store's key holds
-the protocol id, `ExperimentConfig.protocol`) is skipped, so a sweep killed with `kill -9` and
-started again loses at most the cell in flight. A failing cell (missing data, NaN, out of
-memory) is stored with its error and the sweep goes on; failed cells are retried on the next
-run. `shard=(i, n)` runs every n-th cell starting at i, so n processes or hosts with the same
-workdir (or with their own, merged later) split a grid between them.
+the protocol id, `ExperimentConfig.protocol`) by any host of the workdir is skipped, so a
+sweep killed with `kill -9` and started again loses at most the cell in flight. A failing cell
+(missing data, NaN, out of memory) is stored with its error and the sweep goes on; failed
+cells are retried on the next run. `shard=(i, n)` runs every n-th cell starting at i, so n
+processes or hosts with the same workdir split a grid between them: each host writes its own
+store file, and every host reads them all.
 """
 
 import dataclasses
@@ -15,8 +16,8 @@ from typing import Callable, Iterable, Optional
 
 from absl import logging
 
-from tfhub_transfer import experiment
 from tfhub_transfer.report import results
+from tfhub_transfer.report import stores
 from tfhub_transfer.config import ExperimentConfig
 
 
@@ -72,15 +73,30 @@ class SweepSummary:
 
 
 def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
-              run_fn: Callable = experiment.run_experiment,
+              stored: Optional[stores.WorkdirResults] = None,
+              run_fn: Optional[Callable] = None,
               on_result: Optional[Callable] = None) -> SweepSummary:
-  """Runs every cell not yet stored as `ok`; failures are recorded and skipped over."""
+  """Runs every cell not yet stored as `ok`; failures are recorded and skipped over.
+
+  Args:
+    cells: the cells, in order.
+    store: where results are written (this host's store).
+    stored: where finished cells are looked up (default: `store` alone); a workdir's
+      `stores.read_workdir`, so that cells other hosts finished are skipped.
+    run_fn: runs one cell (default `experiment.run_experiment`).
+    on_result: called with each new result.
+  """
+  # TensorFlow is imported here, not with the module: the CLI checks --shard with
+  # `parse_shard` at parse time, before anything heavy is loaded.
+  from tfhub_transfer import experiment  # pylint: disable=g-import-not-at-top
+  run_fn = run_fn or experiment.run_experiment
   cells = list(cells)
+  stored = stored or store
   done = skipped = 0
   failures = []
   start = time.perf_counter()
   for number, config in enumerate(cells, 1):
-    if store.has_ok(*config.cell):
+    if stored.has_ok(*config.cell):
       skipped += 1
       continue
     elapsed = time.perf_counter() - start
@@ -101,6 +117,8 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
 
 def run_grid(base: ExperimentConfig, grid: Grid, *,
              on_result: Optional[Callable] = None) -> SweepSummary:
-  """Runs this shard of the grid into `<base.workdir>`'s results store (see `run_sweep`)."""
-  return run_sweep(grid.cells(base), store=results.ResultsStore.for_workdir(base.workdir),
+  """Runs this shard of the grid into this host's store in `base.workdir`, skipping the cells
+  any host of the workdir has finished (see `run_sweep`)."""
+  store = results.ResultsStore.for_workdir(base.workdir)
+  return run_sweep(grid.cells(base), store=store, stored=stores.read_workdir(base.workdir),
                    on_result=on_result)

@@ -6,9 +6,11 @@ global batch split over the replicas of a `tf.distribute` strategy.
 """
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import keras
 import numpy as np
@@ -71,6 +73,21 @@ class TrainSetup:
   log_dir: Optional[str] = None
 
 
+def trial_seed(seed: int, hparams: Mapping[str, Any], phase: str = "search") -> int:
+  """The seed of one trial: a function of the cell's seed and the trial's hyperparameters
+  alone (and of the phase: a search trial or the refit), never of what ran before it."""
+  blob = json.dumps({"seed": seed, "hparams": dict(hparams), "phase": phase}, sort_keys=True)
+  return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:4], "big") >> 1  # < 2**31.
+
+
+def seed_trial(seed: int, hparams: Mapping[str, Any], phase: str = "search") -> int:
+  """Seeds Python, NumPy, TensorFlow and Keras with `trial_seed` (before the trial's model and
+  input pipeline are made); returns it."""
+  value = trial_seed(seed, hparams, phase)
+  keras.utils.set_random_seed(value)
+  return value
+
+
 def make_optimizer(learning_rate: float, train_steps: int) -> keras.optimizers.Optimizer:
   schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=train_steps)
   return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
@@ -81,9 +98,15 @@ def compile_model(model, *, learning_rate: float, train_steps: int) -> None:
                 jit_compile=False)
 
 
+# The most steps between two logs, TensorBoard summaries and backups (one Keras epoch).
+MAX_STEPS_PER_FIT_EPOCH = 200
+
+
 def _steps_per_fit_epoch(train_steps: int) -> int:
-  """Largest divisor of the budget up to 200: logs, TensorBoard and backups at that cadence."""
-  return max(d for d in range(1, min(train_steps, 200) + 1) if train_steps % d == 0)
+  """Largest divisor of the budget up to MAX_STEPS_PER_FIT_EPOCH: the cadence of logs,
+  TensorBoard and backups."""
+  return max(d for d in range(1, min(train_steps, MAX_STEPS_PER_FIT_EPOCH) + 1)
+             if train_steps % d == 0)
 
 
 def progress_verbosity() -> int:
@@ -91,13 +114,47 @@ def progress_verbosity() -> int:
   return progress.keras_verbosity()
 
 
-def train(model, train_data: tf.data.Dataset, setup: TrainSetup, *, backup_dir: str,
+def backed_up_epoch(backup_dir: str) -> int:
+  """The Keras epoch that `BackupAndRestore(backup_dir)` will resume at (0: none backed up).
+
+  Read from the callback's own record (training_metadata.json, Keras 3), so that the input
+  can be positioned before `fit` starts; `train` checks it against the restored step.
+  """
+  try:
+    with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+      return int(json.load(f)["epoch"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return 0
+
+
+class _CheckResumeStep(keras.callbacks.Callback):
+  """After `BackupAndRestore` restored the optimizer: warns if it resumed at another step than
+  the one the input stream was positioned at."""
+
+  def __init__(self, first_step: int):
+    super().__init__()
+    self.first_step = first_step
+
+  def on_train_begin(self, logs=None):
+    restored = int(self.model.optimizer.iterations)
+    if restored != self.first_step:
+      logging.warning("Training resumed at step %d but its input was positioned at step %d; "
+                      "this run's data order differs from an uninterrupted one's.", restored,
+                      self.first_step)
+
+
+TrainData = Union[tf.data.Dataset, Callable[[int], tf.data.Dataset]]
+
+
+def train(model, train_data: TrainData, setup: TrainSetup, *, backup_dir: str,
           verbose: Optional[int] = None) -> dict[str, float]:
   """Trains a compiled model for exactly `setup.train_steps` steps, resuming if interrupted.
 
   Args:
     model: a compiled `TransferHead`.
-    train_data: repeated, batched (images, labels) at the global batch size.
+    train_data: repeated, batched (images, labels) at the global batch size; or a function
+      first_batch -> that stream from batch `first_batch` on (`make_pipeline(start_batch=)`),
+      so that a run resumed from its backup sees the batches an uninterrupted run would.
     setup: step budget and logging.
     backup_dir: where `BackupAndRestore` keeps the state an interrupted run resumes from.
     verbose: Keras progress-bar verbosity (default: `progress_verbosity()`).
@@ -109,8 +166,12 @@ def train(model, train_data: tf.data.Dataset, setup: TrainSetup, *, backup_dir: 
     TrainingDiverged: the loss became NaN or infinite.
   """
   chunk = _steps_per_fit_epoch(setup.train_steps)
-  callbacks = [keras.callbacks.BackupAndRestore(backup_dir),
-               keras.callbacks.TerminateOnNaN()]
+  callbacks = [keras.callbacks.BackupAndRestore(backup_dir)]
+  if callable(train_data):
+    first_step = backed_up_epoch(backup_dir) * chunk
+    train_data = train_data(first_step)
+    callbacks.append(_CheckResumeStep(first_step))
+  callbacks.append(keras.callbacks.TerminateOnNaN())
   if setup.log_dir:
     callbacks.append(keras.callbacks.TensorBoard(setup.log_dir, write_graph=False))
   # shuffle=False: the pipeline shuffles; Keras warns that its own flag is ignored for tf.data.

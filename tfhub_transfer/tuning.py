@@ -41,18 +41,21 @@ class TransferHyperModel(kt.HyperModel):
     learning_rates: grid values.
     weight_decays: grid values.
     setup: the step budget shared by all trials.
-    train_data: repeated training batches.
+    train_data: first_batch -> repeated training batches from that batch on (or one
+      repeated dataset: see `training.train`), made after the trial is seeded.
     val_data: validation batches (finite).
     metric_fn: (labels, logits) -> the dataset's metric.
     backup_root: per-trial `BackupAndRestore` directories go under it.
     record_trial_fn: called once per finished or failed trial (results store).
     verbose: Keras progress-bar verbosity (None: bars on a terminal, lines in a log).
+    seed: the cell's seed; each trial is seeded from it and its hyperparameters alone
+      (`training.seed_trial`), so a trial scores the same whatever ran before it.
   """
 
   def __init__(self, *, build_model_fn, learning_rates, weight_decays,
                setup: training.TrainSetup, train_data, val_data, metric_fn,
                backup_root: str, record_trial_fn: Optional[RecordTrialFn] = None,
-               verbose: Optional[int] = None):
+               verbose: Optional[int] = None, seed: int = 0):
     super().__init__(name="transfer_head", tunable=True)
     self.build_model_fn = build_model_fn
     self.learning_rates = list(learning_rates)
@@ -64,10 +67,12 @@ class TransferHyperModel(kt.HyperModel):
     self.backup_root = backup_root
     self.record_trial_fn = record_trial_fn
     self.verbose = verbose
+    self.seed = seed
 
   def build(self, hp):
     learning_rate = hp.Choice("learning_rate", self.learning_rates)
     weight_decay = hp.Choice("weight_decay", self.weight_decays)
+    training.seed_trial(self.seed, hp.values)
     model = self.build_model_fn(weight_decay=weight_decay, learning_rate=learning_rate)
     training.compile_model(model, learning_rate=learning_rate,
                            train_steps=self.setup.train_steps)

@@ -6,7 +6,9 @@
 in this fixed order:
   1. read encoded bytes (sharded per input pipeline under `tf.distribute`);
   2. cache the encoded bytes (only when asked: for datasets that fit in memory);
-  3. shuffle (training only, seeded);
+  3. shuffle (training only, seeded); a repeated training stream is a sequence of data
+     epochs, each shuffled statelessly from (seed, epoch), so the order at any position is
+     fixed: a run resumed at batch b (`start_batch`) sees what it would have seen;
   4. decode + preprocess, in parallel:
        - any encoding or colour mode (grayscale, RGBA, palette, CMYK JPEG, 16-bit PNG, GIF,
          BMP, WebP) -> uint8 RGB;
@@ -129,8 +131,8 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
                   training: bool, seed: int = 0, cache: bool = False,
                   shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, repeat: bool = False,
                   drop_remainder: bool = False,
-                  input_context: Optional[tf.distribute.InputContext] = None
-                  ) -> tf.data.Dataset:
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  start_batch: int = 0) -> tf.data.Dataset:
   """Turns encoded examples into batches of (images, labels).
 
   Under `strategy.distribute_datasets_from_function`, call it inside the dataset function
@@ -146,17 +148,27 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
     training: random-resized crop + flip and shuffling; otherwise resize + central crop.
     seed: seeds the shuffle and the augmentation.
     cache: cache the encoded bytes in memory (for datasets that fit).
-    shuffle_buffer: shuffle buffer size, in examples (training only).
+    shuffle_buffer: shuffle buffer size, in examples (training only); a repeated stream
+      permutes windows of this many examples (a whole epoch when it fits).
     repeat: repeat forever (after shuffling, reshuffled each epoch). Prefer it for
       multi-epoch training: augmentation seeds follow the position in the stream, which
       restarts when a non-repeated dataset is iterated again (the reshuffle then still pairs
-      each example with a new position, unless the buffer is tiny).
+      each example with a new position, unless the buffer is tiny). A repeated training
+      stream's order and augmentation are a function of (seed, position) alone.
     drop_remainder: drop the last partial batch (static batch shapes).
     input_context: a `tf.distribute.InputContext`, to shard and batch per replica.
+    start_batch: a repeated training stream starts at this batch, with the order and
+      augmentation it has there (to resume training); needs `training` and `repeat`.
 
   Returns:
     Dataset of (float32 [B, S, S, 3], labels [B] int64 or [B, C] float32).
+
+  Raises:
+    ValueError: `start_batch` without `training` and `repeat`, or an empty dataset.
   """
+  if start_batch and not (training and repeat):
+    raise ValueError(f"start_batch={start_batch} resumes a repeated training stream; pass "
+                     f"training=True and repeat=True.")
   pipeline_id = 0
   # 1. Encoded bytes; each input pipeline of a distributed job reads its own shard.
   if input_context is not None:
@@ -166,10 +178,20 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
   # 2. Cache the small encoded bytes, before any randomness, so epochs differ.
   if cache:
     ds = ds.cache()
-  # 3. Shuffle (training), then repeat so that every epoch has its own order.
-  if training:
+  # 3. Shuffle (training), then repeat so that every epoch has its own order. A repeated
+  # training stream is built epoch by epoch, each permuted statelessly from (seed, epoch),
+  # not by `shuffle`'s reseeding, whose state carries over from earlier iterators and
+  # depends on TensorFlow's global seed: the order at a position must not depend on what ran
+  # before, so that a resumed run sees the data an uninterrupted one would have.
+  position = 0
+  if training and repeat:
+    position = start_batch * batch_size
+    first_epoch, offset = divmod(position, _num_examples(ds, count=position > 0))
+    ds = _epoch_stream(ds, first_epoch, tf.constant([seed, pipeline_id], tf.int64),
+                       shuffle_buffer).skip(offset)
+  elif training:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  if repeat:
+  elif repeat:
     ds = ds.repeat()
   # 4. Decode + preprocess in parallel (order kept, so runs are reproducible).
   if training:
@@ -180,7 +202,7 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
       element_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
       return train_fn(example["image"], element_seed), example["label"]
 
-    ds = ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.enumerate(start=position).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
   else:
     eval_fn = make_eval_fn(image_size, preprocess_fn)
     ds = ds.map(lambda ex: (eval_fn(ex["image"]), ex["label"]),
@@ -189,3 +211,38 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   # 6. Prefetch.
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_stream(ds: tf.data.Dataset, first_epoch: int, seed: tf.Tensor,
+                  window: int) -> tf.data.Dataset:
+  """Data epochs first_epoch, first_epoch + 1, ... of `ds`, each shuffled statelessly from
+  (seed, epoch): every run of `window` consecutive examples (the shuffle buffer's size; the
+  whole epoch when it fits) is permuted uniformly. Stateless ops, so the order depends on
+  nothing else (not on TensorFlow's global seed, nor on streams made before)."""
+  def one_epoch(epoch):
+    epoch_seed = tf.random.experimental.stateless_fold_in(seed, epoch)
+
+    def permute(index, examples):
+      size = tf.shape(tf.nest.flatten(examples)[0])[0]
+      order = tf.random.experimental.stateless_shuffle(
+          tf.range(size), seed=tf.random.experimental.stateless_fold_in(epoch_seed, index))
+      return tf.nest.map_structure(lambda values: tf.gather(values, order), examples)
+
+    return ds.batch(window).enumerate().map(permute).unbatch()
+  return tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(one_epoch)
+
+
+def _num_examples(ds: tf.data.Dataset, *, count: bool) -> int:
+  """The examples in one pass of `ds`, counted (encoded, not decoded) if tf.data cannot tell
+  and `count`; else at least 1.
+
+  Raises:
+    ValueError: `ds` is empty (a stream of its epochs would never yield).
+  """
+  size = int(ds.cardinality())
+  if size < 0:
+    size = int((ds if count else ds.take(1)).reduce(tf.constant(0, tf.int64),
+                                                    lambda n, _: n + 1))
+  if size == 0:
+    raise ValueError("Cannot make a repeated training stream of an empty dataset.")
+  return size

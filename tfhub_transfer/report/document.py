@@ -29,6 +29,8 @@ from tfhub_transfer.report import reference
 from tfhub_transfer.report import results
 from tfhub_transfer.report import sections
 from tfhub_transfer.report import significance
+from tfhub_transfer.report import storage
+from tfhub_transfer.report import stores
 from tfhub_transfer.report import transferability_check
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
@@ -86,8 +88,12 @@ class _Report:
   permutation_samples: int
 
 
+# What `write_report` reads results (and prediction files and scores) from, besides records.
+_STORES = (results.ResultsStore, stores.WorkdirResults)
+
+
 def _load(store_or_records) -> list[dict[str, Any]]:
-  if isinstance(store_or_records, results.ResultsStore):
+  if isinstance(store_or_records, _STORES):
     return store_or_records.records()
   if isinstance(store_or_records, (str, os.PathLike)):
     raise TypeError(f"Got the path {store_or_records!r}; pass "
@@ -300,7 +306,8 @@ def _top1_rows(report, models) -> list[list]:
           for m in _ordered_models(report, models)]
 
 
-def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str, Any]]],
+def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirResults,
+                                        Iterable[dict[str, Any]]],
                  out_dir: str, *, imagenet_top1: Optional[Mapping[str, float]] = None,
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
                  seed: int = 0, store_dir: Optional[str] = None,
@@ -313,7 +320,8 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
   results (`transferability_check`) and transferability.png its plot.
 
   Args:
-    store_or_records: a `ResultsStore`, or records as `run_experiment` returns them.
+    store_or_records: a `ResultsStore`, a workdir's (`stores.read_workdir`), or records
+      as `run_experiment` returns them.
     out_dir: output directory (created if missing).
     imagenet_top1: ImageNet top-1 (%) of models without a published checkpoint top-1, or
       overrides of it (`--imagenet_top1`).
@@ -327,7 +335,7 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
   Returns:
     The paths written and the Markdown text.
   """
-  if store_dir is None and isinstance(store_or_records, results.ResultsStore):
+  if store_dir is None and isinstance(store_or_records, _STORES):
     store_dir = store_or_records.directory
   report = _build(store_or_records, imagenet_top1, bootstrap_samples, seed, store_dir,
                   permutation_samples)
@@ -358,31 +366,47 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
   plots.plot_figure1(report.correlations, paths.figure_png, error_bars=report.error_bars)
   plots.plot_figure2(analyses.figure2_panels(report.cells, report.top1, seed=seed,
                                              samples=bootstrap_samples), paths.figure2_png)
-  if score_records is None and isinstance(store_or_records, results.ResultsStore):
+  if score_records is None and isinstance(store_or_records, _STORES):
     score_records = store_or_records.score_records()
   if score_records:
     text, png = transferability_check.write_section(report.cells, list(score_records), out_dir)
     paths = dataclasses.replace(paths, markdown=paths.markdown + text, transferability_png=png)
-  with open(paths.report_md, "w") as f:
+  with storage.atomic_open(paths.report_md) as f:
     f.write(paths.markdown)
   return paths
 
 
 def _write_csv(path, header, rows):
-  with open(path, "w", newline="") as f:
+  # Each file is written beside its old version and renamed over it when complete: a full
+  # disk leaves the previous file, not a truncated one.
+  with storage.atomic_open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows([["" if v is None else v for v in row] for row in rows])
 
 
 def write_workdir_report(workdir: str, *,
-                         imagenet_top1: Optional[Mapping[str, float]] = None) -> ReportPaths:
-  """`--mode=report`: the report of a workdir's store in `<workdir>/report/`, plus every
-  stored record in full (results.csv, results.json) for other tools."""
-  store = results.ResultsStore.for_workdir(workdir)
-  out_dir = os.path.join(workdir, "report")
-  paths = write_report(store, out_dir, imagenet_top1=imagenet_top1)
+                         imagenet_top1: Optional[Mapping[str, float]] = None,
+                         out_dir: Optional[str] = None) -> ReportPaths:
+  """`--mode=report`: the report of every results store of a workdir, read read-only, in
+  `out_dir` (default `<workdir>/report/`), plus every stored record in full (results.csv,
+  results.json) for other tools, written last so a failed report keeps the previous ones.
+
+  Raises:
+    StoreError: the workdir does not exist, a store cannot be read, or the report cannot be
+      written (the message names the file and what to do; the stores are never written).
+  """
+  workdir_results = stores.read_workdir(workdir)
+  out_dir = out_dir or os.path.join(workdir, "report")
   exports = (os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.json"))
-  store.export_csv(exports[0])
-  store.export_json(exports[1])
+  try:
+    paths = write_report(workdir_results, out_dir, imagenet_top1=imagenet_top1)
+    workdir_results.export_csv(exports[0])
+    workdir_results.export_json(exports[1])
+  except OSError as e:
+    raise storage.StoreError(
+        e.filename or out_dir, f"cannot write the report ({e.strerror or e})",
+        f"Free space or fix permissions there, or pass --report_dir elsewhere, and run "
+        f"--mode=report again. The results stores were only read; files already in "
+        f"{out_dir} are kept until their new versions are complete") from e
   return dataclasses.replace(paths, exports=exports)

@@ -9,6 +9,7 @@ outcome depends on; "" for records made by hand or before protocols were recorde
 
 import math
 import numbers
+import re
 from typing import Any, Optional
 
 from tfhub_transfer import metrics
@@ -42,6 +43,12 @@ def to_jsonable(value: Any) -> Any:
     return value
   raise TypeError(f"Cannot store {value!r} (type {type(value).__name__}) in a results "
                   f"record: use str, int, float, bool, None, lists or dicts of them.")
+
+
+def cell_dirname(model: str, dataset: str, regime: str, seed: int, protocol: str = "") -> str:
+  """A directory name for a key's cell: its tuner state, checkpoints, logs, predictions."""
+  raw = f"{model}__{dataset}__{regime}__seed{seed}__{protocol}"
+  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", raw)
 
 
 def check_record(record: dict[str, Any]) -> dict[str, Any]:

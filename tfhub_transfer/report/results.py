@@ -1,32 +1,49 @@
-"""The results store: one SQLite file per workdir, safe to share between processes.
+"""The results store: one SQLite file per writing host, read together per workdir.
 
-Each (model, dataset, regime, seed, protocol) key has at most one row, holding the key fields
-as columns and the whole record (checked by `records.check_record`) as JSON. Every write is
+A workdir's results live in `<workdir>/results/<host>.sqlite` (`ResultsStore.for_workdir`):
+each host writes only its own file, which its processes share, so SQLite's locking never has
+to work across a network filesystem, where it often does not
+(https://www.sqlite.org/useovernet.html). `stores.read_workdir` reads every store file of a
+workdir read-only and merges them: the report, a sweep's "already done" check and the launcher
+read through it. A `<workdir>/results.sqlite` from before per-host stores is read as one more
+file and never written. The host's name is `$TFHUB_TRANSFER_HOST`, else the machine's.
+
+Each (model, dataset, regime, seed, protocol) key has at most one row per file, holding the
+key fields as columns and the whole record (checked by `records.check_record`) as JSON; where
+several files hold a key, an `ok` row wins over a failed one, then the latest. Every write is
 one `BEGIN IMMEDIATE` transaction, so a process killed mid-write leaves the previous state,
-never a half row. Several processes may write to the same file: the database runs in WAL
-mode with a busy timeout, and a write that still finds the file locked is retried with
-backoff. WAL needs a local filesystem (not NFS); put the workdir on local disk or write one
-store per machine and merge them with `export_json` / `import_json`.
+never a half row; a write that finds the file locked is retried with backoff. New files use
+SQLite's rollback journal, not WAL, whose shared-memory index would make every reader, even a
+read-only one, write to the file's side files from its own host.
+
+A damaged, read-only or full store raises `storage.StoreError`: one message naming the file,
+what is wrong and what to do.
 """
 
 import contextlib
 import csv
 import datetime
+import glob
 import json
 import os
 import random
+import re
+import socket
 import sqlite3
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from absl import logging
 
 from tfhub_transfer.report import predictions as predictions_lib
+from tfhub_transfer.report import storage
 from tfhub_transfer.report.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
 from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, check_record, check_trial
 from tfhub_transfer.report.records import SCORE_KEY_FIELDS, check_score_record
 
-RESULTS_FILENAME = "results.sqlite"
+RESULTS_FILENAME = "results.sqlite"  # A workdir's one store, before per-host stores.
+STORES_DIRNAME = "results"  # <workdir>/results/<host>.sqlite
+HOST_ENV = "TFHUB_TRANSFER_HOST"
 # 1: keyed by (model, dataset, regime, seed). 2: the protocol id joins the key.
 SCHEMA_VERSION = 2
 CSV_FIELDS = KEY_FIELDS + ("status", "metric", "val_metric", "test_metric", "error",
@@ -53,6 +70,20 @@ CREATE TABLE IF NOT EXISTS scores (
   scores TEXT NOT NULL, created_at TEXT, stored_at TEXT NOT NULL, record TEXT NOT NULL,
   PRIMARY KEY (model, dataset, seed, protocol));
 """
+_TABLES = ("results", "trials", "scores")
+
+
+def host_name() -> str:
+  """The name of this host's store file: `$TFHUB_TRANSFER_HOST`, else the machine's name."""
+  name = os.environ.get(HOST_ENV) or socket.gethostname() or "localhost"
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def store_paths(workdir: str) -> list[str]:
+  """A workdir's store files: `results/*.sqlite` by name, then `results.sqlite` if present."""
+  paths = sorted(glob.glob(os.path.join(glob.escape(workdir), STORES_DIRNAME, "*.sqlite")))
+  legacy = os.path.join(workdir, RESULTS_FILENAME)
+  return paths + ([legacy] if os.path.isfile(legacy) else [])
 
 
 def _migrate_from_v1(conn: sqlite3.Connection) -> None:
@@ -76,7 +107,8 @@ def _now() -> str:
 
 
 class ResultsStore:
-  """Results and tuner trials of one workdir, in one SQLite file.
+  """Results and tuner trials in one SQLite file: a host's store in a workdir
+  (`for_workdir`), or any file. A whole workdir is read with `stores.read_workdir`.
 
   Connections are opened per call, so a store object may be shared with forked processes.
 
@@ -84,25 +116,38 @@ class ResultsStore:
     path: the database file (created with its parent dirs if missing); an existing
       directory means `<path>/results.sqlite`.
     timeout: seconds a call waits for another process's write lock before failing.
+    directory: the folder record paths (prediction files) are relative to (default: the
+      file's folder; `for_workdir`: the workdir).
+
+  Raises:
+    StoreError: the file cannot be created, opened or read (damaged, read-only, full).
   """
 
-  def __init__(self, path: str, *, timeout: float = 60.0):
+  def __init__(self, path: str, *, timeout: float = 60.0, directory: Optional[str] = None):
     path = os.fspath(path)
     if path in ("", ":memory:") or path.startswith("file:"):
       raise ValueError(f"ResultsStore needs a file path, got {path!r} (each call opens its "
                        f"own connection, so an in-memory database would be empty).")
     if os.path.isdir(path):
       path = os.path.join(path, RESULTS_FILENAME)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as e:
+      raise storage.explain(path, e, writing=True) from e
     self.path = path
     self.timeout = timeout
+    self._directory = directory
     self._jitter = random.Random()
     self._retry(self._init_schema)
 
   @classmethod
-  def for_workdir(cls, workdir: str, **kwargs) -> "ResultsStore":
-    """The store at `<workdir>/results.sqlite`."""
-    return cls(os.path.join(workdir, RESULTS_FILENAME), **kwargs)
+  def for_workdir(cls, workdir: str, *, host: Optional[str] = None,
+                  **kwargs) -> "ResultsStore":
+    """This host's store in a workdir, `<workdir>/results/<host>.sqlite`: the one a run
+    writes to (`host`: default `host_name()`). Its records' paths are relative to the
+    workdir, as every store file's of the workdir."""
+    return cls(os.path.join(workdir, STORES_DIRNAME, f"{host or host_name()}.sqlite"),
+               directory=workdir, **kwargs)
 
   def __repr__(self):
     return f"ResultsStore({self.path!r})"
@@ -122,27 +167,35 @@ class ResultsStore:
           return fn(conn)
       except sqlite3.OperationalError as e:
         if "locked" not in str(e) and "busy" not in str(e):
-          raise
+          raise storage.explain(self.path, e, writing=True) from e
         if time.monotonic() > deadline:
-          raise TimeoutError(
-              f"Results store {self.path} stayed locked for {self.timeout}s ({e}). Another "
-              f"process holds a write lock; raise `timeout`, or if the workdir is on a "
-              f"network filesystem, move it to local disk (SQLite WAL needs one).") from e
+          raise storage.StoreError(
+              self.path, f"stayed locked for {self.timeout}s ({e})",
+              "Another process of this host holds a write lock: let it finish, or raise "
+              "`timeout`. Processes of other hosts write their own files") from e
         time.sleep(delay * self._jitter.uniform(0.5, 1.5))
         delay = min(2 * delay, 0.25)
+      except sqlite3.Error as e:
+        raise storage.explain(self.path, e, writing=True) from e
 
   def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
     """Runs fn inside one `BEGIN IMMEDIATE` transaction (all or nothing), with retries."""
     return self._retry(lambda conn: _in_transaction(conn, fn))
 
   def _init_schema(self, conn):
-    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-      raise RuntimeError(f"Could not put {self.path} in WAL mode; is it on a local disk?")
+    # The journal mode is left as the file has it: a new file gets SQLite's rollback journal
+    # (see the module docstring); a store from before per-host files keeps its WAL.
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if (conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        and tables >= set(_TABLES)):
+      storage.check_writable(self.path)  # Up to date: nothing to write until a result.
+      return
     def create(conn):
       version = conn.execute("PRAGMA user_version").fetchone()[0]
       if version > SCHEMA_VERSION:
-        raise RuntimeError(f"{self.path} has schema version {version}, newer than this "
-                           f"tfhub_transfer's {SCHEMA_VERSION}: upgrade tfhub_transfer.")
+        raise storage.StoreError(
+            self.path, f"schema version {version}, newer than this tfhub_transfer's "
+            f"{SCHEMA_VERSION}", "Upgrade tfhub_transfer")
       if version == 1:
         _migrate_from_v1(conn)
       for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -183,20 +236,20 @@ class ResultsStore:
   def get(self, model: str, dataset: str, regime: str, seed: int,
           protocol: str = "") -> Optional[dict]:
     """The record stored under the key, or None if there is none."""
-    rows = self._select(f"SELECT record FROM results{_KEY_WHERE}",
+    rows = self._select(f"SELECT record FROM results{KEY_WHERE}",
                         (model, dataset, regime, seed, protocol))
     return json.loads(rows[0][0]) if rows else None
 
   def has_ok(self, model: str, dataset: str, regime: str, seed: int,
              protocol: str = "") -> bool:
     """Whether the key has a successful result (so a rerun may skip it)."""
-    return bool(self._select(f"SELECT 1 FROM results{_KEY_WHERE} AND status = 'ok'",
+    return bool(self._select(f"SELECT 1 FROM results{KEY_WHERE} AND status = 'ok'",
                              (model, dataset, regime, seed, protocol)))
 
   def records(self, status: Optional[str] = None, *, model: Optional[str] = None,
               dataset: Optional[str] = None, regime: Optional[str] = None) -> list[dict]:
     """Stored records, sorted by key; each filter given must match."""
-    where, params = _where(status=status, model=model, dataset=dataset, regime=regime)
+    where, params = where_clause(status=status, model=model, dataset=dataset, regime=regime)
     return [json.loads(r[0]) for r in self._select(
         f"SELECT record FROM results{where} ORDER BY {', '.join(KEY_FIELDS)}", params)]
 
@@ -206,18 +259,18 @@ class ResultsStore:
     there was one."""
     record = self.get(model, dataset, regime, seed, protocol)
     deleted = self._write(lambda conn: conn.execute(
-        f"DELETE FROM results{_KEY_WHERE}", (model, dataset, regime, seed, protocol)
+        f"DELETE FROM results{KEY_WHERE}", (model, dataset, regime, seed, protocol)
     ).rowcount == 1)
     if deleted:
       predictions_lib.remove_for_record(self.directory, record)
     return deleted
 
-  # Prediction files: `predictions.PREDICTIONS_DIR` beside the database.
+  # Prediction files: `predictions.PREDICTIONS_DIR` under `directory`.
 
   @property
   def directory(self) -> str:
     """The folder record paths (e.g. of prediction files) are relative to."""
-    return os.path.dirname(os.path.abspath(self.path))
+    return self._directory or os.path.dirname(os.path.abspath(self.path))
 
   def replace(self, record: dict[str, Any]) -> bool:
     """`put`, then removes the predictions file of the record it replaced (if another).
@@ -234,6 +287,18 @@ class ResultsStore:
   def load_predictions(self, record: dict[str, Any]) -> Optional[predictions_lib.Predictions]:
     """A stored record's test predictions (None: it has none, or the file is gone)."""
     return predictions_lib.load_for_record(self.directory, record)
+
+  def delete_cells(self, keys: Iterable[Sequence[Any]]) -> tuple[int, int]:
+    """Removes the results and the trials of each (model, dataset, regime, seed, protocol)
+    key, in one transaction; returns (#results, #trials) removed."""
+    keys = [tuple(k) for k in keys]
+    def delete(conn):
+      counts = [0, 0]
+      for key in keys:
+        counts[0] += conn.execute(f"DELETE FROM results{KEY_WHERE}", key).rowcount
+        counts[1] += conn.execute(f"DELETE FROM trials{KEY_WHERE}", key).rowcount
+      return tuple(counts)
+    return self._write(delete)
 
   def _select(self, sql, params=()):
     return self._retry(lambda conn: [tuple(r) for r in conn.execute(sql, params)])
@@ -260,7 +325,7 @@ class ResultsStore:
              protocol: Optional[str] = None, *,
              status: Optional[str] = None) -> list[dict[str, Any]]:
     """Stored trials (dicts with the `put_trial` fields), sorted by key and trial_id."""
-    where, params = _where(model=model, dataset=dataset, regime=regime, seed=seed,
+    where, params = where_clause(model=model, dataset=dataset, regime=regime, seed=seed,
                            protocol=protocol, status=status)
     rows = self._select(f"SELECT {', '.join(TRIAL_FIELDS)} FROM trials{where} "
                         f"ORDER BY {', '.join(KEY_FIELDS)}, trial_id", params)
@@ -294,7 +359,7 @@ class ResultsStore:
   def score_records(self, *, model: Optional[str] = None,
                     dataset: Optional[str] = None) -> list[dict[str, Any]]:
     """Stored score rows, sorted by key; each filter given must match."""
-    where, params = _where(model=model, dataset=dataset)
+    where, params = where_clause(model=model, dataset=dataset)
     return [json.loads(r[0]) for r in self._select(
         f"SELECT record FROM scores{where} ORDER BY {', '.join(SCORE_KEY_FIELDS)}", params)]
 
@@ -309,20 +374,12 @@ class ResultsStore:
     """
     rows = self._select(f"SELECT {', '.join(CSV_FIELDS)} FROM results "
                         f"ORDER BY {', '.join(KEY_FIELDS)}")
-    with open(path, "w", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(CSV_FIELDS)
-      writer.writerows(rows)
+    write_csv_export(path, rows)
     return len(rows)
 
   def export_json(self, path: str) -> int:
     """Writes `{"schema_version", "results", "trials", "scores"}`; returns #results."""
-    records = self.records()
-    with open(path, "w") as f:
-      json.dump({"schema_version": SCHEMA_VERSION, "results": records,
-                 "trials": self.trials(), "scores": self.score_records()}, f, indent=1,
-                sort_keys=True)
-    return len(records)
+    return write_json_export(path, self.records(), self.trials(), self.score_records())
 
   def import_json(self, path: str) -> int:
     """Merges an `export_json` file (e.g. from another machine) with `put` semantics.
@@ -369,10 +426,10 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection],
     raise
 
 
-_KEY_WHERE = " WHERE " + " AND ".join(f"{k} = ?" for k in KEY_FIELDS)
+KEY_WHERE = " WHERE " + " AND ".join(f"{k} = ?" for k in KEY_FIELDS)
 
 
-def _where(**filters) -> tuple[str, tuple[Any, ...]]:
+def where_clause(**filters) -> tuple[str, tuple[Any, ...]]:
   """A ` WHERE a = ? AND ...` clause and its parameters for the filters that are not None."""
   if filters.get("status") not in (None,) + STATUSES:
     raise ValueError(f"status={filters['status']!r}; expected None or one of {STATUSES}.")
@@ -392,3 +449,18 @@ def _result_row(record: dict[str, Any]) -> dict[str, Any]:
   """The `results` table's columns of a checked record (`CSV_FIELDS`, plus stored_at)."""
   return {**{k: record.get(k) for k in CSV_FIELDS[:-1]}, "stored_at": _now(),
           "record": json.dumps(record, sort_keys=True)}
+
+
+def write_csv_export(path: str, rows: Iterable[Sequence[Any]]) -> None:
+  with storage.atomic_open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(CSV_FIELDS)
+    writer.writerows(rows)
+
+
+def write_json_export(path: str, records: list[dict], trials: list[dict],
+                      scores: list[dict]) -> int:
+  with storage.atomic_open(path) as f:
+    json.dump({"schema_version": SCHEMA_VERSION, "results": records, "trials": trials,
+               "scores": scores}, f, indent=1, sort_keys=True)
+  return len(records)

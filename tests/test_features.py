@@ -1,0 +1,214 @@
+"""The feature cache under faults: truncated, garbled and half-copied entries, killed writers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from tests import fakes
+from tfhub_transfer import experiment
+from tfhub_transfer import features as features_lib
+from tfhub_transfer.config import ExperimentConfig
+
+# Extracts 40 batches of 2 rows, slowly, so that the test can SIGKILL it mid-way.
+_SLOW_EXTRACTION = """
+import sys, time
+import numpy as np, tensorflow as tf
+from tfhub_transfer import features
+data = tf.data.Dataset.from_tensor_slices(
+    (np.arange(80, dtype=np.float32).reshape(80, 1), np.arange(80))).batch(2)
+def slow(x):
+  print("batch", file=sys.stderr, flush=True)
+  time.sleep(0.05)
+  return tf.concat([x, 2 * x], axis=1)
+features.extract_features(slow, data, cache_dir=sys.argv[1], key="k")
+"""
+
+
+def _data(n=8):
+  x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+  return x, np.arange(n) % 3, tf.data.Dataset.from_tensor_slices((x, np.arange(n) % 3)).batch(3)
+
+
+def _identity(x):
+  return x
+
+
+class EntryIntegrityTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.cache_dir = self.create_tempdir().full_path
+    self.x, self.y, self.data = _data()
+    self.entry = features_lib.extract_features(_identity, self.data, cache_dir=self.cache_dir,
+                                               key="k")
+    self.path = self.entry.path
+
+  def _damage_and_reextract(self, damage, reason):
+    damage(self.path)
+    with self.assertRaisesRegex(features_lib.DamagedEntryError, reason):
+      features_lib.load_cached(self.cache_dir, "k")
+    with self.assertLogs(level="WARNING") as logs:
+      again = features_lib.extract_features(_identity, self.data, cache_dir=self.cache_dir,
+                                            key="k")
+    (line,) = [l for l in logs.output if "damaged" in l]
+    self.assertIn(self.path, line)  # The entry's path,
+    self.assertRegex(line, reason)  # what is wrong with it,
+    (aside,) = [n for n in os.listdir(self.cache_dir) if features_lib.CORRUPT_MARK in n]
+    self.assertIn(os.path.join(self.cache_dir, aside), line)  # and where it went.
+    self.assertFalse(again.from_cache)
+    self.assertAllEqual(again.features, self.x)  # Extracted again: the clean numbers.
+    self.assertAllEqual(again.labels, self.y)
+    self.assertTrue(features_lib.load_cached(self.cache_dir, "k").from_cache)
+
+  def test_meta_records_sizes_and_checksums(self):
+    with open(os.path.join(self.path, "meta.json")) as f:
+      files = json.load(f)["files"]
+    for name in ("features.f32", "labels.npy"):
+      with open(os.path.join(self.path, name), "rb") as f:
+        data = f.read()
+      self.assertEqual(files[name]["bytes"], len(data))
+      self.assertEqual(files[name]["crc32"], f"{zlib.crc32(data):08x}")
+    self.assertEqual(sorted(os.listdir(self.path)), ["features.f32", "labels.npy", "meta.json"])
+
+  def test_truncated_features(self):
+    def truncate(path):
+      with open(os.path.join(path, "features.f32"), "r+b") as f:
+        f.truncate(40)
+    self._damage_and_reextract(truncate, "features.f32 has 40 bytes; meta.json says 8 x 3 "
+                               "float32 = 96")
+
+  def test_garbage_meta(self):
+    def garble(path):
+      with open(os.path.join(path, "meta.json"), "w") as f:
+        f.write("\x00\x17{not json")
+    self._damage_and_reextract(garble, "meta.json is not a cache entry's")
+
+  def test_flipped_bytes_are_caught_by_the_checksum(self):
+    def flip(path):
+      with open(os.path.join(path, "features.f32"), "r+b") as f:
+        f.seek(50)
+        byte = f.read(1)
+        f.seek(50)
+        f.write(bytes([byte[0] ^ 0x40]))
+    self._damage_and_reextract(flip, "features.f32 has CRC-32 [0-9a-f]{8}; meta.json says")
+
+  def test_truncated_labels(self):
+    def truncate(path):
+      with open(os.path.join(path, "labels.npy"), "r+b") as f:
+        f.truncate(100)
+    self._damage_and_reextract(truncate, "labels.npy has 100 bytes")
+
+  def test_directory_without_meta(self):
+    self._damage_and_reextract(lambda path: os.remove(os.path.join(path, "meta.json")),
+                               "a directory without meta.json")
+
+
+class EntryWriterTest(tf.test.TestCase):
+
+  def test_streams_rows_and_commits_atomically(self):
+    cache_dir = self.create_tempdir().full_path
+    with features_lib.EntryWriter(cache_dir, "k", description="two backbones, one pass",
+                                  key_parts={"backbone": "a"}) as writer:
+      writer.append(np.ones((2, 4)), [0, 1])
+      self.assertIsNone(features_lib.load_cached(cache_dir, "k"))  # Not there until commit.
+      writer.append(np.zeros((1, 4)), [2])
+      entry = writer.commit()
+    self.assertAllEqual(entry.features, [[1] * 4, [1] * 4, [0] * 4])
+    self.assertAllEqual(entry.labels, [0, 1, 2])
+    self.assertEqual(os.listdir(cache_dir), ["k"])
+
+  def test_an_exception_leaves_nothing(self):
+    cache_dir = self.create_tempdir().full_path
+    with self.assertRaisesRegex(ValueError, "Non-finite features in batch 1 of d"):
+      with features_lib.EntryWriter(cache_dir, "k", description="d") as writer:
+        writer.append(np.ones((2, 4)), [0, 1])
+        writer.append(np.full((2, 4), np.nan), [0, 1])
+    self.assertEmpty(os.listdir(cache_dir))
+
+  def test_two_writers_of_one_key(self):
+    cache_dir = self.create_tempdir().full_path
+    first = features_lib.EntryWriter(cache_dir, "k")
+    second = features_lib.EntryWriter(cache_dir, "k")
+    for writer in (first, second):
+      writer.append(np.ones((2, 4)), [0, 1])
+    first.commit()
+    self.assertAllEqual(second.commit().features, np.ones((2, 4)))  # Theirs, as good.
+    self.assertEqual(os.listdir(cache_dir), ["k"])
+
+
+class PartialFoldersTest(tf.test.TestCase):
+
+  def test_a_killed_extraction_is_cleaned_up_by_the_next_run(self):
+    cache_dir = self.create_tempdir().full_path
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_EXTRACTION, cache_dir],
+                             cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    batches = 0
+    while batches < 5:  # A few batches written, then kill -9.
+      line = child.stderr.readline()
+      self.assertTrue(line, "the extraction ended early")
+      batches += line.strip() == "batch"
+    child.kill()
+    child.wait()
+    (partial,) = os.listdir(cache_dir)
+    self.assertStartsWith(partial, ".k.partial-")
+    self.assertNotEmpty(os.listdir(os.path.join(cache_dir, partial)))
+
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.arange(80, dtype=np.float32).reshape(80, 1), np.arange(80))).batch(2)
+    entry = features_lib.extract_features(lambda x: tf.concat([x, 2 * x], axis=1), data,
+                                          cache_dir=cache_dir, key="k")
+    self.assertEqual(os.listdir(cache_dir), ["k"])  # The killed run's folder is gone.
+    self.assertAllEqual(entry.features[:, 1], 2 * np.arange(80))
+
+  def test_live_and_recent_writers_are_left_alone(self):
+    cache_dir = self.create_tempdir().full_path
+    mine = features_lib.EntryWriter(cache_dir, "a")  # This process: alive.
+    elsewhere = features_lib.EntryWriter(cache_dir, "b")
+    with open(os.path.join(elsewhere.tmp, features_lib.OWNER_FILE), "w") as f:
+      json.dump({"host": "another-host", "pid": 1}, f)
+    abandoned = features_lib.EntryWriter(cache_dir, "c")
+    with open(os.path.join(abandoned.tmp, features_lib.OWNER_FILE), "w") as f:
+      json.dump({"host": "another-host", "pid": 1}, f)
+    old = time.time() - features_lib.STALE_PARTIAL_S - 60
+    for name in [""] + os.listdir(abandoned.tmp):
+      os.utime(os.path.join(abandoned.tmp, name), (old, old))
+    self.assertEqual(features_lib.remove_stale_partials(cache_dir), [abandoned.tmp])
+    self.assertTrue(os.path.isdir(mine.tmp))
+    self.assertTrue(os.path.isdir(elsewhere.tmp))
+    mine.append(np.ones((1, 2)), [0])
+    self.assertAllEqual(mine.commit().features, [[1, 1]])
+
+
+class CellWithDamagedCacheTest(tf.test.TestCase):
+
+  def test_logreg_cell_recovers_with_the_clean_numbers(self):
+    tmp = self.get_temp_dir()
+    hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8, grid=2)
+    config = ExperimentConfig(model="hub:" + hub, dataset="digits", regime="logreg",
+                              image_size=16, workdir=os.path.join(tmp, "work"),
+                              data_dir=os.path.join(tmp, "data"), max_examples=40,
+                              batch_size=16, l2_grid_size=5)
+    clean = experiment.run_experiment(config).record
+    train_entry = clean["feature_cache"]["train"]["path"]
+    with open(os.path.join(train_entry, "features.f32"), "r+b") as f:
+      f.truncate(1000)  # As a disk that filled up, or a copy cut short.
+    with self.assertLogs(level="WARNING") as logs:
+      again = experiment.run_experiment(config).record
+    self.assertTrue(any(train_entry in line and "damaged" in line for line in logs.output),
+                    logs.output)
+    self.assertEqual({s: c["hit"] for s, c in again["feature_cache"].items()},
+                     {"train": False, "val": True, "test": True})
+    for field in ("val_metric", "test_metric", "hparams"):
+      self.assertEqual(again[field], clean[field], field)
+
+
+if __name__ == "__main__":
+  tf.test.main()
