@@ -112,6 +112,8 @@ class ExperimentConfig:
     l2_grid_size: number of log-spaced L2 strengths in `protocol.L2_RANGE` for logreg.
     strategy: one of `STRATEGIES`.
     max_examples: cap on examples per split (0: all), for smoke runs; recorded.
+    examples_per_class: K > 0 trains on a class-balanced random subset of K training images
+      per class drawn with `seed` (a low-data cell, `datasets.load_splits`); 0: all.
   """
   model: str
   dataset: str
@@ -132,6 +134,7 @@ class ExperimentConfig:
   l2_grid_size: int = protocol.L2_GRID_SIZE
   strategy: str = "auto"
   max_examples: int = 0
+  examples_per_class: int = 0
 
   def __post_init__(self):
     regimes.get_regime_spec(self.regime)
@@ -144,6 +147,9 @@ class ExperimentConfig:
       object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
     if self.tuner not in TUNERS:
       raise ValueError(f"Unknown --tuner={self.tuner!r}. Valid choices: {', '.join(TUNERS)}.")
+    if self.examples_per_class < 0:
+      raise ValueError(f"--examples_per_class={self.examples_per_class} must be >= 0 (0: all "
+                       f"training images).")
     if self.strategy not in STRATEGIES:
       raise ValueError(f"Unknown --strategy={self.strategy!r}. Valid choices: "
                        f"{', '.join(STRATEGIES)}.")

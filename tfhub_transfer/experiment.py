@@ -123,7 +123,8 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
     keras.utils.set_random_seed(config.seed)
     splits = datasets.load_splits(dataset, data_dir=config.data_dir,
                                   manual_dir=config.manual_dir, seed=config.seed,
-                                  max_examples=config.max_examples)
+                                  max_examples=config.max_examples,
+                                  examples_per_class=config.examples_per_class)
     strategy = training.make_strategy(config.strategy)
     ctx = runners.CellContext(
         config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,
