@@ -5,6 +5,7 @@
   tfhub_transfer --model=resnet_50,densenet_121 --dataset=dtd,oxford_pets \
       --regime=logreg,finetune --seeds=0,1 --shard=0/2       # a resumable sweep
   tfhub_transfer --mode=report --workdir=W
+  tfhub_transfer --flagfile=flags/paper_low_data.cfg    # the paper's other experiments
   tfhub_transfer --list_models | --list_datasets
 
 Every choice list comes from the library's registries; library modules that import TensorFlow
@@ -48,9 +49,14 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
                                   "TFDS manual_dir for datasets downloaded by hand.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-_TRAIN_STEPS = flags.DEFINE_integer(
-    "train_steps", 0, "Steps per finetune/scratch trial (0: a quick default; the paper "
-    "flagfiles set the paper's budgets).")
+_TRAIN_STEPS = flags.DEFINE_list(
+    "train_steps", ["0"], "Steps per finetune/scratch trial (0: a quick default; the paper "
+    "flagfiles set the paper's budgets). Comma-separated for a step-budget study: each "
+    "budget is a cell of its own, with its own search.")
+_EXAMPLES_PER_CLASS = flags.DEFINE_list(
+    "examples_per_class", ["0"], "Train on a class-balanced random subset of K training "
+    "images per class, drawn with the cell's seed (0: all). Comma-separated for a low-data "
+    "study; with --seeds=0,1,2 each K gets three independent subsets.")
 _LEARNING_RATES = flags.DEFINE_list("learning_rates", [],
                                     "Learning-rate grid (empty: the paper's for the regime).")
 _WEIGHT_DECAYS = flags.DEFINE_list("weight_decays", [],
@@ -66,6 +72,12 @@ _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models outside the zoo, "
     "as NAME=TOP1 with NAME as the report shows it, e.g. 'hub:/models/mine=77.2'.")
+_TSNE = flags.DEFINE_list(
+    "tsne", [], "For --mode=report: t-SNE maps of cached test features (Figure 4), as "
+    "MODEL/DATASET items as the report names them, or 'all' for every cached pair.")
+_CONVERGENCE_THRESHOLD = flags.DEFINE_float(
+    "convergence_threshold", 0.9, "For --mode=report: a step budget has converged when the "
+    "odds p/(1-p) of its test accuracy reach this fraction of the best budget's (Figure 8).")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell of the grid from i.")
 _PARALLEL_TRIALS = flags.DEFINE_integer(
     "parallel_trials", 0, "Run the search as a keras-tuner chief plus N worker processes, "
@@ -127,7 +139,17 @@ def _grid():
     regimes.get_regime_spec(regime)
   return sweep.Grid(models=tuple(_MODEL.value), datasets=tuple(_DATASET.value),
                     regimes=tuple(_REGIME.value), seeds=_ints(_SEEDS.value, "seeds"),
-                    shard=sweep.parse_shard(_SHARD.value))
+                    shard=sweep.parse_shard(_SHARD.value),
+                    examples_per_class=_counts(_EXAMPLES_PER_CLASS),
+                    train_steps=_counts(_TRAIN_STEPS))
+
+
+def _counts(flag) -> tuple[int, ...]:
+  """A comma list of integers >= 0 (the empty list means 0)."""
+  values = _ints(flag.value, flag.name) or (0,)
+  if min(values) < 0:
+    raise UsageError(f"--{flag.name}={','.join(flag.value)}: values must be >= 0.")
+  return values
 
 
 def base_config(grid) -> ExperimentConfig:
@@ -137,7 +159,7 @@ def base_config(grid) -> ExperimentConfig:
       seed=grid.seeds[0], workdir=_WORKDIR.value, weights=_WEIGHTS.value or None,
       model_kwargs=FrozenKwargs.parse(_MODEL_KWARGS.value), image_size=_IMAGE_SIZE.value,
       data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, batch_size=_BATCH_SIZE.value,
-      train_steps=_TRAIN_STEPS.value,
+      train_steps=grid.train_steps[0], examples_per_class=grid.examples_per_class[0],
       learning_rates=_floats(_LEARNING_RATES.value, "learning_rates"),
       weight_decays=_floats(_WEIGHT_DECAYS.value, "weight_decays"), tuner=_TUNER.value,
       max_trials=_MAX_TRIALS.value, l2_grid_size=_L2_GRID_SIZE.value,
@@ -185,8 +207,9 @@ def _dispatch() -> int:
     return 0
   if _MODE.value == "report":
     from tfhub_transfer.report import document  # pylint: disable=g-import-not-at-top
-    paths = document.write_workdir_report(_WORKDIR.value,
-                                          imagenet_top1=_parse_top1(_IMAGENET_TOP1.value))
+    paths = document.write_workdir_report(
+        _WORKDIR.value, imagenet_top1=_parse_top1(_IMAGENET_TOP1.value),
+        tsne=tuple(_TSNE.value), convergence_threshold=_CONVERGENCE_THRESHOLD.value)
     print(paths.markdown)
     print(f"Written to {paths.out_dir}/: {', '.join(paths.names())}", file=sys.stderr)
     return 0

@@ -2,7 +2,9 @@
 
 The numbers (average log-odds, Pearson r and its CI) come from `correlation` and the figure
 from `plots`; this module orders and formats them as Markdown and writes
-report.md, table_<regime>.csv, summary.csv and figure1.png (`write_report`).
+report.md, table_<regime>.csv, summary.csv and figure1.png (`write_report`). The sections of
+the paper's other experiments (Figures 4, 6, 8, 9) follow, from `study_sections`; low-data
+cells appear only there, not in the main tables.
 """
 
 import csv
@@ -18,6 +20,8 @@ from tfhub_transfer.report import plots
 from tfhub_transfer.report import records
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import results
+from tfhub_transfer.report import studies
+from tfhub_transfer.report import study_sections
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
                   "n_common_datasets", "avg_logodds_common", "paper_avg_logodds")
@@ -35,12 +39,13 @@ class ReportPaths:
   figure_png: str
   markdown: str
   exports: tuple[str, ...] = ()
+  study_files: tuple[str, ...] = ()
 
   def names(self) -> list[str]:
     """The files written, by name (tables as table_<regime>.csv)."""
     return ([os.path.basename(self.report_md), "table_<regime>.csv",
              os.path.basename(self.summary_csv), os.path.basename(self.figure_png)]
-            + [os.path.basename(p) for p in self.exports])
+            + [os.path.basename(p) for p in self.study_files + self.exports])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,7 @@ class _Report:
   n_ok: int
   samples: int
   seed: int
+  everything: tuple[dict[str, Any], ...] = ()
 
 
 def _load(store_or_records) -> list[dict[str, Any]]:
@@ -64,14 +70,16 @@ def _load(store_or_records) -> list[dict[str, Any]]:
 
 
 def _build(store_or_records, imagenet_top1, samples, seed) -> _Report:
-  loaded = records.label_protocol_variants(_load(store_or_records))
+  everything = _load(store_or_records)
+  loaded = records.label_protocol_variants(studies.main_table_records(everything))
   cells = correlation.average_cells(loaded)
   top1 = {name: n.imagenet_top1 for name, n in reference.paper_networks().items()}
   top1.update(imagenet_top1 or {})
   correlations = {regime: correlation.correlate(cells, regime, top1, samples=samples,
                                                 seed=seed) for regime in regimes.REGIMES}
-  return _Report(cells, top1, correlations, [r for r in loaded if r["status"] == "failed"],
-                 sum(r["status"] == "ok" for r in loaded), samples, seed)
+  return _Report(cells, top1, correlations, [r for r in everything if r["status"] == "failed"],
+                 sum(r["status"] == "ok" for r in everything), samples, seed,
+                 tuple(everything))
 
 
 def _ordered_models(report, models) -> list[str]:
@@ -118,6 +126,16 @@ def _markdown(report) -> str:
            f"top-1 is the paper's for its networks. Average log-odds = mean over the model's "
            f"datasets of log(p/(1-p)), p clipped to [{eps:g}, 1-{eps:g}]; "
            f"`(n)` = number of datasets."]
+  ok = [r for r in report.everything if r["status"] == "ok"]
+  low_data = sum(studies.is_low_data(r) for r in ok)
+  if low_data:
+    lines.append(f"- {low_data} low-data cells (`--examples_per_class`) are not in these "
+                 f"tables: see \"Accuracy vs examples per class\" below.")
+  smaller = len(studies.smaller_budgets([r for r in ok if not studies.is_low_data(r)]))
+  if smaller:
+    lines.append(f"- {smaller} cells of step-budget studies below their largest budget are "
+                 f"not in these tables (each study shows here at its largest budget): see "
+                 f"\"Accuracy vs training steps\" below.")
   paper = reference.paper_datasets()
   for d in _ordered_datasets({d for (_, _, d) in report.cells}):
     metrics = "/".join(sorted({c.metric for (_, _, cd), c in report.cells.items() if cd == d}))
@@ -201,8 +219,11 @@ def _comparison(report, summary) -> list[str]:
 def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str, Any]]],
                  out_dir: str, *, imagenet_top1: Optional[Mapping[str, float]] = None,
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
-                 seed: int = 0) -> ReportPaths:
-  """Writes report.md, table_<regime>.csv, summary.csv and figure1.png to `out_dir`.
+                 seed: int = 0, tsne: tuple[str, ...] = (),
+                 convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD,
+                 features_dir: Optional[str] = None) -> ReportPaths:
+  """Writes report.md, table_<regime>.csv, summary.csv and figure1.png to `out_dir`, and the
+  study sections' tables and figures where the store has such results (`study_sections`).
 
   Args:
     store_or_records: a `ResultsStore`, or records as `run_experiment` returns them.
@@ -210,17 +231,24 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
     imagenet_top1: ImageNet top-1 (%) of models outside the paper's 16 (or overrides).
     bootstrap_samples: resamples of the correlation's confidence interval.
     seed: seed of the bootstrap.
+    tsne: `MODEL/DATASET` pairs (or `all`) to draw t-SNE maps of (Figure 4); empty: none.
+    convergence_threshold: Figure 8's convergence rule (`studies.convergence`).
+    features_dir: where feature-cache entries are looked for if a recorded path is gone.
 
   Returns:
     The paths written and the Markdown text.
   """
   report = _build(store_or_records, imagenet_top1, bootstrap_samples, seed)
   os.makedirs(out_dir, exist_ok=True)
+  sections = study_sections.write_sections(
+      list(report.everything), out_dir, convergence_threshold=convergence_threshold,
+      tsne=tsne, features_dir=features_dir)
   paths = ReportPaths(out_dir, os.path.join(out_dir, "report.md"),
                       {r: os.path.join(out_dir, f"table_{r}.csv") for r in regimes.REGIMES},
                       os.path.join(out_dir, "summary.csv"),
                       os.path.join(out_dir, "figure1.png"),
-                      _markdown(report) + "\n![Figure 1](figure1.png)\n")
+                      _markdown(report) + "\n![Figure 1](figure1.png)\n" + sections.markdown,
+                      study_files=sections.files)
   for regime, path in paths.tables.items():
     rows = correlation.cells_by_model(report.cells, regime)
     datasets = _ordered_datasets({d for row in rows.values() for d in row})
@@ -245,12 +273,17 @@ def _write_csv(path, header, rows):
 
 
 def write_workdir_report(workdir: str, *,
-                         imagenet_top1: Optional[Mapping[str, float]] = None) -> ReportPaths:
+                         imagenet_top1: Optional[Mapping[str, float]] = None,
+                         tsne: tuple[str, ...] = (),
+                         convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD
+                         ) -> ReportPaths:
   """`--mode=report`: the report of a workdir's store in `<workdir>/report/`, plus every
   stored record in full (results.csv, results.json) for other tools."""
   store = results.ResultsStore.for_workdir(workdir)
   out_dir = os.path.join(workdir, "report")
-  paths = write_report(store, out_dir, imagenet_top1=imagenet_top1)
+  paths = write_report(store, out_dir, imagenet_top1=imagenet_top1, tsne=tsne,
+                       convergence_threshold=convergence_threshold,
+                       features_dir=os.path.join(workdir, "features"))
   exports = (os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.json"))
   store.export_csv(exports[0])
   store.export_json(exports[1])
