@@ -9,7 +9,8 @@ Class separation: leave-one-out `KNN_K`-nearest-neighbour accuracy in feature sp
 (Euclidean distance on the features as cached; each image's class predicted by the majority
 of its `KNN_K` nearest other images, ties to the smallest class id, as scikit-learn's
 `KNeighborsClassifier` breaks them). The map itself is scikit-learn's t-SNE (perplexity 30,
-PCA init, seed 0) after a PCA to at most 50 dimensions. Multi-label images are coloured, and
+PCA init, seed 0; exact gradients up to 500 images, Barnes-Hut above) after a PCA to at most
+50 dimensions. Multi-label images are coloured, and
 scored, by their first present class.
 """
 
@@ -24,6 +25,7 @@ MAX_IMAGES = 2000
 KNN_K = 5
 PCA_DIMS = 50
 PERPLEXITY = 30.0
+EXACT_TSNE_MAX = 500
 ALL = "all"
 
 
@@ -138,7 +140,10 @@ def tsne(features: np.ndarray, *, seed: int = 0) -> np.ndarray:
   if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
     x = decomposition.PCA(PCA_DIMS, random_state=seed).fit_transform(x)
   perplexity = min(PERPLEXITY, (len(x) - 1) / 3)
-  return manifold.TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+  # Barnes-Hut's approximation pays off only on larger samples; below, the exact gradient.
+  method = "exact" if len(x) <= EXACT_TSNE_MAX else "barnes_hut"
+  return manifold.TSNE(2, perplexity=perplexity, init="pca", random_state=seed,
+                       method=method).fit_transform(x)
 
 
 def make_feature_map(pair: CachedPair, *, max_images: int = MAX_IMAGES,
