@@ -40,13 +40,24 @@ class CliTest(tf.test.TestCase):
       self.assertIn(listed, done.stderr)
       self.assertNotIn("Traceback", done.stderr)
 
+  def test_study_dimensions_must_be_counts(self):
+    for flag, value, message in (
+        ("--examples_per_class", "2,-1", "--examples_per_class=2,-1: values must be >= 0."),
+        ("--train_steps", "20,x", "--train_steps=20,x: invalid literal")):
+      done = run_cli("--model=resnet_50", "--dataset=dtd", "--regime=finetune",
+                     f"{flag}={value}", "--workdir=" + self.get_temp_dir())
+      self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+      self.assertIn(message, done.stderr)
+      self.assertNotIn("Traceback", done.stderr)
+
   def test_helpfull_shows_flags_and_defaults(self):
     done = run_cli("--helpfull")  # absl exits 1 after printing help.
     for text in ("--model", "--regime", "--weights", "--parallel_trials", "default: 'auto'"):
       self.assertIn(text, done.stdout)
 
   def test_flagfiles_parse(self):
-    for name in ("quickstart", "paper_logreg", "paper_finetune", "paper_scratch"):
+    for name in ("quickstart", "paper_logreg", "paper_finetune", "paper_scratch",
+                 "paper_convergence", "paper_low_data"):
       done = run_cli(f"--flagfile=flags/{name}.cfg", "--regime=nonsense")
       # The flagfile parsed (an unknown flag would fail before); the override is rejected.
       self.assertIn("Unknown --regime='nonsense'", done.stderr, name)
