@@ -19,6 +19,7 @@ from PIL import Image
 from sklearn import model_selection
 from sklearn import neighbors
 
+from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import document
 from tfhub_transfer.report import feature_maps
 from tfhub_transfer.report import results
@@ -150,6 +151,20 @@ class StepBudgetTest(absltest.TestCase):
     self.assertEqual(speedups[0].ratio, 2.0)
     with self.assertRaisesRegex(ValueError, "--convergence_threshold=1.5 must be in \\(0, 1\\]"):
       studies.convergence(points, threshold=1.5)
+
+  def test_finetune_from_a_weights_file_pairs_with_scratch_of_its_network(self):
+    records = []
+    for regime, weights, curve in (("finetune", "/w/net.h5", self.FINETUNE),
+                                   ("scratch", None, self.SCRATCH)):
+      for steps, p in curve.items():
+        config = ExperimentConfig(model="keras:MobileNet", dataset="dtd", regime=regime,
+                                  weights=weights, image_size=64, train_steps=steps)
+        record = _record(config.model_label, "dtd", regime, 0, p, train_steps=steps)
+        records.append({**record, "config": config.to_dict()})
+    self.assertEqual({r["model"] for r in records},
+                     {"keras:MobileNet@net.h5@64px", "keras:MobileNet@64px"})
+    (speedup,) = studies.speedups(studies.convergence(studies.budget_points(records)))
+    self.assertEqual((speedup.network, speedup.ratio), ("keras:MobileNet@64px", 4.0))
 
   def test_main_tables_show_a_study_at_its_largest_budget(self):
     paths = document.write_report(self._records(), self.create_tempdir().full_path,

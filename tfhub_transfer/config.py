@@ -185,6 +185,18 @@ class ExperimentConfig:
       label += f"@{self.image_size}px"
     return label
 
+  @property
+  def network_label(self) -> str:
+    """The network without its weights: the `--model` value, kwargs and resolution. A
+    finetune cell and a scratch cell of one architecture share it (their `model_label`s
+    differ where `--weights` names a file)."""
+    label = self.model
+    if self.model_kwargs:
+      label += self.model_kwargs.json()
+    if self.image_size:
+      label += f"@{self.image_size}px"
+    return label
+
   def protocol_settings(self) -> dict[str, Any]:
     """The resolved settings the outcome depends on besides the cell (defaults filled in)."""
     resolved = {"train_steps": self.steps, "learning_rates": list(self.learning_rate_grid),

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from tfhub_transfer import regimes
+from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import records as records_lib
 from tfhub_transfer.report import reference
@@ -51,6 +52,16 @@ def setting(record: dict[str, Any], name: str) -> Any:
 def is_low_data(record: dict[str, Any]) -> bool:
   """Whether the record is a low-data cell (trained on K examples per class)."""
   return bool(setting(record, LOW_DATA_SETTING))
+
+
+def network_label(record: dict[str, Any]) -> str:
+  """The record's network without its weights (`ExperimentConfig.network_label`), which a
+  finetune and a scratch cell of one architecture share; its model name where the record
+  holds no full config (made by hand)."""
+  try:
+    return ExperimentConfig(**record["config"]).network_label
+  except (KeyError, TypeError, ValueError):
+    return record["model"]
 
 
 def _line_key(record: dict[str, Any], name: str) -> tuple:
@@ -86,6 +97,8 @@ class Point:
 
   Attributes:
     dataset, model, regime: the line (model named with its other differing settings).
+    network: the line's network without its weights (`network_label`), with the same
+      settings suffix as `model`: the curves of one architecture share it.
     x: the varied setting's value (examples per class, 0 = all; or training steps).
     mean: test metric averaged over `n` seeds (a fraction).
     stderr: standard error of that mean, std (ddof=1) / sqrt(n); None when n = 1.
@@ -96,6 +109,7 @@ class Point:
   dataset: str
   model: str
   regime: str
+  network: str
   x: int
   mean: float
   stderr: Optional[float]
@@ -110,16 +124,19 @@ def _points(ok: list[dict[str, Any]], name: str) -> list[Point]:
   for r in ok:
     others = {k: v for k, v in (r.get("protocol_settings") or {}).items() if k != name}
     stripped.append({**r, "protocol_settings": others, "_x": setting(r, name),
+                     "_network": network_label(r), "_model": r["model"],
                      "protocol": _line_key(r, name)[-1]})
   groups = collections.defaultdict(list)
   for r in records_lib.label_protocol_variants(stripped):
-    groups[(r["dataset"], r["model"], r["regime"], int(r["_x"]))].append(r)
+    suffix = r["model"][len(r["_model"]):]
+    groups[(r["dataset"], r["model"], r["regime"], r["_network"] + suffix,
+            int(r["_x"]))].append(r)
   out = []
-  for (dataset, model, regime, x), group in sorted(groups.items()):
+  for (dataset, model, regime, network, x), group in sorted(groups.items()):
     values = np.array([r["test_metric"] for r in group], dtype=np.float64)
     sizes = [r["sizes"]["train"] for r in group if (r.get("sizes") or {}).get("train")]
     out.append(Point(
-        dataset, model, regime, x, float(values.mean()),
+        dataset, model, regime, network, x, float(values.mean()),
         float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None,
         len(values), "/".join(sorted({r["metric"] for r in group})),
         float(np.mean(sizes)) if sizes else None))
@@ -154,6 +171,7 @@ class Convergence:
   """When one (dataset, model, regime) curve of Figure 8 converged.
 
   Attributes:
+    network: as in `Point`.
     best_steps, best_mean: the budget with the best mean test metric, and that metric.
     steps, mean: the smallest budget whose odds reach `threshold` x the best odds, and its
       metric.
@@ -161,6 +179,7 @@ class Convergence:
   dataset: str
   model: str
   regime: str
+  network: str
   best_steps: int
   best_mean: float
   steps: int
@@ -187,32 +206,36 @@ def convergence(points: list[Point], *,
     best = max(line, key=lambda p: (p.mean, -p.x))
     target = float(correlation.logodds(best.mean)) + math.log(threshold)
     first = next(p for p in line if float(correlation.logodds(p.mean)) >= target - 1e-12)
-    out.append(Convergence(dataset, model, regime, best.x, best.mean, first.x, first.mean))
+    out.append(Convergence(dataset, model, regime, best.network, best.x, best.mean, first.x,
+                           first.mean))
   return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Speedup:
-  """How much sooner fine-tuning converged than training from random init, on one dataset.
+  """How much sooner fine-tuning converged than training from random init, for one network
+  on one dataset.
 
-  `ratio` = scratch's converged budget / finetune's (None where a regime is missing).
+  `ratio` = scratch's converged budget / finetune's: None where either regime has no curve,
+  or more than one (e.g. fine-tuned from two weights files).
   """
   dataset: str
-  model: str
+  network: str
   finetune_steps: Optional[int]
   scratch_steps: Optional[int]
   ratio: Optional[float]
 
 
 def speedups(converged: list[Convergence]) -> list[Speedup]:
-  """Pairs the finetune and scratch curves of each (dataset, model)."""
-  by_pair = collections.defaultdict(dict)
+  """Pairs the finetune and scratch curves of each (dataset, network)."""
+  by_pair = collections.defaultdict(lambda: collections.defaultdict(list))
   for c in converged:
-    by_pair[(c.dataset, c.model)][c.regime] = c.steps
+    by_pair[(c.dataset, c.network)][c.regime].append(c.steps)
   out = []
-  for (dataset, model), steps in sorted(by_pair.items()):
-    fine, scratch = steps.get("finetune"), steps.get("scratch")
-    out.append(Speedup(dataset, model, fine, scratch,
+  for (dataset, network), steps in sorted(by_pair.items()):
+    fine, scratch = (steps[r][0] if len(steps[r]) == 1 else None
+                     for r in ("finetune", "scratch"))
+    out.append(Speedup(dataset, network, fine, scratch,
                        scratch / fine if fine and scratch else None))
   return out
 

@@ -81,29 +81,31 @@ def plot_low_data(points: list[studies.Point], path: str) -> None:
 
 def plot_budgets(points: list[studies.Point], converged: list[studies.Convergence],
                  speedups: list[studies.Speedup], path: str) -> None:
-  """Figure 8: test accuracy vs training steps (log x), one panel per (model, dataset), a line
-  per regime; a marker rings each regime's converged budget."""
+  """Figure 8: test accuracy vs training steps (log x), one panel per (network, dataset), a
+  line per regime (and model, where weights files tell them apart); a ring marks each
+  curve's converged budget."""
   panels = collections.defaultdict(list)
   for p in points:
-    panels[(p.model, p.dataset)].append(p)
+    panels[(p.network, p.dataset)].append(p)
   done = {(c.dataset, c.model, c.regime): c for c in converged}
-  ratios = {(s.dataset, s.model): s.ratio for s in speedups}
+  ratios = {(s.dataset, s.network): s.ratio for s in speedups}
   fig, axes = _figure(len(panels))
-  for ax, ((model, dataset), line_points) in zip(axes, sorted(panels.items())):
+  for ax, ((network, dataset), line_points) in zip(axes, sorted(panels.items())):
     for regime in regimes.REGIMES:
-      line = sorted((p for p in line_points if p.regime == regime), key=lambda p: p.x)
-      if not line:
-        continue
-      colour, style, marker = _regime_style(regime)
-      ax.errorbar([p.x for p in line], [100 * p.mean for p in line],
-                  yerr=[100 * (p.stderr or 0.0) for p in line], color=colour, ls=style,
-                  marker=marker, ms=4, capsize=3, label=regime)
-      c = done.get((dataset, model, regime))
-      if c:
-        ax.plot([c.steps], [100 * c.mean], marker="o", ms=12, mfc="none", color=colour,
-                label=f"{regime} converged: {c.steps:,} steps")
-    ratio = ratios.get((dataset, model))
-    title = textwrap.fill(f"{model} on {dataset}: accuracy vs training steps", 70)
+      for model in sorted({p.model for p in line_points if p.regime == regime}):
+        line = sorted((p for p in line_points if (p.regime, p.model) == (regime, model)),
+                      key=lambda p: p.x)
+        colour, style, marker = _regime_style(regime)
+        label = regime if model == network else f"{regime}: {model}"
+        ax.errorbar([p.x for p in line], [100 * p.mean for p in line],
+                    yerr=[100 * (p.stderr or 0.0) for p in line], color=colour, ls=style,
+                    marker=marker, ms=4, capsize=3, label=textwrap.shorten(label, 60))
+        c = done.get((dataset, model, regime))
+        if c:
+          ax.plot([c.steps], [100 * c.mean], marker="o", ms=12, mfc="none", color=colour,
+                  label=f"{regime} converged: {c.steps:,} steps")
+    ratio = ratios.get((dataset, network))
+    title = textwrap.fill(f"{network} on {dataset}: accuracy vs training steps", 70)
     if ratio is not None:
       title += f"\nfine-tuning converges {ratio:.3g}x sooner"
     ax.set_title(title, fontsize=9)

@@ -153,17 +153,18 @@ def _budgets(loaded, out_dir, threshold):
            f"error. A curve has converged at the smallest budget whose odds p/(1-p) reach "
            f"{threshold:g} of its best budget's odds (log-odds within "
            f"{-math.log(threshold):.3f} of the best; `--convergence_threshold`). Speed-up = "
-           "scratch's converged budget / fine-tuning's; budgets are discrete, so it is known "
-           "only to the spacing of the budgets tried.", ""]
+           "scratch's converged budget / fine-tuning's, for curves of one network (its weights "
+           "aside) on one dataset; budgets are discrete, so it is known only to the spacing "
+           "of the budgets tried.", ""]
   lines += _points_table(points, "steps", lambda x: f"{x:,}")
   lines += ["", "| dataset | model | regime | best budget | best (%) | converged at | "
             "there (%) |", "|---" * 7 + "|"]
   lines += [f"| {c.dataset} | {c.model} | {c.regime} | {c.best_steps:,} | "
             f"{_pct(c.best_mean, '.2f')} | {c.steps:,} | {_pct(c.mean, '.2f')} |"
             for c in converged]
-  lines += ["", "| dataset | model | finetune converged | scratch converged | speed-up |",
+  lines += ["", "| dataset | network | finetune converged | scratch converged | speed-up |",
             "|---" * 5 + "|"]
-  lines += [f"| {s.dataset} | {s.model} | {_steps(s.finetune_steps)} | "
+  lines += [f"| {s.dataset} | {s.network} | {_steps(s.finetune_steps)} | "
             f"{_steps(s.scratch_steps)} | "
             f"{'–' if s.ratio is None else f'{s.ratio:.3g}x'} |" for s in speedups]
   figure = os.path.join(out_dir, "figure8.png")
