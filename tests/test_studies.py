@@ -166,6 +166,18 @@ class StepBudgetTest(absltest.TestCase):
     (speedup,) = studies.speedups(studies.convergence(studies.budget_points(records)))
     self.assertEqual((speedup.network, speedup.ratio), ("keras:MobileNet@64px", 4.0))
 
+  def test_each_study_names_its_lines_by_its_own_cells_only(self):
+    # A budget study (K = all at 20, 40, 60 steps) and a low-data study (K = 2 at 60 steps) in
+    # one store: each study's lines differ from the other study's cells, not among themselves.
+    records = [_record("m", "dtd", "finetune", 0, p, train_steps=t)
+               for t, p in ((20, 0.3), (40, 0.5), (60, 0.7))]
+    records.append(_record("m", "dtd", "finetune", 0, 0.4, train_steps=60,
+                           examples_per_class=2))
+    low = studies.low_data_points(records)
+    self.assertEqual([(p.model, p.x, p.mean) for p in low], [("m", 0, 0.7), ("m", 2, 0.4)])
+    budgets = studies.budget_points(records)
+    self.assertEqual([(p.model, p.x) for p in budgets], [("m", 20), ("m", 40), ("m", 60)])
+
   def test_main_tables_show_a_study_at_its_largest_budget(self):
     paths = document.write_report(self._records(), self.create_tempdir().full_path,
                                   bootstrap_samples=20)

@@ -22,7 +22,7 @@ import importlib.resources
 import io
 import json
 import math
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -118,10 +118,17 @@ class Point:
   train_size: Optional[float]
 
 
-def _points(ok: list[dict[str, Any]], name: str) -> list[Point]:
-  """Seed-averaged points over the values of setting `name`, lines named by the others."""
-  stripped = []
+def _points(ok: list[dict[str, Any]], name: str,
+            keep_line: Callable[[set[int]], bool]) -> list[Point]:
+  """Seed-averaged points over the values of setting `name`, on the lines (the same cell but
+  the seed, under the same other settings) whose set of values passes `keep_line`; where the
+  kept lines of one model differ in other settings, those name them."""
+  lines = collections.defaultdict(list)
   for r in ok:
+    lines[_line_key(r, name)].append(r)
+  stripped = []
+  for r in (r for line in lines.values()
+            if keep_line({setting(r, name) for r in line}) for r in line):
     others = {k: v for k, v in (r.get("protocol_settings") or {}).items() if k != name}
     stripped.append({**r, "protocol_settings": others, "_x": setting(r, name),
                      "_network": network_label(r), "_model": r["model"],
@@ -151,19 +158,17 @@ def _lines(points: list[Point]) -> dict[tuple[str, str, str], list[Point]]:
 
 
 def low_data_points(loaded: Iterable[dict[str, Any]]) -> list[Point]:
-  """Figure 9's points: per (dataset, model, regime) line that has a low-data cell, the
-  test metric at each examples-per-class value (x = 0: the full-data cell, where stored)."""
-  points = _points([r for r in loaded if r["status"] == "ok"], LOW_DATA_SETTING)
-  return [p for line in _lines(points).values() if any(q.x for q in line) for p in line]
+  """Figure 9's points: per line that has a low-data cell, the test metric at each
+  examples-per-class value (x = 0: the line's full-data cell, where stored)."""
+  return _points([r for r in loaded if r["status"] == "ok"], LOW_DATA_SETTING, any)
 
 
 def budget_points(loaded: Iterable[dict[str, Any]]) -> list[Point]:
-  """Figure 8's points: per (dataset, model, regime) line of a regime with a step budget that
-  has results at two or more budgets, the test metric at each budget."""
+  """Figure 8's points: per line of a regime with a step budget that has results at two or
+  more budgets, the test metric at each budget."""
   budgeted = {n for n, spec in regimes.REGIMES.items() if BUDGET_SETTING in spec.protocol_fields}
   ok = [r for r in loaded if r["status"] == "ok" and r["regime"] in budgeted]
-  return [p for line in _lines(_points(ok, BUDGET_SETTING)).values() if len(line) > 1
-          for p in line]
+  return _points(ok, BUDGET_SETTING, lambda budgets: len(budgets) > 1)
 
 
 @dataclasses.dataclass(frozen=True)

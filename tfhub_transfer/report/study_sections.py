@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import math
 import os
-import re
 from typing import Any, Optional, Sequence
 
 from tfhub_transfer.report import feature_maps
@@ -197,16 +196,16 @@ def _feature_maps(maps, out_dir, *, requested):
   files, rows = [], []
   for i, (name, pair) in enumerate(sorted(maps.items()), 1):
     fmap = feature_maps.make_feature_map(pair)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-60:]
-    filename = f"figure4_{i}_{slug}.png"
+    filename = f"figure4_{i}.png"
     study_plots.plot_feature_map(fmap, os.path.join(out_dir, filename))
     files.append(os.path.join(out_dir, filename))
     rows.append((fmap.model, fmap.dataset, len(fmap.labels), fmap.total_images,
-                 100 * fmap.knn_accuracy, fmap.path))
+                 100 * fmap.knn_accuracy, filename, fmap.path))
     lines += [f"- {name}: {feature_maps.KNN_K}-NN accuracy {100 * fmap.knn_accuracy:.1f}% "
               f"({len(fmap.labels):,} of {fmap.total_images:,} test images)", "",
               f"  ![Figure 4: {name}]({filename})", ""]
   table = _write_csv(os.path.join(out_dir, "feature_maps.csv"),
-                     ("model", "dataset", "images", "test_images", "knn_accuracy", "cache"),
+                     ("model", "dataset", "images", "test_images", "knn_accuracy", "figure",
+                      "cache"),
                      rows)
   return lines[:-1], [table] + files
