@@ -39,6 +39,16 @@ def _regime_style(regime):
   return _REGIME_STYLE.get(regime, ("tab:gray", "-", "o"))
 
 
+def _wrap(text, width=50):
+  """Wrapped at `width` columns; long names without spaces are broken too."""
+  return textwrap.fill(text, width)
+
+
+def _legend_below(ax):
+  """The legend under the axes, so that it never hides a curve."""
+  ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1)
+
+
 def _log_ticks(ax, values):
   """A log x axis labelled at the values measured (at most about 12 of them)."""
   from matplotlib import ticker  # pylint: disable=g-import-not-at-top
@@ -55,14 +65,14 @@ def plot_low_data(points: list[studies.Point], path: str) -> None:
   by_dataset = collections.defaultdict(lambda: collections.defaultdict(list))
   for p in points:
     by_dataset[p.dataset][(p.model, p.regime)].append(p)
-  fig, axes = _figure(len(by_dataset))
+  fig, axes = _figure(len(by_dataset), size=(5.0, 5.4))
   keys = sorted({(p.model, p.regime) for p in points})
   colours = {key: f"C{i % 10}" for i, key in enumerate(keys)}
   for ax, (dataset, lines) in zip(axes, sorted(by_dataset.items())):
     for (model, regime), line in sorted(lines.items()):
       subset = sorted((p for p in line if p.x), key=lambda p: p.x)
       _, style, marker = _regime_style(regime)
-      label = f"{model} ({regime})"
+      label = _wrap(f"{model} ({regime})")
       colour = colours[(model, regime)]
       ax.errorbar([p.x for p in subset], [100 * p.mean for p in subset],
                   yerr=[100 * (p.stderr or 0.0) for p in subset], color=colour,
@@ -75,7 +85,7 @@ def plot_low_data(points: list[studies.Point], path: str) -> None:
     ax.set_xlabel("training examples per class (log scale)")
     ax.set_ylabel(f"test {next(iter(lines.values()))[0].metric} (%)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6)
+    _legend_below(ax)
   fig.savefig(path, dpi=110)
 
 
@@ -89,23 +99,23 @@ def plot_budgets(points: list[studies.Point], converged: list[studies.Convergenc
     panels[(p.network, p.dataset)].append(p)
   done = {(c.dataset, c.model, c.regime): c for c in converged}
   ratios = {(s.dataset, s.network): s.ratio for s in speedups}
-  fig, axes = _figure(len(panels))
+  fig, axes = _figure(len(panels), size=(5.0, 5.0))
   for ax, ((network, dataset), line_points) in zip(axes, sorted(panels.items())):
     for regime in regimes.REGIMES:
       for model in sorted({p.model for p in line_points if p.regime == regime}):
         line = sorted((p for p in line_points if (p.regime, p.model) == (regime, model)),
                       key=lambda p: p.x)
         colour, style, marker = _regime_style(regime)
-        label = regime if model == network else f"{regime}: {model}"
+        label = regime if model == network else _wrap(f"{regime}: {model}")
         ax.errorbar([p.x for p in line], [100 * p.mean for p in line],
                     yerr=[100 * (p.stderr or 0.0) for p in line], color=colour, ls=style,
-                    marker=marker, ms=4, capsize=3, label=textwrap.shorten(label, 60))
+                    marker=marker, ms=4, capsize=3, label=label)
         c = done.get((dataset, model, regime))
         if c:
           ax.plot([c.steps], [100 * c.mean], marker="o", ms=12, mfc="none", color=colour,
                   label=f"{regime} converged: {c.steps:,} steps")
     ratio = ratios.get((dataset, network))
-    title = textwrap.fill(f"{network} on {dataset}: accuracy vs training steps", 70)
+    title = _wrap(f"{network} on {dataset}: accuracy vs training steps", 55)
     if ratio is not None:
       title += f"\nfine-tuning converges {ratio:.3g}x sooner"
     ax.set_title(title, fontsize=9)
@@ -113,7 +123,7 @@ def plot_budgets(points: list[studies.Point], converged: list[studies.Convergenc
     ax.set_xlabel("training steps (log scale)")
     ax.set_ylabel(f"test {line_points[0].metric} (%)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6)
+    _legend_below(ax)
   fig.savefig(path, dpi=110)
 
 
