@@ -10,6 +10,7 @@ from bench.profiles import Profile
 from tfhub_transfer import backbones
 from tfhub_transfer import regimes
 from tfhub_transfer.data import datasets
+from tfhub_transfer.data import loading
 from tfhub_transfer import experiment
 from tfhub_transfer import logreg
 from tfhub_transfer import protocol
@@ -34,7 +35,7 @@ def figure_second_run(profile: Profile, workdir: str) -> harness.Figure:
   """`run_experiment` twice on the same config, in a fresh workdir per repetition."""
   data_dir = os.path.join(workdir, "tfds")
   # Builds the digits TFDS dataset once, outside the timings (a one-off per machine).
-  datasets.load_splits(datasets.get_dataset_spec("digits"), data_dir=data_dir)
+  loading.load_splits(datasets.get_dataset_spec("digits"), data_dir=data_dir)
   configs, records = [], {"first": [], "second": []}
 
   def config_for(repetition):

@@ -3,6 +3,8 @@
 import csv
 import importlib.resources
 import os
+import re
+from unittest import mock
 
 import keras
 import numpy as np
@@ -20,7 +22,7 @@ PAPER_NETWORKS = (
     "mobilenet_v1", "mobilenet_v2", "mobilenet_v2_140", "nasnet_mobile", "nasnet_large")
 
 # The smallest input each architecture accepts, to keep the test fast on CPU.
-_SMALL_SIZE = {"inception_v3": 75, "inception_resnet_v2": 75}
+_SMALL_SIZE = {"inception_v3": 75, "inception_v4": 75, "inception_resnet_v2": 75}
 
 SHARED_WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "weights",
                               "mobilenet_2_5_224_tf_no_top.h5")
@@ -63,11 +65,11 @@ class BuildTest(parameterized.TestCase):
     spec = backbones.get_backbone_spec(name)
     size = _SMALL_SIZE.get(name, 32)
     spec = backbones.get_backbone_spec(name, image_size=size)
-    if spec.source == backbones.KERAS:
+    if spec.source in (backbones.KERAS, backbones.BUILT):
       model = backbones.build_backbone(spec, weights="random")
     else:
-      # Hub modules (and the unavailable Inception v4) load through the real SavedModel
-      # path from a fake module of the advertised width.
+      # Hub modules load through the real SavedModel path from a fake module of the
+      # advertised width.
       path = fakes.make_tiny_savedmodel(self.create_tempdir().full_path + "/m",
                                         feature_dim=spec.feature_dim)
       model = backbones.build_backbone(spec, weights=path)
@@ -75,9 +77,21 @@ class BuildTest(parameterized.TestCase):
     self.assertEqual(tuple(features.shape), (2, spec.feature_dim))
     keras.backend.clear_session()
 
-  def test_unavailable_network_says_how_to_supply_it(self):
-    with self.assertRaisesRegex(ValueError, "inception_v4: no public TF2 release.*--weights"):
-      backbones.build_backbone(backbones.BACKBONES["inception_v4"], weights="imagenet")
+  def test_inception_v4_imagenet_names_the_slim_checkpoint(self):
+    home = self.create_tempdir().full_path
+    with mock.patch.dict(os.environ, {"KERAS_HOME": home}):
+      with self.assertRaisesRegex(
+          FileNotFoundError,
+          r"--model=inception_v4 are the TF-slim checkpoint inception_v4_2016_09_09\.tar\.gz "
+          r"\(http://download\.tensorflow\.org/models/inception_v4_2016_09_09\.tar\.gz\); "
+          rf"nothing is at {re.escape(home)}/models/inception_v4\.ckpt.*"
+          r"--weights=PATH/inception_v4\.ckpt"):
+        backbones.build_backbone(backbones.BACKBONES["inception_v4"], weights="imagenet")
+
+  def test_built_network_takes_no_model_kwargs(self):
+    spec = backbones.get_backbone_spec("inception_v4", model_kwargs={"alpha": 0.5})
+    with self.assertRaisesRegex(ValueError, r'--model_kwargs=\{"alpha":0\.5\} only applies'):
+      backbones.build_backbone(spec, weights="random")
 
   def test_missing_weights_path(self):
     with self.assertRaisesRegex(FileNotFoundError, "no such file"):

@@ -1,18 +1,37 @@
 """The command line as a user runs it: a subprocess per invocation."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import backbones
+from tfhub_transfer import cli
+from tfhub_transfer.report import results
+
+# Modules a TF-free command must not need: each is made to fail on import.
+_HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_hub", "keras_tuner")
 
 
-def run_cli(*args, timeout=300):
+def run_cli(*args, timeout=300, env=None):
   return subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", *args],
-                        cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), capture_output=True,
-                        text=True, timeout=timeout, check=False)
+                        cwd=fakes.REPO_ROOT, env=env or fakes.subprocess_env(),
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def env_without_tensorflow(tmp):
+  """A subprocess environment whose `import tensorflow` (and Keras, TFDS, ...) fails."""
+  for name in _HEAVY:
+    os.makedirs(os.path.join(tmp, name), exist_ok=True)
+    with open(os.path.join(tmp, name, "__init__.py"), "w") as f:
+      f.write(f"raise ImportError('{name} is blocked by the test')\n")
+  env = fakes.subprocess_env()
+  env["PYTHONPATH"] = tmp + os.pathsep + env["PYTHONPATH"]
+  return env
 
 
 class CliTest(tf.test.TestCase):
@@ -50,6 +69,43 @@ class CliTest(tf.test.TestCase):
       self.assertIn(message, done.stderr)
       self.assertNotIn("Traceback", done.stderr)
 
+  def test_help_exits_0_with_this_tools_flags_grouped(self):
+    done = run_cli("--help")
+    self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+    out = done.stdout
+    titles = ["run:", "search:", "data:", "scale-out:", "report (--mode=report):"]
+    positions = [out.index("\n" + title + "\n") for title in titles]
+    self.assertEqual(positions, sorted(positions))
+    self.assertLess(out.index("--model:"), positions[1])
+    self.assertLess(positions[1], out.index("--learning_rates:"))
+    self.assertLess(positions[3], out.index("--parallel_trials:"))
+    self.assertNotIn("absl.logging", out)  # absl's own flags: --helpfull.
+    self.assertNotIn("--logtostderr", out)
+    self.assertLess(len(out.splitlines()), 90)
+
+  def test_every_flag_has_a_help_group(self):
+    grouped = [holder.name for _, holders in cli.FLAG_GROUPS for holder in holders]
+    self.assertCountEqual(grouped, [holder.name for holder in cli.own_flags()])
+
+  def test_answers_without_tensorflow(self):
+    tmp = self.get_temp_dir()
+    env = env_without_tensorflow(os.path.join(tmp, "blocked"))
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
+                           capture_output=True, text=True, check=False)
+    self.assertIn("tensorflow is blocked by the test", probe.stderr)
+    workdir = os.path.join(tmp, "work")
+    results.ResultsStore.for_workdir(workdir).put({
+        "model": "resnet_50", "dataset": "dtd", "regime": "logreg", "seed": 0,
+        "status": "ok", "metric": "top1", "test_metric": 0.7, "val_metric": 0.7,
+        "hparams": {"l2": 0.1}, "timings": {"total_s": 1.0}})
+    for args, expected in ((["--list_models"], "resnet_50"), (["--list_datasets"], "caltech101"),
+                           (["--help"], "scale-out:"),
+                           (["--mode=report", f"--workdir={workdir}"], "| resnet_50 | 76.")):
+      done = run_cli(*args, env=env, timeout=120)
+      self.assertEqual(done.returncode, 0, f"{args}: {done.stderr[-2000:]}")
+      self.assertIn(expected, done.stdout, args)
+      self.assertNotIn("blocked", done.stderr, args)
+
   def test_helpfull_shows_flags_and_defaults(self):
     done = run_cli("--helpfull")  # absl exits 1 after printing help.
     for text in ("--model", "--regime", "--weights", "--parallel_trials", "default: 'auto'"):
@@ -61,6 +117,62 @@ class CliTest(tf.test.TestCase):
       done = run_cli(f"--flagfile=flags/{name}.cfg", "--regime=nonsense")
       # The flagfile parsed (an unknown flag would fail before); the override is rejected.
       self.assertIn("Unknown --regime='nonsense'", done.stderr, name)
+
+
+class RunOutputTest(tf.test.TestCase):
+  """A run as a user sees it when the output goes to a file, and when they press Ctrl-C."""
+
+  def _args(self, tmp, *, train_steps, learning_rates):
+    hub = os.path.join(tmp, "hub")
+    if not os.path.exists(hub):
+      fakes.make_tiny_savedmodel(hub)
+    return [f"--model=hub:{hub}", "--image_size=16", "--dataset=digits", "--regime=finetune",
+            f"--data_dir={tmp}/tfds", f"--workdir={tmp}/work", "--max_examples=40",
+            "--batch_size=16", f"--train_steps={train_steps}",
+            f"--learning_rates={learning_rates}", "--weight_decays=0"]
+
+  def test_piped_output_is_plain_lines_without_library_noise(self):
+    tmp = self.get_temp_dir()
+    done = run_cli(*self._args(tmp, train_steps=4, learning_rates="0.1,0.01"), timeout=900)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    output = done.stdout + done.stderr
+    self.assertNotIn("\x1b", output)  # No colour or cursor codes,
+    self.assertNotIn("\r", output)  # and no redrawn lines: TFDS, Keras, keras-tuner.
+    self.assertRegex(done.stderr.splitlines()[0],
+                     r"cli\.py:\d+\] tfhub_transfer [0-9.]+: TensorFlow [0-9.]+ on "
+                     r"/device:CPU:0 \(no GPU visible")
+    for noise in ("retracing", "is deprecated", "shuffle=True", "oneDNN", "InitializeLog",
+                  "Search: Running Trial", "Traceback"):
+      self.assertNotIn(noise, output)
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("W")]
+    self.assertEqual(warnings, [])
+    self.assertEqual(done.stderr.count("training 4 steps."), 2)  # One line per trial.
+    self.assertIn("digits / finetune (seed 0): test top1 =", done.stdout)
+
+  def test_ctrl_c_prints_one_line_and_exits_130(self):
+    tmp = self.get_temp_dir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfhub_transfer.cli",
+         *self._args(tmp, train_steps=100000, learning_rates="0.1")],
+        cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+      seen = []
+      for line in process.stdout:  # Until the trial's training starts.
+        seen.append(line)
+        if "training 100000 steps." in line:
+          break
+      self.assertTrue(seen and "training 100000 steps." in seen[-1], "".join(seen)[-3000:])
+      time.sleep(2)
+      process.send_signal(signal.SIGINT)
+      rest, _ = process.communicate(timeout=120)
+    finally:
+      if process.poll() is None:
+        process.kill()
+    self.assertEqual(process.returncode, 130, rest[-3000:])
+    self.assertEqual(rest.strip().splitlines()[-1], cli.INTERRUPTED)
+    self.assertNotIn("Traceback", rest)
+    self.assertNotIn("KeyboardInterrupt", rest)
 
 
 if __name__ == "__main__":

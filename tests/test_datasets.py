@@ -1,4 +1,4 @@
-"""The dataset registry and `load_splits`, through TFDS (mocked or real) and folders."""
+"""The dataset registry and `loading.load_splits`, through TFDS (mocked or real) and folders."""
 
 import collections
 import csv
@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from tests import dummy_data_images as dummy
 from tfhub_transfer.data import datasets
+from tfhub_transfer.data import loading
 from tfhub_transfer import metrics
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import preprocessing
@@ -110,7 +111,7 @@ class MockedTfdsLoadTest(parameterized.TestCase):
     spec = datasets.get_dataset_spec(name)
     manual_dir = _manual_placeholders(spec, self.create_tempdir().full_path)
     with tfds.testing.mock_data(num_examples=_MOCK_EXAMPLES):
-      splits = datasets.load_splits(spec, data_dir=self.create_tempdir().full_path,
+      splits = loading.load_splits(spec, data_dir=self.create_tempdir().full_path,
                                     manual_dir=manual_dir, seed=0)
       # Every mock split has the same random examples; a held-out split parts those of train
       # (how many go to val depends on the random labels: a class keeps one in train).
@@ -152,8 +153,8 @@ class MockedTfdsLoadTest(parameterized.TestCase):
     # and folders (real data) and in test_splits.
     spec = datasets.get_dataset_spec(name)
     with tfds.testing.mock_data(num_examples=_MOCK_EXAMPLES):
-      full = datasets.load_splits(spec, data_dir=self.create_tempdir().full_path, seed=0)
-      low = datasets.load_splits(spec, data_dir=self.create_tempdir().full_path, seed=0,
+      full = loading.load_splits(spec, data_dir=self.create_tempdir().full_path, seed=0)
+      low = loading.load_splits(spec, data_dir=self.create_tempdir().full_path, seed=0,
                                  examples_per_class=1)
       self.assertEqual(_images(low.val), _images(full.val))
       self.assertEqual(_images(low.test), _images(full.test))
@@ -188,7 +189,7 @@ class ManualFilesTest(parameterized.TestCase):
     spec = datasets.get_dataset_spec(name)
     manual_dir = self.create_tempdir().full_path
     with self.assertRaises(FileNotFoundError) as caught:
-      datasets.load_splits(spec, data_dir=self.create_tempdir().full_path,
+      loading.load_splits(spec, data_dir=self.create_tempdir().full_path,
                            manual_dir=manual_dir)
     message = str(caught.exception)
     self.assertIn(manual_dir, message)
@@ -205,7 +206,7 @@ class DigitsEndToEndTest(parameterized.TestCase):
     super().setUpClass()
     cls._data_dir = tempfile.TemporaryDirectory()
     cls.spec = datasets.get_dataset_spec("digits")
-    cls.splits = datasets.load_splits(cls.spec, data_dir=cls._data_dir.name, seed=0)
+    cls.splits = loading.load_splits(cls.spec, data_dir=cls._data_dir.name, seed=0)
 
   @classmethod
   def tearDownClass(cls):
@@ -213,7 +214,7 @@ class DigitsEndToEndTest(parameterized.TestCase):
     super().tearDownClass()
 
   def _load(self, **kwargs):
-    return datasets.load_splits(self.spec, data_dir=self._data_dir.name, **kwargs)
+    return loading.load_splits(self.spec, data_dir=self._data_dir.name, **kwargs)
 
   def test_sizes_and_record(self):
     # 1,797 digits: 359 test; of the 1,438 training images, round(0.2 * 1438) = 288 held out.
@@ -306,7 +307,7 @@ class ProjectBuildersThroughLoadSplitsTest(tf.test.TestCase):
 
   def test_fgvc_aircraft_from_the_archive_uses_official_splits(self):
     manual_dir = dummy.write_fgvc_aircraft(self.get_temp_dir() + "/manual", archive=True)
-    splits = datasets.load_splits(datasets.get_dataset_spec("fgvc_aircraft"),
+    splits = loading.load_splits(datasets.get_dataset_spec("fgvc_aircraft"),
                                   data_dir=self.get_temp_dir() + "/data",
                                   manual_dir=manual_dir, seed=3)
     self.assertEqual(splits.sizes, {"train": 3, "val": 2, "trainval": 5, "test": 2})
@@ -317,7 +318,7 @@ class ProjectBuildersThroughLoadSplitsTest(tf.test.TestCase):
 
   def test_birdsnap_records_found_counts(self):
     manual_dir = dummy.write_birdsnap(self.get_temp_dir() + "/manual")
-    splits = datasets.load_splits(datasets.get_dataset_spec("birdsnap"),
+    splits = loading.load_splits(datasets.get_dataset_spec("birdsnap"),
                                   data_dir=self.get_temp_dir() + "/data",
                                   manual_dir=manual_dir, seed=0)
     self.assertEqual(splits.sizes, {"train": 3, "val": 1, "trainval": 4, "test": 2})
@@ -325,74 +326,6 @@ class ProjectBuildersThroughLoadSplitsTest(tf.test.TestCase):
     self.assertEqual(counts["train"]["found"], dummy.BIRDSNAP_TRAIN_FOUND)
     self.assertEqual(counts["test"]["listed"], dummy.BIRDSNAP_TEST_FOUND)
     json.dumps(splits.info)
-
-
-class FolderTest(parameterized.TestCase):
-
-  def test_flat_folder_skips_and_counts_corrupt_files(self):
-    root = dummy.write_image_folder(self.create_tempdir().full_path)
-    bad = dummy.write_corrupt_files(os.path.join(root, "dog"))
-    spec = datasets.get_dataset_spec("folder:" + root)
-    self.assertEqual(spec.num_classes, 3)
-    self.assertEqual(spec.test_fraction, 0.2)
-    with self.assertLogs("absl", level="WARNING") as logs:
-      splits = datasets.load_splits(spec, seed=0)
-    self.assertEqual(splits.info["skipped_files"], 3)
-    for name in bad:
-      self.assertTrue(any(name in line for line in logs.output), name)
-    # 30 good images: 6 (2 per class) to test; of the 24 left, round(0.2 * 24) = 5 to val.
-    self.assertEqual(splits.sizes, {"train": 19, "val": 5, "trainval": 24, "test": 6})
-    self.assertEqual(splits.class_names, ("cat", "dog", "owl"))
-    test_labels = collections.Counter(label for _, label in _examples(splits.test))
-    self.assertEqual(test_labels, {0: 2, 1: 2, 2: 2})
-
-  def test_flat_folder_splits_are_disjoint_and_only_val_depends_on_the_seed(self):
-    root = dummy.write_image_folder(self.create_tempdir().full_path)
-    spec = datasets.get_dataset_spec("folder:" + root)
-    first, second = (datasets.load_splits(spec, seed=s) for s in (0, 1))
-    train, val, test = (_images(first.train), _images(first.val), _images(first.test))
-    self.assertLen(set(train + val + test), 30)
-    self.assertCountEqual(_images(first.trainval), train + val)
-    self.assertEqual(_images(second.test), test)
-    self.assertNotEqual(_images(second.val), val)
-    self.assertCountEqual(_images(second.trainval), _images(first.trainval))
-
-  def test_examples_per_class_in_a_flat_folder(self):
-    root = dummy.write_image_folder(self.create_tempdir().full_path)
-    spec = datasets.get_dataset_spec("folder:" + root)
-    full = datasets.load_splits(spec, seed=0)
-    low = datasets.load_splits(spec, seed=0, examples_per_class=2)
-    self.assertEqual(collections.Counter(label for _, label in _examples(low.train)),
-                     {0: 2, 1: 2, 2: 2})
-    self.assertContainsSubset(_images(low.train), _images(full.train))
-    self.assertEqual(_images(low.val), _images(full.val))
-    self.assertEqual(_images(low.test), _images(full.test))
-    self.assertEqual(low.sizes, {"train": 6, "val": 5, "trainval": 6, "test": 6})
-
-  def test_split_layout_uses_its_test_folder(self):
-    root = dummy.write_image_folder(self.create_tempdir().full_path, split_dirs=True)
-    spec = datasets.get_dataset_spec("folder:" + root)
-    self.assertIsNone(spec.test_fraction)
-    splits = datasets.load_splits(spec, seed=0)
-    self.assertEqual(splits.sizes, {"train": 24, "val": 6, "trainval": 30, "test": 9})
-    batches = list(pipeline.make_pipeline(splits.test, image_size=8, batch_size=9,
-                                          preprocess_fn=preprocessing.get_preprocess_fn("unit"),
-                                          training=False))
-    self.assertEqual(batches[0][0].shape, (9, 8, 8, 3))
-
-  def test_test_class_without_training_folder_is_named(self):
-    root = dummy.write_image_folder(self.create_tempdir().full_path, split_dirs=True)
-    os.makedirs(os.path.join(root, "test", "zebra"))
-    with self.assertRaisesRegex(ValueError, "\\['zebra'\\] have no folder in"):
-      datasets.load_splits(datasets.get_dataset_spec("folder:" + root))
-
-  def test_missing_or_empty_folder_is_named(self):
-    missing = os.path.join(self.create_tempdir().full_path, "nope")
-    with self.assertRaisesRegex(FileNotFoundError, f"folder:{missing}: no such directory"):
-      datasets.get_dataset_spec("folder:" + missing)
-    empty = self.create_tempdir().full_path
-    with self.assertRaisesRegex(FileNotFoundError, "no class sub-folders"):
-      datasets.get_dataset_spec("folder:" + empty)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,11 @@ class QuickstartNotebookTest(tf.test.TestCase):
                         if cell.cell_type == "code" for o in cell.outputs)
     self.assertIn("digits / logreg (seed 0): test top1 =", outputs)
     self.assertIn("digits / scratch (seed 0): test top1 =", outputs)
+    tables = "\n".join(o.get("data", {}).get("text/plain", "") for cell in notebook.cells
+                       if cell.cell_type == "code" for o in cell.outputs)
+    self.assertIn("test_metric", tables)  # The load_results DataFrame, one row per cell.
+    self.assertIn("logreg", tables)
+    self.assertIn("scratch", tables)
     images = [o for cell in notebook.cells if cell.cell_type == "code"
               for o in cell.outputs if "image/png" in o.get("data", {})]
     self.assertLen(images, 1)

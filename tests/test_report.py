@@ -10,12 +10,15 @@ import tempfile
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
+from matplotlib import text as text_lib
 from PIL import Image
 from scipy import stats
 
+from tfhub_transfer import regimes
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import document as report
+from tfhub_transfer.report import plots
 from tfhub_transfer.report import results
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,7 +207,7 @@ class WriteReportTest(absltest.TestCase):
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
     with Image.open(paths.figure_png) as image:
       self.assertEqual(image.format, "PNG")
-      self.assertEqual(image.size, (1716, 528))
+      self.assertEqual(image.size, (1650, 594))
 
   def test_empty_store(self):
     paths = report.write_report([], self.out)
@@ -218,6 +221,81 @@ class WriteReportTest(absltest.TestCase):
       report.write_report("w/results.sqlite", self.out)
     with self.assertRaisesRegex(ValueError, "lacks"):
       report.write_report([{"model": "resnet_50"}], self.out)
+
+
+class Figure1Test(absltest.TestCase):
+
+  def _figure(self, records, top1=None):
+    cells = correlation.average_cells(records)
+    corrs = {regime: correlation.correlate(cells, regime, top1 or _TOP1, samples=50)
+             for regime in regimes.REGIMES}
+    fig = plots.make_figure1(corrs)
+    fig.canvas.draw()  # Places every text as in the PNG.
+    return corrs, fig
+
+  def _check_nothing_spills(self, fig):
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox
+    legend = fig.legends[0]
+    texts = [legend.get_title(), *legend.get_texts()]
+    for ax in fig.axes:
+      texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+    for text in texts:
+      if text.get_text():
+        box = text_lib.Text.get_window_extent(text, renderer)
+        self.assertTrue(frame.x0 <= box.x0 and box.x1 <= frame.x1 and
+                        frame.y0 <= box.y0 and box.y1 <= frame.y1, text.get_text())
+
+  def test_a_model_without_imagenet_top1_is_a_dashed_line_and_no_message_covers_data(self):
+    # The quickstart's case: one model, top-1 unknown, in one regime.
+    records = [_record("keras:Mine", "cifar10", "scratch", 0, 0.8),
+               _record("keras:Mine", "dtd", "scratch", 0, 0.6)]
+    corrs, fig = self._figure(records)
+    by_hand = (math.log(0.8 / 0.2) + math.log(0.6 / 0.4)) / 2
+    self.assertEqual(corrs["scratch"].excluded, ("keras:Mine",))
+    self.assertAlmostEqual(corrs["scratch"].excluded_logodds[0], by_hand, places=12)
+    axes = dict(zip(regimes.REGIMES, fig.axes))
+    flat = [line for line in axes["scratch"].get_lines()
+            if len(set(line.get_ydata())) == 1 and line.get_linestyle() == "--"]
+    self.assertLen(flat, 1)
+    self.assertAlmostEqual(flat[0].get_ydata()[0], by_hand, places=12)
+    low, high = axes["scratch"].get_ylim()
+    self.assertLess(low, by_hand)
+    self.assertLess(by_hand, high)
+    for ax in fig.axes:
+      self.assertEqual(list(ax.texts), [])  # Messages are in titles and under the panels.
+    self.assertIn("r needs 3 models with a known ImageNet top-1, has 0 (1 without: dashed)",
+                  axes["scratch"].get_title().replace("\n", " "))
+    self.assertIn("no results of ours in this regime", axes["logreg"].get_title())
+    legend = fig.legends[0]
+    self.assertIn("keras:Mine: ImageNet top-1 unknown",
+                  [t.get_text() for t in legend.get_texts()])
+    self.assertIn("--imagenet_top1='NAME=TOP1'", legend.get_title().get_text())
+    self._check_nothing_spills(fig)
+
+  def test_sixteen_labelled_networks_do_not_overlap(self):
+    # The paper's 16 networks on 3 datasets each, at their published average log-odds.
+    records = []
+    for network in reference.paper_networks().values():
+      for regime in regimes.REGIMES:
+        p = 1 / (1 + math.exp(-network.avg_logodds(regime)))
+        records += [_record(network.name, d, regime, 0, p) for d in _DATASETS]
+    top1 = {n.name: n.imagenet_top1 for n in reference.paper_networks().values()}
+    corrs, fig = self._figure(records, top1)
+    renderer = fig.canvas.get_renderer()
+    for ax, regime in zip(fig.axes, regimes.REGIMES):
+      self.assertIsNotNone(corrs[regime].r)
+      self.assertCountEqual([t.get_text() for t in ax.texts], top1)
+      # The names' text (an Annotation's own extent includes its leader line).
+      boxes = [text_lib.Text.get_window_extent(t, renderer) for t in ax.texts]
+      frame = ax.get_window_extent(renderer)
+      for i, box in enumerate(boxes):
+        self.assertTrue(frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1),
+                        ax.texts[i].get_text())
+        for j in range(i):
+          self.assertFalse(box.overlaps(boxes[j]),
+                           (regime, ax.texts[i].get_text(), ax.texts[j].get_text()))
+    self._check_nothing_spills(fig)
 
 
 class ImportTest(absltest.TestCase):

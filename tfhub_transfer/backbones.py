@@ -7,6 +7,7 @@ penultimate features.
 """
 
 import dataclasses
+import importlib
 import json
 import os
 from typing import Any, Mapping, Optional
@@ -20,7 +21,7 @@ from tfhub_transfer.regimes import IMAGENET, RANDOM
 
 KERAS = "keras"
 HUB = "hub"
-UNAVAILABLE = "unavailable"
+BUILT = "built"  # Our own Keras architecture, built by the spec's `builder`.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +30,8 @@ class BackboneSpec:
 
   Attributes:
     name: registry name.
-    source: `keras` (keras.applications), `hub` (TF Hub feature vector) or `unavailable`
-      (no public TF2 release; the user supplies a handle or weights).
+    source: `keras` (keras.applications), `hub` (TF Hub feature vector) or `built` (our own
+      Keras architecture, made by `builder`, for a network with no TF2 release).
     image_size: native ImageNet resolution (square).
     preprocessing: input convention, a key of `preprocessing.PREPROCESSING` or
       `keras.applications.<module>`.
@@ -40,6 +41,8 @@ class BackboneSpec:
     keras_kwargs: extra constructor kwargs.
     hub_handle: TF Hub handle or SavedModel dir (source `hub`).
     note: provenance or availability, shown in listings and errors.
+    builder: "module:function" that builds the network (source `built`), called as
+      `function(spec, weights=..., seed=...)`; it owns what `imagenet` and a path mean.
   """
   name: str
   source: str
@@ -51,13 +54,21 @@ class BackboneSpec:
   keras_kwargs: FrozenKwargs = FrozenKwargs()
   hub_handle: Optional[str] = None
   note: str = ""
+  builder: Optional[str] = None
 
   def to_dict(self) -> dict[str, Any]:
     """Plain JSON values (the feature cache keys on them; kwargs as sorted JSON text, the
     form the keys have always had, so existing cache entries stay valid)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     out["keras_kwargs"] = json.dumps(self.keras_kwargs.to_dict(), sort_keys=True)
+    if self.builder is None:  # Added later: absent where unset, so older keys still match.
+      del out["builder"]
     return out
+
+  def get_builder(self):
+    """The `builder` function (imports its module, so TensorFlow)."""
+    module, function = self.builder.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _keras(name, app, size, prep, dim, top1, note="", **kwargs):
@@ -82,11 +93,11 @@ BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
          "TF-slim 'Inception v2', i.e. BN-Inception, on TF Hub"),
     _keras("inception_v3", "InceptionV3", 299, "inception", 2048, 78.63),
     BackboneSpec(
-        name="inception_v4", source=UNAVAILABLE, image_size=299, preprocessing="unit",
-        feature_dim=1536, paper_top1=79.9,
-        note=("no public TF2 release (not in keras.applications; TF Hub has no TF2 "
-              "feature vector; TF-slim ships only a TF1 checkpoint). Export one to a "
-              "SavedModel and pass --weights=DIR, or use --model=hub:HANDLE")),
+        name="inception_v4", source=BUILT, image_size=299, preprocessing="inception",
+        feature_dim=1536, paper_top1=79.9, builder="tfhub_transfer.inception_v4:build_backbone",
+        note=("no TF2 release: our Keras port of the TF-slim network; ImageNet weights from "
+              "the slim checkpoint inception_v4_2016_09_09 (--weights=PATH/inception_v4.ckpt, "
+              "or put it in the Keras cache for --weights=imagenet)")),
     _keras("inception_resnet_v2", "InceptionResNetV2", 299, "inception", 1536, 80.25),
     _keras("resnet_50", "ResNet50", 224, "caffe", 2048, 76.9, "ResNet v1, as in the paper"),
     _keras("resnet_101", "ResNet101", 224, "caffe", 2048, 78.56, "ResNet v1"),
@@ -163,25 +174,35 @@ def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0):
 
   Args:
     spec: the network.
-    weights: `imagenet`, `random`, or a path (Keras weights file, or SavedModel dir).
+    weights: `imagenet`, `random`, or a path (Keras weights file, SavedModel dir, or for a
+      `built` network what its builder reads, e.g. a TF checkpoint).
     seed: seed of the random init.
 
   Returns:
-    A Keras 3 layer (a functional model for keras.applications, a `HubModule` for Hub).
+    A Keras 3 layer (a functional model for keras.applications and `built` networks, a
+    `HubModule` for Hub).
 
   Raises:
-    ValueError: the network has no public TF2 source and no weights path was given.
+    ValueError: the weights do not fit the network.
     FileNotFoundError: pretrained weights are neither cached nor downloadable.
   """
   from tfhub_transfer import hub_layer  # pylint: disable=g-import-not-at-top
   is_path = weights not in (IMAGENET, RANDOM)
-  if is_path and not os.path.exists(weights):
+  # A TF2-format checkpoint is named by its prefix: PATH.index exists, PATH does not.
+  if is_path and not (os.path.exists(weights) or os.path.exists(weights + ".index")):
     raise FileNotFoundError(f"--weights={weights!r}: no such file or directory. Pass "
-                            f"'imagenet', 'random', a Keras weights file or a SavedModel dir.")
+                            f"'imagenet', 'random', a Keras weights file, a SavedModel dir or "
+                            f"(for {', '.join(n for n, s in BACKBONES.items() if s.builder)}) "
+                            f"a TF checkpoint.")
   if is_path and os.path.isdir(weights):
     return hub_layer.HubModule(weights, name=f"{_safe(spec.name)}_backbone", seed=seed)
-  if spec.source == UNAVAILABLE:
-    raise ValueError(f"--model={spec.name}: {spec.note}.")
+  if spec.source == BUILT:
+    if spec.keras_kwargs:
+      raise ValueError(f"--model_kwargs={spec.keras_kwargs.json()} only applies to keras: "
+                       f"models; --model={spec.name} takes no constructor arguments.")
+    model = spec.get_builder()(spec, weights=weights, seed=seed)
+    model.name = f"{_safe(spec.name)}_backbone"
+    return model
   if spec.source == HUB:
     if is_path:
       raise ValueError(f"--weights={weights!r} is a file, but {spec.name} is a TF Hub module: "
@@ -211,6 +232,11 @@ def _build_keras_app(spec, *, weights, seed):
   return model
 
 
+def keras_models_dir() -> str:
+  """Keras' cache of downloaded weights ($KERAS_HOME/models, by default ~/.keras/models)."""
+  return os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
+
+
 def _with_offline_hint(constructor, spec, kwargs):
   try:
     return constructor(weights=IMAGENET, **kwargs)
@@ -220,8 +246,7 @@ def _with_offline_hint(constructor, spec, kwargs):
       raise
     url = message.split(" on ", 1)[-1].split(" ")[0].rstrip(":")
     filename = url.rsplit("/", 1)[-1]
-    cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
-                         "models")
+    cache = keras_models_dir()
     raise FileNotFoundError(
         f"ImageNet weights for --model={spec.name} are not cached and could not be "
         f"downloaded ({url}). Keras looked for {os.path.join(cache, filename)}: download "
@@ -244,7 +269,7 @@ def describe_source(spec: BackboneSpec) -> str:
     return f"keras.applications.{spec.keras_app}{kwargs}"
   if spec.source == HUB:
     return spec.hub_handle
-  return "unavailable: supply --weights=DIR or hub:HANDLE"
+  return spec.builder.split(":")[0]  # Our module.
 
 
 def format_models_table() -> str:

@@ -1,4 +1,4 @@
-"""`tfhub_transfer`: the command line. Flags -> one frozen config -> one library call.
+r"""`tfhub_transfer`: the command line. Flags -> one frozen config -> one library call.
 
   tfhub_transfer --model=mobilenet_v2 --dataset=caltech101 --regime=logreg --workdir=W
   tfhub_transfer --flagfile=flags/quickstart.cfg
@@ -9,12 +9,13 @@
   tfhub_transfer --list_models | --list_datasets
 
 Every choice list comes from the library's registries; library modules that import TensorFlow
-are imported where used, so `--help` and the listings answer quickly.
+are imported where used, so `--help`, the listings and `--mode=report` never import it.
 """
 
 import logging
 import os
 import sys
+import textwrap
 from typing import Sequence
 
 from absl import app
@@ -39,7 +40,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seed(s) of splits, init and search."
 _WORKDIR = flags.DEFINE_string("workdir", "workdir",
                                "Results store, feature cache, checkpoints, tuner state, logs.")
 _WEIGHTS = flags.DEFINE_string(
-    "weights", None, "imagenet, random, or a path (Keras weights file or SavedModel dir). "
+    "weights", None, "imagenet, random, or a path (Keras weights file, SavedModel dir, or "
+    "for inception_v4 a TF-slim checkpoint). "
     "Default: each regime's own (" + ", ".join(
         f"{name}: {spec.default_weights}" for name, spec in regimes.REGIMES.items()) + ").")
 _MODEL_KWARGS = flags.DEFINE_string("model_kwargs", "{}",
@@ -87,6 +89,58 @@ _GPUS_PER_TRIAL = flags.DEFINE_integer("gpus_per_trial", 1,
 
 # Flags the launcher's children must not inherit: they would launch again.
 _LAUNCHER_FLAGS = (_PARALLEL_TRIALS, _GPUS_PER_TRIAL)
+
+# `--help`: this tool's flags by what they are for (absl's own: --helpfull).
+FLAG_GROUPS = (
+    ("run", (_MODEL, _DATASET, _REGIME, _SEEDS, _WORKDIR, _WEIGHTS, _MODEL_KWARGS, _IMAGE_SIZE,
+             _BATCH_SIZE, _TRAIN_STEPS, _EXAMPLES_PER_CLASS, _MODE, _LIST_MODELS,
+             _LIST_DATASETS)),
+    ("search", (_LEARNING_RATES, _WEIGHT_DECAYS, _TUNER, _MAX_TRIALS, _L2_GRID_SIZE)),
+    ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES)),
+    ("scale-out", (_STRATEGY, _SHARD, _PARALLEL_TRIALS, _GPUS_PER_TRIAL)),
+    ("report (--mode=report)", (_IMAGENET_TOP1, _TSNE, _CONVERGENCE_THRESHOLD)),
+)
+_HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+
+def own_flags() -> list[flags.FlagHolder]:
+  """Every flag this module defines."""
+  return [v for v in globals().values() if isinstance(v, flags.FlagHolder)]
+
+
+def help_text(width: int = 80) -> str:
+  """`--help`: usage lines, then this tool's flags by group, then where the others are."""
+  usage = __doc__.split("\n\n")[1]
+  lines = ["tfhub_transfer: how well do ImageNet models transfer? (Kornblith, Shlens & Le, "
+           "CVPR 2019)", "", "Usage:", *usage.splitlines()]
+  grouped = {holder.name for _, holders in FLAG_GROUPS for holder in holders}
+  ungrouped = tuple(holder for holder in own_flags() if holder.name not in grouped)
+  for title, holders in FLAG_GROUPS + ((("other", ungrouped),) if ungrouped else ()):
+    lines += ["", f"{title}:"]
+    for holder in holders:
+      flag = flags.FLAGS[holder.name]
+      default = (flag.default_as_str or "").strip("'")
+      text = f"--{flag.name}: {flag.help}" + (f" (default: {default})" if default else "")
+      lines.append(textwrap.fill(text, width=width, initial_indent="  ",
+                                 subsequent_indent="      "))
+  lines += ["", textwrap.fill(
+      "Also: --flagfile=FILE reads flags from a file (flags/*.cfg: the quickstart and the "
+      "paper's settings; later flags override it); --verbosity=-1 logs warnings only, "
+      "--verbosity=1 everything, TensorFlow's start-up lines included; --helpfull lists "
+      "every flag, absl's included.", width=width)]
+  return "\n".join(lines)
+
+
+def _parse_flags(argv: Sequence[str]):
+  # absl's --help lists every module's flags alphabetically and exits 1.
+  if any(arg in _HELP_ARGS for arg in argv[1:]):
+    try:
+      print(help_text(), flush=True)
+    except BrokenPipeError:  # `--help | head`: the reader has seen enough.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
+  return app.parse_flags_with_usage(argv)
 
 
 class UsageError(ValueError):
@@ -193,6 +247,9 @@ def main(argv: Sequence[str]) -> int:
   except (UsageError, ValueError, OSError) as e:  # Bad names or values, a missing folder.
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # Ctrl-C: finished cells, trials and caches are kept.
+    print(INTERRUPTED, file=sys.stderr)
+    return 130
 
 
 def _dispatch() -> int:
@@ -213,6 +270,9 @@ def _dispatch() -> int:
     print(paths.markdown)
     print(f"Written to {paths.out_dir}/: {', '.join(paths.names())}", file=sys.stderr)
     return 0
+  from tfhub_transfer import devices  # pylint: disable=g-import-not-at-top
+  absl_logging.info("tfhub_transfer %s: %s.", _version(), devices.import_tensorflow_quietly(
+      keep_all=flags.FLAGS["verbosity"].value > 0))
   grid = _grid()
   config = base_config(grid)
   if _PARALLEL_TRIALS.value:
@@ -227,18 +287,23 @@ def _dispatch() -> int:
         gpus_per_worker=_GPUS_PER_TRIAL.value)
   from tfhub_transfer import sweep  # pylint: disable=g-import-not-at-top
   summary = sweep.run_grid(config, grid, on_result=lambda result: print(result.summary_line()))
-  if summary.cells > 1:
+  if summary.cells > 1 or summary.skipped:  # A lone finished cell says so, too.
     print(summary.line())
   for failure in summary.failures:
     print(f"FAILED {failure}", file=sys.stderr)
   return 1 if summary.failed else 0
 
 
+def _version() -> str:
+  import tfhub_transfer  # pylint: disable=g-import-not-at-top
+  return tfhub_transfer.__version__
+
+
 def run_main():
   """Console-script entry point."""
   # TensorFlow's C++ start-up chatter hides the progress lines; --verbosity still applies.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

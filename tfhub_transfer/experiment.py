@@ -19,6 +19,7 @@ from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
+from tfhub_transfer.data import loading
 from tfhub_transfer.report import records
 from tfhub_transfer.report import results
 
@@ -121,10 +122,11 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
   start = time.perf_counter()
   try:
     keras.utils.set_random_seed(config.seed)
-    splits = datasets.load_splits(dataset, data_dir=config.data_dir,
-                                  manual_dir=config.manual_dir, seed=config.seed,
-                                  max_examples=config.max_examples,
-                                  examples_per_class=config.examples_per_class)
+    splits = loading.load_splits(dataset, data_dir=config.data_dir,
+                                 manual_dir=config.manual_dir, seed=config.seed,
+                                 max_examples=config.max_examples,
+                                 folder_cache_dir=os.path.join(config.workdir, "folders"),
+                                 examples_per_class=config.examples_per_class)
     strategy = training.make_strategy(config.strategy)
     ctx = runners.CellContext(
         config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,

@@ -7,6 +7,7 @@ Memory stays flat: each batch is written as it arrives.
 """
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -16,22 +17,32 @@ import threading
 import time
 from typing import Any, Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from absl import logging
 
+from tfhub_transfer import progress
+
 CACHE_FORMAT = 1
 
 
 def file_identity(path: str) -> str:
-  """Content hash of a weights file, or of every file under a SavedModel dir."""
+  """Content hash of a weights file, of every file under a SavedModel dir, or of the files of
+  a TF2 checkpoint prefix (PATH.index, PATH.data-*: PATH itself does not exist)."""
   digest = hashlib.sha256()
-  paths = [path] if os.path.isfile(path) else sorted(
-      os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
-  for p in paths:
-    digest.update(os.path.relpath(p, path).encode())
+  if os.path.isfile(path):
+    named = [(".", path)]
+  elif os.path.isdir(path):
+    named = sorted((os.path.relpath(os.path.join(root, f), path), os.path.join(root, f))
+                   for root, _, files in os.walk(path) for f in files)
+  else:
+    named = sorted((p[len(path):], p) for p in glob.glob(glob.escape(path) + ".*"))
+  if not named:
+    raise FileNotFoundError(f"No weights at {path!r} (no file, directory or checkpoint "
+                            f"prefix with files {path}.*).")
+  for name, p in named:
+    digest.update(name.encode())
     with open(p, "rb") as f:
       for chunk in iter(lambda: f.read(1 << 20), b""):
         digest.update(chunk)
@@ -76,7 +87,7 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
     dataset: batches of (images, labels), in a fixed order.
     cache_dir: the cache root.
     key: the entry name (see `cache_key`).
-    num_batches: for the progress bar's ETA.
+    num_batches: for the progress ETA (a live bar on a terminal, log lines otherwise).
     description: shown in logs.
     key_parts: what the key was made from, stored in meta.json for humans.
 
@@ -93,7 +104,7 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
   try:
     iterator = [iter(dataset)]  # In a list, so that the last reference can be handed off.
     num_examples, dim, labels = 0, None, []
-    progbar = keras.utils.Progbar(num_batches, unit_name="batch")
+    bar = progress.Progress(num_batches, description=f"extract {description}", unit="batch")
     with open(os.path.join(tmp, "features.f32"), "wb") as out:
       for step, (images, batch_labels) in enumerate(iterator[0]):
         features = np.asarray(feature_fn(images), dtype=np.float32)
@@ -107,7 +118,8 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
         out.write(features.tobytes())
         labels.append(np.asarray(batch_labels))
         num_examples += features.shape[0]
-        progbar.update(step + 1)
+        bar.update(step + 1)
+    bar.finish(len(labels))
     _release_in_background(iterator)
     if dim is None:
       raise ValueError(f"No examples to extract features from for {description}.")

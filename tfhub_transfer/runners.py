@@ -54,7 +54,7 @@ class CellContext:
   config: ExperimentConfig
   backbone: backbones.BackboneSpec
   dataset: Any  # datasets.DatasetSpec
-  splits: Any  # datasets.Splits
+  splits: Any  # loading.Splits
   weights: str
   strategy: tf.distribute.Strategy
   cell_dir: str

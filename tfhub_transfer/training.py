@@ -8,7 +8,6 @@ global batch split over the replicas of a `tf.distribute` strategy.
 import dataclasses
 import math
 import os
-import sys
 from typing import Callable, Optional
 
 import keras
@@ -16,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfhub_transfer import progress
 from tfhub_transfer import protocol
 from tfhub_transfer.config import STRATEGIES
 from tfhub_transfer.transfer_head import set_batch_norm_momentum
@@ -87,8 +87,8 @@ def _steps_per_fit_epoch(train_steps: int) -> int:
 
 
 def progress_verbosity() -> int:
-  """Keras progress bars on a terminal, one line per epoch in a log file."""
-  return 1 if sys.stdout.isatty() else 2
+  """Keras progress bars on a terminal, one plain line per epoch (<= 200 steps) otherwise."""
+  return progress.keras_verbosity()
 
 
 def train(model, train_data: tf.data.Dataset, setup: TrainSetup, *, backup_dir: str,
@@ -113,8 +113,9 @@ def train(model, train_data: tf.data.Dataset, setup: TrainSetup, *, backup_dir: 
                keras.callbacks.TerminateOnNaN()]
   if setup.log_dir:
     callbacks.append(keras.callbacks.TensorBoard(setup.log_dir, write_graph=False))
+  # shuffle=False: the pipeline shuffles; Keras warns that its own flag is ignored for tf.data.
   history = model.fit(train_data, epochs=setup.train_steps // chunk, steps_per_epoch=chunk,
-                      callbacks=callbacks,
+                      callbacks=callbacks, shuffle=False,
                       verbose=progress_verbosity() if verbose is None else verbose)
   losses = history.history.get("loss", [])
   if losses and not math.isfinite(losses[-1]):
@@ -126,8 +127,11 @@ def train(model, train_data: tf.data.Dataset, setup: TrainSetup, *, backup_dir: 
 
 def predict_scores(model, dataset: tf.data.Dataset):
   """Logits and labels of a whole (finite, batched) dataset, in order."""
+  # One trace per model: the signature's batch dimension is None, so the short last batch
+  # runs the same graph (with reduce_retracing it was traced again; TF warned of retracing
+  # after a few trials, each a new model).
   predict_fn = tf.function(lambda images: model(images, training=False),
-                           reduce_retracing=True)
+                           input_signature=[dataset.element_spec[0]])
   logits, labels = [], []
   for images, batch_labels in dataset:
     logits.append(predict_fn(images).numpy())

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import keras_tuner as kt
 from absl import logging
 
+from tfhub_transfer import progress
 from tfhub_transfer import training
 from tfhub_transfer.config import TUNERS
 
@@ -80,6 +81,7 @@ class TransferHyperModel(kt.HyperModel):
     setup = self.setup
     if setup.log_dir:
       setup = dataclasses.replace(setup, log_dir=os.path.join(setup.log_dir, name))
+    logging.info("Trial %s %s: training %d steps.", trial_id, values, setup.train_steps)
     try:
       training.train(model, self.train_data, setup,
                      backup_dir=os.path.join(self.backup_root, name), verbose=self.verbose)
@@ -161,6 +163,9 @@ def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
         max_trials=max_trials or min(grid_size, 20), **oracle_args)
   else:
     raise ValueError(f"Unknown --tuner={kind!r}. Valid choices: {', '.join(TUNERS)}.")
+  # keras-tuner's own trial tables redraw with escape codes; without a terminal the trials'
+  # start and end are this module's log lines alone.
+  oracle.verbose = 1 if progress.is_live() else 0
   return _Tuner(oracle=oracle, **tuner_args)
 
 

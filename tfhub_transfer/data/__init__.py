@@ -1,6 +1,7 @@
 """Data: the dataset registry, splits, the input pipeline, preprocessing and image folders.
 
-`datasets` holds the registry (`DatasetSpec`s) and `load_splits`; `readers` turns one split of a
-TFDS builder or an image folder into encoded examples; `pipeline` decodes and preprocesses them
-into batches. `builders/` holds the TFDS builders of the datasets TFDS lacks.
+`datasets` holds the registry (`DatasetSpec`s, TF-free) and `loading.load_splits` turns a spec
+into its splits; `readers` turns one split of a TFDS builder or an image folder (`folder`) into
+encoded examples; `pipeline` decodes and preprocesses them into batches. `builders/` holds the
+TFDS builders of the datasets TFDS lacks.
 """

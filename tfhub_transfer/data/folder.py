@@ -1,28 +1,100 @@
 """A user's own images, one sub-folder per class (`--dataset=folder:<path>`).
 
-Two layouts are read:
-  * `<path>/train/<class>/*` and `<path>/test/<class>/*`: the user's own test split;
+Layouts (split-folder names match in any case; names starting with '.' are ignored):
   * `<path>/<class>/*` (flat): the test split is a class-stratified `test_fraction` of the
     images, drawn with a fixed seed so every experiment sees the same test set.
-Class ids follow the sorted class-folder names. Names starting with '.' are ignored.
+  * `<path>/train/<class>/*` with `<path>/val/<class>/*` (or `valid/`, `validation/`) and/or
+    `<path>/test/<class>/*`. `RULES` says how each combination becomes the train / val / test
+    splits; the rule in use is logged with each cell and stored in its record.
+Class ids follow the sorted class-folder names (of train/ in the split layout); a val/ or test/
+class needs a train/ folder. Every class folder needs a usable image, and two classes at least.
 
-Corrupt or unsupported files are skipped and counted, not fatal: a validation pass opens and
-fully decodes every file with PIL and keeps only formats that `tf.io.decode_image` reads
-(JPEG, PNG, GIF, BMP, WebP). Each skipped file is logged with its reason, and the count goes
-into the result record, so a stray README or a half-downloaded JPEG never stops a run.
+Every file is validated once per folder state: a pass opens and fully decodes it with PIL and
+keeps the formats `tf.io.decode_image` reads (JPEG, PNG, GIF, BMP, WebP). A skipped file is
+logged with a plain reason ("not an image", "empty file", "truncated JPEG") and counted in the
+result. The validated listing is kept for the process and, given `cache_dir`, on disk, under a
+key made of every file's path, size and modification time (`FolderListing.key`, recorded in
+each result): a sweep validates a folder once, and a changed folder is validated again.
+
+TFDS's `tfds.folder_dataset.ImageFolder` also reads `<path>/<split>/<label>/`, but does not
+fit: it lists only .jpg/.jpeg/.png names (WebP, GIF and BMP files are dropped silently),
+validates nothing (one corrupt JPEG fails the run when the pipeline reaches it), finds no
+split in a flat folder, and gives a class that only test/ has a label of its own.
+
+TF-free (`os` and PIL), so `--list_datasets` and flag checks stay fast.
 """
 
+import collections
+import concurrent.futures
 import dataclasses
+import functools
+import hashlib
+import json
 import os
+import tempfile
 from typing import Optional
 
 from absl import logging
-from PIL import Image
-import tensorflow as tf
+
+from tfhub_transfer import progress
 
 # PIL format names of the encodings tf.io.decode_image decodes.
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
-SPLIT_DIRS = ("train", "test")
+TRAIN_DIR = "train"
+VAL_DIRS = ("val", "valid", "validation")
+TEST_DIR = "test"
+SPLIT_DIRS = (TRAIN_DIR,) + VAL_DIRS + (TEST_DIR,)
+LISTING_FORMAT = 1  # Bump when validation changes what a cached listing holds.
+
+# How a layout becomes the train / val / test splits, by the split folders it has.
+RULES = {
+    "flat": "no split folders: test is a fixed stratified {test_fraction:.0%} of the images "
+            "(seed {test_seed}), validation a stratified {val_fraction:.0%} of the rest "
+            "(experiment seed)",
+    "train": "train/ only: test is a fixed stratified {test_fraction:.0%} of train/ (seed "
+             "{test_seed}), validation a stratified {val_fraction:.0%} of the rest "
+             "(experiment seed)",
+    "train+test": "train/ and test/: validation is a stratified {val_fraction:.0%} of train/ "
+                  "(experiment seed), test is test/",
+    "train+val+test": "train/, {val}/ and test/: validation is {val}/ (as an official "
+                      "validation split), test is test/",
+    "train+val": "train/ and {val}/ without test/: {val}/ is the TEST split, and validation "
+                 "is a stratified {val_fraction:.0%} of train/ (experiment seed), as the "
+                 "torchvision tutorials use val/; hyperparameters are never chosen on the "
+                 "images that are scored",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderLayout:
+  """Where a folder dataset's splits and classes are (folder names only; no file read).
+
+  Attributes:
+    root: the dataset folder (absolute).
+    kind: a key of `RULES`.
+    train_dir: the folder of the training classes (`root` when flat).
+    val_dir: the folder used as the validation split, or None (held out of train).
+    test_dir: the folder used as the test split, or None (a fixed share of train).
+    class_names: sorted class-folder names of `train_dir`; a label is an index into it.
+  """
+  root: str
+  kind: str
+  train_dir: str
+  val_dir: Optional[str]
+  test_dir: Optional[str]
+  class_names: tuple[str, ...]
+
+  @property
+  def val_name(self) -> Optional[str]:
+    """The user's name of the val folder (`val`, `valid` or `validation`), if any."""
+    names = [os.path.basename(d) for d in (self.val_dir, self.test_dir)
+             if d and os.path.basename(d).lower() in VAL_DIRS]
+    return names[0] if names else None
+
+  def rule(self, *, test_fraction: float, test_seed: int, val_fraction: float) -> str:
+    """The sentence saying how this layout's splits are made."""
+    return RULES[self.kind].format(test_fraction=test_fraction, test_seed=test_seed,
+                                   val_fraction=val_fraction, val=self.val_name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,14 +102,15 @@ class FolderListing:
   """The validated files of an image folder, in deterministic (class, file name) order.
 
   Attributes:
-    class_names: sorted class-folder names; a label is an index into it.
-    train: (path, label) pairs of the training pool.
-    test: (path, label) pairs of `<path>/test`, or None for the flat layout.
+    key: id of the folder state validated (every file's path, size and modification time).
+    train, val, test: (path, label) pairs of the layout's train, val and test folders (empty
+      where the layout has no such folder).
     skipped: (path, reason) for each file that failed validation.
   """
-  class_names: tuple[str, ...]
+  key: str
   train: tuple[tuple[str, int], ...]
-  test: Optional[tuple[tuple[str, int], ...]]
+  val: tuple[tuple[str, int], ...]
+  test: tuple[tuple[str, int], ...]
   skipped: tuple[tuple[str, str], ...]
 
 
@@ -46,96 +119,201 @@ def _visible(names):
 
 
 def _subdirs(path):
-  return [n for n in _visible(tf.io.gfile.listdir(path))
-          if tf.io.gfile.isdir(os.path.join(path, n))]
+  return [n for n in _visible(os.listdir(path)) if os.path.isdir(os.path.join(path, n))]
 
 
-def has_split_dirs(root: str) -> bool:
-  return all(tf.io.gfile.isdir(os.path.join(root, d)) for d in SPLIT_DIRS)
+def _flag(root):
+  return f"--dataset=folder:{root}"
 
 
-def list_class_names(root: str) -> tuple[str, ...]:
-  """The sorted class names of a folder dataset (the train classes in the split layout).
+def describe_layout(root: str) -> FolderLayout:
+  """Finds the layout and the classes of a folder dataset (lists folders, reads no file).
 
   Raises:
-    FileNotFoundError: `root` is not a directory or has no class sub-folders.
+    FileNotFoundError: `root` is not a directory, or has no class folders.
+    ValueError: the split folders are ambiguous or incomplete, a val/test class has no
+      train/ folder, or there are fewer than two classes.
   """
-  if not tf.io.gfile.isdir(root):
-    raise FileNotFoundError(f"--dataset=folder:{root}: no such directory. Expected "
-                            f"<path>/<class>/<image> or <path>/{{train,test}}/<class>/<image>.")
-  class_root = os.path.join(root, "train") if has_split_dirs(root) else root
-  names = tuple(_subdirs(class_root))
-  if not names:
+  expected = (f"Expected <path>/<class>/<image> or <path>/train/<class>/<image> with "
+              f"optional <path>/{{{','.join(VAL_DIRS)}}}/ and <path>/test/.")
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"{_flag(root)}: no such directory. {expected}")
+  subdirs = _subdirs(root)
+  splits = {n.lower(): n for n in subdirs if n.lower() in SPLIT_DIRS}
+  if not splits:
+    return _checked(FolderLayout(root, "flat", root, None, None, tuple(subdirs)), expected)
+  others = [n for n in subdirs if n.lower() not in SPLIT_DIRS]
+  vals = [splits[n] for n in VAL_DIRS if n in splits]
+  if TRAIN_DIR not in splits or others or len(vals) > 1:
+    problem = (f"has {', '.join(vals)}: keep one validation folder" if len(vals) > 1 else
+               f"has split folders ({', '.join(splits.values())}) and other folders "
+               f"({', '.join(others)}): move the others out" if others else
+               f"has {', '.join(splits.values())} but no train/ folder")
+    raise ValueError(f"{_flag(root)} {problem}. {expected}")
+  val = os.path.join(root, vals[0]) if vals else None
+  test = os.path.join(root, splits[TEST_DIR]) if TEST_DIR in splits else None
+  kind = "+".join(["train"] + (["val"] if val else []) + (["test"] if test else []))
+  train_dir = os.path.join(root, splits[TRAIN_DIR])
+  # Without test/, val/ is the test split (RULES["train+val"]).
+  layout = FolderLayout(root, kind, train_dir, val if test else None, test or val,
+                        tuple(_subdirs(train_dir)))
+  return _checked(layout, expected)
+
+
+def _checked(layout: FolderLayout, expected: str) -> FolderLayout:
+  flag = _flag(layout.root)
+  if not layout.class_names:
     raise FileNotFoundError(
-        f"--dataset=folder:{root}: no class sub-folders in {class_root}. Put each class's "
-        f"images in its own folder: {class_root}/<class_name>/<image>.jpg.")
-  return names
+        f"{flag}: no class sub-folders in {layout.train_dir}. Put each class's images in "
+        f"its own folder: {layout.train_dir}/<class_name>/<image>.jpg. {expected}")
+  if len(layout.class_names) < 2:
+    raise ValueError(f"{flag}: only one class ({layout.class_names[0]!r} in "
+                     f"{layout.train_dir}); a classifier needs two class folders or more.")
+  for split_dir in (d for d in (layout.val_dir, layout.test_dir) if d):
+    if not _subdirs(split_dir):
+      raise FileNotFoundError(f"{flag}: no class sub-folders in {split_dir}. Put its images "
+                              f"in {split_dir}/<class_name>/, as in {layout.train_dir}.")
+    unknown = sorted(set(_subdirs(split_dir)) - set(layout.class_names))
+    if unknown:
+      raise ValueError(f"{flag}: classes {unknown} of {split_dir} have no folder in "
+                       f"{layout.train_dir}; every class needs training images.")
+  return layout
 
 
 def check_image(path: str) -> Optional[str]:
-  """Returns why `path` is not a usable image, or None if it is."""
+  """Returns why `path` is not a usable image (a short plain phrase), or None if it is."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if os.path.getsize(path) == 0:
+    return "empty file"
   try:
-    with tf.io.gfile.GFile(path, "rb") as f, Image.open(f) as image:
+    with Image.open(path) as image:
       image_format = image.format
-      image.load()  # Full decode: catches truncated files that open() alone accepts.
-  except Exception as e:  # PIL raises many types for bad files; all mean "skip it".
-    return f"unreadable ({type(e).__name__}: {e})"
+      try:
+        image.load()  # Full decode: catches truncated files that open() alone accepts.
+      except (OSError, SyntaxError, ValueError) as e:
+        if "truncated" in str(e).lower() or "broken data stream" in str(e):
+          return f"truncated {image_format}"
+        return f"corrupt {image_format} ({e})"
+  except Image.UnidentifiedImageError:
+    return "not an image"
+  except (OSError, SyntaxError, ValueError) as e:  # A header PIL knows but cannot parse.
+    return "truncated image" if "truncated" in str(e).lower() else f"corrupt image ({e})"
   if image_format not in DECODABLE_FORMATS:
-    return f"unsupported format {image_format} (expected one of {DECODABLE_FORMATS})"
+    return (f"{image_format} image, which TensorFlow does not decode (convert it to one of "
+            f"{', '.join(DECODABLE_FORMATS)})")
   return None
 
 
-def _list_split(split_root, class_names, skipped):
-  """Validated (path, label) pairs under `split_root/<class>/`."""
-  examples = []
-  for label, name in enumerate(class_names):
-    class_dir = os.path.join(split_root, name)
-    if not tf.io.gfile.isdir(class_dir):
+def _list_files(layout: FolderLayout):
+  """Every candidate file: (role, label, path, size, mtime_ns), and nested folders."""
+  files, nested = [], []
+  for role, split_dir in (("train", layout.train_dir), ("val", layout.val_dir),
+                          ("test", layout.test_dir)):
+    if split_dir is None:
       continue
-    for file_name in _visible(tf.io.gfile.listdir(class_dir)):
-      path = os.path.join(class_dir, file_name)
-      if tf.io.gfile.isdir(path):
+    present = set(_subdirs(split_dir))
+    for label, name in enumerate(layout.class_names):
+      if name not in present:
         continue
-      reason = check_image(path)
-      if reason:
-        skipped.append((path, reason))
-      else:
-        examples.append((path, label))
-  return tuple(examples)
+      class_dir = os.path.join(split_dir, name)
+      for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
+        if entry.name.startswith("."):
+          continue
+        if entry.is_dir():
+          nested.append(entry.path)
+        else:
+          stat = entry.stat()
+          files.append((role, label, entry.path, stat.st_size, stat.st_mtime_ns))
+  return tuple(files), tuple(nested)
 
 
-def scan_folder(root: str) -> FolderListing:
-  """Lists and validates every image of a folder dataset.
+def listing_key(files) -> str:
+  """The id of a folder state: its files' paths, sizes and modification times."""
+  blob = json.dumps([LISTING_FORMAT, [f[2:] for f in files]])
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def scan_folder(layout: FolderLayout, *, cache_dir: Optional[str] = None) -> FolderListing:
+  """Lists and validates every image of a folder dataset, once per folder state.
 
   Args:
-    root: the dataset folder, in either layout.
+    layout: the folder (`describe_layout`).
+    cache_dir: where validated listings are kept between processes (None: this process).
 
   Returns:
     The listing, with the skipped files and why.
 
   Raises:
-    FileNotFoundError: the folder or its class folders are missing.
-    ValueError: the test split has a class the training split lacks, or no image is usable.
+    ValueError: a class folder has no usable image.
   """
-  class_names = list_class_names(root)
-  skipped = []
-  if has_split_dirs(root):
-    test_root = os.path.join(root, "test")
-    unknown = sorted(set(_subdirs(test_root)) - set(class_names))
-    if unknown:
-      raise ValueError(f"--dataset=folder:{root}: test classes {unknown} have no folder in "
-                       f"{os.path.join(root, 'train')}; every test class needs training images.")
-    train = _list_split(os.path.join(root, "train"), class_names, skipped)
-    test = _list_split(test_root, class_names, skipped)
+  files, nested = _list_files(layout)
+  listing = _validated(files, nested, listing_key(files), cache_dir)
+  if listing.skipped:
+    logging.warning("%s: %d unusable file(s) of %d skipped (listing %s).", _flag(layout.root),
+                    len(listing.skipped), len(files) + len(nested), listing.key)
+  _check_every_class_has_images(layout, files, listing)
+  return listing
+
+
+def _check_every_class_has_images(layout, files, listing):
+  usable = {path for split in (listing.train, listing.val, listing.test) for path, _ in split}
+  found, kept = collections.Counter(), collections.Counter()
+  for _, _, path, _, _ in files:
+    found[os.path.dirname(path)] += 1
+    kept[os.path.dirname(path)] += path in usable
+  for split_dir in (layout.train_dir, layout.val_dir, layout.test_dir):
+    for name in sorted(set(_subdirs(split_dir)) & set(layout.class_names)) if split_dir else ():
+      class_dir = os.path.join(split_dir, name)
+      if not kept[class_dir]:
+        skipped = f"{found[class_dir]} file(s), all skipped" if found[class_dir] else "empty"
+        raise ValueError(f"{_flag(layout.root)}: the class folder {class_dir} has no usable "
+                         f"image ({skipped}; see the logged reasons). Add images to it or "
+                         f"remove it.")
+
+
+@functools.lru_cache(maxsize=8)
+def _validated(files, nested, key: str, cache_dir: Optional[str]) -> FolderListing:
+  """The validated listing of `files` (memoised per process, and on disk in `cache_dir`);
+  logs why each skipped file is skipped, once per process."""
+  path = os.path.join(cache_dir, f"{key}.json") if cache_dir else None
+  if path and os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    logging.info("Folder listing %s: validated before (%s).", key, path)
   else:
-    train, test = _list_split(root, class_names, skipped), None
-  for path, reason in skipped:
-    logging.warning("Skipping %s: %s", path, reason)
-  if skipped:
-    logging.warning("--dataset=folder:%s: skipped %d unusable file(s) of %d.", root,
-                    len(skipped), len(skipped) + len(train) + len(test or ()))
-  if not train:
-    raise ValueError(f"--dataset=folder:{root}: no usable training image among "
-                     f"{len(skipped)} file(s); see the logged reasons.")
-  return FolderListing(class_names=class_names, train=train, test=test,
-                       skipped=tuple(skipped))
+    saved = _validate(files)
+    if path:
+      os.makedirs(cache_dir, exist_ok=True)
+      with tempfile.NamedTemporaryFile("w", dir=cache_dir, suffix=".partial",
+                                       delete=False) as f:
+        json.dump(saved, f)
+      os.replace(f.name, path)  # Atomic: a reader sees the whole listing or none.
+  skipped = [tuple(row) for row in saved["skipped"]] + [
+      (folder_path, "a folder inside a class folder (its files are not read)")
+      for folder_path in nested]
+  for file_path, reason in skipped:
+    logging.warning("Skipping %s: %s.", file_path, reason)
+  return FolderListing(key=key, train=_pairs(saved["train"]), val=_pairs(saved["val"]),
+                       test=_pairs(saved["test"]), skipped=tuple(skipped))
+
+
+def _validate(files) -> dict:
+  """Checks every file (in parallel: PIL decodes without the GIL); JSON-ready listing."""
+  logging.info("Validating %d file(s), once per folder state.", len(files))
+  bar = progress.Progress(len(files), description="validate images", unit="file")
+  reasons = []
+  with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    for reason in pool.map(check_image, [f[2] for f in files]):
+      reasons.append(reason)
+      bar.update(len(reasons))
+  saved = {"format": LISTING_FORMAT, "train": [], "val": [], "test": [], "skipped": []}
+  for (role, label, file_path, _, _), reason in zip(files, reasons):
+    if reason:
+      saved["skipped"].append((file_path, reason))
+    else:
+      saved[role].append((file_path, label))
+  return saved
+
+
+def _pairs(rows) -> tuple[tuple[str, int], ...]:
+  return tuple((str(path), int(label)) for path, label in rows)

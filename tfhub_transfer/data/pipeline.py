@@ -2,7 +2,7 @@
 
 `make_pipeline` is the one core. It takes any `tf.data.Dataset` of
 {"image": encoded bytes (tf.string), "label": int64 scalar or float32 multi-hot [C]}
-(from `datasets.load_splits`, an image folder, or `from_tensor_slices` in a test) and applies,
+(from `loading.load_splits`, an image folder, or `from_tensor_slices` in a test) and applies,
 in this fixed order:
   1. read encoded bytes (sharded per input pipeline under `tf.distribute`);
   2. cache the encoded bytes (only when asked: for datasets that fit in memory);

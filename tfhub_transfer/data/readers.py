@@ -7,12 +7,18 @@ TFDS and this package's builders (it builds them on first use); `FolderReader` c
 `folder:<path>` datasets.
 """
 
+import collections
+import contextlib
+import logging
 import os
 
+from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tfhub_transfer import progress
+from tfhub_transfer.data import builders  # pylint: disable=unused-import (registers them)
 from tfhub_transfer.data import splits as splits_lib
 from tfhub_transfer.data import folder
 
@@ -41,7 +47,8 @@ class TfdsReader:
     decoders = tfds.decode.PartialDecoding(
         {key: True for key in keys},
         decoders={image_key: tfds.decode.SkipDecoding()} if image_key in keys else None)
-    return self._builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    with _without_tfds_dtype_notice():
+      return self._builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
 
   def read(self, split):
     spec = self._spec
@@ -65,6 +72,24 @@ class TfdsReader:
     ds = self._as_dataset(split, (self._spec.label_key,))
     n = int(ds.cardinality())
     return n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
+
+
+class _TfdsDtypeNotice(logging.Filter):
+  """Drops TFDS's "`FeatureConnector.dtype` is deprecated" warning: TFDS's own
+  PartialDecoding reads that field (TFDS 4.9), so no change on our side removes it."""
+
+  def filter(self, record):
+    return "is deprecated. Please change your code to use NumPy" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_tfds_dtype_notice():
+  notice = _TfdsDtypeNotice()
+  absl_logging.get_absl_logger().addFilter(notice)
+  try:
+    yield
+  finally:
+    absl_logging.get_absl_logger().removeFilter(notice)
 
 
 def make_label_fn(spec):
@@ -102,6 +127,8 @@ def prepare(spec, builder, manual_dir):
     RuntimeError: TFDS failed; the message adds which files TFDS would take from manual_dir.
   """
   manual_dir = os.fspath(manual_dir or builder.data_dir_root / "downloads" / "manual")
+  if not progress.is_live():
+    tfds.disable_progress_bar()  # Its tqdm bars redraw with \r and escape codes.
   if spec.manual_files and not builder.is_prepared():
     missing = [f for f in spec.manual_files
                if not tf.io.gfile.exists(os.path.join(manual_dir, f.rstrip("/")))]
@@ -123,23 +150,35 @@ def prepare(spec, builder, manual_dir):
 
 
 class FolderReader:
-  """Reads a validated `folder:` dataset; a flat folder gets a fixed stratified test split.
+  """Reads a validated `folder:` dataset; its layout's rule (`folder.RULES`) makes the splits.
+
+  Without a test folder, the test split is a fixed class-stratified `spec.test_fraction` of
+  train (seed `test_seed`).
 
   Attributes:
     class_names: sorted class-folder names.
-    info: facts for the result record (source, number of skipped files).
+    info: facts for the result record (source, the layout's rule, the listing's key, the
+      skipped files by reason).
   """
 
-  def __init__(self, spec, *, test_seed):
-    listing = folder.scan_folder(spec.folder)
-    self.class_names = listing.class_names
-    self._pools = {"train": listing.train, "test": listing.test}
-    if listing.test is None:
-      test = splits_lib.stratified_split([label for _, label in listing.train],
+  def __init__(self, spec, *, test_seed, cache_dir=None):
+    layout = folder.describe_layout(spec.folder)
+    listing = folder.scan_folder(layout, cache_dir=cache_dir)
+    self.class_names = layout.class_names
+    train, test = listing.train, listing.test
+    if layout.test_dir is None:
+      mask = splits_lib.stratified_split([label for _, label in train],
                                          fraction=spec.test_fraction, seed=test_seed)
-      self._pools = {"train": tuple(ex for ex, t in zip(listing.train, test) if not t),
-                     "test": tuple(ex for ex, t in zip(listing.train, test) if t)}
-    self.info = {"source": f"folder:{spec.folder}", "skipped_files": len(listing.skipped)}
+      train = tuple(ex for ex, is_test in zip(listing.train, mask) if not is_test)
+      test = tuple(ex for ex, is_test in zip(listing.train, mask) if is_test)
+    self._pools = {"train": train, "val": listing.val, "test": test}
+    rule = layout.rule(test_fraction=spec.test_fraction or 0.0, test_seed=test_seed,
+                       val_fraction=spec.val_fraction)
+    absl_logging.info("folder:%s: %s.", spec.folder, rule)
+    reasons = collections.Counter(reason.split(" (")[0] for _, reason in listing.skipped)
+    self.info = {"source": f"folder:{spec.folder}", "layout": rule,
+                 "folder_listing": listing.key, "skipped_files": len(listing.skipped),
+                 "skipped_reasons": dict(sorted(reasons.items()))}
 
   def read(self, split):
     paths = [path for path, _ in self._pools[split]]

@@ -76,6 +76,8 @@ class Correlation:
 
   `r` is None and `reason` says why when it cannot be computed. `logodds` are the models'
   averages over `datasets` (those all the `models` have), as plotted in Figure 1.
+  `excluded` are the models without a known ImageNet top-1, and `excluded_logodds` their
+  averages over each one's own datasets.
   """
   regime: str
   r: Optional[float]
@@ -87,6 +89,7 @@ class Correlation:
   datasets: tuple[str, ...]
   excluded: tuple[str, ...]
   reason: Optional[str]
+  excluded_logodds: tuple[float, ...] = ()
 
 
 def average_cells(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], Cell]:
@@ -121,7 +124,10 @@ def correlate(cells: Mapping[tuple[str, str, str], Cell], regime: str,
   avg = tuple(float(np.mean(logodds([rows[m][d].mean for d in datasets])))
               for m in models) if datasets else ()
   x = tuple(top1[m] for m in models)
-  out = Correlation(regime, None, None, None, models, x, avg, datasets, excluded, None)
+  excluded_avg = tuple(float(np.mean(logodds([c.mean for c in rows[m].values()])))
+                       for m in excluded)
+  out = Correlation(regime, None, None, None, models, x, avg, datasets, excluded, None,
+                    excluded_logodds=excluded_avg)
   if not rows:
     return dataclasses.replace(out, reason="no results in this regime")
   if len(models) < MIN_MODELS_FOR_CORRELATION:

@@ -9,44 +9,156 @@ from tfhub_transfer import regimes
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import reference
 
+_OURS = "tab:blue"
+_PAPER = "0.65"
+# Models without a known ImageNet top-1: one colour and marker each, the same in every
+# panel; the markers sit at different places along the lines, so equal lines stay apart.
+_UNPLACED_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+                    "tab:pink", "tab:olive", "tab:cyan")
+_UNPLACED_MARKERS = ("s", "^", "D", "v", "P", "X", "h", "*")
+
 
 def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str) -> None:
+  """Writes `make_figure1(correlations)` to `path` (PNG)."""
+  make_figure1(correlations).savefig(path, dpi=110)
+
+
+def make_figure1(correlations: Mapping[str, correlation.Correlation]):
   """The paper's Figure 1: ImageNet top-1 vs average log-odds, one panel per regime.
 
-  Our models are labelled points with a least-squares line; the paper's 16 networks
-  (approximate) are grey. Draws on an Agg canvas, leaving pyplot's backend alone.
+  The paper's 16 networks (approximate) are grey points; ours are labelled blue points with
+  a least-squares line once r is computed. A model whose ImageNet top-1 is unknown is a
+  horizontal dashed line at its average log-odds, with its own marker, named in the legend;
+  the legend's title says how to place it. Every message sits in a panel's title or under
+  the panels, never over the data. Draws on an Agg canvas, leaving pyplot's backend alone.
+
+  Returns:
+    The matplotlib `Figure`, laid out.
   """
   from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
-  fig = figure.Figure(figsize=(5.2 * len(regimes.REGIMES), 4.8), layout="constrained")
+  from matplotlib import lines  # pylint: disable=g-import-not-at-top
+  names = list(regimes.REGIMES)
+  fig = figure.Figure(figsize=(5.0 * len(names), 5.4), layout="constrained")
   backend_agg.FigureCanvasAgg(fig)
   paper = list(reference.paper_networks().values())
-  for ax, regime in zip(fig.subplots(1, len(regimes.REGIMES)), regimes.REGIMES):
+  unplaced = sorted({m for regime in names for m in correlations[regime].excluded})
+  styles = {m: (_UNPLACED_COLORS[i % len(_UNPLACED_COLORS)],
+                _UNPLACED_MARKERS[i % len(_UNPLACED_MARKERS)], (i + 1) / (len(unplaced) + 1))
+            for i, m in enumerate(unplaced)}
+  panels = list(zip(fig.subplots(1, len(names), squeeze=False)[0], names))
+  for ax, regime in panels:
+    _panel(ax, regime, correlations[regime], paper, styles)
+  handles = [lines.Line2D([], [], ls="", marker="o", ms=5, color=_PAPER,
+                          label="the paper's 16 networks (approx., read off its Figure 1)")]
+  if any(correlations[r].logodds for r in names):
+    handles.append(lines.Line2D([], [], ls="--", marker="o", ms=6, color=_OURS,
+                                label="ours (least-squares line once r is computed)"))
+  handles += [lines.Line2D([], [], ls="--", lw=1.5, color=styles[m][0], marker=styles[m][1],
+                           ms=6, label=f"{m}: ImageNet top-1 unknown") for m in unplaced]
+  note = ("A dashed line is a model's average log-odds over its own datasets (its marker only "
+          "tells lines apart); place the model with its top-1: --mode=report "
+          "--imagenet_top1='NAME=TOP1'." if unplaced else None)
+  fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2),
+             fontsize=8.5, frameon=False, title=note, title_fontsize=8.5)
+  # Names go where they overlap nothing, which needs the final axes: lay out, then freeze.
+  fig.draw_without_rendering()
+  fig.set_layout_engine("none")
+  for ax, regime in panels:
     corr = correlations[regime]
-    ax.scatter([n.imagenet_top1 for n in paper], [n.avg_logodds(regime) for n in paper],
-               s=18, color="0.7", label="paper, 16 networks (approx.)", zorder=1)
-    if corr.logodds:
-      ax.scatter(corr.top1, corr.logodds, s=30, color="tab:blue", label="ours", zorder=3)
-      right = min(corr.top1) + 0.7 * (max(corr.top1) - min(corr.top1))
-      for name, x, y in zip(corr.models, corr.top1, corr.logodds):
-        ax.annotate(name, (x, y), xytext=(-4 if x > right else 4, 3), fontsize=7,
-                    textcoords="offset points", ha="right" if x > right else "left")
-    if corr.r is not None:
-      slope, intercept = np.polyfit(corr.top1, corr.logodds, 1)
-      xs = np.array([min(corr.top1), max(corr.top1)])
-      ax.plot(xs, slope * xs + intercept, "--", color="tab:blue", lw=1, zorder=2)
-      subtitle = (f"r = {corr.r:.2f} [{corr.ci_low:.2f}, {corr.ci_high:.2f}], "
-                  f"{len(corr.models)} models, {len(corr.datasets)} datasets")
-    else:
-      subtitle = f"r not computed: {corr.reason}"
-      if not corr.logodds:
-        ax.text(0.5, 0.5, "no results to plot" if corr.reason == "no results in this regime"
-                else corr.reason, transform=ax.transAxes, ha="center", va="center",
-                wrap=True, fontsize=9, color="tab:red")
-    ax.set_title(regimes.REGIMES[regime].title + "\n" + textwrap.fill(subtitle, 60), fontsize=9)
-    ax.margins(x=0.12, y=0.08)
-    ax.set_xlabel("ImageNet top-1 (%)")
-    ax.set_ylabel("average transfer accuracy (log-odds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-  fig.savefig(path, dpi=110)
+    _label_points(ax, corr.models, corr.top1, corr.logodds)
+  return fig
+
+
+def _panel(ax, regime, corr, paper, styles) -> None:
+  """One regime: the paper's points, ours, the unplaced models' lines; the status as title."""
+  paper_x = [n.imagenet_top1 for n in paper]
+  paper_y = [n.avg_logodds(regime) for n in paper]
+  ax.scatter(paper_x, paper_y, s=22, color=_PAPER, zorder=1)
+  if corr.logodds:
+    ax.scatter(corr.top1, corr.logodds, s=34, color=_OURS, zorder=3)
+  if corr.r is not None:
+    slope, intercept = np.polyfit(corr.top1, corr.logodds, 1)
+    xs = np.array([min(corr.top1), max(corr.top1)])
+    ax.plot(xs, slope * xs + intercept, "--", color=_OURS, lw=1, zorder=2)
+  ys = paper_y + list(corr.logodds) + list(corr.excluded_logodds)
+  low, high = min(ys), max(ys)
+  pad = max(0.08 * (high - low), 0.15)
+  ax.set_ylim(low - pad, high + pad)
+  ax.margins(x=0.08)
+  left, right = ax.get_xlim()
+  ax.set_xlim(left, right)
+  for model, value in zip(corr.excluded, corr.excluded_logodds):
+    color, marker, where = styles[model]
+    ax.axhline(value, ls="--", lw=1.5, color=color, zorder=2)
+    ax.plot([left + where * (right - left)], [value], ls="", marker=marker, ms=7, color=color,
+            zorder=3)
+  paper_r = f"paper: r = {reference.PAPER_CORRELATIONS[regime]:.2f}"
+  if corr.r is not None:
+    status = (f"ours: r = {corr.r:.2f} [{corr.ci_low:.2f}, {corr.ci_high:.2f}] over "
+              f"{len(corr.models)} models, {len(corr.datasets)} dataset(s); {paper_r}")
+  elif not corr.models and not corr.excluded:
+    status = f"no results of ours in this regime; {paper_r}"
+  elif len(corr.models) < correlation.MIN_MODELS_FOR_CORRELATION:
+    unknown = f" ({len(corr.excluded)} without: dashed)" if corr.excluded else ""
+    status = (f"ours: r needs {correlation.MIN_MODELS_FOR_CORRELATION} models with a known "
+              f"ImageNet top-1, has {len(corr.models)}{unknown}; {paper_r}")
+  else:
+    status = f"ours: r not computed: {corr.reason}; {paper_r}"
+  ax.set_title(regimes.REGIMES[regime].title + "\n" + textwrap.fill(status, 58),
+               fontsize=9.5)
+  ax.set_xlabel("ImageNet top-1 accuracy (%)", fontsize=9)
+  ax.set_ylabel("average transfer accuracy (log-odds)", fontsize=9)
+  ax.tick_params(labelsize=8.5)
+  ax.grid(alpha=0.3)
+
+
+def _label_points(ax, models, xs, ys) -> None:
+  """Names next to points, each at the nearby spot that covers the fewest points and names
+  placed before (inside the axes; nearer is better); a name set off gets a leader line."""
+  if not models:
+    return
+  renderer = ax.figure.canvas.get_renderer()
+  frame = ax.get_window_extent(renderer)
+  points = ax.transData.transform(np.column_stack([xs, ys]))
+  taken = []
+  # (dx, dy) offsets in points, nearest first; the text grows away from its point.
+  directions = ((6, 3), (-6, 3), (6, -5), (-6, -5), (0, 8), (0, -10), (10, 10), (-10, 10),
+                (10, -12), (-10, -12))
+  spots = [(dx * r, dy * r) for r in (1, 1.8, 2.8, 4) for dx, dy in directions]
+  for i in np.argsort(xs):
+    best = None
+    for rank, (dx, dy) in enumerate(spots):
+      text = _annotate(ax, models[i], (xs[i], ys[i]), dx, dy, leader=rank >= len(directions))
+      box = _text_box(text, renderer).expanded(1.04, 1.15)
+      text.remove()
+      outside = not (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
+                     and box.y1 <= frame.y1)
+      covered = sum(box.x0 - 3 <= px <= box.x1 + 3 and box.y0 - 3 <= py <= box.y1 + 3
+                    for j, (px, py) in enumerate(points) if j != i)
+      cost = (1000 * outside + 100 * sum(box.overlaps(b) for b in taken) + 10 * covered
+              + rank)
+      if best is None or cost < best[0]:
+        best = (cost, dx, dy, rank, box)
+      if cost == rank:  # Nothing covered: the nearest such spot.
+        break
+    _, dx, dy, rank, box = best
+    _annotate(ax, models[i], (xs[i], ys[i]), dx, dy, leader=rank >= len(directions))
+    taken.append(box)
+
+
+def _text_box(annotation, renderer):
+  """The window extent of an annotation's text alone (an Annotation's own includes its
+  leader line)."""
+  from matplotlib import text as text_lib  # pylint: disable=g-import-not-at-top
+  annotation.update_positions(renderer)
+  return text_lib.Text.get_window_extent(annotation, renderer)
+
+
+def _annotate(ax, name, xy, dx, dy, *, leader):
+  return ax.annotate(
+      name, xy, xytext=(dx, dy), textcoords="offset points", fontsize=7.5, color="0.15",
+      zorder=4, ha="left" if dx > 0 else "right" if dx < 0 else "center",
+      va="bottom" if dy > 0 else "top",
+      arrowprops=dict(arrowstyle="-", color="0.6", lw=0.6, shrinkA=0, shrinkB=3)
+      if leader else None)

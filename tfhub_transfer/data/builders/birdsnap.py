@@ -21,9 +21,11 @@ from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
+from tfhub_transfer.data import manual_files
+
 NUM_CLASSES = 500
-LIST_FILES = ("images.txt", "species.txt", "test_images.txt")
-IMAGES_DIR = "images"
+LIST_FILES = manual_files.BIRDSNAP_LIST_FILES
+IMAGES_DIR = manual_files.BIRDSNAP_IMAGES_DIR
 
 
 def read_tsv(path) -> list[dict[str, str]]:

@@ -1,0 +1,74 @@
+"""`load_results(workdir)`: a workdir's stored results as a pandas DataFrame, one row per cell.
+
+Columns: the key (`model`, `dataset`, `regime`, `seed`, `protocol`), `status`, `metric`,
+`val_metric`, `test_metric` (fractions), then the chosen hyperparameters as `hparams.<name>`,
+the wall time per phase as `timings.<phase>` (seconds), the split sizes as `sizes.<split>`,
+and `weights`, `devices`, `host`, `created_at`, `error`. A field a record lacks is NaN/None.
+The full records stay in `ResultsStore.records()`. TF-free.
+"""
+
+import os
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+
+from tfhub_transfer.report import records as records_lib
+from tfhub_transfer.report import results
+
+LEADING_COLUMNS = records_lib.KEY_FIELDS + ("status", "metric", "val_metric", "test_metric")
+TRAILING_COLUMNS = ("weights", "devices", "host", "created_at", "error")
+FLATTENED = ("hparams", "timings", "sizes")  # Dict fields spread as `<field>.<name>`.
+
+
+def stored_records(workdir: str) -> list[dict[str, Any]]:
+  """Every result record stored for `workdir` (the one place this module reads the store).
+
+  Raises:
+    FileNotFoundError: `workdir` does not exist.
+  """
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"No workdir {workdir!r}: pass the --workdir of a run.")
+  return results.ResultsStore.for_workdir(workdir).records()
+
+
+def results_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+  """Records (as stored) -> one row each; see the module docstring for the columns."""
+  rows, flattened = [], {field: set() for field in FLATTENED}
+  for record in records:
+    row = {column: record.get(column) for column in LEADING_COLUMNS + TRAILING_COLUMNS}
+    row["devices"] = ", ".join(record.get("devices") or ()) or None
+    for field in FLATTENED:
+      for name, value in (record.get(field) or {}).items():
+        row[f"{field}.{name}"] = value
+        flattened[field].add(name)
+    rows.append(row)
+  # Phases in the order runners report them would vary by regime; total_s goes last.
+  columns = list(LEADING_COLUMNS)
+  for field in FLATTENED:
+    names = sorted(flattened[field], key=lambda n: (n == "total_s", n))
+    columns += [f"{field}.{name}" for name in names]
+  frame = pd.DataFrame(rows, columns=columns + list(TRAILING_COLUMNS))
+  for column in ("val_metric", "test_metric"):
+    frame[column] = frame[column].astype(float)
+  return frame
+
+
+def load_results(workdir: str, *, status: Optional[str] = None) -> pd.DataFrame:
+  """A workdir's results as a DataFrame, one row per stored cell, sorted by key.
+
+  Args:
+    workdir: the `--workdir` of the runs.
+    status: only rows with this status (`ok` or `failed`); None: all.
+
+  Returns:
+    The frame (see the module docstring for its columns); empty, with the columns, when
+    nothing is stored yet.
+
+  Raises:
+    FileNotFoundError: `workdir` does not exist.
+    ValueError: `status` is not a record status.
+  """
+  if status is not None and status not in records_lib.STATUSES:
+    raise ValueError(f"status={status!r}; expected one of {records_lib.STATUSES} or None.")
+  return results_frame(r for r in stored_records(workdir)
+                       if status is None or r["status"] == status)
