@@ -113,7 +113,7 @@ class ExperimentConfig:
     strategy: one of `STRATEGIES`.
     max_examples: cap on examples per split (0: all), for smoke runs; recorded.
     examples_per_class: K > 0 trains on a class-balanced random subset of K training images
-      per class drawn with `seed` (a low-data cell, `datasets.load_splits`); 0: all.
+      per class drawn with `seed` (a low-data cell, `loading.load_splits`); 0: all.
   """
   model: str
   dataset: str
