@@ -28,7 +28,7 @@ def main():
   for name, strategy in strategies.items():
     with strategy.scope():
       model = transfer_head.build_transfer_head(spec, regime="scratch", num_classes=3,
-                                                weight_decay=1e-3, seed=0)
+                                                weight_decay=1e-3, learning_rate=0.1, seed=0)
       model.head.kernel.assign(head)  # A nonzero head, so the backbone gets gradients.
       training.batch_norm_setup(model, num_train_examples=800, batch_size=8)
       training.compile_model(model, learning_rate=0.1, train_steps=10)

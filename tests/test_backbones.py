@@ -42,6 +42,27 @@ class RegistryTest(parameterized.TestCase):
     for name, spec in backbones.BACKBONES.items():
       self.assertAlmostEqual(spec.paper_top1, reference[name], msg=name)
 
+  def test_checkpoint_top1_is_the_published_one(self):
+    # Typed in from keras.io/api/applications and the TF-Slim tables, not read from the code.
+    published = {"inception_v1": 69.8, "bn_inception": 73.9, "inception_v3": 77.9,
+                 "inception_resnet_v2": 80.3, "resnet_50": 74.9, "resnet_101": 76.4,
+                 "resnet_152": 76.6, "densenet_121": 75.0, "densenet_169": 76.2,
+                 "densenet_201": 77.3, "mobilenet_v1": 70.4, "mobilenet_v2": 71.3,
+                 "mobilenet_v2_140": 75.0, "nasnet_mobile": 74.4, "nasnet_large": 82.5,
+                 "inception_v4": 80.2}  # TF-Slim table, inception_v4_2016_09_09.
+    for name, spec in backbones.BACKBONES.items():
+      self.assertEqual(spec.checkpoint_top1, published.get(name), name)
+      self.assertEqual(bool(spec.checkpoint_top1_source), name in published, name)
+    # Another network than the published one (kwargs, resolution) has no published top-1.
+    self.assertIsNone(backbones.get_backbone_spec(
+        "mobilenet_v2", model_kwargs={"alpha": 0.5}).checkpoint_top1)
+    self.assertIsNone(backbones.get_backbone_spec("resnet_50", image_size=64).checkpoint_top1)
+    self.assertEqual(backbones.get_backbone_spec("resnet_50", image_size=224).checkpoint_top1,
+                     74.9)
+    # It describes the checkpoint and does not change the features: not in the cache key.
+    self.assertNotIn("checkpoint_top1", backbones.BACKBONES["resnet_50"].to_dict())
+    self.assertIn("74.9", backbones.format_models_table())
+
   def test_unknown_model_lists_choices(self):
     with self.assertRaisesRegex(ValueError, r"Unknown --model='resnet50'.*resnet_50.*hub:"):
       backbones.get_backbone_spec("resnet50")

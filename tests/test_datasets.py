@@ -2,6 +2,7 @@
 
 import collections
 import csv
+import dataclasses
 import json
 import os
 import tempfile
@@ -139,7 +140,8 @@ class MockedTfdsLoadTest(parameterized.TestCase):
     if spec.multi_label:
       self.assertEqual(labels.shape, (_MOCK_EXAMPLES, spec.num_classes))
       self.assertEqual(labels.dtype, np.float32)
-      self.assertTrue(np.all((labels == 0) | (labels == 1)))
+      # -1: a class annotated only as difficult (mock data draws both label lists at random).
+      self.assertTrue(np.all((labels == 0) | (labels == 1) | (labels == -1)))
     else:
       self.assertEqual(labels.dtype, np.int64)
       self.assertTrue(np.all((labels >= 0) & (labels < spec.num_classes)))
@@ -176,10 +178,70 @@ class MockedTfdsLoadTest(parameterized.TestCase):
 
   def test_multi_hot_is_the_union_of_object_labels(self):
     spec = datasets.get_dataset_spec("voc2007")
-    multi_hot = readers.make_label_fn(spec)(tf.constant([3, 17, 3], tf.int64)).numpy()
-    np.testing.assert_array_equal(np.flatnonzero(multi_hot), [3, 17])
-    empty = readers.make_label_fn(spec)(tf.zeros([0], tf.int64)).numpy()
+    to_label = readers.make_label_fn(spec)
+    label = to_label({"labels_no_difficult": tf.constant([3, 17, 3], tf.int64),
+                      "labels": tf.constant([3, 17, 3, 5], tf.int64)}).numpy()
+    expected = np.zeros(20, np.float32)
+    expected[[3, 17]] = 1.0
+    expected[5] = -1.0  # Annotated, but only as difficult.
+    np.testing.assert_array_equal(label, expected)
+    empty = to_label({"labels_no_difficult": tf.zeros([0], tf.int64),
+                      "labels": tf.zeros([0], tf.int64)}).numpy()
     np.testing.assert_array_equal(empty, np.zeros(20, np.float32))
+
+
+class FakeVocDifficult(tfds.core.GeneratorBasedBuilder):
+  """VOC2007's label features, on hand-made examples: (labels, labels_no_difficult)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  EXAMPLES = {
+      "train": [([1, 1, 4], [1, 4]), ([2], [])],
+      "validation": [([0], [0])],
+      # Image 0: a clear class-3 object and a difficult class-7 one. Image 1: class 3 only
+      # difficult. Image 2: nothing difficult. Image 3: a difficult and a clear class 7.
+      "test": [([3, 7], [3]), ([3], []), ([0, 19], [0, 19]), ([7, 7], [7])],
+  }
+
+  def _info(self):
+    classes = tfds.features.ClassLabel(num_classes=20)
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(8, 8, 3)),
+        "labels": tfds.features.Sequence(classes),
+        "labels_no_difficult": tfds.features.Sequence(classes)}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {split: self._generate_examples(split) for split in self.EXAMPLES}
+
+  def _generate_examples(self, split):
+    for i, (labels, no_difficult) in enumerate(self.EXAMPLES[split]):
+      yield i, {"image": np.full((8, 8, 3), i, np.uint8), "labels": labels,
+                "labels_no_difficult": no_difficult}
+
+
+def _by_image_index(split):
+  """Labels in the builder's example order (TFDS shuffles it; image i is filled with i)."""
+  return np.stack([label for _, label in sorted(
+      _examples(split), key=lambda ex: int(tf.io.decode_png(ex[0])[0, 0, 0]))])
+
+
+class VocDifficultTest(tf.test.TestCase):
+  """VOC2007's spec read through a real TFDS builder with both label features."""
+
+  def test_difficult_only_classes_are_ignored(self):
+    spec = dataclasses.replace(datasets.DATASETS["voc2007"], tfds_name="fake_voc_difficult")
+    splits = loading.load_splits(spec, data_dir=self.create_tempdir().full_path)
+    labels = _by_image_index(splits.test)
+    expected = np.zeros((4, 20), np.float32)
+    expected[0, 3], expected[0, 7] = 1, -1
+    expected[1, 3] = -1
+    expected[2, [0, 19]] = 1
+    expected[3, 7] = 1  # A clear object makes the class positive, difficult ones or not.
+    np.testing.assert_array_equal(labels, expected)
+    train = _by_image_index(splits.train)
+    np.testing.assert_array_equal(np.flatnonzero(train[0]), [1, 4])
+    np.testing.assert_array_equal(train[1], np.where(np.arange(20) == 2, -1, 0))
+    self.assertIn("labels", splits.info)  # Keys the feature cache: old labels differ.
 
 
 class ManualFilesTest(parameterized.TestCase):

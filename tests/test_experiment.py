@@ -12,6 +12,8 @@ from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
+from tfhub_transfer import metrics
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import results
 from tfhub_transfer import training
 from tfhub_transfer.config import ExperimentConfig
@@ -47,6 +49,20 @@ class LogregCellTest(tf.test.TestCase):
     stored = results.ResultsStore.for_workdir(config.workdir).get(*config.cell)
     self.assertEqual(stored["test_metric"], record["test_metric"])
 
+    # Whether L-BFGS converged at the chosen L2 (train-only fit) and at the refit.
+    for fit in ("chosen", "refit"):
+      self.assertIsInstance(record["convergence"][fit]["converged"], bool)
+      self.assertGreaterEqual(record["convergence"][fit]["iterations"], 0)
+    self.assertEqual(record["convergence"]["tol"], 1e-4)
+
+    # The per-example test predictions: stored beside the store, and they give the metric.
+    store = results.ResultsStore.for_workdir(config.workdir)
+    self.assertTrue(record["predictions"]["path"].startswith("predictions/"))
+    predictions = store.load_predictions(record)
+    self.assertLen(predictions, 60)
+    self.assertEqual(record["predictions"]["examples"], 60)
+    self.assertAlmostEqual(float(np.mean(predictions.correct())), record["test_metric"])
+
     # The stored numbers against scikit-learn on the cached features: same L2 (C = 1/l2),
     # refit on train+val, scored once on test.
     cache = {s: features_lib.load_cached(*os.path.split(record["feature_cache"][s]["path"]))
@@ -67,6 +83,11 @@ class LogregCellTest(tf.test.TestCase):
       runners.CellContext.build_model = real_build
     self.assertTrue(all(c["hit"] for c in again.record["feature_cache"].values()))
     self.assertEqual(again.test_metric, result.test_metric)
+    # The rerun replaced the record: its predictions file replaced the first one's.
+    folder = os.path.join(config.workdir, predictions_lib.PREDICTIONS_DIR)
+    self.assertEqual(os.listdir(folder), [os.path.basename(again.record["predictions"]["path"])])
+    self.assertTrue(store.delete(*config.cell))
+    self.assertEmpty(os.listdir(folder))  # Removed with its record.
 
   def test_interrupted_extraction_leaves_no_entry(self):
     cache_dir = self.get_temp_dir() + "/cache"
@@ -111,9 +132,33 @@ class TrainedCellTest(tf.test.TestCase):
     self.assertEqual({t["status"] for t in trials}, {"ok"})
     best = max(trials, key=lambda t: t["val_metric"])
     self.assertNear(record["val_metric"], best["val_metric"], 1e-9)
+    predictions = results.ResultsStore.for_workdir(config.workdir).load_predictions(record)
+    self.assertLen(predictions, record["sizes"]["test"])
+    self.assertAlmostEqual(float(np.mean(predictions.correct())), record["test_metric"])
     cell_dir = os.path.join(config.workdir, "runs", experiment.cell_id(config))
     self.assertNotEmpty(os.listdir(os.path.join(cell_dir, "tensorboard")))
     self.assertTrue(os.path.isdir(os.path.join(config.workdir, "tuner")))
+
+  def test_step_budget_study_in_one_workdir(self):
+    # Issue 13, item 4: the same finetune cell at 10 and at 20 steps, in one workdir, ends
+    # with two result rows, each selected from its own trials.
+    tmp = self.get_temp_dir()
+    short = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001), train_steps=10)
+    long = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001), train_steps=20)
+    for config in (short, long):
+      experiment.run_experiment(config)
+    store = results.ResultsStore.for_workdir(short.workdir)
+    rows = store.records(model=short.model_label, dataset="digits", regime="finetune")
+    self.assertLen(rows, 2)
+    self.assertEqual({r["protocol_settings"]["train_steps"] for r in rows}, {10, 20})
+    for config in (short, long):
+      record = store.get(*config.cell)
+      self.assertEqual(record["hparams"]["train_steps"], config.train_steps)
+      trials = store.trials(*config.cell)
+      self.assertLen(trials, 2)  # Its own two grid points; not the other budget's.
+      self.assertAlmostEqual(record["val_metric"], max(t["val_metric"] for t in trials))
+    self.assertNotEqual(experiment.cell_id(short), experiment.cell_id(long))
+    self.assertLen(os.listdir(os.path.join(short.workdir, "predictions")), 2)
 
   def test_scratch_keras_backbone(self):
     config = _tiny_config(self.get_temp_dir(), "scratch", model="keras:MobileNet",

@@ -213,6 +213,37 @@ class SelectAndRefitTest(tf.test.TestCase):
       refit = _sklearn(x, labels[:, c], result.best_l2)
       self.assertAllClose(result.model.weights[:, c], refit.coef_[0], atol=1e-5)
 
+  def test_ignored_multi_label_entries_fit_as_negatives_and_score_as_ignored(self):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    labels = (x @ rng.normal(size=(6, 2)) + rng.logistic(size=(200, 2)) > 0.5).astype(int)
+    with_ignored = np.where(rng.random(labels.shape) < 0.15, -1, labels)
+    fitted = logreg.fit(x, with_ignored, l2=1.0, multi_label=True, num_classes=2, **_TIGHT)
+    as_negatives = logreg.fit(x, np.maximum(with_ignored, 0), l2=1.0, multi_label=True,
+                              num_classes=2, **_TIGHT)
+    self.assertAllClose(fitted.weights, as_negatives.weights, atol=1e-6)
+    result = logreg.select_and_refit(x[:150], with_ignored[:150], x[150:], with_ignored[150:],
+                                     multi_label=True, num_classes=2,
+                                     metric_fn=metrics.map_11point, l2_values=[1.0])
+    scores = logreg.predict_scores(result.chosen_fit, x[150:])
+    self.assertEqual(result.val_scores[0], metrics.map_11point(with_ignored[150:], scores))
+
+  def test_convergence_of_the_chosen_fit_and_the_refit(self):
+    x, y = _blobs(6)
+    done = logreg.select_and_refit(x[:200], y[:200], x[200:], y[200:], multi_label=False,
+                                   num_classes=4, metric_fn=metrics.top1_accuracy,
+                                   l2_values=[1.0, 10.0])
+    self.assertTrue(done.chosen_fit.converged)
+    self.assertTrue(done.model.converged)
+    self.assertEqual(done.chosen_fit.l2, done.best_l2)
+    cut = logreg.select_and_refit(x[:200], y[:200], x[200:], y[200:], multi_label=False,
+                                  num_classes=4, metric_fn=metrics.top1_accuracy,
+                                  l2_values=[1e-4], max_iter=2)
+    self.assertFalse(cut.chosen_fit.converged)
+    self.assertEqual(cut.chosen_fit.iterations, 2)
+    self.assertFalse(cut.model.converged)
+    self.assertGreater(cut.model.max_abs_grad, logreg.DEFAULT_TOL)
+
   def test_ties_go_to_stronger_regularisation(self):
     x, y = _blobs(5)
     result = logreg.select_and_refit(x[:200], y[:200], x[200:], y[200:], multi_label=False,

@@ -70,6 +70,22 @@ class MetricsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertAlmostEqual(metrics.map_11point(labels, scores), (28 / 33 + 5 / 11) / 2,
                            places=12)
 
+  def test_map_11point_ignores_difficult_only_images(self):
+    # Five images ranked by score. Class 0: images 0 and 2 have clear objects; image 1's only
+    # class-0 object is difficult (-1). Class 1: image 3 is difficult-only, image 4 positive.
+    scores = np.tile(np.array([[0.9], [0.8], [0.7], [0.6], [0.5]]), (1, 2))
+    labels = np.array([[1, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
+    # Class 0 without image 1: ranks 1, 2 are positives -> precision 1 at every recall: AP 1.
+    # (Counted as a negative, image 1 would give (6 * 1 + 5 * 2/3) / 11 = 28/33.)
+    # Class 1 without image 3: the positive is 4th of 4 -> precision 1/4 at every recall.
+    self.assertAlmostEqual(metrics.map_11point(labels, scores), (1.0 + 0.25) / 2, places=12)
+    # The same images with difficult-only entries counted as negatives score lower.
+    self.assertAlmostEqual(metrics.map_11point(np.maximum(labels, 0), scores),
+                           (28 / 33 + 0.2) / 2, places=12)
+    # A class whose only entries are difficult has no positive: left out of the mean.
+    only_difficult = np.array([[1, -1], [1, -1], [0, 0], [0, 0], [0, 0]])  # Class 0: AP 1.
+    self.assertAlmostEqual(metrics.map_11point(only_difficult, scores), 1.0, places=12)
+
   @parameterized.parameters(0, 1, 2)
   def test_map_11point_matches_voc07_formula_on_random_data(self, seed):
     rng = np.random.default_rng(seed)
@@ -103,7 +119,7 @@ class MetricsTest(parameterized.TestCase, tf.test.TestCase):
       metrics.top1_accuracy(np.array([0, 3]), np.zeros((2, 3)))
     with self.assertRaisesRegex(ValueError, "integer class ids"):
       metrics.mean_per_class_accuracy(np.array([0.0, 1.0]), np.zeros((2, 3)))
-    with self.assertRaisesRegex(ValueError, "0 or 1"):
+    with self.assertRaisesRegex(ValueError, r"1 \(positive\), 0 \(negative\) or -1"):
       metrics.map_11point(np.full((2, 3), 2), np.zeros((2, 3)))
     with self.assertRaisesRegex(ValueError, "No class has a positive"):
       metrics.map_11point(np.zeros((2, 3)), np.zeros((2, 3)))

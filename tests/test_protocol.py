@@ -45,6 +45,14 @@ class ProtocolTest(tf.test.TestCase):
     self.assertAllClose(protocol.l2_grid(), 10 ** np.linspace(-6, 5, 45), rtol=1e-12)
     self.assertAllClose(protocol.l2_grid(12), 10.0 ** np.arange(-6, 6), rtol=1e-12)
 
+  def test_l2_coefficient_is_weight_decay_over_learning_rate(self):
+    # SimCLR B.8: "We divide these values of weight decay by the learning rate."
+    self.assertAlmostEqual(protocol.l2_coefficient(weight_decay=1e-3, learning_rate=1e-4), 10.0)
+    self.assertAlmostEqual(protocol.l2_coefficient(weight_decay=1e-6, learning_rate=0.1), 1e-5)
+    self.assertEqual(protocol.l2_coefficient(weight_decay=0.0, learning_rate=0.0), 0.0)
+    with self.assertRaisesRegex(ValueError, "learning rate > 0"):
+      protocol.l2_coefficient(weight_decay=1e-4, learning_rate=0.0)
+
   def test_batch_norm_momentum(self):
     # max(1 - 10/s, 0.9): s = 40 steps/epoch -> 0.9 (floor); 1,000 -> 0.99; 200 -> 0.95.
     self.assertEqual(protocol.batch_norm_momentum(40), 0.9)

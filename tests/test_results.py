@@ -16,6 +16,7 @@ import time
 from absl.testing import absltest
 import numpy as np
 
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import results
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,6 +198,48 @@ class ResultsStoreTest(absltest.TestCase):
     self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0, "p2"))
     self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0))
     self.assertEqual(store.records(), [])
+
+  def test_prediction_files_live_and_die_with_their_record(self):
+    store = results.ResultsStore(self.path)
+    folder = os.path.join(self.dir, predictions_lib.PREDICTIONS_DIR)
+    first = predictions_lib.from_scores([0, 1, 2], np.eye(3)[[0, 2, 2]], multi_label=False)
+    name = predictions_lib.save(folder, "cell", first)
+    record = _record(predictions=predictions_lib.entry(name, first))
+    self.assertTrue(store.replace(record))
+    loaded = store.load_predictions(store.get("resnet_50", "cifar10", "logreg", 0))
+    np.testing.assert_array_equal(loaded.predicted, [0, 2, 2])
+    np.testing.assert_array_equal(loaded.correct(), [True, False, True])
+    self.assertEqual(os.listdir(folder), [name])  # No temporary file left behind.
+
+    # A rerun writes a new file; storing its record removes the replaced record's file.
+    second = predictions_lib.from_scores([0, 1, 2], np.eye(3), multi_label=False)
+    other = predictions_lib.save(folder, "cell", second)
+    self.assertNotEqual(other, name)
+    self.assertTrue(store.replace(_record(predictions=predictions_lib.entry(other, second))))
+    self.assertEqual(os.listdir(folder), [other])
+    # A failed run does not replace an ok one, so the ok one's file stays.
+    with self.assertLogs(level="WARNING"):
+      self.assertFalse(store.replace(_record(status="failed")))
+    self.assertEqual(os.listdir(folder), [other])
+    self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0))
+    self.assertEqual(os.listdir(folder), [])
+    self.assertIsNone(store.load_predictions(record))  # The file is gone: None, no error.
+
+  def test_multi_label_predictions_keep_scores_and_ignored_entries(self):
+    labels = np.array([[1, 0, -1], [0, 1, 0]])
+    scores = np.array([[2.0, -1.0, 3.0], [0.5, 0.25, -4.0]])
+    saved = predictions_lib.from_scores(labels, scores, multi_label=True)
+    name = predictions_lib.save(self.dir, "voc", saved)
+    loaded = predictions_lib.load(os.path.join(self.dir, name))
+    np.testing.assert_array_equal(loaded.labels, labels)
+    np.testing.assert_allclose(loaded.scores, scores)
+    # Right where the logit's sign matches the label; the ignored entry is never counted.
+    np.testing.assert_array_equal(loaded.correct(), [[True, True, False],
+                                                     [False, True, True]])
+    with open(os.path.join(self.dir, "other.npz"), "wb") as f:
+      np.savez(f, x=np.zeros(2))
+    with self.assertRaisesRegex(ValueError, "not a tfhub_transfer predictions file"):
+      predictions_lib.load(os.path.join(self.dir, "other.npz"))
 
   def test_a_schema_1_store_is_migrated_in_place(self):
     with contextlib.closing(sqlite3.connect(self.path)) as conn:

@@ -71,12 +71,18 @@ class TransferHeadTest(parameterized.TestCase, tf.test.TestCase):
     self.assertLen(frozen.trainable_weights, 2)
     self.assertLen(tuned.trainable_weights, 2 + 3)
 
-  def test_weight_decay_adds_l2_of_kernels(self):
+  @parameterized.parameters((0.01, 1e-3), (0.1, 1e-5), (1e-4, 1e-6))
+  def test_weight_decay_is_divided_by_the_learning_rate(self, learning_rate, weight_decay):
+    # SimCLR B.8: the grid's weight decay divided by the learning rate is the L2 coefficient:
+    # the loss adds (wd / lr / 2) * ||W||^2 over every kernel.
     model = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3,
-                                              weight_decay=0.01)
+                                              weight_decay=weight_decay,
+                                              learning_rate=learning_rate)
     model.head.kernel.assign(tf.ones_like(model.head.kernel))
-    kernels = [w for w in model.trainable_weights if len(w.shape) >= 2]
-    expected = 0.5 * 0.01 * sum(float(np.sum(np.square(w.numpy()))) for w in kernels)
+    squares = (sum(float(np.sum(np.square(w))) for w in model.backbone.get_weights()
+                   if w.ndim >= 2)  # Conv and depthwise kernels; not batch norm or biases.
+               + np.prod(model.head.kernel.shape))  # The all-ones head kernel.
+    expected = 0.5 * (weight_decay / learning_rate) * squares
     self.assertNear(float(model.l2_penalty()), expected, 1e-4 * expected)
     model.compile(loss=model.make_loss())
     labels, logits = tf.constant([0]), tf.zeros((1, 3))
@@ -84,6 +90,24 @@ class TransferHeadTest(parameterized.TestCase, tf.test.TestCase):
     self.assertNear(float(with_decay), np.log(3) + expected, 1e-4 * expected)
     self.assertNear(float(model.compute_loss(y=labels, y_pred=logits, training=False)),
                     np.log(3), 1e-6)
+
+  def test_weight_decay_needs_the_learning_rate(self):
+    with self.assertRaisesRegex(ValueError, "weight_decay / learning_rate"):
+      transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3,
+                                        weight_decay=0.01)
+    no_decay = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3)
+    self.assertEqual(no_decay.l2_coefficient, 0.0)
+
+  def test_ignored_multi_label_entries_train_as_negatives(self):
+    model = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3,
+                                              multi_label=True)
+    model.compile(loss=model.make_loss())
+    logits = tf.constant([[2.0, -1.0, 0.5]])
+    ignored = model.compute_loss(y=tf.constant([[1.0, -1.0, 0.0]]), y_pred=logits)
+    # Mean over classes of the sigmoid cross-entropy with targets (1, 0, 0), by hand.
+    by_hand = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0)),
+                       np.log1p(np.exp(0.5))])
+    self.assertNear(float(ignored), by_hand, 1e-5)
 
   def test_batch_norm_momentum_reaches_every_layer(self):
     model = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3)

@@ -1,7 +1,8 @@
 """The backbone zoo: the paper's 16 ImageNet networks, plus user `hub:` and `keras:` models.
 
 Every fact about a network (where it comes from, its resolution, input convention, feature
-size, the paper's ImageNet top-1) lives in its `BackboneSpec`. `build_backbone` turns a spec
+size, the paper's ImageNet top-1 and the published top-1 of the checkpoint we load) lives in
+its `BackboneSpec`. `build_backbone` turns a spec
 and a weights choice into a Keras 3 layer that maps preprocessed images to pooled
 penultimate features.
 """
@@ -37,6 +38,9 @@ class BackboneSpec:
       `keras.applications.<module>`.
     feature_dim: size of the pooled penultimate features (None: known once built).
     paper_top1: ImageNet top-1 (%) of the paper's retrained network (None for user models).
+    checkpoint_top1: the published ImageNet top-1 (%) of the checkpoint `--weights=imagenet`
+      loads, which is what a result measures (None: none published or none loaded).
+    checkpoint_top1_source: where `checkpoint_top1` is published.
     keras_app: keras.applications constructor name (source `keras`).
     keras_kwargs: extra constructor kwargs.
     hub_handle: TF Hub handle or SavedModel dir (source `hub`).
@@ -55,11 +59,15 @@ class BackboneSpec:
   hub_handle: Optional[str] = None
   note: str = ""
   builder: Optional[str] = None
+  checkpoint_top1: Optional[float] = None
+  checkpoint_top1_source: str = ""
 
   def to_dict(self) -> dict[str, Any]:
     """Plain JSON values (the feature cache keys on them; kwargs as sorted JSON text, the
-    form the keys have always had, so existing cache entries stay valid)."""
-    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    form the keys have always had, so existing cache entries stay valid). The published
+    top-1 describes the checkpoint, it does not change it: left out of the key."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+           if f.name not in ("checkpoint_top1", "checkpoint_top1_source")}
     out["keras_kwargs"] = json.dumps(self.keras_kwargs.to_dict(), sort_keys=True)
     if self.builder is None:  # Added later: absent where unset, so older keys still match.
       del out["builder"]
@@ -71,45 +79,86 @@ class BackboneSpec:
     return getattr(importlib.import_module(module), function)
 
 
-def _keras(name, app, size, prep, dim, top1, note="", **kwargs):
+def _keras(name, app, size, prep, dim, top1, note="", checkpoint=(None, ""), **kwargs):
   return BackboneSpec(name=name, source=KERAS, image_size=size, preprocessing=prep,
                       feature_dim=dim, paper_top1=top1, keras_app=app,
-                      keras_kwargs=FrozenKwargs(kwargs), note=note)
+                      keras_kwargs=FrozenKwargs(kwargs), note=note,
+                      checkpoint_top1=checkpoint[0], checkpoint_top1_source=checkpoint[1])
 
 
-def _hub(name, handle, size, dim, top1, note=""):
+def _hub(name, handle, size, dim, top1, note="", checkpoint=(None, "")):
   return BackboneSpec(name=name, source=HUB, image_size=size, preprocessing="unit",
-                      feature_dim=dim, paper_top1=top1, hub_handle=handle, note=note)
+                      feature_dim=dim, paper_top1=top1, hub_handle=handle, note=note,
+                      checkpoint_top1=checkpoint[0], checkpoint_top1_source=checkpoint[1])
+
+
+# Where the published top-1 of the checkpoints we load comes from.
+_KERAS_TABLE = ("keras.io/api/applications, 'Available models' table (top-1 on the ImageNet "
+                "validation set)")
+_SLIM_TABLE = ("TF-Slim pre-trained models table, github.com/tensorflow/models "
+               "research/slim/README.md, checkpoint {}")
+
+
+def _keras_top1(top1):
+  return top1, _KERAS_TABLE
+
+
+def _slim_hub_top1(top1, checkpoint):
+  return top1, (_SLIM_TABLE.format(checkpoint) + "; the TF Hub model page says the module "
+                "exports this TF-Slim checkpoint (the page itself not re-read offline)")
 
 
 _TFHUB = "https://tfhub.dev/google/imagenet/{}/feature_vector/5"
 
-# The paper's networks. ImageNet top-1 is the paper's (its Table A1 / Figure 1), which the
-# authors measured on their own retrained checkpoints; the public weights differ slightly.
+# The paper's networks. `paper_top1` is the paper's (its Table A1 / Figure 1), which the
+# authors measured on their own retrained checkpoints; `checkpoint_top1` is the published
+# top-1 of the public checkpoint loaded here (e.g. ResNet-50: 76.9 vs 74.9).
 BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
     _hub("inception_v1", _TFHUB.format("inception_v1"), 224, 1024, 73.65,
-         "TF-slim Inception v1 (GoogLeNet) on TF Hub"),
+         "TF-slim Inception v1 (GoogLeNet) on TF Hub",
+         checkpoint=_slim_hub_top1(69.8, "inception_v1_2016_08_28")),
     _hub("bn_inception", _TFHUB.format("inception_v2"), 224, 1024, 75.3,
-         "TF-slim 'Inception v2', i.e. BN-Inception, on TF Hub"),
-    _keras("inception_v3", "InceptionV3", 299, "inception", 2048, 78.63),
+         "TF-slim 'Inception v2', i.e. BN-Inception, on TF Hub",
+         checkpoint=_slim_hub_top1(73.9, "inception_v2_2016_08_28")),
+    _keras("inception_v3", "InceptionV3", 299, "inception", 2048, 78.63,
+           checkpoint=_keras_top1(77.9)),
     BackboneSpec(
         name="inception_v4", source=BUILT, image_size=299, preprocessing="inception",
         feature_dim=1536, paper_top1=79.9, builder="tfhub_transfer.inception_v4:build_backbone",
         note=("no TF2 release: our Keras port of the TF-slim network; ImageNet weights from "
               "the slim checkpoint inception_v4_2016_09_09 (--weights=PATH/inception_v4.ckpt, "
-              "or put it in the Keras cache for --weights=imagenet)")),
-    _keras("inception_resnet_v2", "InceptionResNetV2", 299, "inception", 1536, 80.25),
-    _keras("resnet_50", "ResNet50", 224, "caffe", 2048, 76.9, "ResNet v1, as in the paper"),
-    _keras("resnet_101", "ResNet101", 224, "caffe", 2048, 78.56, "ResNet v1"),
-    _keras("resnet_152", "ResNet152", 224, "caffe", 2048, 79.3, "ResNet v1"),
-    _keras("densenet_121", "DenseNet121", 224, "torch", 1024, 75.6),
-    _keras("densenet_169", "DenseNet169", 224, "torch", 1664, 76.75),
-    _keras("densenet_201", "DenseNet201", 224, "torch", 1920, 77.1),
-    _keras("mobilenet_v1", "MobileNet", 224, "inception", 1024, 72.4),
-    _keras("mobilenet_v2", "MobileNetV2", 224, "inception", 1280, 71.7),
-    _keras("mobilenet_v2_140", "MobileNetV2", 224, "inception", 1792, 74.7, alpha=1.4),
-    _keras("nasnet_mobile", "NASNetMobile", 224, "inception", 1056, 73.6),
-    _keras("nasnet_large", "NASNetLarge", 331, "inception", 4032, 80.77),
+              "or put it in the Keras cache for --weights=imagenet)"),
+        checkpoint_top1=80.2,
+        checkpoint_top1_source=_SLIM_TABLE.format("inception_v4_2016_09_09")),
+    _keras("inception_resnet_v2", "InceptionResNetV2", 299, "inception", 1536, 80.25,
+           checkpoint=_keras_top1(80.3)),
+    _keras("resnet_50", "ResNet50", 224, "caffe", 2048, 76.9, "ResNet v1, as in the paper",
+           checkpoint=_keras_top1(74.9)),
+    _keras("resnet_101", "ResNet101", 224, "caffe", 2048, 78.56, "ResNet v1",
+           checkpoint=_keras_top1(76.4)),
+    _keras("resnet_152", "ResNet152", 224, "caffe", 2048, 79.3, "ResNet v1",
+           checkpoint=_keras_top1(76.6)),
+    _keras("densenet_121", "DenseNet121", 224, "torch", 1024, 75.6,
+           checkpoint=_keras_top1(75.0)),
+    _keras("densenet_169", "DenseNet169", 224, "torch", 1664, 76.75,
+           checkpoint=_keras_top1(76.2)),
+    _keras("densenet_201", "DenseNet201", 224, "torch", 1920, 77.1,
+           checkpoint=_keras_top1(77.3)),
+    _keras("mobilenet_v1", "MobileNet", 224, "inception", 1024, 72.4,
+           checkpoint=_keras_top1(70.4)),
+    _keras("mobilenet_v2", "MobileNetV2", 224, "inception", 1280, 71.7,
+           checkpoint=_keras_top1(71.3)),
+    # keras.io lists MobileNetV2 at alpha 1.0 only; Keras translated its MobileNetV2 weights
+    # from the TF-Slim checkpoints, whose table gives alpha 1.4.
+    _keras("mobilenet_v2_140", "MobileNetV2", 224, "inception", 1792, 74.7, alpha=1.4,
+           checkpoint=(75.0, "TF-Slim MobileNet v2 table, github.com/tensorflow/models "
+                             "research/slim/nets/mobilenet/README.md, mobilenet_v2_1.4_224 "
+                             "(Keras' MobileNetV2 weights are translated from these "
+                             "checkpoints, per keras-applications' mobilenet_v2 docstring)")),
+    _keras("nasnet_mobile", "NASNetMobile", 224, "inception", 1056, 73.6,
+           checkpoint=_keras_top1(74.4)),
+    _keras("nasnet_large", "NASNetLarge", 331, "inception", 4032, 80.77,
+           checkpoint=_keras_top1(82.5)),
 ]}
 
 HUB_PREFIX = "hub:"
@@ -157,15 +206,18 @@ def get_backbone_spec(model: str, *, model_kwargs: Optional[Mapping[str, Any]] =
                   None, "user keras.applications model", **model_kwargs)
   elif model in BACKBONES:
     spec = BACKBONES[model]
-    if model_kwargs:
+    if model_kwargs:  # Another network than the published checkpoint's.
       spec = dataclasses.replace(spec, feature_dim=None, keras_kwargs=FrozenKwargs(
-          {**spec.keras_kwargs, **model_kwargs}))
+          {**spec.keras_kwargs, **model_kwargs}), checkpoint_top1=None,
+                                 checkpoint_top1_source="")
   else:
     raise ValueError(
         f"Unknown --model={model!r}. Valid choices: {', '.join(BACKBONES)}; or "
         f"'hub:<handle or SavedModel dir>' or 'keras:<Application>' (e.g. keras:MobileNet).")
-  if image_size:
-    spec = dataclasses.replace(spec, image_size=image_size)
+  if image_size and image_size != spec.image_size:
+    # The published top-1 was measured at the native resolution.
+    spec = dataclasses.replace(spec, image_size=image_size, checkpoint_top1=None,
+                               checkpoint_top1_source="")
   return spec
 
 
@@ -273,9 +325,11 @@ def describe_source(spec: BackboneSpec) -> str:
 
 
 def format_models_table() -> str:
-  """The zoo as a text table, for `--list_models`."""
-  rows = [("name", "source", "size", "feat dim", "paper top-1")]
+  """The zoo as a text table, for `--list_models`: the paper's top-1 (its retrained networks)
+  and the published top-1 of the checkpoint `--weights=imagenet` loads."""
+  rows = [("name", "source", "size", "feat dim", "paper top-1", "checkpoint top-1")]
   for spec in BACKBONES.values():
     rows.append((spec.name, describe_source(spec), str(spec.image_size),
-                 str(spec.feature_dim), f"{spec.paper_top1:.2f}"))
+                 str(spec.feature_dim), f"{spec.paper_top1:.2f}",
+                 "-" if spec.checkpoint_top1 is None else f"{spec.checkpoint_top1:.1f}"))
   return columns.align(rows)

@@ -5,6 +5,7 @@ r"""`tfhub_transfer`: the command line. Flags -> one frozen config -> one librar
   tfhub_transfer --model=resnet_50,densenet_121 --dataset=dtd,oxford_pets \
       --regime=logreg,finetune --seeds=0,1 --shard=0/2       # a resumable sweep
   tfhub_transfer --mode=report --workdir=W
+  tfhub_transfer --mode=score --model=resnet_50,densenet_121 --dataset=dtd --workdir=W
   tfhub_transfer --flagfile=flags/paper_low_data.cfg    # the paper's other experiments
   tfhub_transfer --list_models | --list_datasets
 
@@ -25,8 +26,10 @@ from absl import logging as absl_logging
 from tfhub_transfer import regimes
 from tfhub_transfer.config import STRATEGIES, TUNERS, ExperimentConfig, FrozenKwargs
 
-_MODE = flags.DEFINE_enum("mode", "run", ["run", "report"],
-                          "run: run the cells; report: tables, correlations and plots.")
+_MODE = flags.DEFINE_enum("mode", "run", ["run", "report", "score"],
+                          "run: run the cells; report: tables, correlations and plots; "
+                          "score: transferability scores of the --model x --dataset x --seeds "
+                          "grid from frozen (cached) features, before any training.")
 _LIST_MODELS = flags.DEFINE_bool("list_models", False, "Print the backbone zoo and exit.")
 _LIST_DATASETS = flags.DEFINE_bool("list_datasets", False, "Print the datasets and exit.")
 _MODEL = flags.DEFINE_list(
@@ -72,7 +75,8 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto", STRATEGIES,
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
                                      "Cap on examples per split, for smoke runs (0: all).")
 _IMAGENET_TOP1 = flags.DEFINE_list(
-    "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models outside the zoo, "
+    "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
+    "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
     "as NAME=TOP1 with NAME as the report shows it, e.g. 'hub:/models/mine=77.2'.")
 _TSNE = flags.DEFINE_list(
     "tsne", [], "For --mode=report: t-SNE maps of cached test features (Figure 4), as "
@@ -178,9 +182,17 @@ def _parse_top1(values) -> dict[str, float]:
 
 def _grid():
   """The sweep's dimensions, each name checked against its registry before anything runs."""
+  regime_flag = _REGIME.value
+  if _MODE.value == "score":
+    # Scores read the logreg regime's frozen features (its weights rule and feature cache).
+    if regime_flag not in ([], ["logreg"]):
+      raise UsageError(f"--mode=score scores frozen features (the logreg regime's); got "
+                       f"--regime={','.join(regime_flag)}. Drop --regime.")
+    regime_flag = ["logreg"]
   from tfhub_transfer import backbones, sweep  # pylint: disable=g-import-not-at-top
   from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
-  missing = [f"--{f.name}" for f in (_MODEL, _DATASET, _REGIME) if not f.value]
+  missing = [f"--{f.name}" for f, value in ((_MODEL, _MODEL.value), (_DATASET, _DATASET.value),
+                                            (_REGIME, regime_flag)) if not value]
   if missing:
     raise UsageError(f"{', '.join(missing)} required (see --list_models, --list_datasets; "
                      f"regimes: {', '.join(regimes.REGIMES)}).")
@@ -189,10 +201,10 @@ def _grid():
     backbones.get_backbone_spec(model, model_kwargs=kwargs)
   for dataset in _DATASET.value:
     datasets.get_dataset_spec(dataset)
-  for regime in _REGIME.value:
+  for regime in regime_flag:
     regimes.get_regime_spec(regime)
   return sweep.Grid(models=tuple(_MODEL.value), datasets=tuple(_DATASET.value),
-                    regimes=tuple(_REGIME.value), seeds=_ints(_SEEDS.value, "seeds"),
+                    regimes=tuple(regime_flag), seeds=_ints(_SEEDS.value, "seeds"),
                     shard=sweep.parse_shard(_SHARD.value),
                     examples_per_class=_counts(_EXAMPLES_PER_CLASS),
                     train_steps=_counts(_TRAIN_STEPS))
@@ -275,6 +287,15 @@ def _dispatch() -> int:
       keep_all=flags.FLAGS["verbosity"].value > 0))
   grid = _grid()
   config = base_config(grid)
+  if _MODE.value == "score":
+    from tfhub_transfer import scoring  # pylint: disable=g-import-not-at-top
+    scored = scoring.run_score_grid(config, grid,
+                                    on_result=lambda result: print(result.summary_line()))
+    if scored.cells > 1:
+      print(scored.line())
+    for failure in scored.failures:
+      print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if scored.failures else 0
   if _PARALLEL_TRIALS.value:
     from tfhub_transfer import launcher  # pylint: disable=g-import-not-at-top
     cells = grid.cells(config)

@@ -22,7 +22,9 @@ TUNERS = ("grid", "bayesian")
 
 # Bump when a convention changes what the same settings measure (e.g. how weight decay is
 # applied): results stored under an older version are then never taken for current ones.
-PROTOCOL_VERSION = 2
+# 3: the L2 coefficient is weight_decay / learning_rate (SimCLR B.8); VOC2007 trains on
+# labels_no_difficult and ignores difficult-only classes in mAP.
+PROTOCOL_VERSION = 3
 
 
 class FrozenKwargs(Mapping[str, Any]):

@@ -20,6 +20,7 @@ from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
 from tfhub_transfer.data import loading
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import records
 from tfhub_transfer.report import results
 
@@ -72,9 +73,10 @@ def library_versions() -> dict[str, str]:
 
 
 def _record(config: ExperimentConfig, *, metric: str, outcome: Optional[runners.Outcome],
-            error: Optional[BaseException], seconds: float,
-            facts: dict[str, Any]) -> dict[str, Any]:
-  """The one place a cell's record is made: from its config, and its outcome or error."""
+            error: Optional[BaseException], seconds: float, facts: dict[str, Any],
+            predictions: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+  """The one place a cell's record is made: from its config, and its outcome or error
+  (and where its test predictions were saved, `predictions.entry`)."""
   record = {
       "model": config.model_label, "dataset": config.dataset, "regime": config.regime,
       "seed": config.seed, "protocol": config.protocol,
@@ -93,6 +95,10 @@ def _record(config: ExperimentConfig, *, metric: str, outcome: Optional[runners.
                   timings={**outcome.timings, "total_s": seconds})
     if outcome.feature_cache is not None:
       record["feature_cache"] = dict(outcome.feature_cache)
+    if outcome.convergence is not None:
+      record["convergence"] = dict(outcome.convergence)
+    if predictions is not None:
+      record["predictions"] = predictions
   return record
 
 
@@ -147,7 +153,17 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
     raise ExperimentFailed(record) from e
   if outcome is None:
     return None
+  saved = None
+  if outcome.test_predictions is not None:
+    # Written completely under a new name before the record that points to it is stored.
+    saved = predictions_lib.entry(predictions_lib.save(
+        os.path.join(store.directory, predictions_lib.PREDICTIONS_DIR), cell_id(config),
+        outcome.test_predictions), outcome.test_predictions)
   record = _record(config, metric=dataset.metric, outcome=outcome, error=None,
-                   seconds=time.perf_counter() - start, facts=facts)
-  store.put(record)
+                   seconds=time.perf_counter() - start, facts=facts, predictions=saved)
+  try:
+    store.replace(record)  # Removes the predictions of the record it replaces.
+  except BaseException:
+    predictions_lib.remove_for_record(store.directory, record)
+    raise
   return Result(record)

@@ -72,7 +72,9 @@ class SelectionResult:
   Attributes:
     best_l2: the selected strength.
     model: the model refitted on train + validation at `best_l2` (with `refit=False`, the
-      train-only fit at `best_l2`).
+      train-only fit at `best_l2`, as `chosen_fit`).
+    chosen_fit: the train-only fit at `best_l2`, the one whose validation metric chose it
+      (its `converged` and `iterations` say whether that choice rests on a converged fit).
     l2_values: the strengths tried, strongest first (the traversal order).
     val_scores: validation metric of the train-only fit at each strength.
     iterations: L-BFGS iterations of each train-only fit (0 where the previous solution was
@@ -81,6 +83,7 @@ class SelectionResult:
   """
   best_l2: float
   model: LinearModel
+  chosen_fit: LinearModel
   l2_values: tuple[float, ...]
   val_scores: tuple[float, ...]
   iterations: tuple[int, ...]
@@ -99,8 +102,9 @@ def _check_inputs(features, labels, *, multi_label, num_classes):
   if num_classes < 2:
     raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
   if multi_label:
-    if labels.shape != (features.shape[0], num_classes) or not np.isin(labels, (0, 1)).all():
-      raise ValueError(f"Multi-label fits need {{0, 1}} labels of shape "
+    if (labels.shape != (features.shape[0], num_classes)
+        or not np.isin(labels, (-1, 0, 1)).all()):
+      raise ValueError(f"Multi-label fits need {{-1, 0, 1}} labels of shape "
                        f"{(features.shape[0], num_classes)}; got shape {labels.shape} with "
                        f"values {np.unique(labels)[:10].tolist()}.")
   else:
@@ -115,7 +119,8 @@ def _check_inputs(features, labels, *, multi_label, num_classes):
 
 def _to_problem(features, labels, *, multi_label, num_classes):
   x = tf.cast(tf.convert_to_tensor(features), tf.float32)
-  y = (tf.convert_to_tensor(labels, tf.float32) if multi_label
+  # Multi-label -1 (ignored by the metric, e.g. VOC's difficult) is a negative in the fit.
+  y = (tf.maximum(tf.convert_to_tensor(labels, tf.float32), 0.0) if multi_label
        else tf.one_hot(labels, num_classes, dtype=tf.float32))
   return lbfgs.Problem(x, y, *tf.nn.moments(x, axes=[0]))
 
@@ -163,7 +168,8 @@ def fit(features: np.ndarray, labels: np.ndarray, *, l2: float, multi_label: boo
 
   Args:
     features: [N, D] float16 or float32.
-    labels: int [N] in [0, num_classes), or {0, 1} [N, num_classes] if `multi_label`.
+    labels: int [N] in [0, num_classes), or [N, num_classes] if `multi_label`: 1 positive,
+      0 negative, -1 an entry the metric ignores (fitted as a negative).
     l2: regularisation strength, `sum_i CE_i + (l2 / 2) ||W||^2` (sklearn `C = 1 / l2`).
     multi_label: one sigmoid classifier per class instead of a softmax.
     num_classes: C.
@@ -242,8 +248,8 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
     models.append(model)
   best = int(np.argmax(scores))  # First maximum along the path: the strongest tied value.
   if not refit:
-    return SelectionResult(best_l2=order[best], model=models[best], l2_values=order,
-                           val_scores=tuple(scores),
+    return SelectionResult(best_l2=order[best], model=models[best], chosen_fit=models[best],
+                           l2_values=order, val_scores=tuple(scores),
                            iterations=tuple(m.iterations for m in models), refit_seconds=0.0)
 
   start = time.perf_counter()
@@ -253,7 +259,8 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
                            num_classes=num_classes)
   model, _ = _fit_problem(everything, l2=order[best], multi_label=multi_label,
                           init=models[best], max_iter=max_iter, tol=tol)
-  return SelectionResult(best_l2=order[best], model=model, l2_values=order,
+  return SelectionResult(best_l2=order[best], model=model, chosen_fit=models[best],
+                         l2_values=order,
                          val_scores=tuple(scores),
                          iterations=tuple(m.iterations for m in models),
                          refit_seconds=time.perf_counter() - start)

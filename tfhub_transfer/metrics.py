@@ -2,9 +2,10 @@
 
 Kornblith et al. (2019) report top-1 accuracy for most datasets, mean per-class accuracy for
 FGVC Aircraft, Oxford-IIIT Pets, Caltech-101 and Oxford 102 Flowers, and 11-point mAP for
-PASCAL VOC2007 (multi-label). Each metric takes labels (int [N] for single-label, {0, 1}
-[N, C] for multi-label) and scores [N, C] (logits or probabilities: only their order matters)
-and returns a Python float in [0, 1].
+PASCAL VOC2007 (multi-label). Each metric takes labels (int [N] for single-label; for
+multi-label [N, C] with 1 = positive, 0 = negative and -1 = ignored, VOC's "difficult") and
+scores [N, C] (logits or probabilities: only their order matters) and returns a Python float
+in [0, 1].
 """
 
 from typing import Callable
@@ -61,25 +62,29 @@ def average_precision_11point(is_positive: np.ndarray, scores: np.ndarray) -> fl
 def map_11point(labels_multi_hot: np.ndarray, scores: np.ndarray) -> float:
   """VOC2007 11-point interpolated AP, averaged over the classes that have a positive.
 
-  Every example counts (VOC's "difficult" flag is not modelled: such examples should be
-  dropped by the caller).
+  As the VOC07 devkit scores classification: an entry labelled -1 (an image whose only
+  objects of that class are marked difficult) counts in that class's AP as neither positive
+  nor negative.
 
   Raises:
-    ValueError: shapes differ, labels are not {0, 1}, or no class has a positive.
+    ValueError: shapes differ, labels are not in {-1, 0, 1}, or no class has a positive.
   """
   labels, scores = np.asarray(labels_multi_hot), np.asarray(scores)
   if labels.ndim != 2 or labels.shape != scores.shape:
     raise ValueError(f"Expected multi-hot labels and scores of the same shape [N, C]; got "
                      f"{labels.shape} and {scores.shape}.")
-  if not np.isin(labels, (0, 1)).all():
-    raise ValueError(f"Multi-hot labels must be 0 or 1; got values "
-                     f"{np.unique(labels)[:10].tolist()}.")
-  has_positive = labels.sum(axis=0) > 0
+  if not np.isin(labels, (-1, 0, 1)).all():
+    raise ValueError(f"Multi-label labels must be 1 (positive), 0 (negative) or -1 "
+                     f"(ignored); got values {np.unique(labels)[:10].tolist()}.")
+  has_positive = (labels == 1).sum(axis=0) > 0
   if not has_positive.any():
     raise ValueError(f"No class has a positive example among the {labels.shape[0]} given, "
                      f"so average precision is undefined.")
-  return float(np.mean([average_precision_11point(labels[:, c] == 1, scores[:, c])
-                        for c in np.flatnonzero(has_positive)]))
+  aps = []
+  for c in np.flatnonzero(has_positive):
+    counted = labels[:, c] != -1
+    aps.append(average_precision_11point(labels[counted, c] == 1, scores[counted, c]))
+  return float(np.mean(aps))
 
 
 METRICS: dict[str, MetricFn] = {

@@ -41,6 +41,26 @@ SCRATCH_LEARNING_RATES = log_grid(1e-3, 1.0, 7)
 SCRATCH_WEIGHT_DECAYS = (0.0,) + log_grid(1e-5, 10 ** -1.5, 7)
 
 
+def l2_coefficient(*, weight_decay: float, learning_rate: float) -> float:
+  """The L2 coefficient c of the loss term (c / 2) ||W||^2 for a grid point.
+
+  SimCLR's Appendix B.8, whose grids these are and which follows Kornblith et al. (2019):
+  "We divide these values of weight decay by the learning rate", so c = weight_decay /
+  learning_rate (the initial learning rate, before cosine decay). An SGD step then shrinks
+  the weights by learning_rate(t) / learning_rate * weight_decay: the grid value itself at
+  the start of training, whatever the learning rate.
+
+  Raises:
+    ValueError: weight decay > 0 with a learning rate that is not > 0.
+  """
+  if not weight_decay:
+    return 0.0
+  if not learning_rate > 0:
+    raise ValueError(f"weight_decay={weight_decay} needs a learning rate > 0 (the L2 "
+                     f"coefficient is weight_decay / learning_rate); got {learning_rate}.")
+  return weight_decay / learning_rate
+
+
 def batch_norm_momentum(steps_per_epoch: int) -> float:
   """max(1 - 10/s, 0.9) for s steps per epoch: statistics average over about 10 epochs."""
   if steps_per_epoch < 1:

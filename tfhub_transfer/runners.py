@@ -11,8 +11,9 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 from tfhub_transfer import backbones
 from tfhub_transfer import features as features_lib
@@ -25,6 +26,7 @@ from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.transfer_head import build_transfer_head
 
 
@@ -39,6 +41,9 @@ class Outcome:
     timings: wall seconds per phase (e.g. extract_s, fit_s; search_s, refit_s).
     search: what was searched and how each point scored.
     feature_cache: split -> {"path", "hit"} of the feature-cache entries used (logreg).
+    test_predictions: the refitted model's per-example test predictions.
+    convergence: whether the solver converged, per fit that counts (logreg: the train-only
+      fit at the chosen L2 and the refit).
   """
   val_metric: float
   test_metric: float
@@ -46,6 +51,8 @@ class Outcome:
   timings: Mapping[str, float]
   search: Mapping[str, Any]
   feature_cache: Optional[Mapping[str, Mapping[str, Any]]] = None
+  test_predictions: Optional[predictions_lib.Predictions] = None
+  convergence: Optional[Mapping[str, Any]] = None
 
 
 @dataclasses.dataclass
@@ -70,11 +77,11 @@ class CellContext:
   def num_batches(self, split: str) -> int:
     return math.ceil(self.splits.sizes[split] / self.config.batch_size)
 
-  def build_model(self, *, weight_decay: float = 0.0):
+  def build_model(self, *, weight_decay: float = 0.0, learning_rate: Optional[float] = None):
     return build_transfer_head(
         self.backbone, regime=self.config.regime, num_classes=self.dataset.num_classes,
         multi_label=self.dataset.multi_label, weights=self.weights,
-        weight_decay=weight_decay, seed=self.config.seed)
+        weight_decay=weight_decay, learning_rate=learning_rate, seed=self.config.seed)
 
 
 def weights_identity(weights: str, seed: int) -> str:
@@ -86,13 +93,23 @@ def weights_identity(weights: str, seed: int) -> str:
   return "file-" + features_lib.file_identity(weights)
 
 
-def run_logreg(ctx: CellContext) -> Outcome:
-  """Extracts (or reuses) features, fits the L2 path, refits, tests."""
+def extract_cell_features(ctx: CellContext, *, splits: Sequence[str] = ("train", "val", "test")
+                          ) -> dict[str, features_lib.CachedFeatures]:
+  """The frozen features of the cell's splits, through the feature cache.
+
+  The backbone is built on the first cache miss only: when every split is cached, nothing
+  is built. `run_logreg` and `--mode=score` read the same cache entries.
+
+  Args:
+    ctx: the cell.
+    splits: which of the cell's splits to extract (in this order).
+
+  Returns:
+    split -> its cached features and labels (memory-mapped).
+  """
   built = []
 
   def feature_fn(images):
-    # The backbone is built on the first cache miss only: a rerun reads every split from the
-    # cache without it.
     if not built:
       with ctx.strategy.scope():
         built.append(features_lib.make_feature_fn(ctx.build_model(), ctx.strategy))
@@ -100,8 +117,8 @@ def run_logreg(ctx: CellContext) -> Outcome:
 
   cache_dir = os.path.join(ctx.config.workdir, "features")
   weights_id = weights_identity(ctx.weights, ctx.config.seed)
-  cached, extract_s = {}, 0.0
-  for split in ("train", "val", "test"):
+  cached = {}
+  for split in splits:
     parts = {
         "backbone": ctx.backbone.to_dict(),
         "weights": weights_id,
@@ -113,7 +130,13 @@ def run_logreg(ctx: CellContext) -> Outcome:
         feature_fn, ctx.batches(split), cache_dir=cache_dir,
         key=features_lib.cache_key(parts), num_batches=ctx.num_batches(split),
         description=f"{ctx.config.model}/{ctx.config.dataset}/{split}", key_parts=parts)
-    extract_s += cached[split].seconds
+  return cached
+
+
+def run_logreg(ctx: CellContext) -> Outcome:
+  """Extracts (or reuses) features, fits the L2 path, refits, tests."""
+  cached = extract_cell_features(ctx)
+  extract_s = sum(c.seconds for c in cached.values())
   metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
   start = time.perf_counter()
   selection = logreg.select_and_refit(
@@ -122,8 +145,8 @@ def run_logreg(ctx: CellContext) -> Outcome:
       num_classes=ctx.dataset.num_classes, metric_fn=metric_fn,
       l2_values=protocol.l2_grid(ctx.config.l2_grid_size), refit=ctx.splits.refit_with_val)
   fit_s = time.perf_counter() - start
-  test_metric = metric_fn(cached["test"].labels,
-                          logreg.predict_scores(selection.model, cached["test"].features))
+  test_scores = logreg.predict_scores(selection.model, cached["test"].features)
+  test_metric = metric_fn(cached["test"].labels, test_scores)
   best = selection.l2_values.index(selection.best_l2)
   return Outcome(
       val_metric=float(selection.val_scores[best]), test_metric=float(test_metric),
@@ -131,7 +154,18 @@ def run_logreg(ctx: CellContext) -> Outcome:
       timings={"extract_s": extract_s, "fit_s": fit_s, "refit_s": selection.refit_seconds},
       search={"l2": list(selection.l2_values), "val_metric": list(selection.val_scores),
               "iterations": list(selection.iterations)},
-      feature_cache={s: {"path": c.path, "hit": c.from_cache} for s, c in cached.items()})
+      feature_cache={s: {"path": c.path, "hit": c.from_cache} for s, c in cached.items()},
+      test_predictions=predictions_lib.from_scores(
+          cached["test"].labels, test_scores, multi_label=ctx.dataset.multi_label),
+      convergence={"tol": logreg.DEFAULT_TOL, "max_iter": logreg.DEFAULT_MAX_ITER,
+                   "chosen": _fit_facts(selection.chosen_fit),
+                   "refit": _fit_facts(selection.model)})
+
+
+def _fit_facts(model: logreg.LinearModel) -> dict[str, Any]:
+  """Whether one L-BFGS fit converged (iterations 0: the previous solution was within tol)."""
+  return {"converged": bool(model.converged), "iterations": int(model.iterations),
+          "max_abs_grad": float(model.max_abs_grad)}
 
 
 def run_trained(ctx: CellContext) -> Optional[Outcome]:
@@ -145,8 +179,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
 
   def build_for(split):
-    def build(weight_decay):
-      model = ctx.build_model(weight_decay=weight_decay)
+    def build(*, weight_decay, learning_rate):
+      model = ctx.build_model(weight_decay=weight_decay, learning_rate=learning_rate)
       training.batch_norm_setup(model, ctx.splits.sizes[split], config.batch_size)
       return model
     return build
@@ -173,16 +207,22 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
 
   start = time.perf_counter()
   with ctx.strategy.scope():
-    model = build_for("trainval")(weight_decay=best["weight_decay"])
+    model = build_for("trainval")(weight_decay=best["weight_decay"],
+                                  learning_rate=best["learning_rate"])
     training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps)
   refit_setup = dataclasses.replace(setup,
                                     log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
   training.train(model, ctx.batches("trainval", training_mode=True, repeat=True), refit_setup,
                  backup_dir=os.path.join(ctx.cell_dir, "backup_refit"))
   refit_s = time.perf_counter() - start
-  test_metric = training.evaluate(model, ctx.batches("test"), metric_fn)
+  test_scores, test_labels = training.predict_scores(model, ctx.batches("test"))
+  if not np.all(np.isfinite(test_scores)):
+    raise training.TrainingDiverged("The refitted model predicts non-finite test logits.")
+  test_metric = metric_fn(test_labels, test_scores)
   return Outcome(
       val_metric=float(val_metric), test_metric=float(test_metric),
       hparams={**best, "train_steps": train_steps, "batch_size": config.batch_size},
       timings={"search_s": search_s, "refit_s": refit_s, "train_s": search_s + refit_s},
-      search={"tuner": config.tuner, "trials": len(tuner.oracle.trials)})
+      search={"tuner": config.tuner, "trials": len(tuner.oracle.trials)},
+      test_predictions=predictions_lib.from_scores(test_labels, test_scores,
+                                                   multi_label=ctx.dataset.multi_label))

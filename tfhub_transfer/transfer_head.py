@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from tfhub_transfer import backbones
+from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 
 
@@ -20,20 +21,28 @@ class TransferHead(keras.Model):
     backbone: a layer mapping preprocessed images to pooled features [B, D].
     num_classes: width of the head.
     regime: a `regimes.REGIMES` name; its `trains_backbone` sets `backbone.trainable`.
-    multi_label: sigmoid (per-class binary) instead of softmax outputs.
-    weight_decay: L2 penalty (weight_decay / 2) * ||w||^2 on every kernel, added to the loss
-      as in the paper's TF-slim training (coupled to the gradient, not decoupled).
+    multi_label: sigmoid (per-class binary) instead of softmax outputs. Multi-label targets
+      may hold -1 (an entry the metric ignores, e.g. VOC's difficult-only classes): the loss
+      counts it as a negative, as training on VOC's `labels_no_difficult` does.
+    weight_decay: the grid's weight decay. The loss gets the L2 penalty
+      (c / 2) * ||w||^2 on every kernel with c = `protocol.l2_coefficient` = weight_decay /
+      learning_rate (SimCLR's Appendix B.8), coupled to the gradient as in the paper's
+      TF-slim training (not decoupled).
+    learning_rate: the trial's initial learning rate (needed when weight_decay > 0).
     name: model name.
   """
 
   def __init__(self, backbone: keras.layers.Layer, *, num_classes: int, regime: str,
                multi_label: bool = False, weight_decay: float = 0.0,
-               name: str = "transfer_head"):
+               learning_rate: Optional[float] = None, name: str = "transfer_head"):
     super().__init__(name=name)
     self.regime = regime
     self.num_classes = num_classes
     self.multi_label = multi_label
     self.weight_decay = weight_decay
+    self.learning_rate = learning_rate
+    self.l2_coefficient = protocol.l2_coefficient(weight_decay=weight_decay,
+                                                  learning_rate=learning_rate or 0.0)
     self.backbone = backbone
     self.backbone.trainable = regimes.get_regime_spec(regime).trains_backbone
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros",
@@ -47,14 +56,17 @@ class TransferHead(keras.Model):
     return self.head(self.features(images, training=training))
 
   def l2_penalty(self):
-    """(weight_decay / 2) * the squared norm of every trainable kernel."""
+    """(l2_coefficient / 2) * the squared norm of every trainable kernel."""
     kernels = [w for w in self.trainable_weights if len(w.shape) >= 2]
-    return 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
+    return 0.5 * self.l2_coefficient * tf.add_n([tf.reduce_sum(tf.square(w))
+                                                 for w in kernels])
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    if self.multi_label and y is not None:
+      y = tf.maximum(tf.cast(y, tf.float32), 0.0)  # Ignored entries (-1) train as negatives.
     loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                 training=training)
-    if training and self.weight_decay:
+    if training and self.l2_coefficient:
       # Not `add_loss`: replicas run `call` in threads that share the layer's loss list.
       # Each replica adds its share, so the sum over replicas is the penalty once.
       replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -92,7 +104,8 @@ def set_batch_norm_momentum(layer: keras.layers.Layer, momentum: float, *,
 
 def build_transfer_head(spec: backbones.BackboneSpec, *, regime: str, num_classes: int,
                         multi_label: bool = False, weights: Optional[str] = None,
-                        weight_decay: float = 0.0, seed: int = 0) -> TransferHead:
+                        weight_decay: float = 0.0, learning_rate: Optional[float] = None,
+                        seed: int = 0) -> TransferHead:
   """Builds the backbone with the regime's init and wraps it.
 
   Args:
@@ -101,7 +114,9 @@ def build_transfer_head(spec: backbones.BackboneSpec, *, regime: str, num_classe
     num_classes: number of classes.
     multi_label: per-class sigmoid outputs.
     weights: `imagenet`, `random`, a path, or None for the regime's default.
-    weight_decay: L2 penalty on kernels.
+    weight_decay: the grid's weight decay (the L2 coefficient is weight_decay /
+      learning_rate, see `TransferHead`).
+    learning_rate: the initial learning rate it will be trained with.
     seed: seed of the random init.
 
   Returns:
@@ -110,6 +125,7 @@ def build_transfer_head(spec: backbones.BackboneSpec, *, regime: str, num_classe
   backbone = backbones.build_backbone(
       spec, weights=regimes.get_regime_spec(regime).resolve_weights(weights), seed=seed)
   model = TransferHead(backbone, num_classes=num_classes, regime=regime,
-                       multi_label=multi_label, weight_decay=weight_decay)
+                       multi_label=multi_label, weight_decay=weight_decay,
+                       learning_rate=learning_rate)
   model(tf.zeros((1, spec.image_size, spec.image_size, 3)))
   return model

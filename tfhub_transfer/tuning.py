@@ -35,8 +35,9 @@ class TransferHyperModel(kt.HyperModel):
   """Builds a `TransferHead` per (learning rate, weight decay), trains it, scores validation.
 
   Args:
-    build_model_fn: weight_decay -> a fresh, uncompiled `TransferHead` (called under the
-      tuner's distribution strategy scope).
+    build_model_fn: (weight_decay=, learning_rate=) -> a fresh, uncompiled `TransferHead`
+      (called under the tuner's distribution strategy scope; the L2 coefficient it applies
+      is weight_decay / learning_rate).
     learning_rates: grid values.
     weight_decays: grid values.
     setup: the step budget shared by all trials.
@@ -67,7 +68,7 @@ class TransferHyperModel(kt.HyperModel):
   def build(self, hp):
     learning_rate = hp.Choice("learning_rate", self.learning_rates)
     weight_decay = hp.Choice("weight_decay", self.weight_decays)
-    model = self.build_model_fn(weight_decay=weight_decay)
+    model = self.build_model_fn(weight_decay=weight_decay, learning_rate=learning_rate)
     training.compile_model(model, learning_rate=learning_rate,
                            train_steps=self.setup.train_steps)
     return model

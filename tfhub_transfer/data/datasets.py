@@ -47,7 +47,12 @@ class DatasetSpec:
     paper_test_size: the paper's test-set size.
     image_key: TFDS feature holding the image.
     label_key: TFDS feature holding the label (a sequence of labels when multi-label).
-    multi_label: labels are multi-hot float32 [num_classes] instead of an int64 class.
+    difficult_label_key: multi-label only: a TFDS feature listing every annotated class,
+      difficult objects included, where `label_key` lists the classes with a non-difficult
+      object. A class in the former but not the latter is ignored by the metric (label -1)
+      and is a negative in training (None: no such distinction).
+    multi_label: labels are float32 [num_classes] (1 positive, 0 negative, -1 ignored)
+      instead of an int64 class.
     train_split: TFDS split of the training pool.
     val_split: official TFDS validation split; None: held out of `train_split`.
     test_split: TFDS split used as test.
@@ -69,6 +74,7 @@ class DatasetSpec:
   paper_test_size: Optional[int]
   image_key: str = "image"
   label_key: str = "label"
+  difficult_label_key: Optional[str] = None
   multi_label: bool = False
   train_split: str = "train"
   val_split: Optional[str] = None
@@ -121,10 +127,13 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
               "copyright banner is cropped; offline, put fgvc-aircraft-2013b.tar.gz in "
               "manual_dir")),
     DatasetSpec(
-        "voc2007", TFDS, "voc/2007", 20, MAP_11POINT, 5011, 4952, label_key="labels",
-        multi_label=True, val_split="validation",
-        note=("multi-label from TFDS 'labels': a class is present if any object of it is "
-              "annotated, 'difficult' ones included; official train/val/test")),
+        "voc2007", TFDS, "voc/2007", 20, MAP_11POINT, 5011, 4952,
+        label_key="labels_no_difficult", difficult_label_key="labels", multi_label=True,
+        val_split="validation",
+        note=("multi-label, as the VOC07 devkit scores it: a class is positive if a "
+              "non-difficult object of it is annotated (TFDS 'labels_no_difficult'); a class "
+              "whose only objects are 'difficult' is ignored in that class's AP and is a "
+              "negative in training; official train/val/test")),
     DatasetSpec("dtd", TFDS, "dtd", 47, TOP1, 3760, 1880, val_split="validation",
                 note="first of the 10 official splits (train1/val1/test1)"),
     DatasetSpec("oxford_pets", TFDS, "oxford_iiit_pet", 37, MEAN_PER_CLASS, 3680, 3669),

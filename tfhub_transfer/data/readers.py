@@ -38,6 +38,10 @@ class TfdsReader:
     prepare(spec, self._builder, manual_dir)
     self.class_names = tuple(label_feature.names)
     self.info = {"source": f"tfds:{spec.tfds_name}:{self._builder.version}"}
+    if spec.difficult_label_key:
+      # Part of the feature-cache key: the labels it stores follow this rule.
+      self.info["labels"] = (f"1: in '{spec.label_key}'; -1 (ignored): in "
+                             f"'{spec.difficult_label_key}' only; 0: neither")
     if self._builder.info.metadata:
       self.info["builder_metadata"] = dict(self._builder.info.metadata)
 
@@ -53,8 +57,9 @@ class TfdsReader:
   def read(self, split):
     spec = self._spec
     to_label = make_label_fn(spec)
-    return self._as_dataset(split, (spec.image_key, spec.label_key)).map(
-        lambda ex: {"image": ex[spec.image_key], "label": to_label(ex[spec.label_key])},
+    keys = (spec.image_key,) + label_keys(spec)
+    return self._as_dataset(split, keys).map(
+        lambda ex: {"image": ex[spec.image_key], "label": to_label(ex)},
         num_parallel_calls=tf.data.AUTOTUNE)
 
   def labels(self, split):
@@ -92,12 +97,29 @@ def _without_tfds_dtype_notice():
     absl_logging.get_absl_logger().removeFilter(notice)
 
 
+def label_keys(spec) -> tuple[str, ...]:
+  """The TFDS features a label is made from."""
+  return (spec.label_key,) + ((spec.difficult_label_key,) if spec.difficult_label_key else ())
+
+
 def make_label_fn(spec):
-  """TFDS label -> int64 class, or float32 multi-hot [num_classes] for multi-label specs."""
-  if spec.multi_label:
-    return lambda labels: tf.minimum(tf.reduce_sum(
-        tf.one_hot(labels, spec.num_classes, dtype=tf.float32), axis=0), 1.0)
-  return lambda label: tf.cast(label, tf.int64)
+  """TFDS example -> int64 class, or float32 [num_classes] for multi-label specs: 1 where
+  the class is in `label_key`, -1 where it is only in `difficult_label_key` (ignored by the
+  metric), 0 elsewhere."""
+  if not spec.multi_label:
+    return lambda example: tf.cast(example[spec.label_key], tf.int64)
+
+  def multi_hot(labels):
+    return tf.minimum(tf.reduce_sum(tf.one_hot(labels, spec.num_classes, dtype=tf.float32),
+                                    axis=0), 1.0)
+
+  def to_label(example):
+    positive = multi_hot(example[spec.label_key])
+    if not spec.difficult_label_key:
+      return positive
+    annotated = multi_hot(example[spec.difficult_label_key])
+    return tf.where(positive > 0, 1.0, tf.where(annotated > 0, -1.0, 0.0))
+  return to_label
 
 
 def check_features(spec, builder):
@@ -107,16 +129,18 @@ def check_features(spec, builder):
     ValueError: a feature is missing or the class count differs.
   """
   features = builder.info.features
-  for key in (spec.image_key, spec.label_key):
+  for key in (spec.image_key,) + label_keys(spec):
     if key not in features:
       raise ValueError(f"--dataset={spec.name}: TFDS {spec.tfds_name} has no feature {key!r} "
                        f"(it has {sorted(features)}).")
-  label = features[spec.label_key]
-  label = label.feature if spec.multi_label else label
-  if label.num_classes != spec.num_classes:
-    raise ValueError(f"--dataset={spec.name}: TFDS {spec.tfds_name} has {label.num_classes} "
-                     f"classes, the spec says {spec.num_classes}.")
-  return label
+  for key in label_keys(spec):
+    label = features[key]
+    label = label.feature if spec.multi_label else label
+    if label.num_classes != spec.num_classes:
+      raise ValueError(f"--dataset={spec.name}: TFDS {spec.tfds_name} has "
+                       f"{label.num_classes} classes in {key!r}, the spec says "
+                       f"{spec.num_classes}.")
+  return features[spec.label_key].feature if spec.multi_label else features[spec.label_key]
 
 
 def prepare(spec, builder, manual_dir):

@@ -1,10 +1,16 @@
-"""The report: a table per regime, ours vs the paper, the correlations and Figure 1.
+"""The report: a table per regime, ours vs the paper, the correlations and Figures 1 and 2.
 
-The numbers (average log-odds, Pearson r and its CI) come from `correlation` and the figure
-from `plots`; this module orders and formats them as Markdown and writes
-report.md, table_<regime>.csv, summary.csv and figure1.png (`write_report`). The sections of
-the paper's other experiments (Figures 4, 6, 8, 9) follow, from `study_sections`; low-data
-cells appear only there, not in the main tables.
+The numbers (average log-odds, Pearson r and its CI) come from `correlation`, the paper's
+other statistics from `analyses` and `significance`, the figures from `plots`, the new
+report sections from `sections`; this module orders and formats them as Markdown and writes
+report.md, table_<regime>.csv, summary.csv, significance.csv, imagenet_top1.csv,
+figure1.png and figure2.png (`write_report`). The sections of the paper's other experiments
+(Figures 4, 6, 8, 9) follow, from `study_sections`; low-data cells, and a step-budget study's
+budgets below its largest, appear only there, not in the main tables.
+
+ImageNet top-1 is, by default, the published top-1 of the checkpoint each model loads
+(`backbones.BackboneSpec.checkpoint_top1`): what our results measure. The comparison with the
+paper keeps the paper's own values, labelled as such.
 """
 
 import csv
@@ -14,17 +20,27 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
+from tfhub_transfer import backbones
 from tfhub_transfer import regimes
+from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import plots
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import records
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import results
+from tfhub_transfer.report import sections
+from tfhub_transfer.report import significance
 from tfhub_transfer.report import studies
 from tfhub_transfer.report import study_sections
+from tfhub_transfer.report import transferability_check
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
-                  "n_common_datasets", "avg_logodds_common", "paper_avg_logodds")
+                  "n_common_datasets", "avg_logodds_common", "paper_avg_logodds",
+                  "avg_logodds_common_ci95")
+SIGNIFICANCE_FIELDS = ("regime", "dataset", "model", "test_metric", "best_model", "p_value",
+                       "not_different_from_best", "note")
+TOP1_FIELDS = ("model", "imagenet_top1", "source", "paper_imagenet_top1")
 METRIC_NAMES = {"top1": "top-1 accuracy", "mean_per_class": "mean per-class accuracy",
                 "map_11point": "11-point mAP"}
 
@@ -39,13 +55,21 @@ class ReportPaths:
   figure_png: str
   markdown: str
   exports: tuple[str, ...] = ()
+  figure2_png: str = ""
+  significance_csv: str = ""
+  top1_csv: str = ""
+  transferability_png: Optional[str] = None
   study_files: tuple[str, ...] = ()
 
   def names(self) -> list[str]:
     """The files written, by name (tables as table_<regime>.csv)."""
     return ([os.path.basename(self.report_md), "table_<regime>.csv",
              os.path.basename(self.summary_csv), os.path.basename(self.figure_png)]
-            + [os.path.basename(p) for p in self.study_files + self.exports])
+            + [os.path.basename(p) for p in (self.figure2_png, self.significance_csv,
+                                             self.top1_csv) if p]
+            + [os.path.basename(p) for p in self.study_files + self.exports]
+            + ([os.path.basename(self.transferability_png)] if self.transferability_png
+               else []))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +81,14 @@ class _Report:
   n_ok: int
   samples: int
   seed: int
+  top1_sources: dict[str, str]
+  error_bars: dict[str, analyses.ErrorBars]
+  significance: dict[tuple[str, str], significance.DatasetSignificance]
+  by_size: dict[str, dict[str, correlation.Correlation]]
+  sizes: dict[str, tuple[int, str]]
+  finetune_wins: analyses.FinetuneWins
+  unconverged: list[dict[str, Any]]
+  permutation_samples: int
   everything: tuple[dict[str, Any], ...] = ()
 
 
@@ -69,17 +101,45 @@ def _load(store_or_records) -> list[dict[str, Any]]:
   return [records.check_record(r) for r in store_or_records]
 
 
-def _build(store_or_records, imagenet_top1, samples, seed) -> _Report:
+def imagenet_top1_used(overrides: Optional[Mapping[str, float]] = None
+                       ) -> tuple[dict[str, float], dict[str, str]]:
+  """The ImageNet top-1 (%) the report pairs with each model, and where each comes from.
+
+  By default the published top-1 of the checkpoint a zoo model loads; `overrides`
+  (`--imagenet_top1`) replace or add values.
+  """
+  top1, sources = {}, {}
+  for name, spec in backbones.BACKBONES.items():
+    if spec.checkpoint_top1 is not None:
+      top1[name], sources[name] = spec.checkpoint_top1, spec.checkpoint_top1_source
+  for name, value in (overrides or {}).items():
+    top1[name], sources[name] = float(value), "--imagenet_top1"
+  return top1, sources
+
+
+def _build(store_or_records, imagenet_top1, samples, seed, store_dir,
+           permutation_samples) -> _Report:
   everything = _load(store_or_records)
   loaded = records.label_protocol_variants(studies.main_table_records(everything))
   cells = correlation.average_cells(loaded)
-  top1 = {name: n.imagenet_top1 for name, n in reference.paper_networks().items()}
-  top1.update(imagenet_top1 or {})
+  top1, sources = imagenet_top1_used(imagenet_top1)
   correlations = {regime: correlation.correlate(cells, regime, top1, samples=samples,
                                                 seed=seed) for regime in regimes.REGIMES}
-  return _Report(cells, top1, correlations, [r for r in everything if r["status"] == "failed"],
-                 sum(r["status"] == "ok" for r in everything), samples, seed,
-                 tuple(everything))
+  sizes = analyses.train_sizes(loaded, {d: p.train_size
+                                        for d, p in reference.paper_datasets().items()})
+  return _Report(
+      cells, top1, correlations, [r for r in everything if r["status"] == "failed"],
+      sum(r["status"] == "ok" for r in everything), samples, seed, top1_sources=sources,
+      error_bars={regime: analyses.error_bars(cells, corr)
+                  for regime, corr in correlations.items()},
+      significance=significance.per_dataset(loaded, cells, store_dir,
+                                            samples=permutation_samples, seed=seed),
+      by_size={regime: analyses.correlation_by_size(cells, regime, top1, sizes,
+                                                    samples=samples, seed=seed)
+               for regime in regimes.REGIMES},
+      sizes=sizes, finetune_wins=analyses.finetune_beats_logreg(cells),
+      unconverged=records.unconverged(loaded), permutation_samples=permutation_samples,
+      everything=tuple(everything))
 
 
 def _ordered_models(report, models) -> list[str]:
@@ -110,7 +170,10 @@ def _summary_rows(report) -> list[dict[str, Any]]:
           "n_common_datasets": len(corr.datasets) if model in common else None,
           "avg_logodds_common": common.get(model),
           "paper_avg_logodds": (networks[model].avg_logodds(regime)
-                                if model in networks else None)})
+                                if model in networks else None),
+          "avg_logodds_common_ci95": dict(zip(report.error_bars[regime].models,
+                                              report.error_bars[regime].half_widths)
+                                          ).get(model)})
   return out
 
 
@@ -123,9 +186,10 @@ def _markdown(report) -> str:
   lines = ["# Transfer results", "",
            f"{report.n_ok} successful and {len(report.failed)} failed runs. Cells are test "
            f"accuracy (%) in each dataset's metric; `(k)` marks a mean over k seeds. ImageNet "
-           f"top-1 is the paper's for its networks. Average log-odds = mean over the model's "
-           f"datasets of log(p/(1-p)), p clipped to [{eps:g}, 1-{eps:g}]; "
-           f"`(n)` = number of datasets."]
+           f"top-1 is the published top-1 of the checkpoint each model loads (see "
+           f"[ImageNet top-1 used](#imagenet-top-1-used)), not the paper's retrained "
+           f"networks'. Average log-odds = mean over the model's datasets of log(p/(1-p)), p "
+           f"clipped to [{eps:g}, 1-{eps:g}]; `(n)` = number of datasets."]
   ok = [r for r in report.everything if r["status"] == "ok"]
   low_data = sum(studies.is_low_data(r) for r in ok)
   if low_data:
@@ -148,6 +212,12 @@ def _markdown(report) -> str:
     lines += ["", f"## {regimes.REGIMES[regime].title} (`{regime}`)", ""]
     lines += _regime_section(report, regime, summary)
   lines += ["", "## Ours vs the paper (average log-odds)", ""] + _comparison(report, summary)
+  lines += ["", "## The paper's statistics", ""] + sections.statistics_lines(
+      report.error_bars, report.by_size, report.sizes, report.finetune_wins,
+      report.correlations, _ordered_datasets({d for (_, _, d) in report.cells}),
+      samples=report.samples, seed=report.seed)
+  lines += ["", "## ImageNet top-1 used", ""] + sections.top1_lines(
+      _top1_rows(report, {m for (_, m, _) in report.cells}))
   if report.failed:
     lines += ["", f"## Failed runs ({len(report.failed)})", ""]
     for r in report.failed[:20]:
@@ -170,12 +240,32 @@ def _regime_section(report, regime, summary) -> list[str]:
                                    for d in datasets) + ".", "",
            "| model | ImageNet top-1 | " + " | ".join(datasets) + " | avg log-odds |",
            "|---" * (len(datasets) + 3) + "|"]
+  tested = {d: report.significance.get((regime, d)) for d in datasets}
+  unconverged = {(r["model"], r["dataset"]) for r in report.unconverged
+                 if r["regime"] == regime}
+  referenced = False
   for model in _ordered_models(report, rows):
-    cells = [_fmt(100 * c.mean, ".1f") + (f" ({c.n_seeds})" if c.n_seeds > 1 else "")
-             if (c := rows[model].get(d)) else "–" for d in datasets]
+    cells = []
+    for d in datasets:
+      c = rows[model].get(d)
+      text = (_fmt(100 * c.mean, ".1f") + ("†" if (model, d) in unconverged else "")
+              + (f" ({c.n_seeds})" if c.n_seeds > 1 else "")) if c else "–"
+      cells.append(f"**{text}**" if c and tested[d] and model in tested[d].not_different
+                   else text)
     s = summary[(regime, model)]
     lines.append(f"| {model} | {_fmt(report.top1.get(model))} | " + " | ".join(cells)
                  + f" | {s['avg_logodds']:.2f} ({s['n_datasets']}) |")
+    if not referenced and sections.is_reference_network(model):
+      lines.append(sections.reference_row(regime, datasets))
+      referenced = True
+  lines += ["", sections.significance_note(list(tested.values()),
+                                           samples=report.permutation_samples,
+                                           seed=report.seed)]
+  if referenced:
+    lines += ["", sections.reference_note()]
+  if unconverged:
+    lines += [""] + sections.convergence_lines(
+        [r for r in report.unconverged if r["regime"] == regime])
   return lines + ["", _correlation_line(report.correlations[regime], report)]
 
 
@@ -202,35 +292,59 @@ def _comparison(report, summary) -> list[str]:
     return ["No results yet."]
   networks = reference.paper_networks()
   lines = [f"Paper values are {reference.APPROXIMATE_NOTE}, each over its 12 datasets; ours "
-           f"are over `(n)` datasets, so they compare only where n = 12.", "",
-           "| model | ImageNet top-1 | " + " | ".join(
+           f"are over `(n)` datasets, so they compare only where n = 12. ImageNet top-1: "
+           f"ours is the published top-1 of the checkpoint we load; the paper's is that of "
+           f"its own retrained network, the x of its Figure 1.", "",
+           "| model | ImageNet top-1 (ours) | ImageNet top-1 (paper) | " + " | ".join(
                f"{regime} ours | {regime} paper" for regime in regimes.REGIMES) + " |",
-           "|---" * (2 + 2 * len(regimes.REGIMES)) + "|"]
+           "|---" * (3 + 2 * len(regimes.REGIMES)) + "|"]
   for model in _ordered_models(report, {m for (_, m) in summary}):
     parts = []
     for regime in regimes.REGIMES:
       s = summary.get((regime, model))
       parts += [f"{s['avg_logodds']:.2f} ({s['n_datasets']})" if s else "–",
                 _fmt(networks[model].avg_logodds(regime) if model in networks else None)]
-    lines.append(f"| {model} | {_fmt(report.top1.get(model))} | " + " | ".join(parts) + " |")
+    paper_top1 = networks[model].imagenet_top1 if model in networks else None
+    lines.append(f"| {model} | {_fmt(report.top1.get(model))} | {_fmt(paper_top1)} | "
+                 + " | ".join(parts) + " |")
   return lines
+
+
+def _top1_rows(report, models) -> list[list]:
+  """imagenet_top1.csv: each model's top-1 as used, its source, and the paper's value."""
+  networks = reference.paper_networks()
+  return [[m, report.top1.get(m), report.top1_sources.get(m, ""),
+           networks[m].imagenet_top1 if m in networks else None]
+          for m in _ordered_models(report, models)]
 
 
 def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str, Any]]],
                  out_dir: str, *, imagenet_top1: Optional[Mapping[str, float]] = None,
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
-                 seed: int = 0, tsne: tuple[str, ...] = (),
+                 seed: int = 0, store_dir: Optional[str] = None,
+                 permutation_samples: int = significance.PERMUTATION_SAMPLES,
+                 score_records: Optional[Iterable[dict[str, Any]]] = None,
+                 tsne: tuple[str, ...] = (),
                  convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD,
                  features_dir: Optional[str] = None) -> ReportPaths:
-  """Writes report.md, table_<regime>.csv, summary.csv and figure1.png to `out_dir`, and the
-  study sections' tables and figures where the store has such results (`study_sections`).
+  """Writes report.md, the tables, summary.csv, significance.csv, imagenet_top1.csv,
+  figure1.png and figure2.png to `out_dir`, and the study sections' tables and figures where
+  the store has such results (`study_sections`).
+
+  Where transferability scores exist, report.md gains their check against the measured
+  results (`transferability_check`) and transferability.png its plot.
 
   Args:
     store_or_records: a `ResultsStore`, or records as `run_experiment` returns them.
     out_dir: output directory (created if missing).
-    imagenet_top1: ImageNet top-1 (%) of models outside the paper's 16 (or overrides).
-    bootstrap_samples: resamples of the correlation's confidence interval.
-    seed: seed of the bootstrap.
+    imagenet_top1: ImageNet top-1 (%) of models without a published checkpoint top-1, or
+      overrides of it (`--imagenet_top1`).
+    bootstrap_samples: resamples of the correlation's confidence interval (and Figure 2's
+      bands).
+    seed: seed of the bootstrap and of the permutation tests.
+    store_dir: where the records' prediction files are (default: the store's directory).
+    permutation_samples: permutations of each significance test (>= 10,000).
+    score_records: `--mode=score` rows (default: the store's, if a store is given).
     tsne: `MODEL/DATASET` pairs (or `all`) to draw t-SNE maps of (Figure 4); empty: none.
     convergence_threshold: Figure 8's convergence rule (`studies.convergence`).
     features_dir: where feature-cache entries are looked for if a recorded path is gone.
@@ -238,17 +352,24 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
   Returns:
     The paths written and the Markdown text.
   """
-  report = _build(store_or_records, imagenet_top1, bootstrap_samples, seed)
+  if store_dir is None and isinstance(store_or_records, results.ResultsStore):
+    store_dir = store_or_records.directory
+  report = _build(store_or_records, imagenet_top1, bootstrap_samples, seed, store_dir,
+                  permutation_samples)
   os.makedirs(out_dir, exist_ok=True)
-  sections = study_sections.write_sections(
+  studied = study_sections.write_sections(
       list(report.everything), out_dir, convergence_threshold=convergence_threshold,
       tsne=tsne, features_dir=features_dir)
   paths = ReportPaths(out_dir, os.path.join(out_dir, "report.md"),
                       {r: os.path.join(out_dir, f"table_{r}.csv") for r in regimes.REGIMES},
                       os.path.join(out_dir, "summary.csv"),
                       os.path.join(out_dir, "figure1.png"),
-                      _markdown(report) + "\n![Figure 1](figure1.png)\n" + sections.markdown,
-                      study_files=sections.files)
+                      _markdown(report) + "\n![Figure 1](figure1.png)\n"
+                      "\n![Figure 2](figure2.png)\n" + studied.markdown,
+                      figure2_png=os.path.join(out_dir, "figure2.png"),
+                      significance_csv=os.path.join(out_dir, "significance.csv"),
+                      top1_csv=os.path.join(out_dir, "imagenet_top1.csv"),
+                      study_files=studied.files)
   for regime, path in paths.tables.items():
     rows = correlation.cells_by_model(report.cells, regime)
     datasets = _ordered_datasets({d for row in rows.values() for d in row})
@@ -259,7 +380,18 @@ def write_report(store_or_records: Union[results.ResultsStore, Iterable[dict[str
     _write_csv(path, header, table)
   _write_csv(paths.summary_csv, SUMMARY_FIELDS,
              [[r[k] for k in SUMMARY_FIELDS] for r in _summary_rows(report)])
-  plots.plot_figure1(report.correlations, paths.figure_png)
+  _write_csv(paths.significance_csv, SIGNIFICANCE_FIELDS, significance.significance_rows(
+      report.significance.values(), {k: 100 * c.mean for k, c in report.cells.items()}))
+  _write_csv(paths.top1_csv, TOP1_FIELDS,
+             _top1_rows(report, {m for (_, m, _) in report.cells}))
+  plots.plot_figure1(report.correlations, paths.figure_png, error_bars=report.error_bars)
+  plots.plot_figure2(analyses.figure2_panels(report.cells, report.top1, seed=seed,
+                                             samples=bootstrap_samples), paths.figure2_png)
+  if score_records is None and isinstance(store_or_records, results.ResultsStore):
+    score_records = store_or_records.score_records()
+  if score_records:
+    text, png = transferability_check.write_section(report.cells, list(score_records), out_dir)
+    paths = dataclasses.replace(paths, markdown=paths.markdown + text, transferability_png=png)
   with open(paths.report_md, "w") as f:
     f.write(paths.markdown)
   return paths

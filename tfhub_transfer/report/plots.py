@@ -1,11 +1,14 @@
-"""Figure 1 of the paper: ImageNet top-1 vs average transfer log-odds, one panel per regime."""
+"""The paper's figures: Figure 1 (ImageNet top-1 vs average transfer log-odds, one panel per
+regime) and Figure 2 (per dataset, transfer accuracy vs ImageNet top-1 in each regime)."""
 
+import math
 import textwrap
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from tfhub_transfer import regimes
+from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import reference
 
@@ -18,16 +21,22 @@ _UNPLACED_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:bro
 _UNPLACED_MARKERS = ("s", "^", "D", "v", "P", "X", "h", "*")
 
 
-def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str) -> None:
-  """Writes `make_figure1(correlations)` to `path` (PNG)."""
-  make_figure1(correlations).savefig(path, dpi=110)
+_REGIME_COLORS = {"logreg": "tab:blue", "finetune": "tab:orange", "scratch": "tab:green"}
 
 
-def make_figure1(correlations: Mapping[str, correlation.Correlation]):
+def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str, *,
+                 error_bars: Optional[Mapping[str, analyses.ErrorBars]] = None) -> None:
+  """Writes `make_figure1(correlations, error_bars=error_bars)` to `path` (PNG)."""
+  make_figure1(correlations, error_bars=error_bars).savefig(path, dpi=110)
+
+
+def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
+                 error_bars: Optional[Mapping[str, analyses.ErrorBars]] = None):
   """The paper's Figure 1: ImageNet top-1 vs average log-odds, one panel per regime.
 
   The paper's 16 networks (approximate) are grey points; ours are labelled blue points with
-  a least-squares line once r is computed. A model whose ImageNet top-1 is unknown is a
+  a least-squares line once r is computed, and, where given, Morey's within-subject 95%
+  error bars. A model whose ImageNet top-1 is unknown is a
   horizontal dashed line at its average log-odds, with its own marker, named in the legend;
   the legend's title says how to place it. Every message sits in a panel's title or under
   the panels, never over the data. Draws on an Agg canvas, leaving pyplot's backend alone.
@@ -48,7 +57,8 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation]):
             for i, m in enumerate(unplaced)}
   panels = list(zip(fig.subplots(1, len(names), squeeze=False)[0], names))
   for ax, regime in panels:
-    _panel(ax, regime, correlations[regime], paper, styles)
+    _panel(ax, regime, correlations[regime], paper, styles,
+           (error_bars or {}).get(regime))
   handles = [lines.Line2D([], [], ls="", marker="o", ms=5, color=_PAPER,
                           label="the paper's 16 networks (approx., read off its Figure 1)")]
   if any(correlations[r].logodds for r in names):
@@ -70,18 +80,24 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation]):
   return fig
 
 
-def _panel(ax, regime, corr, paper, styles) -> None:
-  """One regime: the paper's points, ours, the unplaced models' lines; the status as title."""
+def _panel(ax, regime, corr, paper, styles, bars) -> None:
+  """One regime: the paper's points, ours (with error bars where given), the unplaced
+  models' lines; the status as title."""
   paper_x = [n.imagenet_top1 for n in paper]
   paper_y = [n.avg_logodds(regime) for n in paper]
   ax.scatter(paper_x, paper_y, s=22, color=_PAPER, zorder=1)
   if corr.logodds:
     ax.scatter(corr.top1, corr.logodds, s=34, color=_OURS, zorder=3)
+    if bars is not None and bars.half_widths and bars.models == corr.models:
+      ax.errorbar(corr.top1, corr.logodds, yerr=bars.half_widths, fmt="none", ecolor=_OURS,
+                  elinewidth=1, capsize=2, zorder=3)
   if corr.r is not None:
     slope, intercept = np.polyfit(corr.top1, corr.logodds, 1)
     xs = np.array([min(corr.top1), max(corr.top1)])
     ax.plot(xs, slope * xs + intercept, "--", color=_OURS, lw=1, zorder=2)
   ys = paper_y + list(corr.logodds) + list(corr.excluded_logodds)
+  if bars is not None and bars.half_widths and bars.models == corr.models:
+    ys += [y + s * h for y, h in zip(corr.logodds, bars.half_widths) for s in (-1, 1)]
   low, high = min(ys), max(ys)
   pad = max(0.08 * (high - low), 0.15)
   ax.set_ylim(low - pad, high + pad)
@@ -162,3 +178,62 @@ def _annotate(ax, name, xy, dx, dy, *, leader):
       va="bottom" if dy > 0 else "top",
       arrowprops=dict(arrowstyle="-", color="0.6", lw=0.6, shrinkA=0, shrinkB=3)
       if leader else None)
+
+
+def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 4) -> None:
+  """The paper's Figure 2: one panel per dataset, test accuracy (logit axis) vs ImageNet
+  top-1, a color per regime, each with its least-squares line (fitted in log-odds) and 95%
+  bootstrap band. Draws on an Agg canvas."""
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  datasets = sorted({p.dataset for p in panels})
+  cols = max(1, min(columns, len(datasets)))
+  rows = max(1, math.ceil(len(datasets) / cols))
+  fig = figure.Figure(figsize=(4.2 * cols, 3.6 * rows + 0.6), layout="constrained")
+  backend_agg.FigureCanvasAgg(fig)
+  axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+  if not datasets:
+    axes[0].text(0.5, 0.5, "no results to plot", transform=axes[0].transAxes, ha="center",
+                 va="center", color="tab:red")
+    axes[0].set_axis_off()
+  for ax in axes[max(len(datasets), 1):]:
+    ax.set_axis_off()
+  for ax, dataset in zip(axes, datasets):
+    notes = []
+    for panel in (p for p in panels if p.dataset == dataset):
+      color = _REGIME_COLORS.get(panel.regime, "tab:gray")
+      if panel.models:
+        ax.scatter(panel.top1, np.clip(panel.accuracy, correlation.LOGODDS_EPS,
+                                       1 - correlation.LOGODDS_EPS),
+                   s=22, color=color, zorder=3, label=panel.regime)
+      if panel.line is None:
+        notes.append(f"{panel.regime}: {len(panel.models)} model(s), too few for a line")
+        continue
+      xs = np.array(panel.line.xs)
+      ax.plot(xs, _sigmoid(panel.line.slope * xs + panel.line.intercept), color=color, lw=1)
+      ax.fill_between(xs, _sigmoid(np.array(panel.line.band_low)),
+                      _sigmoid(np.array(panel.line.band_high)), color=color, alpha=0.2,
+                      lw=0)
+    ax.set_yscale("logit")
+    percent = ticker.FuncFormatter(lambda v, _: f"{100 * v:.3g}%")
+    ax.yaxis.set_major_formatter(percent)
+    ax.yaxis.set_minor_formatter(percent)
+    ax.set_title(dataset, fontsize=10)
+    ax.set_xlabel("ImageNet top-1 (%)", fontsize=8)
+    ax.set_ylabel("test metric (logit axis)", fontsize=8)
+    ax.tick_params(which="both", labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.1)
+    if notes:
+      ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=6,
+              color="tab:red", va="bottom")
+    ax.legend(fontsize=7, loc="best")
+  fig.suptitle(textwrap.fill("Transfer accuracy vs ImageNet top-1 per dataset; lines: least "
+                             "squares in log-odds, bands: 95% bootstrap over models",
+                             45 * cols), fontsize=9)
+  fig.savefig(path, dpi=100)
+
+
+def _sigmoid(z):
+  return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))

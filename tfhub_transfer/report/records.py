@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from tfhub_transfer import metrics
 from tfhub_transfer import regimes
+from tfhub_transfer import transferability
 
 STATUSES = ("ok", "failed")
 METRICS = tuple(metrics.METRICS)
@@ -159,3 +160,58 @@ def label_protocol_variants(loaded: list[dict[str, Any]]) -> list[dict[str, Any]
                 else f"protocol {r.get('protocol') or 'unrecorded'}")
       out.append({**r, "model": f"{r['model']} [{suffix}]"})
   return out
+
+
+def unconverged(loaded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The ok records whose solver did not converge at a fit the result rests on (their
+  `convergence` field: fit name -> {"converged", "iterations", "max_abs_grad"})."""
+  return [r for r in loaded if r["status"] == "ok" and any(
+      isinstance(fit, dict) and not fit.get("converged", True)
+      for fit in (r.get("convergence") or {}).values())]
+
+
+# Transferability scores (`--mode=score`): one row per (model, dataset, seed, score protocol).
+SCORE_KEY_FIELDS = ("model", "dataset", "seed", "protocol")
+
+
+def check_score_record(record: dict[str, Any]) -> dict[str, Any]:
+  """Validates a `scoring.score_cell` row and returns its plain-JSON copy.
+
+  Raises:
+    ValueError: a key field is missing or bad, or `scores` is not name -> number or None.
+  """
+  if not isinstance(record, dict):
+    raise ValueError(f"A score record must be a dict, got {type(record).__name__}.")
+  missing = [k for k in SCORE_KEY_FIELDS + ("scores",) if k not in record]
+  if missing:
+    raise ValueError(f"Score record lacks {missing}; every score record needs "
+                     f"{list(SCORE_KEY_FIELDS + ('scores',))}. Got keys {sorted(record)}.")
+  for name in ("model", "dataset"):
+    if not isinstance(record[name], str) or not record[name]:
+      raise ValueError(f"Score record {name}={record[name]!r} must be a non-empty string.")
+  if not isinstance(record["protocol"], str):
+    raise ValueError(f"Score record protocol={record['protocol']!r} must be a string.")
+  if isinstance(record["seed"], bool) or not isinstance(record["seed"], numbers.Integral):
+    raise ValueError(f"Score record seed={record['seed']!r} must be an integer.")
+  scores = record["scores"]
+  if not isinstance(scores, dict) or not all(
+      v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+      for v in scores.values()):
+    raise ValueError(f"Score record scores={scores!r} must map estimator names to numbers "
+                     f"(or None where an estimator refuses the dataset).")
+  out = to_jsonable(record)
+  out["seed"] = int(record["seed"])
+  return out
+
+
+def score_summary_line(record: dict[str, Any]) -> str:
+  """One line for a terminal: the cell, each score as name=value, sizes and time."""
+  scores = record["scores"]
+  names = [n for n in transferability.ESTIMATORS if n in scores] + sorted(
+      n for n in scores if n not in transferability.ESTIMATORS)
+  values = " ".join(f"{name}=n/a" if scores[name] is None else f"{name}={scores[name]:.4g}"
+                    for name in names)
+  sizes = record.get("sizes", {})
+  return (f"{record['model']} / {record['dataset']} (seed {record['seed']}): {values} "
+          f"({sizes.get('examples')} x {sizes.get('dim')} trainval features, "
+          f"{record.get('timings', {}).get('total_s', 0.0):.1f} s)")

@@ -5,6 +5,9 @@ accuracy in log-odds per regime. Those averages are APPROXIMATE: they were measu
 paper's Figures 1 and 2 (about +-0.01 log-odds, ImageNet +-0.1 point). They reproduce the
 paper's published correlations (`PAPER_CORRELATIONS`) to within 0.01.
 `kornblith2019_datasets.csv` is the paper's Table 1.
+`simclr2020_resnet50.csv` holds the only per-dataset numbers under this protocol we have:
+ResNet-50 in the three regimes, from SimCLR's Appendix B.8 (`SIMCLR_SOURCE`, with the caveat
+`SIMCLR_CAVEAT`).
 """
 
 import csv
@@ -23,6 +26,16 @@ PAPER_CORRELATIONS = {"logreg": 0.99, "finetune": 0.96, "scratch": 0.55}
 
 _NETWORKS_CSV = "kornblith2019_networks.csv"
 _DATASETS_CSV = "kornblith2019_datasets.csv"
+_SIMCLR_CSV = "simclr2020_resnet50.csv"
+
+SIMCLR_SOURCE = ("Chen et al., SimCLR (ICML 2020, arXiv 2002.05709), Appendix B.8, Table B.5: "
+                 "rows Supervised (linear evaluation: logreg; fine-tuned: finetune) and "
+                 "Random init (scratch)")
+SIMCLR_CAVEAT = ("its supervised ResNet-50 was trained by SimCLR's authors with strong "
+                 "augmentation (76.3% ImageNet top-1), not Keras' ResNet50 checkpoint (74.9%), "
+                 "so its logreg and finetune numbers are a reference, not a target; scratch "
+                 "depends on no checkpoint and is the most directly comparable; SimCLR's "
+                 "preprocessing differs slightly")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +108,28 @@ def _datasets() -> tuple[PaperDataset, ...]:
       name=r["dataset"], classes=int(r["classes"]), train_size=int(r["train_size"]),
       test_size=int(r["test_size"]), metric=r["metric"], validation=r["validation"])
                for r in rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceCell:
+  """One per-dataset number of the SimCLR reference (a percentage in `metric`)."""
+  network: str
+  dataset: str
+  regime: str
+  metric: str
+  value_percent: float
+
+
+@functools.lru_cache(maxsize=None)
+def _simclr() -> tuple[ReferenceCell, ...]:
+  rows = _read_csv(_SIMCLR_CSV, ("network", "dataset", "regime", "metric", "value_percent"))
+  return tuple(ReferenceCell(r["network"], r["dataset"], r["regime"], r["metric"],
+                             float(r["value_percent"])) for r in rows)
+
+
+def simclr_reference() -> dict[tuple[str, str, str], ReferenceCell]:
+  """(network, regime, dataset) -> SimCLR's per-dataset number (ResNet-50 only)."""
+  return {(c.network, c.regime, c.dataset): c for c in _simclr()}
 
 
 def paper_networks() -> dict[str, PaperNetwork]:

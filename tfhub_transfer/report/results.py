@@ -21,8 +21,10 @@ from typing import Any, Callable, Iterable, Optional
 
 from absl import logging
 
+from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
 from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, check_record, check_trial
+from tfhub_transfer.report.records import SCORE_KEY_FIELDS, check_score_record
 
 RESULTS_FILENAME = "results.sqlite"
 # 1: keyed by (model, dataset, regime, seed). 2: the protocol id joins the key.
@@ -46,6 +48,10 @@ CREATE TABLE IF NOT EXISTS trials (
   status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
   error TEXT, stored_at TEXT NOT NULL,
   PRIMARY KEY (model, dataset, regime, seed, protocol, trial_id));
+CREATE TABLE IF NOT EXISTS scores (
+  model TEXT NOT NULL, dataset TEXT NOT NULL, seed INTEGER NOT NULL, protocol TEXT NOT NULL,
+  scores TEXT NOT NULL, created_at TEXT, stored_at TEXT NOT NULL, record TEXT NOT NULL,
+  PRIMARY KEY (model, dataset, seed, protocol));
 """
 
 
@@ -196,10 +202,38 @@ class ResultsStore:
 
   def delete(self, model: str, dataset: str, regime: str, seed: int,
              protocol: str = "") -> bool:
-    """Removes a key's result (to force a rerun); returns whether there was one."""
-    return self._write(lambda conn: conn.execute(
+    """Removes a key's result and its predictions file (to force a rerun); returns whether
+    there was one."""
+    record = self.get(model, dataset, regime, seed, protocol)
+    deleted = self._write(lambda conn: conn.execute(
         f"DELETE FROM results{_KEY_WHERE}", (model, dataset, regime, seed, protocol)
     ).rowcount == 1)
+    if deleted:
+      predictions_lib.remove_for_record(self.directory, record)
+    return deleted
+
+  # Prediction files: `predictions.PREDICTIONS_DIR` beside the database.
+
+  @property
+  def directory(self) -> str:
+    """The folder record paths (e.g. of prediction files) are relative to."""
+    return os.path.dirname(os.path.abspath(self.path))
+
+  def replace(self, record: dict[str, Any]) -> bool:
+    """`put`, then removes the predictions file of the record it replaced (if another).
+
+    Returns:
+      Whether the record was stored (see `put`).
+    """
+    old = self.get(*({"protocol": "", **record}.get(k) for k in KEY_FIELDS))
+    stored = self.put(record)
+    if stored:
+      predictions_lib.remove_for_record(self.directory, old, keep=record)
+    return stored
+
+  def load_predictions(self, record: dict[str, Any]) -> Optional[predictions_lib.Predictions]:
+    """A stored record's test predictions (None: it has none, or the file is gone)."""
+    return predictions_lib.load_for_record(self.directory, record)
 
   def _select(self, sql, params=()):
     return self._retry(lambda conn: [tuple(r) for r in conn.execute(sql, params)])
@@ -233,6 +267,37 @@ class ResultsStore:
     return [{**dict(zip(TRIAL_FIELDS, row)),
              "hparams": json.loads(row[TRIAL_FIELDS.index("hparams")])} for row in rows]
 
+  # Transferability scores (`--mode=score`).
+
+  def put_score(self, record: dict[str, Any]) -> None:
+    """Stores a `scoring.score_cell` row, replacing the key's previous row.
+
+    Raises:
+      ValueError: a key field or the scores are missing or invalid.
+    """
+    record = check_score_record(record)
+    row = {**{k: record[k] for k in SCORE_KEY_FIELDS},
+           "scores": json.dumps(record["scores"], sort_keys=True),
+           "created_at": record.get("created_at"), "stored_at": _now(),
+           "record": json.dumps(record, sort_keys=True)}
+    self._write(lambda conn: conn.execute(
+        f"INSERT OR REPLACE INTO scores ({', '.join(row)}) "
+        f"VALUES ({', '.join('?' * len(row))})", tuple(row.values())))
+
+  def get_score(self, model: str, dataset: str, seed: int,
+                protocol: str) -> Optional[dict[str, Any]]:
+    """The score row stored under the key, or None."""
+    rows = self._select("SELECT record FROM scores WHERE " + " AND ".join(
+        f"{k} = ?" for k in SCORE_KEY_FIELDS), (model, dataset, seed, protocol))
+    return json.loads(rows[0][0]) if rows else None
+
+  def score_records(self, *, model: Optional[str] = None,
+                    dataset: Optional[str] = None) -> list[dict[str, Any]]:
+    """Stored score rows, sorted by key; each filter given must match."""
+    where, params = _where(model=model, dataset=dataset)
+    return [json.loads(r[0]) for r in self._select(
+        f"SELECT record FROM scores{where} ORDER BY {', '.join(SCORE_KEY_FIELDS)}", params)]
+
   # Export and merge.
 
   def export_csv(self, path: str) -> int:
@@ -251,11 +316,12 @@ class ResultsStore:
     return len(rows)
 
   def export_json(self, path: str) -> int:
-    """Writes `{"schema_version", "results": [...], "trials": [...]}`; returns #results."""
+    """Writes `{"schema_version", "results", "trials", "scores"}`; returns #results."""
     records = self.records()
     with open(path, "w") as f:
       json.dump({"schema_version": SCHEMA_VERSION, "results": records,
-                 "trials": self.trials()}, f, indent=1, sort_keys=True)
+                 "trials": self.trials(), "scores": self.score_records()}, f, indent=1,
+                sort_keys=True)
     return len(records)
 
   def import_json(self, path: str) -> int:
@@ -275,6 +341,8 @@ class ResultsStore:
               for t in data.get("trials", [])]
     stored = self.put_many(data["results"])
     self._write(lambda conn: [_upsert(conn, "trials", t, TRIAL_KEY_FIELDS) for t in trials])
+    for score in data.get("scores", []):
+      self.put_score(score)
     return stored
 
 

@@ -15,11 +15,7 @@ subsets) with its standard error.
 """
 
 import collections
-import csv
 import dataclasses
-import functools
-import importlib.resources
-import io
 import json
 import math
 from typing import Any, Callable, Iterable, Optional
@@ -37,11 +33,6 @@ BUDGET_SETTING = "train_steps"
 # A budget has converged when the odds p / (1 - p) of its accuracy reach this fraction of the
 # best budget's odds (equivalently, its log-odds are within -ln(0.9) = 0.105 of the best).
 DEFAULT_CONVERGENCE_THRESHOLD = 0.9
-SIMCLR_CSV = "simclr2020_resnet50.csv"
-SIMCLR_NOTE = ("SimCLR (Chen et al., ICML 2020, Table B.5): a ResNet-50 under this protocol; its "
-               "supervised network (76.3% ImageNet top-1) is not Keras' checkpoint, so the "
-               "logreg/finetune values are a reference, not a target; scratch needs no "
-               "checkpoint")
 
 
 def setting(record: dict[str, Any], name: str) -> Any:
@@ -290,15 +281,8 @@ def ordered_datasets(names: Iterable[str]) -> list[str]:
   return sorted(names, key=lambda d: (paper.get(d, len(paper)), d))
 
 
-@functools.lru_cache(maxsize=None)
-def _simclr_rows() -> tuple[tuple[str, str, str, float], ...]:
-  text = importlib.resources.files("tfhub_transfer.report").joinpath(
-      "reference_data", SIMCLR_CSV).read_text(encoding="utf-8")
-  rows = list(csv.DictReader(io.StringIO(text)))
-  return tuple((r["dataset"], r["regime"], r["metric"], float(r["value_percent"]) / 100)
-               for r in rows if r["network"] == "resnet_50")
-
-
 def simclr_resnet50() -> dict[tuple[str, str], float]:
-  """SimCLR's per-dataset ResNet-50 values, (dataset, regime) -> fraction (see SIMCLR_NOTE)."""
-  return {(dataset, regime): value for dataset, regime, _, value in _simclr_rows()}
+  """SimCLR's per-dataset ResNet-50 values (`reference.simclr_reference`, with its caveat
+  `reference.SIMCLR_CAVEAT`), as (dataset, regime) -> fraction."""
+  return {(c.dataset, c.regime): c.value_percent / 100
+          for c in reference.simclr_reference().values() if c.network == "resnet_50"}

@@ -15,6 +15,7 @@ import os
 from typing import Any, Optional, Sequence
 
 from tfhub_transfer.report import feature_maps
+from tfhub_transfer.report import reference
 from tfhub_transfer.report import studies
 from tfhub_transfer.report import study_plots
 
@@ -82,7 +83,8 @@ def _per_dataset(loaded, out_dir):
            "Per dataset and regime: the mean over the main tables' models of their test "
            "accuracy (%, each model's mean over seeds), ± the standard deviation over models, "
            "[min, max] and `(n)` models; a row the main tables label with its settings counts "
-           f"as a model. SimCLR ResNet-50: {studies.SIMCLR_NOTE}.", "",
+           f"as a model. SimCLR ResNet-50: {reference.SIMCLR_SOURCE}; "
+           f"{reference.SIMCLR_CAVEAT}.", "",
            "| dataset | " + " | ".join(present) + " | SimCLR ResNet-50 ("
            + " / ".join(present) + ") |", "|---" * (len(present) + 2) + "|"]
   for dataset in studies.ordered_datasets({b.dataset for b in bars}):

@@ -1,0 +1,146 @@
+"""The report's Markdown for the paper's statistics, the ImageNet top-1 used, the per-dataset
+reference rows, the significance marks and the convergence warnings (`document` places
+them). Each statistic that could not be computed says why ("too few results: ...").
+"""
+
+import re
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from tfhub_transfer.report import analyses
+from tfhub_transfer.report import correlation
+from tfhub_transfer.report import reference
+from tfhub_transfer.report import significance
+
+REFERENCE_NETWORK = "resnet_50"
+REFERENCE_LABEL = "SimCLR 2020 ResNet-50 (reference)"
+
+MOREY_FORMULA = (
+    "Error bars in Figure 1: 95% within-subject confidence intervals (Cousineau 2005 with "
+    "Morey's 2008 correction), datasets as subjects and models as conditions. With y_md the "
+    "log-odds of model m on dataset d (M models x N datasets, those every model has): "
+    "z_md = y_md - mean_m'(y_m'd) + mean_m'd'(y_m'd'); half-width_m = t_{0.975, N-1} x "
+    "sqrt(M / (M - 1)) x sd_d(z_md) / sqrt(N).")
+
+
+def is_reference_network(model: str) -> bool:
+  """Whether a model label is a ResNet-50 (the registry's, at any weights or resolution)."""
+  return re.split(r"[@{ \[]", model, maxsplit=1)[0] == REFERENCE_NETWORK
+
+
+def reference_row(regime: str, datasets: Sequence[str]) -> str:
+  """A table row of SimCLR's per-dataset ResNet-50 numbers for the table's datasets."""
+  cells = reference.simclr_reference()
+  values = [f"{cells[key].value_percent:.1f}" if (key := (REFERENCE_NETWORK, regime, d))
+            in cells else "–" for d in datasets]
+  return f"| *{REFERENCE_LABEL}* | – | " + " | ".join(f"*{v}*" if v != "–" else v
+                                                    for v in values) + " | – |"
+
+
+def reference_note() -> str:
+  return (f"*{REFERENCE_LABEL}*: {reference.SIMCLR_SOURCE}. Caveat: "
+          f"{reference.SIMCLR_CAVEAT}. Not our result; not in any statistic.")
+
+
+def significance_note(tested: Iterable[Optional[significance.DatasetSignificance]], *,
+                      samples: int, seed: int) -> str:
+  """Says what the bold cells mean, and where nothing could be tested and why."""
+  text = (f"**Bold**: the best model on each dataset and every model not significantly "
+          f"different from it (paired permutation test of per-example test predictions, "
+          f"two-sided p > {significance.ALPHA}, {samples:,} permutations, seed {seed}; "
+          f"VOC2007 on accuracy, not mAP; run-to-run variance ignored).")
+  notes = []
+  for s in tested:
+    if s is None:
+      continue
+    if s.reason:
+      notes.append(f"{s.dataset}: {s.reason}")
+    for model, why in sorted(s.untested.items()):
+      if not s.reason:
+        notes.append(f"{s.dataset} / {model}: {why}")
+  if notes:
+    text += " Not tested: " + "; ".join(notes) + "."
+  return text
+
+
+def convergence_lines(unconverged: Sequence[Mapping[str, Any]]) -> list[str]:
+  """`†` marks: logreg cells whose L-BFGS fit did not converge, with the iterations run."""
+  lines = ["†: L-BFGS did not converge (largest gradient entry above tol within max_iter) "
+           "at a fit the result rests on:"]
+  for r in unconverged:
+    conv = r["convergence"]
+    fits = [f"{name} fit ({fit['iterations']} iterations, max |gradient| "
+            f"{fit['max_abs_grad']:.2g})" for name, fit in conv.items()
+            if isinstance(fit, dict) and not fit.get("converged", True)]
+    lines.append(f"- {r['model']} / {r['dataset']} / seed {r['seed']}: " + ", ".join(fits)
+                 + f" (tol {conv.get('tol')}, max_iter {conv.get('max_iter')}).")
+  return lines
+
+
+def _r_text(corr: correlation.Correlation) -> str:
+  if corr.r is None:
+    return corr.reason
+  n = len(corr.datasets)
+  return (f"{corr.r:.2f} [{corr.ci_low:.2f}, {corr.ci_high:.2f}] ({len(corr.models)} models, "
+          f"{n} dataset{'s' if n != 1 else ''})")
+
+
+def statistics_lines(error_bars: Mapping[str, analyses.ErrorBars],
+                     by_size: Mapping[str, Mapping[str, correlation.Correlation]],
+                     sizes: Mapping[str, tuple[int, str]], wins: analyses.FinetuneWins,
+                     correlations: Mapping[str, correlation.Correlation],
+                     datasets: Sequence[str], *, samples: int, seed: int) -> list[str]:
+  """Figure 1's error bars, r by dataset size, fine-tuning vs logreg, and Figure 2."""
+  lines = [MOREY_FORMULA, ""]
+  for regime, bars in error_bars.items():
+    if bars.reason:
+      lines.append(f"- `{regime}`: no error bars, {bars.reason}.")
+    else:
+      widths = ", ".join(f"{m} ±{w:.2f}" for m, w in zip(bars.models, bars.half_widths))
+      lines.append(f"- `{regime}` ({len(bars.models)} models x "
+                   f"{len(correlations[regime].datasets)} datasets): {widths}.")
+  lines += ["", f"Pearson r of ImageNet top-1 vs average log-odds by dataset size (the "
+                f"paper's appendix): datasets with fewer than {analyses.SMALL_DATASET:,} "
+                f"training images (train + validation) vs the rest; 95% bootstrap CI over "
+                f"models ({samples} resamples, seed {seed}).", "",
+            "| regime | small datasets | large datasets |", "|---|---|---|"]
+  for regime, parts in by_size.items():
+    lines.append(f"| `{regime}` | {_r_text(parts['small'])} | {_r_text(parts['large'])} |")
+  if datasets:
+    lines += ["", "Training images per dataset (recorded: the largest train + validation "
+                  "size run; paper: its Table 1): " + ", ".join(
+                      f"{d} {sizes[d][0]:,} ({sizes[d][1]})" for d in datasets if d in sizes)
+              + "."]
+  paper_wins, paper_pairs = analyses.PAPER_FINETUNE_WINS
+  if wins.reason:
+    lines += ["", f"Fine-tuning vs logistic regression: {wins.reason} (paper: fine-tuning "
+                  f"better on {paper_wins} of {paper_pairs})."]
+  else:
+    lines += ["", f"Fine-tuning beats logistic regression (higher test metric) on "
+                  f"{wins.wins} of {wins.pairs} (model, dataset) pairs with both results "
+                  f"(paper: {paper_wins} of {paper_pairs})."]
+    if wins.losses:
+      shown = ", ".join(f"{m} / {d}" for m, d in wins.losses[:10])
+      more = f" and {len(wins.losses) - 10} more" if len(wins.losses) > 10 else ""
+      lines.append(f"Not better: {shown}{more}.")
+  lines += ["", f"Figure 2 (figure2.png): per dataset, test accuracy vs ImageNet top-1 in each "
+                f"regime (logit axis), with the least-squares line fitted in log-odds and its "
+                f"95% percentile-bootstrap band over models ({samples} resamples, seed "
+                f"{seed}); a panel with fewer than {analyses.MIN_MODELS_FOR_LINE} models with "
+                f"a known top-1 has no line."]
+  return lines
+
+
+def top1_lines(rows: Sequence[Sequence[Any]]) -> list[str]:
+  """The ImageNet top-1 each model is paired with, its source, and the paper's value."""
+  if not rows:
+    return ["No results yet."]
+  lines = ["The correlations and Figures 1-2 use these values (also in imagenet_top1.csv); "
+           "the paper's own values are shown only beside the paper's numbers.", "",
+           "| model | ImageNet top-1 used | source | paper's top-1 |", "|---|---|---|---|"]
+  for model, top1, source, paper in rows:
+    used = "–" if top1 is None else f"{top1:.2f}"
+    source = source or ("unknown: excluded from the correlations; pass "
+                        "--imagenet_top1=NAME=TOP1")
+    lines.append(f"| {model} | {used} | {source} | "
+                 f"{'–' if paper is None else f'{paper:.2f}'} |")
+  return lines

@@ -1,0 +1,165 @@
+"""`--mode=score`: transferability scores of (model, dataset, seed) cells from cached features.
+
+A cell's features are the `logreg` regime's (frozen backbone, the same weights rule and the
+same feature-cache entries, `runners.extract_cell_features`), so scoring a cell whose
+features are cached builds no backbone, and a later `logreg` run reuses what scoring
+extracted. The scored split is **trainval** (train + validation): the labelled data the
+protocol's final model is fitted on, as the estimators' papers score the target training
+set; the test split is never read. One row per cell goes to the results store's `scores`
+table (`ResultsStore.put_score`), keyed by (model, dataset, seed, score protocol).
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import time
+from typing import Any, Callable, Optional
+
+import keras
+from absl import logging
+
+from tfhub_transfer import backbones
+from tfhub_transfer import experiment
+from tfhub_transfer import runners
+from tfhub_transfer import training
+from tfhub_transfer import transferability
+from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.data import datasets
+from tfhub_transfer.data import loading
+from tfhub_transfer.report import records
+from tfhub_transfer.report import results
+
+# Bump when a change makes the same settings give different scores.
+SCORE_VERSION = 1
+SCORED_SPLITS = ("train", "val")  # trainval, read from the train and val cache entries.
+FEATURE_REGIME = "logreg"  # Whose features (weights rule, cache entries) are scored.
+
+
+def score_settings(config: ExperimentConfig) -> dict[str, Any]:
+  """What a stored score depends on besides (model, dataset, seed)."""
+  return {"score_version": SCORE_VERSION, "max_examples": config.max_examples,
+          "split": "trainval",
+          "estimators": {name: dict(spec.settings)
+                         for name, spec in transferability.ESTIMATORS.items()}}
+
+
+def score_protocol(config: ExperimentConfig) -> str:
+  """A short id of `score_settings`: the last field of a score's key."""
+  blob = json.dumps(score_settings(config), sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def score_key(config: ExperimentConfig) -> tuple[str, str, int, str]:
+  return (config.model_label, config.dataset, config.seed, score_protocol(config))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreResult:
+  """The stored row of one scored cell (fields: `records.check_score_record`)."""
+  record: dict[str, Any]
+
+  def summary_line(self) -> str:
+    return records.score_summary_line(self.record)
+
+
+def score_cell(config: ExperimentConfig, *,
+               store: Optional[results.ResultsStore] = None) -> ScoreResult:
+  """Extracts (or reuses) the cell's trainval features, scores them, stores the row.
+
+  Args:
+    config: the cell; its regime must be `logreg` (whose features are scored).
+    store: the results store (default: `<workdir>/results.sqlite`).
+
+  Returns:
+    The stored row.
+
+  Raises:
+    ValueError: an unknown model or dataset, or a regime other than logreg.
+  """
+  if config.regime != FEATURE_REGIME:
+    raise ValueError(f"Scores are computed on the {FEATURE_REGIME} regime's frozen features; "
+                     f"got regime={config.regime!r}. Drop --regime with --mode=score.")
+  start = time.perf_counter()
+  backbone = backbones.get_backbone_spec(config.model, model_kwargs=config.model_kwargs,
+                                         image_size=config.image_size or None)
+  dataset = datasets.get_dataset_spec(config.dataset)
+  weights = config.regime_spec.resolve_weights(config.weights)
+  store = store or results.ResultsStore.for_workdir(config.workdir)
+  keras.utils.set_random_seed(config.seed)  # As run_experiment: the same random init.
+  splits = loading.load_splits(dataset, data_dir=config.data_dir,
+                               manual_dir=config.manual_dir, seed=config.seed,
+                               max_examples=config.max_examples,
+                               folder_cache_dir=os.path.join(config.workdir, "folders"),
+                               examples_per_class=config.examples_per_class)
+  ctx = runners.CellContext(
+      config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,
+      strategy=training.make_strategy(config.strategy),
+      cell_dir=os.path.join(config.workdir, "runs", experiment.cell_id(config)))
+  cached = runners.extract_cell_features(ctx, splits=SCORED_SPLITS)
+  data = transferability.LabelledFeatures(
+      [cached[s].features for s in SCORED_SPLITS], [cached[s].labels for s in SCORED_SPLITS],
+      num_classes=dataset.num_classes, multi_label=dataset.multi_label)
+  scores = transferability.score_features(data)
+  model, dataset_name, seed, protocol = score_key(config)
+  record = {
+      "model": model, "dataset": dataset_name, "seed": seed, "protocol": protocol,
+      "score_settings": score_settings(config), "scores": scores.values,
+      "skipped": scores.skipped, "split": "trainval",
+      "sizes": {**scores.sizes, "splits": {s: splits.sizes[s] for s in SCORED_SPLITS}},
+      "timings": {"extract_s": sum(c.seconds for c in cached.values()), **scores.seconds,
+                  "total_s": time.perf_counter() - start},
+      "weights": weights, "feature_cache": {s: {"path": c.path, "hit": c.from_cache}
+                                            for s, c in cached.items()},
+      "config": config.to_dict(), "versions": experiment.library_versions(),
+      "host": platform.node(),
+      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+  store.put_score(record)
+  return ScoreResult(records.check_score_record(record))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSummary:
+  done: int
+  skipped: int
+  failures: tuple[str, ...]
+
+  @property
+  def cells(self) -> int:
+    return self.done + self.skipped + len(self.failures)
+
+  def line(self) -> str:
+    return (f"score: {self.done} cells scored, {self.skipped} already scored, "
+            f"{len(self.failures)} failed")
+
+
+def run_score_grid(base: ExperimentConfig, grid, *,
+                   on_result: Optional[Callable[[ScoreResult], Any]] = None) -> ScoreSummary:
+  """Scores this shard of `grid` (a `sweep.Grid`; its regimes must be `logreg`).
+
+  A cell already stored under the same score protocol is not scored again (`on_result` gets
+  its stored row); a failing cell is logged and skipped (nothing is stored for it), and the
+  next run retries it.
+  """
+  store = results.ResultsStore.for_workdir(base.workdir)
+  done, skipped, failures = 0, 0, []
+  for config in grid.cells(base):
+    stored = store.get_score(*score_key(config))
+    if stored is not None:
+      skipped += 1
+      if on_result is not None:
+        on_result(ScoreResult(stored))
+      continue
+    try:
+      result = score_cell(config, store=store)
+    except Exception as e:  # pylint: disable=broad-except  # One cell's failure; go on.
+      failures.append(f"{config.model_label} / {config.dataset} / seed {config.seed}: "
+                      f"{type(e).__name__}: {e}")
+      logging.error("Scoring %s failed (the grid goes on): %s", config.cell, e)
+      continue
+    done += 1
+    if on_result is not None:
+      on_result(result)
+  return ScoreSummary(done, skipped, tuple(failures))
