@@ -78,7 +78,7 @@ def _per_dataset(loaded, out_dir):
     return None
   present = [r for r in ("logreg", "finetune", "scratch") if any(b.regime == r for b in bars)]
   by_key = {(b.dataset, b.regime): b for b in bars}
-  reference = studies.simclr_resnet50()
+  simclr = studies.simclr_resnet50()
   lines = ["## Per-dataset accuracy by regime (Figure 6)", "",
            "Per dataset and regime: the mean over the main tables' models of their test "
            "accuracy (%, each model's mean over seeds), ± the standard deviation over models, "
@@ -90,7 +90,7 @@ def _per_dataset(loaded, out_dir):
   for dataset in studies.ordered_datasets({b.dataset for b in bars}):
     cells = [(f"{_pct(b.mean)} ± {_pct(b.std)} [{_pct(b.low)}, {_pct(b.high)}] ({b.n_models})"
               if (b := by_key.get((dataset, r))) else "–") for r in present]
-    refs = " / ".join(_pct(reference.get((dataset, r))) for r in present)
+    refs = " / ".join(_pct(simclr.get((dataset, r))) for r in present)
     lines.append(f"| {dataset} | " + " | ".join(cells) + f" | {refs} |")
   figure = os.path.join(out_dir, "figure6.png")
   study_plots.plot_per_dataset(bars, figure)
