@@ -174,7 +174,7 @@ class MockedTfdsLoadTest(parameterized.TestCase):
                                   manual_dir=None)
       labels = reader.labels("train")
     self.assertEqual(labels.shape, (_MOCK_EXAMPLES, 20))
-    self.assertTrue(np.all((labels == 0) | (labels == 1)))
+    self.assertTrue(np.all((labels == 0) | (labels == 1) | (labels == -1)))  # -1: difficult.
 
   def test_multi_hot_is_the_union_of_object_labels(self):
     spec = datasets.get_dataset_spec("voc2007")

@@ -155,6 +155,13 @@ class PerClassSubsetTest(parameterized.TestCase):
       mask = splits.per_class_subset(labels, examples_per_class=1, seed=seed)
       np.testing.assert_array_equal(mask, [True, False, False, False])
 
+  def test_multi_label_difficult_only_is_not_present(self):
+    # VOC's -1 marks a class annotated only as difficult: it does not count for the class.
+    labels = np.array([[-1, 1], [1, 0], [1, 0]], np.float32)
+    mask = splits.per_class_subset(labels, examples_per_class=1, seed=0)
+    self.assertTrue(mask[0])  # The only image with class 1.
+    self.assertEqual(mask[1:].sum(), 1)  # Class 0 needed an image of its own.
+
   def test_describe(self):
     labels = _labels([10, 3, 7])
     mask = splits.per_class_subset(labels, examples_per_class=5, seed=0)

@@ -63,10 +63,10 @@ class TfdsReader:
         num_parallel_calls=tf.data.AUTOTUNE)
 
   def labels(self, split):
-    """[N] int64 class ids, or [N, C] float32 multi-hot labels for a multi-label spec."""
+    """[N] int64 class ids, or [N, C] float32 labels for a multi-label spec (`make_label_fn`:
+    1 present, -1 difficult only, 0 absent)."""
     spec = self._spec
-    to_label = make_label_fn(spec)
-    ds = self._as_dataset(split, (spec.label_key,)).map(lambda ex: to_label(ex[spec.label_key]))
+    ds = self._as_dataset(split, label_keys(spec)).map(make_label_fn(spec))
     batches = list(tfds.as_numpy(ds.batch(65536)))
     if batches:
       return np.concatenate(batches)

@@ -108,7 +108,8 @@ def per_class_subset(labels: np.ndarray, *, examples_per_class: int, seed: int) 
   subset holds at most K * C images.
 
   Args:
-    labels: [N] integer class ids, or [N, C] multi-hot {0, 1} labels.
+    labels: [N] integer class ids, or [N, C] multi-hot labels (a class is present where its
+      entry is 1; 0 or -1, VOC's difficult-only, is not present).
     examples_per_class: K >= 1.
     seed: seed of the draw (the cell's seed); same labels, K and seed give the same mask.
 
