@@ -61,6 +61,16 @@ class CliTest(tf.test.TestCase):
       self.assertIn(listed, done.stderr)
       self.assertNotIn("Traceback", done.stderr)
 
+  def test_study_dimensions_must_be_counts(self):
+    for flag, value, message in (
+        ("--examples_per_class", "2,-1", "--examples_per_class=2,-1: values must be >= 0."),
+        ("--train_steps", "20,x", "--train_steps=20,x: invalid literal")):
+      done = run_cli("--model=resnet_50", "--dataset=dtd", "--regime=finetune",
+                     f"{flag}={value}", "--workdir=" + self.get_temp_dir())
+      self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+      self.assertIn(message, done.stderr)
+      self.assertNotIn("Traceback", done.stderr)
+
   def test_help_exits_0_with_this_tools_flags_grouped(self):
     done = run_cli("--help")
     self.assertEqual(done.returncode, 0, done.stderr[-2000:])
@@ -132,7 +142,8 @@ class CliTest(tf.test.TestCase):
     cell = ["--model=resnet_50", "--dataset=dtd", "--regime=finetune", "--workdir=" + workdir]
     for bad, says in (("--image_size=-1", "-1 is not a non-negative integer"),
                       ("--batch_size=0", "0 is not a positive integer"),
-                      ("--train_steps=-100", "-100 is not a non-negative integer"),
+                      ("--train_steps=-100", "'-100' is not an integer >= 0"),
+                      ("--examples_per_class=2,x", "'x' is not an integer >= 0"),
                       ("--max_trials=-1", "-1 is not a non-negative integer"),
                       ("--l2_grid_size=0", "0 is not a positive integer"),
                       ("--max_examples=-5", "-5 is not a non-negative integer"),

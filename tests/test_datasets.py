@@ -148,6 +148,34 @@ class MockedTfdsLoadTest(parameterized.TestCase):
     self.assertBetween(float(tf.reduce_min(batches[0][0])), 0.0, 1.0)
     self.assertBetween(float(tf.reduce_max(batches[0][0])), 0.0, 1.0)
 
+  @parameterized.parameters("voc2007", "dtd", "oxford_pets")
+  def test_examples_per_class_with_official_and_heldout_validation(self, name):
+    # Mock data draws other random labels when only the label feature is read, and every
+    # mock split holds the same images, so balance and disjointness are checked on digits
+    # and folders (real data) and in test_splits.
+    spec = datasets.get_dataset_spec(name)
+    with tfds.testing.mock_data(num_examples=_MOCK_EXAMPLES):
+      full = loading.load_splits(spec, data_dir=self.create_tempdir().full_path, seed=0)
+      low = loading.load_splits(spec, data_dir=self.create_tempdir().full_path, seed=0,
+                                 examples_per_class=1)
+      self.assertEqual(_images(low.val), _images(full.val))
+      self.assertEqual(_images(low.test), _images(full.test))
+      train = _images(low.train)
+      self.assertContainsSubset(train, _images(full.train))
+    self.assertLess(low.sizes["train"], full.sizes["train"])
+    self.assertEqual(low.sizes["trainval"], low.sizes["train"])
+    self.assertEqual(low.info["subset"]["size"], low.sizes["train"])
+    self.assertEqual(low.info["subset"]["rule"].startswith("multi-label"), spec.multi_label)
+
+  def test_multi_label_labels_are_multi_hot_rows(self):
+    spec = datasets.get_dataset_spec("voc2007")
+    with tfds.testing.mock_data(num_examples=_MOCK_EXAMPLES):
+      reader = readers.TfdsReader(spec, data_dir=self.create_tempdir().full_path,
+                                  manual_dir=None)
+      labels = reader.labels("train")
+    self.assertEqual(labels.shape, (_MOCK_EXAMPLES, 20))
+    self.assertTrue(np.all((labels == 0) | (labels == 1) | (labels == -1)))  # -1: difficult.
+
   def test_multi_hot_is_the_union_of_object_labels(self):
     spec = datasets.get_dataset_spec("voc2007")
     to_label = readers.make_label_fn(spec)
@@ -289,6 +317,35 @@ class DigitsEndToEndTest(parameterized.TestCase):
     self.assertCountEqual(_images(capped.trainval),
                           _images(capped.train) + _images(capped.val))
     self.assertEqual(capped.info["max_examples"], 20)
+
+  def test_examples_per_class_subset(self):
+    low = self._load(seed=0, examples_per_class=3)
+    train = _examples(low.train)
+    self.assertEqual(collections.Counter(label for _, label in train), {c: 3 for c in range(10)})
+    self.assertEqual(low.sizes, {"train": 30, "val": 288, "trainval": 30, "test": 359})
+    self.assertFalse(low.refit_with_val)
+    self.assertTrue(self.splits.refit_with_val)
+    # The final model sees the subset alone; validation and test are the full-data ones.
+    self.assertEqual(_examples(low.trainval), train)
+    self.assertEqual(_examples(low.val), _examples(self.splits.val))
+    self.assertEqual(_examples(low.test), _examples(self.splits.test))
+    images = [image for image, _ in train]
+    self.assertEmpty(set(images) & set(_images(self.splits.val)))
+    self.assertEmpty(set(images) & set(_images(self.splits.test)))
+    self.assertContainsSubset(images, _images(self.splits.train))
+    subset = low.info["subset"]
+    self.assertEqual((subset["examples_per_class"], subset["seed"], subset["size"]), (3, 0, 30))
+    self.assertEqual(subset["pool_size"], 1150)
+    json.dumps(low.info)
+
+  def test_examples_per_class_is_seeded(self):
+    first = _images(self._load(seed=0, examples_per_class=2).train)
+    self.assertEqual(_images(self._load(seed=0, examples_per_class=2).train), first)
+    other = self._load(seed=1, examples_per_class=2)
+    self.assertLen(_images(other.train), 20)
+    self.assertNotEqual(set(_images(other.train)), set(first))
+    # Each seed draws from the training part of its own held-out split.
+    self.assertEmpty(set(_images(other.train)) & set(_images(other.val)))
 
   def test_pipeline_end_to_end(self):
     preprocess_fn = preprocessing.get_preprocess_fn("inception")

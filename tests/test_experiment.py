@@ -1,5 +1,6 @@
 """One end-to-end cell per regime at minimum size, on fakes; records, caches, resume, NaN."""
 
+import dataclasses
 import os
 from unittest import mock
 
@@ -179,6 +180,44 @@ class TrainedCellTest(tf.test.TestCase):
     (trial,) = store.trials(*config.cell)
     self.assertEqual(trial["status"], "failed")
     self.assertRegex(trial["error"], "loss became (nan|inf)|non-finite logits")
+
+
+class LowDataCellTest(tf.test.TestCase):
+  """`examples_per_class`: every regime trains on the subset alone; validation and test whole."""
+
+  def _config(self, regime):
+    return _tiny_config(self.get_temp_dir(), regime, examples_per_class=2, max_examples=0,
+                        data_dir=os.path.join(self.get_temp_dir(), "data"))
+
+  def test_logreg_fits_the_subset_alone(self):
+    record = experiment.run_experiment(self._config("logreg")).record
+    self.assertEqual(record["status"], "ok")
+    # digits: 2 of each of 10 classes; 288 held out for validation; 359 test images.
+    self.assertEqual(record["sizes"], {"train": 20, "val": 288, "trainval": 20, "test": 359})
+    subset = record["splits"]["subset"]
+    self.assertEqual((subset["examples_per_class"], subset["seed"], subset["size"]), (2, 0, 20))
+    self.assertEqual(record["protocol_settings"]["examples_per_class"], 2)
+    self.assertEqual(record["timings"]["refit_s"], 0.0)
+    # The stored test metric is that of the selected L2 fitted on the 20 images only
+    # (scikit-learn, C = 1/l2), not refitted with the 288 validation images.
+    cache = {s: features_lib.load_cached(*os.path.split(record["feature_cache"][s]["path"]))
+             for s in ("train", "test")}
+    self.assertLen(cache["train"].labels, 20)
+    sk = LogisticRegression(C=1.0 / record["hparams"]["l2"], max_iter=5000, tol=1e-6)
+    sk.fit(cache["train"].features, cache["train"].labels)
+    sk_test = float(np.mean(sk.predict(cache["test"].features) == cache["test"].labels))
+    self.assertNear(record["test_metric"], sk_test, 3 / 359)
+
+  def test_finetune_and_scratch_train_on_the_subset(self):
+    for regime in ("finetune", "scratch"):
+      config = self._config(regime)
+      record = experiment.run_experiment(config).record
+      self.assertEqual(record["status"], "ok", regime)
+      self.assertEqual(record["sizes"]["train"], 20)
+      self.assertEqual(record["sizes"]["trainval"], 20)
+      self.assertIn("subset alone", record["splits"]["refit"])
+      full = dataclasses.replace(config, examples_per_class=0)
+      self.assertNotEqual(full.cell, config.cell)  # Its own row, tuner state, checkpoints.
 
 
 class ResumeTest(tf.test.TestCase, parameterized.TestCase):

@@ -177,6 +177,31 @@ class SplitsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotEqual(_examples(second.val), val)
     self.assertEqual(_examples(second.trainval), _examples(first.trainval))
 
+  def test_examples_per_class_in_a_flat_folder(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path)
+    full, low = _load(root, seed=0), _load(root, seed=0, examples_per_class=2)
+    train = _examples(low.train)
+    self.assertEqual(collections.Counter(train.values()), {0: 2, 1: 2, 2: 2})
+    self.assertContainsSubset(train, _examples(full.train))  # Never validation or test.
+    self.assertEqual(_examples(low.val), _examples(full.val))
+    self.assertEqual(_examples(low.test), _examples(full.test))
+    self.assertEqual(_examples(low.trainval), train)  # The final model sees the subset alone.
+    self.assertEqual(low.sizes, {"train": 6, "val": 5, "trainval": 6, "test": 6})
+
+  def test_examples_per_class_with_a_validation_folder(self):
+    root = self.create_tempdir().full_path
+    train = _write_split(root, "train", per_class=4, first_seed=0)
+    val = _write_split(root, "val", per_class=2, first_seed=1000)
+    _write_split(root, "test", per_class=3, first_seed=2000)
+    low = _load(root, seed=1, examples_per_class=3)
+    picked = _examples(low.train)
+    self.assertEqual(collections.Counter(picked.values()), {0: 3, 1: 3, 2: 3})
+    self.assertContainsSubset(picked, train)
+    self.assertEqual(_examples(low.val), val)
+    self.assertEqual(low.info["subset"]["pool_size"], 12)
+    self.assertNotEqual(set(_examples(_load(root, seed=2, examples_per_class=3).train)),
+                        set(picked))
+
   def test_flat_folder_skips_files_with_plain_reasons(self):
     root = dummy.write_image_folder(self.create_tempdir().full_path)
     dummy.write_corrupt_files(os.path.join(root, "dog"))  # truncated.jpg, notes.txt, scan.tif

@@ -130,6 +130,15 @@ class ProtocolKeyTest(tf.test.TestCase):
       other = base.__class__(**{**base.to_dict(), **change})
       self.assertEqual(other.cell, base.cell, change)
 
+  def test_examples_per_class_keys_every_regime(self):
+    for regime in PAPER_REGIMES:
+      full = ExperimentConfig(model="m", dataset="d", regime=regime)
+      low = ExperimentConfig(model="m", dataset="d", regime=regime, examples_per_class=5)
+      self.assertNotEqual(low.cell, full.cell, regime)
+      self.assertEqual(low.protocol_settings()["examples_per_class"], 5)
+    with self.assertRaisesRegex(ValueError, "--examples_per_class=-1 must be >= 0"):
+      ExperimentConfig(model="m", dataset="d", regime="logreg", examples_per_class=-1)
+
   def test_defaults_are_keyed_by_their_values(self):
     spec = regimes.get_regime_spec("scratch")
     implicit = ExperimentConfig(model="m", dataset="d", regime="scratch")

@@ -170,8 +170,8 @@ class WriteReportTest(absltest.TestCase):
     paths = report.write_report(store, self.out, bootstrap_samples=200)
     with open(paths.report_md) as f:
       self.assertEqual(f.read(), paths.markdown)
-    self.assertTrue(paths.markdown.endswith("\n![Figure 1](figure1.png)\n\n"
-                                            "![Figure 2](figure2.png)\n"))
+    self.assertIn("\n![Figure 1](figure1.png)\n\n![Figure 2](figure2.png)\n", paths.markdown)
+    self.assertTrue(paths.markdown.endswith("\n![Figure 6](figure6.png)\n"))  # Per dataset.
     self.assertIn("resnet_50 / cifar10 / scratch / seed 0: ValueError: x", paths.markdown)
     corr_line = next(l for l in paths.markdown.splitlines() if l.startswith("Pearson r"))
     avg = _by_hand_avg_logodds(records, "logreg")

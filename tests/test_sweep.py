@@ -321,6 +321,42 @@ class SlurmArrayTest(tf.test.TestCase):
     with open(os.path.join(workdir, "report", "results.json")) as f:
       self.assertLen(json.load(f)["results"], 5)
 
+  def test_data_sizes_and_budgets_are_dimensions(self):
+    base = ExperimentConfig(model="m", dataset="d", regime="logreg", train_steps=7)
+    grid = sweep.Grid(models=("a",), datasets=("x",), regimes=("logreg", "finetune"),
+                      seeds=(0, 1), examples_per_class=(0, 2, 8), train_steps=(20, 40))
+    cells = grid.cells(base)
+    finetune = {(c.examples_per_class, c.train_steps, c.seed) for c in cells
+                if c.regime == "finetune"}
+    self.assertLen(finetune, 12)  # 3 sizes x 2 budgets x 2 seeds.
+    # logreg does not depend on the budget: one cell per (size, seed), not two.
+    logreg = [(c.examples_per_class, c.seed) for c in cells if c.regime == "logreg"]
+    self.assertCountEqual(logreg, [(k, s) for k in (0, 2, 8) for s in (0, 1)])
+    self.assertLen({c.cell for c in cells}, len(cells))
+    # Empty lists keep the base config's values.
+    (only,) = sweep.Grid(models=("a",), datasets=("x",), regimes=("finetune",)).cells(base)
+    self.assertEqual((only.train_steps, only.examples_per_class), (7, 0))
+
+  def test_two_budgets_store_two_rows_with_their_own_searches(self):
+    hub = os.path.join(self.get_temp_dir(), "hub")
+    base = ExperimentConfig(
+        model="hub:" + hub, dataset="digits", regime="finetune", image_size=16,
+        workdir=self.create_tempdir().full_path, data_dir=self.create_tempdir().full_path,
+        max_examples=40, batch_size=16, learning_rates=(0.01, 0.001), weight_decays=(0.0,))
+    grid = sweep.Grid(models=(base.model,), datasets=("digits",), regimes=("finetune",),
+                      train_steps=(1, 2))
+    summary = sweep.run_grid(base, grid)
+    self.assertEqual((summary.done, summary.failed), (2, 0))
+    store = results.ResultsStore.for_workdir(base.workdir)
+    rows = store.records()
+    self.assertCountEqual([r["hparams"]["train_steps"] for r in rows], [1, 2])
+    self.assertLen({r["protocol"] for r in rows}, 2)
+    for r in rows:
+      trials = store.trials(r["model"], r["dataset"], r["regime"], r["seed"], r["protocol"])
+      self.assertLen(trials, 2)  # Each budget searched its own grid of two.
+      self.assertNear(r["val_metric"], max(t["val_metric"] for t in trials), 1e-9)
+    self.assertEqual(sweep.run_grid(base, grid).skipped, 2)
+
 
 if __name__ == "__main__":
   tf.test.main()

@@ -7,6 +7,7 @@
   tfhub_transfer --mode=report --workdir=W
   tfhub_transfer --mode=score --model=resnet_50,densenet_121 --dataset=dtd --workdir=W
   tfhub_transfer --mode=forget --model=... --dataset=... --regime=... --workdir=W
+  tfhub_transfer --flagfile=flags/paper_low_data.cfg    # the paper's other experiments
   tfhub_transfer --list_models | --list_datasets
 
 Every choice list comes from the library's registries; library modules that import TensorFlow
@@ -65,9 +66,14 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
                                   "TFDS manual_dir for datasets downloaded by hand.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.", lower_bound=1)
-_TRAIN_STEPS = flags.DEFINE_integer(
-    "train_steps", 0, "Steps per finetune/scratch trial (0: a quick default; the paper "
-    "flagfiles set the paper's budgets).", lower_bound=0)
+_TRAIN_STEPS = flags.DEFINE_list(
+    "train_steps", ["0"], "Steps per finetune/scratch trial (0: a quick default; the paper "
+    "flagfiles set the paper's budgets). Comma-separated for a step-budget study: each "
+    "budget is a cell of its own, with its own search.")
+_EXAMPLES_PER_CLASS = flags.DEFINE_list(
+    "examples_per_class", ["0"], "Train on a class-balanced random subset of K training "
+    "images per class, drawn with the cell's seed (0: all). Comma-separated for a low-data "
+    "study; with --seeds=0,1,2 each K gets three independent subsets.")
 _LEARNING_RATES = flags.DEFINE_list("learning_rates", [],
                                     "Learning-rate grid (empty: the paper's for the regime).")
 _WEIGHT_DECAYS = flags.DEFINE_list("weight_decays", [],
@@ -87,6 +93,12 @@ _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
     "as NAME=TOP1 with NAME as the report shows it, e.g. 'hub:/models/mine=77.2'.")
+_TSNE = flags.DEFINE_list(
+    "tsne", [], "For --mode=report: t-SNE maps of cached test features (Figure 4), as "
+    "MODEL/DATASET items as the report names them, or 'all' for every cached pair.")
+_CONVERGENCE_THRESHOLD = flags.DEFINE_float(
+    "convergence_threshold", 0.9, "For --mode=report: a step budget has converged when the "
+    "odds p/(1-p) of its test accuracy reach this fraction of the best budget's (Figure 8).")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell of the grid from i.")
 _PARALLEL_TRIALS = flags.DEFINE_integer(
     "parallel_trials", 0, "Run the search as a keras-tuner chief plus N worker processes, "
@@ -105,11 +117,12 @@ _LAUNCHER_FLAGS = (_PARALLEL_TRIALS, _GPUS_PER_TRIAL)
 # `--help`: this tool's flags by what they are for (absl's own: --helpfull).
 FLAG_GROUPS = (
     ("run", (_MODEL, _DATASET, _REGIME, _SEEDS, _WORKDIR, _WEIGHTS, _MODEL_KWARGS, _IMAGE_SIZE,
-             _BATCH_SIZE, _TRAIN_STEPS, _MODE, _LIST_MODELS, _LIST_DATASETS)),
+             _BATCH_SIZE, _TRAIN_STEPS, _EXAMPLES_PER_CLASS, _MODE, _LIST_MODELS,
+             _LIST_DATASETS)),
     ("search", (_LEARNING_RATES, _WEIGHT_DECAYS, _TUNER, _MAX_TRIALS, _L2_GRID_SIZE)),
     ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES)),
     ("scale-out", (_STRATEGY, _SHARD, _PARALLEL_TRIALS, _GPUS_PER_TRIAL)),
-    ("report (--mode=report)", (_IMAGENET_TOP1, _REPORT_DIR)),
+    ("report (--mode=report)", (_IMAGENET_TOP1, _REPORT_DIR, _TSNE, _CONVERGENCE_THRESHOLD)),
     ("forget (--mode=forget, with the grid's flags)", (_FORGET_OK,)),
 )
 _HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
@@ -198,8 +211,8 @@ def _parse_top1(values) -> dict[str, float]:
 # Checked at parse time, before anything runs: integer flags carry their bounds above
 # (`lower_bound=`); the rest have validators here, which raise flags.ValidationError with a
 # message naming the flag. A new flag follows the same pattern, e.g.
-#   flags.DEFINE_integer("examples_per_class", 0, "...", lower_bound=0)
-# or, for a rule bounds cannot say, a validator registered below.
+#   flags.DEFINE_integer("max_trials", 4, "...", lower_bound=1)
+# or, for a rule bounds cannot say (a list's items), a validator registered below.
 
 
 def _validator(flag, check):
@@ -244,6 +257,9 @@ _validator(_LEARNING_RATES, lambda v: _check_numbers(
 _validator(_WEIGHT_DECAYS, lambda v: _check_numbers(
     v, kind=float, valid=lambda x: 0 <= x < math.inf,
     expected="a non-negative number, e.g. 0,1e-4"))
+for _count_flag in (_TRAIN_STEPS, _EXAMPLES_PER_CLASS):
+  _validator(_count_flag, lambda v: _check_numbers(
+      v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 2,8"))
 _validator(_SHARD, sweep.parse_shard)
 _validator(_MODEL_KWARGS, FrozenKwargs.parse)
 _validator(_WEIGHTS, _check_weights)
@@ -288,7 +304,14 @@ def _grid():
     regimes.get_regime_spec(regime)
   return sweep.Grid(models=tuple(_MODEL.value), datasets=tuple(_DATASET.value),
                     regimes=tuple(regime_flag), seeds=_ints(_SEEDS.value, "seeds"),
-                    shard=sweep.parse_shard(_SHARD.value))
+                    shard=sweep.parse_shard(_SHARD.value),
+                    examples_per_class=_counts(_EXAMPLES_PER_CLASS),
+                    train_steps=_counts(_TRAIN_STEPS))
+
+
+def _counts(flag) -> tuple[int, ...]:
+  """A comma list of integers >= 0, checked at parse time (the empty list means 0)."""
+  return _ints(flag.value, flag.name) or (0,)
 
 
 def base_config(grid) -> ExperimentConfig:
@@ -298,7 +321,7 @@ def base_config(grid) -> ExperimentConfig:
       seed=grid.seeds[0], workdir=_WORKDIR.value, weights=_WEIGHTS.value or None,
       model_kwargs=FrozenKwargs.parse(_MODEL_KWARGS.value), image_size=_IMAGE_SIZE.value,
       data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, batch_size=_BATCH_SIZE.value,
-      train_steps=_TRAIN_STEPS.value,
+      train_steps=grid.train_steps[0], examples_per_class=grid.examples_per_class[0],
       learning_rates=_floats(_LEARNING_RATES.value, "learning_rates"),
       weight_decays=_floats(_WEIGHT_DECAYS.value, "weight_decays"), tuner=_TUNER.value,
       max_trials=_MAX_TRIALS.value, l2_grid_size=_L2_GRID_SIZE.value,
@@ -352,9 +375,10 @@ def _dispatch() -> int:
     return 0
   if _MODE.value == "report":
     from tfhub_transfer.report import document  # pylint: disable=g-import-not-at-top
-    paths = document.write_workdir_report(_existing_workdir(),
-                                          imagenet_top1=_parse_top1(_IMAGENET_TOP1.value),
-                                          out_dir=_REPORT_DIR.value)
+    paths = document.write_workdir_report(
+        _existing_workdir(), imagenet_top1=_parse_top1(_IMAGENET_TOP1.value),
+        out_dir=_REPORT_DIR.value, tsne=tuple(_TSNE.value),
+        convergence_threshold=_CONVERGENCE_THRESHOLD.value)
     print(paths.markdown)
     print(f"Written to {paths.out_dir}/: {', '.join(paths.names())}", file=sys.stderr)
     return 0

@@ -119,6 +119,8 @@ class ExperimentConfig:
     l2_grid_size: number of log-spaced L2 strengths in `protocol.L2_RANGE` for logreg.
     strategy: one of `STRATEGIES`.
     max_examples: cap on examples per split (0: all), for smoke runs; recorded.
+    examples_per_class: K > 0 trains on a class-balanced random subset of K training images
+      per class drawn with `seed` (a low-data cell, `loading.load_splits`); 0: all.
   """
   model: str
   dataset: str
@@ -139,6 +141,7 @@ class ExperimentConfig:
   l2_grid_size: int = protocol.L2_GRID_SIZE
   strategy: str = "auto"
   max_examples: int = 0
+  examples_per_class: int = 0
 
   def __post_init__(self):
     regimes.get_regime_spec(self.regime)
@@ -151,6 +154,9 @@ class ExperimentConfig:
       object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
     if self.tuner not in TUNERS:
       raise ValueError(f"Unknown --tuner={self.tuner!r}. Valid choices: {', '.join(TUNERS)}.")
+    if self.examples_per_class < 0:
+      raise ValueError(f"--examples_per_class={self.examples_per_class} must be >= 0 (0: all "
+                       f"training images).")
     if self.strategy not in STRATEGIES:
       raise ValueError(f"Unknown --strategy={self.strategy!r}. Valid choices: "
                        f"{', '.join(STRATEGIES)}.")
@@ -194,6 +200,18 @@ class ExperimentConfig:
     if self.weights:
       label += "@" + (self.weights if self.weights in (regimes.IMAGENET, regimes.RANDOM)
                       else os.path.basename(os.path.normpath(self.weights)))
+    if self.image_size:
+      label += f"@{self.image_size}px"
+    return label
+
+  @property
+  def network_label(self) -> str:
+    """The network without its weights: the `--model` value, kwargs and resolution. A
+    finetune cell and a scratch cell of one architecture share it (their `model_label`s
+    differ where `--weights` names a file)."""
+    label = self.model
+    if self.model_kwargs:
+      label += self.model_kwargs.json()
     if self.image_size:
       label += f"@{self.image_size}px"
     return label

@@ -71,14 +71,15 @@ class SelectionResult:
 
   Attributes:
     best_l2: the selected strength.
-    model: the model refitted on train + validation at `best_l2`.
+    model: the model refitted on train + validation at `best_l2` (with `refit=False`, the
+      train-only fit at `best_l2`, as `chosen_fit`).
     chosen_fit: the train-only fit at `best_l2`, the one whose validation metric chose it
       (its `converged` and `iterations` say whether that choice rests on a converged fit).
     l2_values: the strengths tried, strongest first (the traversal order).
     val_scores: validation metric of the train-only fit at each strength.
     iterations: L-BFGS iterations of each train-only fit (0 where the previous solution was
       already within tol).
-    refit_seconds: wall time of the final refit.
+    refit_seconds: wall time of the final refit (0 without one).
   """
   best_l2: float
   model: LinearModel
@@ -203,7 +204,7 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
                      metric_fn: Callable[[np.ndarray, np.ndarray], float],
                      l2_values: Optional[np.ndarray] = None,
                      max_iter: int = DEFAULT_MAX_ITER,
-                     tol: float = DEFAULT_TOL) -> SelectionResult:
+                     tol: float = DEFAULT_TOL, refit: bool = True) -> SelectionResult:
   """The paper's protocol: warm-started path on train, pick on validation, refit on both.
 
   Args:
@@ -214,6 +215,8 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
     l2_values: strengths to try (any order; traversed strongest first); `protocol.l2_grid()`
       if None.
     max_iter, tol: as in `fit`, for every fit.
+    refit: refit on train + validation; False keeps the path's model fitted on train alone
+      (a low-data cell, whose final model must not see the validation images).
 
   Returns:
     A `SelectionResult`; ties in the validation metric go to the stronger regularisation.
@@ -244,6 +247,10 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
       scores.append(float(metric_fn(val_y, val_scores.numpy())))
     models.append(model)
   best = int(np.argmax(scores))  # First maximum along the path: the strongest tied value.
+  if not refit:
+    return SelectionResult(best_l2=order[best], model=models[best], chosen_fit=models[best],
+                           l2_values=order, val_scores=tuple(scores),
+                           iterations=tuple(m.iterations for m in models), refit_seconds=0.0)
 
   start = time.perf_counter()
   # Both halves are checked and already on the device: refit on them without a new copy.

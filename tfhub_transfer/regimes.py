@@ -18,7 +18,7 @@ IMAGENET = "imagenet"
 RANDOM = "random"
 
 # Config fields every regime's outcome depends on (besides the cell key and the backbone).
-_COMMON_FIELDS = ("max_examples",)
+_COMMON_FIELDS = ("max_examples", "examples_per_class")
 
 
 @dataclasses.dataclass(frozen=True)

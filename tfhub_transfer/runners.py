@@ -149,7 +149,7 @@ def run_logreg(ctx: CellContext) -> Outcome:
       cached["train"].features, cached["train"].labels, cached["val"].features,
       cached["val"].labels, multi_label=ctx.dataset.multi_label,
       num_classes=ctx.dataset.num_classes, metric_fn=metric_fn,
-      l2_values=protocol.l2_grid(ctx.config.l2_grid_size))
+      l2_values=protocol.l2_grid(ctx.config.l2_grid_size), refit=ctx.splits.refit_with_val)
   fit_s = time.perf_counter() - start
   test_scores = logreg.predict_scores(selection.model, cached["test"].features)
   test_metric = metric_fn(cached["test"].labels, test_scores)

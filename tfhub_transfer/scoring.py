@@ -93,7 +93,8 @@ def score_cell(config: ExperimentConfig, *,
   splits = loading.load_splits(dataset, data_dir=config.data_dir,
                                manual_dir=config.manual_dir, seed=config.seed,
                                max_examples=config.max_examples,
-                               folder_cache_dir=os.path.join(config.workdir, "folders"))
+                               folder_cache_dir=os.path.join(config.workdir, "folders"),
+                               examples_per_class=config.examples_per_class)
   ctx = runners.CellContext(
       config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,
       strategy=training.make_strategy(config.strategy),

@@ -1,4 +1,5 @@
-"""Grids of cells (models x datasets x regimes x seeds), resumable and shardable.
+"""Grids of cells (models x datasets x regimes x data sizes x step budgets x seeds),
+resumable and shardable.
 
 A cell whose record is stored with status `ok` under the same protocol (the store's key holds
 the protocol id, `ExperimentConfig.protocol`) by any host of the workdir is skipped, so a
@@ -38,6 +39,9 @@ class Grid:
 
   Attributes:
     models, datasets, regimes, seeds: the values of each dimension.
+    examples_per_class: training images per class of low-data cells (0: all); empty: the
+      base config's value.
+    train_steps: step budgets of finetune/scratch cells; empty: the base config's value.
     shard: (i, n): run every n-th cell of the grid, starting at the i-th.
   """
   models: tuple[str, ...]
@@ -45,15 +49,24 @@ class Grid:
   regimes: tuple[str, ...]
   seeds: tuple[int, ...] = (0,)
   shard: tuple[int, int] = (0, 1)
+  examples_per_class: tuple[int, ...] = ()
+  train_steps: tuple[int, ...] = ()
 
   def cells(self, base: ExperimentConfig) -> list[ExperimentConfig]:
     """The grid's cells in a fixed order (dataset-major, so feature caches are reused early),
-    each `base` with its (model, dataset, regime, seed); this shard's share."""
-    grid = itertools.product(self.datasets, self.models, self.regimes, self.seeds)
-    cells = [dataclasses.replace(base, model=m, dataset=d, regime=r, seed=s)
-             for d, m, r, s in grid]
+    each `base` with its (model, dataset, regime, examples per class, budget, seed); this
+    shard's share. Cells that differ only in a setting their regime does not depend on (a
+    step budget of `logreg`) are one cell, listed once."""
+    grid = itertools.product(self.datasets, self.models, self.regimes,
+                             self.examples_per_class or (base.examples_per_class,),
+                             self.train_steps or (base.train_steps,), self.seeds)
+    cells = {}
+    for d, m, r, k, t, s in grid:
+      config = dataclasses.replace(base, model=m, dataset=d, regime=r, examples_per_class=k,
+                                   train_steps=t, seed=s)
+      cells.setdefault(config.cell, config)
     index, count = self.shard
-    return cells[index::count]
+    return list(cells.values())[index::count]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 A reader is built from a `datasets.DatasetSpec` and offers `read(split)` (images not
 decoded, deterministic order), `labels(split)` (the label column alone, as numpy, for
-stratified held-out splits) and `size(split)`. `TfdsReader` covers TFDS and this package's
-builders (it builds them on first use); `FolderReader` covers `folder:<path>` datasets.
+stratified held-out splits and per-class subsets) and `size(split)`. `TfdsReader` covers
+TFDS and this package's builders (it builds them on first use); `FolderReader` covers
+`folder:<path>` datasets.
 """
 
 import collections
@@ -62,9 +63,15 @@ class TfdsReader:
         num_parallel_calls=tf.data.AUTOTUNE)
 
   def labels(self, split):
-    ds = self._as_dataset(split, (self._spec.label_key,))
-    batches = [b[self._spec.label_key] for b in tfds.as_numpy(ds.batch(65536))]
-    return np.concatenate(batches) if batches else np.zeros([0], np.int64)
+    """[N] int64 class ids, or [N, C] float32 labels for a multi-label spec (`make_label_fn`:
+    1 present, -1 difficult only, 0 absent)."""
+    spec = self._spec
+    ds = self._as_dataset(split, label_keys(spec)).map(make_label_fn(spec))
+    batches = list(tfds.as_numpy(ds.batch(65536)))
+    if batches:
+      return np.concatenate(batches)
+    return np.zeros([0, spec.num_classes] if spec.multi_label else [0],
+                    np.float32 if spec.multi_label else np.int64)
 
   def size(self, split):
     ds = self._as_dataset(split, (self._spec.label_key,))

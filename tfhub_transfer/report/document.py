@@ -4,7 +4,9 @@ The numbers (average log-odds, Pearson r and its CI) come from `correlation`, th
 other statistics from `analyses` and `significance`, the figures from `plots`, the new
 report sections from `sections`; this module orders and formats them as Markdown and writes
 report.md, table_<regime>.csv, summary.csv, significance.csv, imagenet_top1.csv,
-figure1.png and figure2.png (`write_report`).
+figure1.png and figure2.png (`write_report`). The sections of the paper's other experiments
+(Figures 4, 6, 8, 9) follow, from `study_sections`; low-data cells, and a step-budget study's
+budgets below its largest, appear only there, not in the main tables.
 
 ImageNet top-1 is, by default, the published top-1 of the checkpoint each model loads
 (`backbones.BackboneSpec.checkpoint_top1`): what our results measure. The comparison with the
@@ -31,6 +33,8 @@ from tfhub_transfer.report import sections
 from tfhub_transfer.report import significance
 from tfhub_transfer.report import storage
 from tfhub_transfer.report import stores
+from tfhub_transfer.report import studies
+from tfhub_transfer.report import study_sections
 from tfhub_transfer.report import transferability_check
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
@@ -57,6 +61,7 @@ class ReportPaths:
   significance_csv: str = ""
   top1_csv: str = ""
   transferability_png: Optional[str] = None
+  study_files: tuple[str, ...] = ()
 
   def names(self) -> list[str]:
     """The files written, by name (tables as table_<regime>.csv)."""
@@ -64,7 +69,7 @@ class ReportPaths:
              os.path.basename(self.summary_csv), os.path.basename(self.figure_png)]
             + [os.path.basename(p) for p in (self.figure2_png, self.significance_csv,
                                              self.top1_csv) if p]
-            + [os.path.basename(p) for p in self.exports]
+            + [os.path.basename(p) for p in self.study_files + self.exports]
             + ([os.path.basename(self.transferability_png)] if self.transferability_png
                else []))
 
@@ -86,6 +91,7 @@ class _Report:
   finetune_wins: analyses.FinetuneWins
   unconverged: list[dict[str, Any]]
   permutation_samples: int
+  everything: tuple[dict[str, Any], ...] = ()
 
 
 # What `write_report` reads results (and prediction files and scores) from, besides records.
@@ -119,7 +125,8 @@ def imagenet_top1_used(overrides: Optional[Mapping[str, float]] = None
 
 def _build(store_or_records, imagenet_top1, samples, seed, store_dir,
            permutation_samples) -> _Report:
-  loaded = records.label_protocol_variants(_load(store_or_records))
+  everything = _load(store_or_records)
+  loaded = records.label_protocol_variants(studies.main_table_records(everything))
   cells = correlation.average_cells(loaded)
   top1, sources = imagenet_top1_used(imagenet_top1)
   correlations = {regime: correlation.correlate(cells, regime, top1, samples=samples,
@@ -127,8 +134,8 @@ def _build(store_or_records, imagenet_top1, samples, seed, store_dir,
   sizes = analyses.train_sizes(loaded, {d: p.train_size
                                         for d, p in reference.paper_datasets().items()})
   return _Report(
-      cells, top1, correlations, [r for r in loaded if r["status"] == "failed"],
-      sum(r["status"] == "ok" for r in loaded), samples, seed, top1_sources=sources,
+      cells, top1, correlations, [r for r in everything if r["status"] == "failed"],
+      sum(r["status"] == "ok" for r in everything), samples, seed, top1_sources=sources,
       error_bars={regime: analyses.error_bars(cells, corr)
                   for regime, corr in correlations.items()},
       significance=significance.per_dataset(loaded, cells, store_dir,
@@ -137,7 +144,8 @@ def _build(store_or_records, imagenet_top1, samples, seed, store_dir,
                                                     samples=samples, seed=seed)
                for regime in regimes.REGIMES},
       sizes=sizes, finetune_wins=analyses.finetune_beats_logreg(cells),
-      unconverged=records.unconverged(loaded), permutation_samples=permutation_samples)
+      unconverged=records.unconverged(loaded), permutation_samples=permutation_samples,
+      everything=tuple(everything))
 
 
 def _ordered_models(report, models) -> list[str]:
@@ -188,6 +196,16 @@ def _markdown(report) -> str:
            f"[ImageNet top-1 used](#imagenet-top-1-used)), not the paper's retrained "
            f"networks'. Average log-odds = mean over the model's datasets of log(p/(1-p)), p "
            f"clipped to [{eps:g}, 1-{eps:g}]; `(n)` = number of datasets."]
+  ok = [r for r in report.everything if r["status"] == "ok"]
+  low_data = sum(studies.is_low_data(r) for r in ok)
+  if low_data:
+    lines.append(f"- {low_data} low-data cells (`--examples_per_class`) are not in these "
+                 f"tables: see \"Accuracy vs examples per class\" below.")
+  smaller = len(studies.smaller_budgets([r for r in ok if not studies.is_low_data(r)]))
+  if smaller:
+    lines.append(f"- {smaller} cells of step-budget studies below their largest budget are "
+                 f"not in these tables (each study shows here at its largest budget): see "
+                 f"\"Accuracy vs training steps\" below.")
   paper = reference.paper_datasets()
   for d in _ordered_datasets({d for (_, _, d) in report.cells}):
     metrics = "/".join(sorted({c.metric for (_, _, cd), c in report.cells.items() if cd == d}))
@@ -312,9 +330,13 @@ def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirRes
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
                  seed: int = 0, store_dir: Optional[str] = None,
                  permutation_samples: int = significance.PERMUTATION_SAMPLES,
-                 score_records: Optional[Iterable[dict[str, Any]]] = None) -> ReportPaths:
+                 score_records: Optional[Iterable[dict[str, Any]]] = None,
+                 tsne: tuple[str, ...] = (),
+                 convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD,
+                 features_dir: Optional[str] = None) -> ReportPaths:
   """Writes report.md, the tables, summary.csv, significance.csv, imagenet_top1.csv,
-  figure1.png and figure2.png to `out_dir`.
+  figure1.png and figure2.png to `out_dir`, and the study sections' tables and figures where
+  the store has such results (`study_sections`).
 
   Where transferability scores exist, report.md gains their check against the measured
   results (`transferability_check`) and transferability.png its plot.
@@ -331,6 +353,9 @@ def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirRes
     store_dir: where the records' prediction files are (default: the store's directory).
     permutation_samples: permutations of each significance test (>= 10,000).
     score_records: `--mode=score` rows (default: the store's, if a store is given).
+    tsne: `MODEL/DATASET` pairs (or `all`) to draw t-SNE maps of (Figure 4); empty: none.
+    convergence_threshold: Figure 8's convergence rule (`studies.convergence`).
+    features_dir: where feature-cache entries are looked for if a recorded path is gone.
 
   Returns:
     The paths written and the Markdown text.
@@ -340,15 +365,19 @@ def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirRes
   report = _build(store_or_records, imagenet_top1, bootstrap_samples, seed, store_dir,
                   permutation_samples)
   os.makedirs(out_dir, exist_ok=True)
+  studied = study_sections.write_sections(
+      list(report.everything), out_dir, convergence_threshold=convergence_threshold,
+      tsne=tsne, features_dir=features_dir)
   paths = ReportPaths(out_dir, os.path.join(out_dir, "report.md"),
                       {r: os.path.join(out_dir, f"table_{r}.csv") for r in regimes.REGIMES},
                       os.path.join(out_dir, "summary.csv"),
                       os.path.join(out_dir, "figure1.png"),
                       _markdown(report) + "\n![Figure 1](figure1.png)\n"
-                      "\n![Figure 2](figure2.png)\n",
+                      "\n![Figure 2](figure2.png)\n" + studied.markdown,
                       figure2_png=os.path.join(out_dir, "figure2.png"),
                       significance_csv=os.path.join(out_dir, "significance.csv"),
-                      top1_csv=os.path.join(out_dir, "imagenet_top1.csv"))
+                      top1_csv=os.path.join(out_dir, "imagenet_top1.csv"),
+                      study_files=studied.files)
   for regime, path in paths.tables.items():
     rows = correlation.cells_by_model(report.cells, regime)
     datasets = _ordered_datasets({d for row in rows.values() for d in row})
@@ -387,7 +416,10 @@ def _write_csv(path, header, rows):
 
 def write_workdir_report(workdir: str, *,
                          imagenet_top1: Optional[Mapping[str, float]] = None,
-                         out_dir: Optional[str] = None) -> ReportPaths:
+                         out_dir: Optional[str] = None,
+                         tsne: tuple[str, ...] = (),
+                         convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD
+                         ) -> ReportPaths:
   """`--mode=report`: the report of every results store of a workdir, read read-only, in
   `out_dir` (default `<workdir>/report/`), plus every stored record in full (results.csv,
   results.json) for other tools, written last so a failed report keeps the previous ones.
@@ -400,7 +432,9 @@ def write_workdir_report(workdir: str, *,
   out_dir = out_dir or os.path.join(workdir, "report")
   exports = (os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.json"))
   try:
-    paths = write_report(workdir_results, out_dir, imagenet_top1=imagenet_top1)
+    paths = write_report(workdir_results, out_dir, imagenet_top1=imagenet_top1, tsne=tsne,
+                         convergence_threshold=convergence_threshold,
+                         features_dir=os.path.join(workdir, "features"))
     workdir_results.export_csv(exports[0])
     workdir_results.export_json(exports[1])
   except OSError as e:
