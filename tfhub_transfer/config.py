@@ -19,6 +19,9 @@ from tfhub_transfer import regimes
 
 STRATEGIES = ("auto", "mirrored", "default", "one_device", "tpu")
 TUNERS = ("grid", "bayesian")
+# Keras dtype policies a cell may run its backbone under (`--precision`); float32 is the
+# protocol as measured so far. Mixed policies keep variables, the head and the loss float32.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Bump when a convention changes what the same settings measure (e.g. how weight decay is
 # applied): results stored under an older version are then never taken for current ones.
@@ -112,6 +115,10 @@ class ExperimentConfig:
     l2_grid_size: number of log-spaced L2 strengths in `protocol.L2_RANGE` for logreg.
     strategy: one of `STRATEGIES`.
     max_examples: cap on examples per split (0: all), for smoke runs; recorded.
+    precision: one of `PRECISIONS`: the Keras dtype policy the backbone computes in, for
+      training and feature extraction (the head, the loss and the variables stay float32;
+      float16 losses are scaled).
+    jit_compile: compile the training step and the feature extractor with XLA.
   """
   model: str
   dataset: str
@@ -132,6 +139,8 @@ class ExperimentConfig:
   l2_grid_size: int = protocol.L2_GRID_SIZE
   strategy: str = "auto"
   max_examples: int = 0
+  precision: str = "float32"
+  jit_compile: bool = False
 
   def __post_init__(self):
     regimes.get_regime_spec(self.regime)
@@ -147,6 +156,9 @@ class ExperimentConfig:
     if self.strategy not in STRATEGIES:
       raise ValueError(f"Unknown --strategy={self.strategy!r}. Valid choices: "
                        f"{', '.join(STRATEGIES)}.")
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"Unknown --precision={self.precision!r}. Valid choices: "
+                       f"{', '.join(PRECISIONS)}.")
 
   @property
   def regime_spec(self) -> regimes.RegimeSpec:

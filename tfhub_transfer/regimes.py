@@ -18,7 +18,8 @@ IMAGENET = "imagenet"
 RANDOM = "random"
 
 # Config fields every regime's outcome depends on (besides the cell key and the backbone).
-_COMMON_FIELDS = ("max_examples",)
+# `precision` and `jit_compile` change the numbers a backbone computes (features, gradients).
+_COMMON_FIELDS = ("max_examples", "precision", "jit_compile")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ import time
 from typing import Any, Mapping, Optional
 
 import tensorflow as tf
+from absl import logging
 from tfhub_transfer import backbones
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import protocol
@@ -61,20 +62,69 @@ class CellContext:
   record_trial_fn: Optional[tuning.RecordTrialFn] = None
 
   def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False):
+    """The split's batches; a training split that fits is cached in memory (`cache_mode`)."""
     return pipeline.make_pipeline(
         getattr(self.splits, split), image_size=self.backbone.image_size,
         preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
         batch_size=self.config.batch_size, training=training_mode, seed=self.config.seed,
+        cache=self.cache_mode(split) if training_mode else None,
         repeat=repeat, drop_remainder=repeat)
+
+  def cache_mode(self, split: str) -> Optional[str]:
+    """How the training split is cached in memory (`pipeline.choose_cache`): the same batches,
+    without reading (and, when decoded images fit, decoding) every image every epoch."""
+    encoded, decoded = pipeline.measure_bytes(getattr(self.splits, split))
+    mode = pipeline.choose_cache(encoded_bytes=encoded, decoded_bytes=decoded)
+    logging.info("%s split: %d images, %.3g GiB encoded, %.3g GiB decoded: %s.", split,
+                 self.splits.sizes[split], encoded / 2**30, decoded / 2**30,
+                 f"cached in memory ({mode})" if mode else "too large to cache in memory")
+    return mode
 
   def num_batches(self, split: str) -> int:
     return math.ceil(self.splits.sizes[split] / self.config.batch_size)
 
   def build_model(self, *, weight_decay: float = 0.0):
-    return build_transfer_head(
-        self.backbone, regime=self.config.regime, num_classes=self.dataset.num_classes,
-        multi_label=self.dataset.multi_label, weights=self.weights,
-        weight_decay=weight_decay, seed=self.config.seed)
+    """The cell's `TransferHead`, its backbone computing in `config.precision`.
+
+    Raises:
+      ValueError: the backbone cannot compute in that precision (`training.check_precision`).
+    """
+    with training.precision_policy(self.config.precision):
+      model = build_transfer_head(
+          self.backbone, regime=self.config.regime, num_classes=self.dataset.num_classes,
+          multi_label=self.dataset.multi_label, weights=self.weights,
+          weight_decay=weight_decay, seed=self.config.seed)
+    training.check_precision(model, self.config.precision)
+    return model
+
+  def feature_key_parts(self, split: str) -> dict[str, Any]:
+    """Everything the cached features of `split` depend on (`features.cache_key`)."""
+    parts = {
+        "backbone": self.backbone.to_dict(),
+        "weights": weights_identity(self.weights, self.config.seed),
+        "dataset": self.config.dataset, "split": split, "split_info": self.splits.info,
+        "size": self.splits.sizes[split], "data_dir": self.config.data_dir,
+        "image_size": self.backbone.image_size, "preprocessing": self.backbone.preprocessing,
+    }
+    # Only when not the defaults, so that float32 entries keep the keys they always had.
+    if self.config.precision != "float32":
+      parts["precision"] = self.config.precision
+    if self.config.jit_compile:
+      parts["jit_compile"] = True
+    return parts
+
+  def make_feature_fn(self):
+    """Builds the backbone: a compiled images -> features function (`config.jit_compile`)."""
+    with self.strategy.scope():
+      return features_lib.make_feature_fn(self.build_model(), self.strategy,
+                                          jit_compile=self.config.jit_compile)
+
+
+FEATURE_SPLITS = ("train", "val", "test")
+
+
+def feature_cache_dir(config: ExperimentConfig) -> str:
+  return os.path.join(config.workdir, "features")
 
 
 def weights_identity(weights: str, seed: int) -> str:
@@ -94,21 +144,13 @@ def run_logreg(ctx: CellContext) -> Outcome:
     # The backbone is built on the first cache miss only: a rerun reads every split from the
     # cache without it.
     if not built:
-      with ctx.strategy.scope():
-        built.append(features_lib.make_feature_fn(ctx.build_model(), ctx.strategy))
+      built.append(ctx.make_feature_fn())
     return built[0](images)
 
-  cache_dir = os.path.join(ctx.config.workdir, "features")
-  weights_id = weights_identity(ctx.weights, ctx.config.seed)
+  cache_dir = feature_cache_dir(ctx.config)
   cached, extract_s = {}, 0.0
-  for split in ("train", "val", "test"):
-    parts = {
-        "backbone": ctx.backbone.to_dict(),
-        "weights": weights_id,
-        "dataset": ctx.config.dataset, "split": split, "split_info": ctx.splits.info,
-        "size": ctx.splits.sizes[split], "data_dir": ctx.config.data_dir,
-        "image_size": ctx.backbone.image_size, "preprocessing": ctx.backbone.preprocessing,
-    }
+  for split in FEATURE_SPLITS:
+    parts = ctx.feature_key_parts(split)
     cached[split] = features_lib.extract_features(
         feature_fn, ctx.batches(split), cache_dir=cache_dir,
         key=features_lib.cache_key(parts), num_batches=ctx.num_batches(split),
@@ -152,7 +194,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
     return build
 
   setup = training.TrainSetup(train_steps=train_steps,
-                              log_dir=os.path.join(ctx.cell_dir, "tensorboard"))
+                              log_dir=os.path.join(ctx.cell_dir, "tensorboard"),
+                              jit_compile=config.jit_compile)
   hypermodel = tuning.TransferHyperModel(
       build_model_fn=build_for("train"),
       learning_rates=config.learning_rate_grid, weight_decays=config.weight_decay_grid,
@@ -174,7 +217,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   start = time.perf_counter()
   with ctx.strategy.scope():
     model = build_for("trainval")(weight_decay=best["weight_decay"])
-    training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps)
+    training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps,
+                           jit_compile=config.jit_compile)
   refit_setup = dataclasses.replace(setup,
                                     log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
   training.train(model, ctx.batches("trainval", training_mode=True, repeat=True), refit_setup,

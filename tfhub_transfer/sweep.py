@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Optional
 from absl import logging
 
 from tfhub_transfer import experiment
+from tfhub_transfer import multi_extract
 from tfhub_transfer.report import results
 from tfhub_transfer.config import ExperimentConfig
 
@@ -101,6 +102,11 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
 
 def run_grid(base: ExperimentConfig, grid: Grid, *,
              on_result: Optional[Callable] = None) -> SweepSummary:
-  """Runs this shard of the grid into `<base.workdir>`'s results store (see `run_sweep`)."""
-  return run_sweep(grid.cells(base), store=results.ResultsStore.for_workdir(base.workdir),
+  """Runs this shard of the grid into `<base.workdir>`'s results store (see `run_sweep`).
+
+  Logreg cells of one dataset and resolution share one decode pass per split
+  (`multi_extract.with_shared_decoding`)."""
+  cells = grid.cells(base)
+  return run_sweep(cells, store=results.ResultsStore.for_workdir(base.workdir),
+                   run_fn=multi_extract.with_shared_decoding(cells, experiment.run_experiment),
                    on_result=on_result)

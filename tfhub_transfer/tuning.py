@@ -68,7 +68,8 @@ class TransferHyperModel(kt.HyperModel):
     weight_decay = hp.Choice("weight_decay", self.weight_decays)
     model = self.build_model_fn(weight_decay=weight_decay)
     training.compile_model(model, learning_rate=learning_rate,
-                           train_steps=self.setup.train_steps)
+                           train_steps=self.setup.train_steps,
+                           jit_compile=self.setup.jit_compile)
     return model
 
   def fit(self, hp, model, *args, trial_id: str = "", **kwargs):
