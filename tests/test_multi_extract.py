@@ -126,6 +126,23 @@ class SweepTest(tf.test.TestCase):
         np.testing.assert_array_equal(a.labels, b.labels)
       self.assertEqual(swept["test_metric"], alone["test_metric"])
 
+  def test_a_failed_pass_leaves_each_cell_to_record_its_own_failure(self):
+    tmp = self.get_temp_dir()
+    manual = self.create_tempdir().full_path  # Stanford Cars must be placed here by hand.
+    base = ExperimentConfig(model="mobilenet_v2", dataset="stanford_cars", regime="logreg",
+                            weights="random", manual_dir=manual,
+                            data_dir=os.path.join(tmp, "tfds"), workdir=os.path.join(tmp, "w"))
+    grid = sweep.Grid(models=("mobilenet_v2", "resnet_50"), datasets=("stanford_cars",),
+                      regimes=("logreg",))
+    with self.assertLogs(logger="absl", level="WARNING") as logs:
+      summary = sweep.run_grid(base, grid)
+    self.assertEqual((summary.done, summary.failed), (0, 2))
+    self.assertTrue(any("shared decode pass for stanford_cars failed" in line
+                        for line in logs.output), logs.output)
+    for record in results.ResultsStore.for_workdir(base.workdir).records():
+      self.assertEqual(record["status"], "failed")
+      self.assertIn("cars_train.tgz", record["error"])  # Each cell says what to place.
+
 
 if __name__ == "__main__":
   tf.test.main()

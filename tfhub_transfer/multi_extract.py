@@ -6,8 +6,9 @@ a sweep of k such backbones would do it k times, and on a GPU, where the forward
 cheaper than on CPU and JPEG decoding is not, that would dominate. Here one pass over a split
 decodes, resizes and crops each image once (`pipeline.make_shared_eval_pipeline`), applies
 each backbone's own input convention to it, and hands every batch to each backbone's
-`features.extract_features`, which writes that backbone's cache entry under the key its cell
-uses (`CellContext.feature_key_parts`). The cells then run as usual and find their features
+`features.extract_features` (on a thread of its own, the backbones computing one at a time),
+which writes that backbone's cache entry under the key its cell uses
+(`CellContext.feature_key_parts`). The cells then run as usual and find their features
 in the cache (their records show cache hits; the pass's time is logged).
 
 One pass rather than a cache of decoded images: the features must be bit-for-bit those of the
@@ -70,14 +71,16 @@ _END = object()
 class _Consumer:
   """One backbone's `extract_features`, run on its own thread and fed one batch at a time.
 
-  The thread asks for each batch (`_wants`: True) before it gets one, so at most one batch is
-  in flight per backbone; it says False once `extract_features` has returned or raised.
+  The thread asks for each item (`_wants`: True) before it takes one, and says False once
+  `extract_features` has returned or raised; so the caller knows when the thread is done with
+  a batch.
   """
 
   def __init__(self, extract_fn: Callable[[Iterator], features_lib.CachedFeatures], *,
                name: str):
     self._items = queue.Queue(maxsize=1)
     self._wants = queue.Queue()
+    self._wanting = False
     self.finished = False
     self.result: Optional[features_lib.CachedFeatures] = None
     self.error: Optional[BaseException] = None
@@ -106,14 +109,19 @@ class _Consumer:
     finally:
       self._wants.put(False)
 
-  def send(self, item) -> bool:
-    """Waits until the thread wants its next batch and gives it `item` (a batch, `_END`, or an
-    exception to raise there); False once the thread has finished."""
-    if not self.finished and self._wants.get():
-      self._items.put(item)
-      return True
-    self.finished = True
-    return False
+  def ready(self) -> bool:
+    """Waits until the thread wants its next item (True) or has finished (False)."""
+    if not self._wanting and not self.finished:
+      if self._wants.get():
+        self._wanting = True
+      else:
+        self.finished = True
+    return self._wanting
+
+  def give(self, item) -> None:
+    """Hands a batch, `_END`, or an exception to raise there, to a `ready` thread."""
+    self._wanting = False
+    self._items.put(item)
 
   def join(self) -> None:
     self._thread.join()
@@ -154,16 +162,23 @@ def extract_shared(ds: tf.data.Dataset, *, image_size: int, batch_size: int,
   try:
     for step, (images, labels) in enumerate(batches):
       for target, consumer in zip(targets, consumers):
-        if not consumer.send((images[target.preprocessing], labels)) and consumer.error:
+        if consumer.ready():
+          consumer.give((images[target.preprocessing], labels))
+          # One backbone computes at a time (each has the cores, or the device, to itself),
+          # while the input pipeline decodes the next batches in the background.
+          consumer.ready()
+        if consumer.error is not None:
           raise consumer.error
       progbar.update(step + 1)
     for consumer in consumers:
-      consumer.send(_END)
+      if consumer.ready():
+        consumer.give(_END)
   except BaseException as e:
     stop = RuntimeError(f"The shared decode pass over {description} stopped: "
                         f"{type(e).__name__}: {e}")
     for consumer in consumers:
-      consumer.send(stop)  # Its extract_features removes its partial entry and returns.
+      if consumer.ready():
+        consumer.give(stop)  # Its extract_features removes its partial entry and re-raises.
     for consumer in consumers:
       consumer.join()
     raise
