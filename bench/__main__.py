@@ -21,8 +21,8 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 from bench import profiles  # pylint: disable=g-import-not-at-top
 
 _DEVICE = flags.DEFINE_bool("device", False,
-                            "Sizes for one GPU (under 5 minutes) instead of 2 CPU cores.")
-_FIGURES = flags.DEFINE_list("figures", ["1", "2", "3", "4", "5"], "Figures to run.")
+                            "Sizes for one GPU (a few minutes) instead of 2 CPU cores.")
+_FIGURES = flags.DEFINE_list("figures", list(profiles.FIGURES), "Figures to run.")
 _LOGREG_FEATURES = flags.DEFINE_list(
     "logreg_features", [],
     "Run figure 2 on these features instead of synthetic ones: .npz files with arrays "

@@ -1,11 +1,8 @@
 """Figures 1 and 5: feature extraction's throughput against the backbone alone, and its peak
 memory as the image count grows."""
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -21,9 +18,6 @@ from tfhub_transfer.data import pipeline
 from tfhub_transfer import training
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
 from tfhub_transfer.transfer_head import build_transfer_head
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def build_extractor(model: str, image_size: int):
   """(feature_fn, spec, strategy) of a random-init backbone as `run_logreg` builds it
@@ -113,35 +107,35 @@ def figure_throughput(profile: Profile, workdir: str, *, key: str, model: str,
 def run_memory_child(spec: dict) -> dict:
   """One extraction of `spec["count"]` images in a fresh process: its peak RSS in MiB (and
   its RSS before extracting, and the extraction's seconds)."""
-  env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             TF_CPP_MIN_LOG_LEVEL="2")
-  done = subprocess.run([sys.executable, "-m", "bench.memory_child", json.dumps(spec)],
-                        cwd=_ROOT, env=env, capture_output=True, text=True, check=False)
-  lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-  if done.returncode or not lines:
-    raise RuntimeError(f"bench.memory_child {spec} failed ({done.returncode}):\n"
-                       f"{done.stderr[-3000:]}")
-  return json.loads(lines[-1])
+  return harness.run_child("bench.memory_child", spec)
 
 
-def figures_memory(profile: Profile, workdir: str) -> list[harness.Figure]:
-  """Figure 5: peak RSS of a fresh process that extracts N images, N in `memory_counts`,
-  each against the first (smallest) count."""
+def memory_runs(profile: Profile, workdir: str) -> dict[int, list[dict]]:
+  """Per count of `memory_counts`, the outputs of `memory_repetitions` fresh processes that
+  each extract that many images (`run_memory_child`), counts alternating."""
   side = profile.memory_image_size
   pool = min(256, max(profile.memory_counts))
   records = data.write_jpeg_tfrecord(os.path.join(workdir, "fig5.tfrecord"), pool, seed=2,
                                      min_side=round(side * 1.2), max_side=round(side * 2))
-  peaks = {count: [] for count in profile.memory_counts}
-  growth = {count: [] for count in profile.memory_counts}
+  runs = {count: [] for count in profile.memory_counts}
   for repetition in range(profile.memory_repetitions):
     for count in profile.memory_counts:
       cache_dir = os.path.join(workdir, f"fig5_cache_{count}_{repetition}")
-      out = run_memory_child({"count": count, "model": profile.memory_model,
-                              "image_size": side, "batch": profile.memory_batch,
-                              "records": records, "cache_dir": cache_dir})
+      runs[count].append(run_memory_child({"count": count, "model": profile.memory_model,
+                                           "image_size": side, "batch": profile.memory_batch,
+                                           "records": records, "cache_dir": cache_dir}))
       shutil.rmtree(cache_dir, ignore_errors=True)
-      peaks[count].append(out["peak_rss_mib"])
-      growth[count].append(out["peak_rss_mib"] - out["rss_before_mib"])
+  return runs
+
+
+def figures_memory(profile: Profile, runs: dict[int, list[dict]]) -> list[harness.Figure]:
+  """Figure 5: peak RSS of a fresh process that extracts N images, N in `memory_counts`,
+  each against the first (smallest) count (`runs`: `memory_runs`)."""
+  side = profile.memory_image_size
+  pool = min(256, max(profile.memory_counts))
+  peaks = {count: [out["peak_rss_mib"] for out in outs] for count, outs in runs.items()}
+  growth = {count: [out["peak_rss_mib"] - out["rss_before_mib"] for out in outs]
+            for count, outs in runs.items()}
   base = profile.memory_counts[0]
   figures = []
   for letter, count in zip("abcdefgh", profile.memory_counts[1:]):

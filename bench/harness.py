@@ -9,9 +9,12 @@ scikit-learn run) the ratio of the medians, with the ratios of the extremes as s
 """
 
 import dataclasses
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -139,7 +142,10 @@ class Figure:
 
 
 def meets(value: float, goal: str) -> bool:
-  """Whether `value` satisfies a goal written as "<op> <number>" (op: >=, >, <=, <)."""
+  """Whether `value` satisfies a goal written as "<op> <number>" (op: >=, >, <=, <); an empty
+  goal (a figure reported for information) is always met."""
+  if not goal:
+    return True
   op, _, number = goal.partition(" ")
   bound = float(number)
   comparisons = {">=": value >= bound, ">": value > bound, "<=": value <= bound,
@@ -231,3 +237,23 @@ def machine_info() -> dict[str, Any]:
   return {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable,
           "memory_gib": round(memory_gib() or 0.0, 1), "gpus": gpus,
           "platform": platform.platform(), "load_average_at_start": list(os.getloadavg())}
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_child(module: str, spec: dict) -> dict:
+  """Runs `python -m <module> '<spec as JSON>'` in a fresh process (this checkout importable,
+  TensorFlow quiet) and returns the last JSON line it printed.
+
+  Raises:
+    RuntimeError: the child failed or printed no JSON line (its stderr's end is included).
+  """
+  env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             TF_CPP_MIN_LOG_LEVEL="2")
+  done = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], cwd=_ROOT, env=env,
+                        capture_output=True, text=True, check=False)
+  lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+  if done.returncode or not lines:
+    raise RuntimeError(f"{module} {spec} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+  return json.loads(lines[-1])

@@ -1,7 +1,9 @@
-"""How big each figure runs: `cpu` (2 cores, under 10 minutes), `device` (one GPU, under 5
+"""How big each figure runs: `cpu` (2 cores, about 10 minutes), `device` (one GPU, a few
 minutes) and `tiny` (the test: seconds, numbers meaningless)."""
 
 import dataclasses
+
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 # The `metrics.METRICS` that figure 2 can compare: scikit-learn's side is one softmax.
 SINGLE_LABEL_METRICS = ("top1", "mean_per_class")
@@ -54,6 +56,22 @@ class Profile:
     memory_model, memory_image_size, memory_batch, memory_counts: figure 5 (the first count
       is the baseline), on small JPEGs cycled lazily from disk.
     memory_repetitions: fresh processes per count.
+    shared_models: figure 6's backbones (one resolution), extracted in one decode pass, at
+      `image_size` and `extract_batch`.
+    shared_images: images per run of figure 6.
+    shared_repetitions: timed runs of each side of figure 6.
+    curve_examples, curve_dims: figure 7's logreg path sizes, in examples (at
+      `curve_fixed_dim` features) and in feature dims (at `curve_fixed_examples` examples).
+    curve_classes: classes of figure 7's logreg features.
+    curve_examples_goal: goal on the logreg path's time exponent in examples.
+    curve_train_model, curve_train_image_size, curve_train_batches, curve_train_steps:
+      figure 7's training-step curve: backbone, resolution, batch sizes, steps per run.
+    curve_repetitions: timed runs per size of figure 7's in-process curves (its extraction
+      curve is figure 5's runs).
+    precision_model, precision_image_size, precision_batch, precision_steps: figure 8's
+      training steps (steps per timed run).
+    precision_settings: (precision, jit_compile) pairs compared with float32 without XLA.
+    precision_repetitions: timed runs of each setting of figure 8.
   """
   name: str
   image_size: int
@@ -78,7 +96,30 @@ class Profile:
   memory_batch: int
   memory_counts: tuple[int, ...]
   memory_repetitions: int
+  shared_models: tuple[str, ...]
+  shared_images: int
+  shared_repetitions: int
+  curve_examples: tuple[int, ...]
+  curve_dims: tuple[int, ...]
+  curve_fixed_dim: int
+  curve_fixed_examples: int
+  curve_classes: int
+  curve_examples_goal: str
+  curve_train_model: str
+  curve_train_image_size: int
+  curve_train_batches: tuple[int, ...]
+  curve_train_steps: int
+  curve_repetitions: int
+  precision_model: str
+  precision_image_size: int
+  precision_batch: int
+  precision_steps: int
+  precision_settings: tuple[tuple[str, bool], ...]
+  precision_repetitions: int
 
+
+# Figure 8: each mixed precision, then XLA (in float32), against float32 without XLA.
+_PRECISION_SETTINGS = (("mixed_bfloat16", False), ("mixed_float16", False), ("float32", True))
 
 _CALTECH = LogregCase("2a", "Caltech-101", 3060, 1280, 102, "mean_per_class",
                       "full size: 3,060 = 2,448 train + 612 val (20% stratified)")
@@ -100,7 +141,17 @@ PROFILES = {
         train_model="mobilenet_v2", train_image_size=160, train_batch=32, train_steps=8,
         train_repetitions=6,
         memory_model="mobilenet_v2", memory_image_size=48, memory_batch=128,
-        memory_counts=(1000, 4000, 16000), memory_repetitions=2),
+        memory_counts=(1000, 4000, 16000), memory_repetitions=2,
+        shared_models=("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_140", "nasnet_mobile"),
+        shared_images=256, shared_repetitions=4,
+        curve_examples=(1000, 4000, 16000), curve_dims=(512, 2048, 4096), curve_fixed_dim=512,
+        curve_fixed_examples=4000, curve_classes=100, curve_examples_goal="<= 1.2",
+        curve_train_model="mobilenet_v1", curve_train_image_size=96,
+        curve_train_batches=(8, 16, 32), curve_train_steps=3, curve_repetitions=2,
+        precision_model="mobilenet_v1", precision_image_size=96, precision_batch=16,
+        precision_steps=2, precision_repetitions=3,
+        # float16 has no fast CPU kernels (a MobileNetV2 step took 30 times float32's).
+        precision_settings=(("mixed_bfloat16", False), ("float32", True))),
     "device": Profile(
         name="device", image_size=0,
         extract_models=(("mobilenet_v2", 2048), ("resnet_50", 1024)), extract_batch=256,
@@ -117,7 +168,16 @@ PROFILES = {
         train_model="resnet_50", train_image_size=224, train_batch=128, train_steps=30,
         train_repetitions=5,
         memory_model="mobilenet_v2", memory_image_size=224, memory_batch=256,
-        memory_counts=(1000, 4000, 16000), memory_repetitions=2),
+        memory_counts=(1000, 4000, 16000), memory_repetitions=2,
+        shared_models=("mobilenet_v2", "resnet_50", "resnet_101", "densenet_121"),
+        shared_images=1024, shared_repetitions=3,
+        curve_examples=(4000, 16000, 64000), curve_dims=(512, 2048, 4096),
+        curve_fixed_dim=2048, curve_fixed_examples=16000, curve_classes=100,
+        curve_examples_goal="<= 1.2", curve_train_model="resnet_50", curve_train_image_size=224,
+        curve_train_batches=(32, 64, 128), curve_train_steps=10, curve_repetitions=2,
+        precision_model="resnet_50", precision_image_size=224, precision_batch=128,
+        precision_steps=10, precision_repetitions=3,
+        precision_settings=_PRECISION_SETTINGS),
     "tiny": Profile(
         name="tiny", image_size=32,
         extract_models=(("mobilenet_v2", 8),), extract_batch=4, extract_repetitions=2,
@@ -128,7 +188,17 @@ PROFILES = {
         train_model="mobilenet_v2", train_image_size=32, train_batch=4, train_steps=2,
         train_repetitions=2,
         memory_model="mobilenet_v2", memory_image_size=32, memory_batch=8,
-        memory_counts=(16, 32), memory_repetitions=1),
+        memory_counts=(16, 32), memory_repetitions=1,
+        shared_models=("mobilenet_v2", "mobilenet_v1"), shared_images=8,
+        shared_repetitions=2,
+        curve_examples=(60, 120, 240), curve_dims=(8, 16, 32), curve_fixed_dim=8,
+        curve_fixed_examples=60, curve_classes=3, curve_examples_goal="<= 1.2",
+        curve_train_model="mobilenet_v2", curve_train_image_size=32,
+        curve_train_batches=(2, 4, 8), curve_train_steps=1, curve_repetitions=1,
+        precision_model="mobilenet_v2", precision_image_size=32, precision_batch=4,
+        precision_steps=1, precision_repetitions=1,
+        # A tiny Hub backbone runs in float32 only: the test times XLA alone.
+        precision_settings=(("float32", True),)),
 }
 
 

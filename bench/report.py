@@ -1,11 +1,13 @@
-"""A benchmark run's record: the printed table, its raw values, the JSON kept per mode, and
-BENCHMARKS.md rendered from those JSONs (a CPU and a GPU column)."""
+"""A benchmark run's record: the printed tables, their raw values, the JSON kept per mode,
+and BENCHMARKS.md rendered from those JSONs (a CPU and a GPU column)."""
 
 import dataclasses
 import json
 import os
+import statistics
 from typing import Any, Optional
 
+from bench import growth
 from bench import harness
 
 MODES = {"cpu": "CPU", "device": "GPU"}
@@ -24,6 +26,7 @@ class Report:
     machine: `harness.machine_info()`, plus the load average at the end.
     versions: library versions.
     figures: the figures, in order.
+    curves: the cost curves (figure 7), in order.
   """
   mode: str
   command: str
@@ -32,15 +35,18 @@ class Report:
   machine: dict[str, Any]
   versions: dict[str, str]
   figures: list[harness.Figure]
+  curves: list[growth.Curve] = dataclasses.field(default_factory=list)
 
   def to_dict(self) -> dict[str, Any]:
     return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name != "figures"},
-            "figures": [figure.to_dict() for figure in self.figures]}
+               if f.name not in ("figures", "curves")},
+            "figures": [figure.to_dict() for figure in self.figures],
+            "curves": [curve.to_dict() for curve in self.curves]}
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "Report":
-    return cls(**{**d, "figures": [harness.Figure.from_dict(f) for f in d["figures"]]})
+    return cls(**{**d, "figures": [harness.Figure.from_dict(f) for f in d["figures"]],
+                  "curves": [growth.Curve.from_dict(c) for c in d.get("curves", [])]})
 
 
 def save_json(report: Report, path: str) -> None:
@@ -62,8 +68,21 @@ def _ratio_cell(figure: harness.Figure) -> str:
   return f"{figure.ratio:.3g} ({low:.3g}–{high:.3g})"
 
 
-def _met_cell(figure: harness.Figure) -> str:
-  return "yes" if figure.met else "**no**"
+def _met_cell(item) -> str:
+  if not item.goal:
+    return "reported"
+  return "yes" if item.met else "**no**"
+
+
+def _goal_cell(goal: str) -> str:
+  return f"`{goal}`" if goal else "none"
+
+
+def _align(rows: list[tuple[str, ...]]) -> str:
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)
 
 
 def format_table(figures: list[harness.Figure]) -> str:
@@ -71,10 +90,46 @@ def format_table(figures: list[harness.Figure]) -> str:
   rows = [("#", "figure", "measured", "baseline", "ratio (range)", "goal", "met")]
   for f in figures:
     rows.append((f.key, f.title, f.measured.summary(), f.baseline.summary(), _ratio_cell(f),
-                 f.goal, "yes" if f.met else "NO"))
-  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-  lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
+                 f.goal or "-", ("yes" if f.met else "NO") if f.goal else "reported"))
+  return _align(rows)
+
+
+def _exponents_cell(curve: growth.Curve) -> str:
+  return f"{curve.time_exponent:.2f} / {curve.memory_exponent:.2f}"
+
+
+def _medians(curve: growth.Curve) -> str:
+  """'1,000: 0.52 s, 12 MiB; 4,000: ...'."""
+  return "; ".join(f"{size:,}: {harness.format_value(statistics.median(s))} s, "
+                   f"{harness.format_value(statistics.median(m))} MiB"
+                   for size, s, m in zip(curve.sizes, curve.seconds, curve.peak_mib))
+
+
+def format_curves_table(curves: list[growth.Curve]) -> str:
+  """The cost curves, as aligned text: medians per size and the fitted exponents."""
+  rows = [("#", "cost curve", "median per size: time, peak memory",
+           "exponent: time / memory", "goal (time)", "met")]
+  for c in curves:
+    rows.append((c.key, c.title, _medians(c), _exponents_cell(c), c.goal or "-",
+                 ("yes" if c.met else "NO") if c.goal else "reported"))
+  return _align(rows)
+
+
+def format_curves_raw(curves: list[growth.Curve]) -> str:
+  """Every raw value of the curves and how each exponent is fitted."""
+  lines = []
+  for c in curves:
+    lines.append(f"[{c.key}] {c.title}")
+    for size, seconds, peaks in zip(c.sizes, c.seconds, c.peak_mib):
+      lines.append(f"  {c.size_label} {size:,}: seconds "
+                   f"{' '.join(_RAW_FORMAT.format(v) for v in seconds)} | peak MiB "
+                   f"{' '.join(_RAW_FORMAT.format(v) for v in peaks)}")
+    lines.append(f"  exponent = least-squares slope of log(median) on log({c.size_label}): "
+                 f"time {c.time_exponent:.4g}, memory {c.memory_exponent:.4g}"
+                 + (f"; goal (time) {c.goal}: {'met' if c.met else 'MISSED'}" if c.goal
+                    else ""))
+    if c.setup:
+      lines.append(f"  setup: {c.setup}")
   return "\n".join(lines)
 
 
@@ -102,7 +157,8 @@ def format_raw(figures: list[harness.Figure]) -> str:
                    f"{_RAW_FORMAT.format(parts[denominator].high)} .. "
                    f"{_RAW_FORMAT.format(parts[numerator].high)} / "
                    f"{_RAW_FORMAT.format(parts[denominator].low)}")
-    lines.append(f"  goal {f.goal}: {'met' if harness.meets(f.ratio, f.goal) else 'MISSED'}")
+    lines.append(f"  goal {f.goal}: {'met' if harness.meets(f.ratio, f.goal) else 'MISSED'}"
+                 if f.goal else "  no goal: reported")
     for m in f.extra:
       raw = " ".join(_RAW_FORMAT.format(v) for v in m.values)
       lines.append(f"  also ({m.unit}): {raw}  | {m.label}")
@@ -120,17 +176,26 @@ def format_header(report: Report) -> str:
   load = "/".join(f"{v:.1f}" for v in m.get("load_average_at_start", []))
   load_end = "/".join(f"{v:.1f}" for v in m.get("load_average_at_end", []))
   versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())
-  return (f"Mode {report.mode}: `{report.command}`, started {report.started_at}, wall "
-          f"{report.wall_s:.0f} s\n"
+  device = gpus if m.get("gpus") else f"{m['cpu']} ({m['usable_cores']} cores)"
+  return (f"Mode {report.mode}, on {device}: `{report.command}`, started {report.started_at}, "
+          f"wall {report.wall_s:.0f} s\n"
           f"Machine: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} logical "
           f"cores, {m['memory_gib']} GiB; GPUs: {gpus}; load average (1/5/15 min) at start "
           f"{load}, at end {load_end}\nVersions: {versions}")
 
 
 def format_text(report: Report) -> str:
-  return "\n\n".join([format_header(report), format_table(report.figures),
-                      "Raw values, one per repetition in the order taken:",
-                      format_raw(report.figures)])
+  parts = [format_header(report)]
+  if report.figures:
+    parts.append(format_table(report.figures))
+  if report.curves:
+    parts.append(format_curves_table(report.curves))
+  parts.append("Raw values, one per repetition in the order taken:")
+  if report.figures:
+    parts.append(format_raw(report.figures))
+  if report.curves:
+    parts.append(format_curves_raw(report.curves))
+  return "\n\n".join(parts)
 
 
 def render_markdown(reports: dict[str, Optional[Report]]) -> str:
@@ -149,23 +214,27 @@ def render_markdown(reports: dict[str, Optional[Report]]) -> str:
          "per-repetition ratios, with their min–max in brackets (figure 2, whose slow "
          "scikit-learn side runs once on CPU: the ratio of the medians, with the ratios of "
          "the extremes). The raw values are listed under each run, so each ratio can be "
-         "recomputed.", ""]
+         "recomputed. Figure 1a (one light backbone extracting alone) may stay below its goal "
+         "on 2 CPU cores, where decoding shares the cores with the forward pass; a sweep "
+         "decodes once for all its backbones of one resolution, which figure 6 measures "
+         "(see [Reading the numbers](bench/README.md#reading-the-numbers)).", ""]
   header = ["#", "Figure", "Baseline (same run)", "Goal"]
   for mode in reports:
     header += [f"{MODES.get(mode, mode)}: ratio (range)", "met"]
   out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for key in sorted(keys, key=_figure_order):
-    row = [key, titles[key], baselines[key], f"`{goals[key]}`"]
+    row = [key, titles[key], baselines[key], _goal_cell(goals[key])]
     for mode in reports:
       f = by_mode[mode].get(key)
       row += [_ratio_cell(f), _met_cell(f)] if f else ["not run", ""]
     out.append("| " + " | ".join(row) + " |")
+  out += _curves_summary(reports)
   for mode, report in reports.items():
     out += ["", f"## {MODES.get(mode, mode)} run", ""]
     if report is None:
       out.append(f"Not run: no {MODES.get(mode, mode)} was lent to the session that wrote "
                  f"this file. Run `python -m bench --device` on a machine with one GPU "
-                 f"(under 5 minutes) to fill this column.")
+                 f"(a few minutes) to fill this column.")
       continue
     out += [format_header(report).replace("\n", "  \n"), "",
             "| # | Measured: median (min–max) | Baseline: median (min–max) | Ratio | Met |",
@@ -174,9 +243,44 @@ def render_markdown(reports: dict[str, Optional[Report]]) -> str:
       out.append(f"| {f.key} | {f.measured.label}: {f.measured.summary()} | "
                  f"{f.baseline.label}: {f.baseline.summary()} | {_ratio_cell(f)} | "
                  f"{_met_cell(f)} |")
+    if report.curves:
+      out += ["", "| # | Cost curve | Median per size: time, peak memory | Exponent: time / "
+              "memory | Met |", "|---|---|---|---|---|"]
+      for c in report.curves:
+        out.append(f"| {c.key} | {c.title} | {_medians(c)} | {_exponents_cell(c)} | "
+                   f"{_met_cell(c)} |")
     out += ["", "Raw values, one per repetition in the order taken, and each ratio:", "",
-            "```", format_raw(report.figures), "```"]
+            "```", format_raw(report.figures)]
+    if report.curves:
+      out.append(format_curves_raw(report.curves))
+    out.append("```")
   return "\n".join(out) + "\n"
+
+
+def _curves_summary(reports: dict[str, Optional[Report]]) -> list[str]:
+  """The cost curves' table: per mode, the fitted time / memory exponents."""
+  keys, titles, goals = [], {}, {}
+  for report in reports.values():
+    for c in report.curves if report else []:
+      if c.key not in titles:
+        keys.append(c.key)
+      titles[c.key], goals[c.key] = f"{c.title} ({', '.join(f'{s:,}' for s in c.sizes)})", c.goal
+  if not keys:
+    return []
+  by_mode = {mode: {c.key: c for c in r.curves} if r else {} for mode, r in reports.items()}
+  header = ["#", "Cost curve (sizes)", "Goal (time exponent)"]
+  for mode in reports:
+    header += [f"{MODES.get(mode, mode)}: exponent, time / memory", "met"]
+  out = ["", "Figure 7, cost curves: each phase's time and peak memory at three sizes, and the "
+         "exponent of size that fits them (1: linear, 0: flat).", "",
+         "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for key in keys:
+    row = [key, titles[key], _goal_cell(goals[key])]
+    for mode in reports:
+      c = by_mode[mode].get(key)
+      row += [_exponents_cell(c), _met_cell(c)] if c else ["not run", ""]
+    out.append("| " + " | ".join(row) + " |")
+  return out
 
 
 def _figure_order(key: str):

@@ -9,18 +9,29 @@ import keras
 from absl import logging
 
 from bench import cells
+from bench import curves
 from bench import extraction
 from bench import finetune
+from bench import growth
 from bench import harness
 from bench import logreg_path
+from bench import precision
 from bench import report as report_lib
+from bench import shared
+from bench.profiles import FIGURES
 from bench.profiles import Profile
 from tfhub_transfer import experiment
 
-FIGURES = ("1", "2", "3", "4", "5")
-
 
 def _figure_fns(profile: Profile, workdir: str) -> dict[str, Callable[[], list]]:
+  """Each figure's measurement: a list of `harness.Figure`s and `growth.Curve`s."""
+  memory = {}
+
+  def memory_runs():  # Figures 5 and 7 (its extraction curve) share the fresh processes.
+    if not memory:
+      memory.update(extraction.memory_runs(profile, workdir))
+    return memory
+
   return {
       "1": lambda: [extraction.figure_throughput(profile, workdir, key=f"1{letter}",
                                                  model=model, num_images=n)
@@ -29,7 +40,11 @@ def _figure_fns(profile: Profile, workdir: str) -> dict[str, Callable[[], list]]
                     for case in profile.logreg_cases],
       "3": lambda: [cells.figure_second_run(profile, workdir)],
       "4": lambda: [finetune.figure_finetune(profile, workdir)],
-      "5": lambda: extraction.figures_memory(profile, workdir),
+      "5": lambda: extraction.figures_memory(profile, memory_runs()),
+      "6": lambda: [shared.figure_shared_extraction(profile, workdir)],
+      "7": lambda: ([curves.curve_extraction(profile, memory_runs())]
+                    + curves.curves_logreg(profile) + [curves.curve_training(profile)]),
+      "8": lambda: precision.figures_precision(profile),
   }
 
 
@@ -61,7 +76,7 @@ def run_benchmarks(profile: Profile, *, workdir: str, figures: Sequence[str] = F
   started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   start = time.perf_counter()
   fns = _figure_fns(profile, workdir)
-  measured = []
+  measured, measured_curves = [], []
   interactive, verbosity = keras.config.is_interactive_logging_enabled(), logging.get_verbosity()
   keras.config.disable_interactive_logging()  # Progress bars would drown the table.
   logging.set_verbosity(logging.ERROR)
@@ -69,10 +84,18 @@ def run_benchmarks(profile: Profile, *, workdir: str, figures: Sequence[str] = F
     for key in FIGURES:
       if key in figures:
         seconds, new = harness.timed(fns[key])
-        measured += new
-        for figure in new:
-          progress(f"[{figure.key}] ratio {figure.ratio:.3g} (goal {figure.goal}): "
-                   f"{'met' if figure.met else 'MISSED'}  ({figure.title})")
+        for item in new:
+          if isinstance(item, growth.Curve):
+            measured_curves.append(item)
+            progress(f"[{item.key}] time ~ size^{item.time_exponent:.2f}, memory ~ "
+                     f"size^{item.memory_exponent:.2f}"
+                     + (f" (goal {item.goal}: {'met' if item.met else 'MISSED'})"
+                        if item.goal else "") + f"  ({item.title})")
+          else:
+            measured.append(item)
+            progress(f"[{item.key}] ratio {item.ratio:.3g} "
+                     + (f"(goal {item.goal}): {'met' if item.met else 'MISSED'}"
+                        if item.goal else "(reported)") + f"  ({item.title})")
         progress(f"    figure {key} took {seconds:.0f} s")
   finally:
     if interactive:
@@ -82,4 +105,4 @@ def run_benchmarks(profile: Profile, *, workdir: str, figures: Sequence[str] = F
   return report_lib.Report(
       mode=profile.name, command=command, started_at=started,
       wall_s=time.perf_counter() - start, machine=machine,
-      versions=experiment.library_versions(), figures=measured)
+      versions=experiment.library_versions(), figures=measured, curves=measured_curves)

@@ -24,6 +24,8 @@ from tfhub_transfer import features
 from tests import fakes
 
 _RAW_LINE = re.compile(r"^  (measured|baseline) \((s|MiB)\): ([^|]+)\|")
+_CURVE_LINE = re.compile(r"^  \w+ ([\d,]+): seconds ([^|]+)\| peak MiB (.+)$")
+_EXPONENT = re.compile(r"^  exponent = .*: time (\S+), memory ([^;]+)")
 _UNPAIRED = re.compile(r"^  ratio = median\((\w+)\) / median\((\w+)\) = \S+ / \S+ = (\S+);")
 _PAIRED = re.compile(r"^  ratio = median of (\w+)_i / (\w+)_i = median\([^)]*\) = (\S+);")
 
@@ -47,7 +49,21 @@ def parse_raw(text):
         figures[key]["of"] = (ratio.group(1), ratio.group(2))
         figures[key]["ratio"] = float(ratio.group(3))
         figures[key]["paired"] = pattern is _PAIRED
+    point = _CURVE_LINE.match(line)
+    if point:
+      figures[key].setdefault("points", []).append(
+          (float(point.group(1).replace(",", "")), [float(v) for v in point.group(2).split()],
+           [float(v) for v in point.group(3).split()]))
+    exponent = _EXPONENT.match(line)
+    if exponent:
+      figures[key]["exponents"] = (float(exponent.group(1)), float(exponent.group(2)))
   return figures
+
+
+def _slope(xs, ys):
+  """Least-squares slope of log(y) on log(x), written out here."""
+  lx, ly = np.log(xs), np.log(ys)
+  return float(np.sum((lx - lx.mean()) * (ly - ly.mean())) / np.sum((lx - lx.mean()) ** 2))
 
 
 class HarnessTest(tf.test.TestCase):
@@ -99,15 +115,33 @@ class TinyRunTest(tf.test.TestCase):
   def test_every_figure_runs_and_its_ratio_follows_from_the_printed_values(self):
     tmp = self.get_temp_dir()
     hub = "hub:" + fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8)
+    other = "hub:" + fakes.make_tiny_savedmodel(os.path.join(tmp, "hub2"), feature_dim=4,
+                                                seed=1)
     profile = dataclasses.replace(
         profiles.get_profile("tiny"), extract_models=((hub, 8),), cell_model=hub,
-        train_model=hub, memory_model=hub)
+        train_model=hub, memory_model=hub, shared_models=(hub, other), curve_train_model=hub,
+        precision_model=hub)
     result = run.run_benchmarks(profile, workdir=os.path.join(tmp, "work"),
                                 progress=lambda line: None)
-    self.assertEqual([f.key for f in result.figures], ["1a", "2a", "3", "4", "5a"])
+    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a"]
+    curve_keys = ["7a", "7b", "7c", "7d"]
+    self.assertEqual([f.key for f in result.figures], figure_keys)
+    self.assertEqual([c.key for c in result.curves], curve_keys)
 
     printed = parse_raw(report.format_text(result))
-    self.assertCountEqual(printed, ["1a", "2a", "3", "4", "5a"])
+    self.assertCountEqual(printed, figure_keys + curve_keys)
+    for curve in result.curves:  # Each exponent follows from the printed raw values.
+      points = printed[curve.key]["points"]
+      self.assertEqual([size for size, _, _ in points], curve.sizes)
+      sizes = [size for size, _, _ in points]
+      time_exponent = _slope(sizes, [statistics.median(p[1]) for p in points])
+      memory = [statistics.median(p[2]) for p in points]
+      memory_exponent = _slope(sizes, memory) if min(memory) > 0 else float("nan")
+      # Printed with 4 significant digits, raw values with 6.
+      np.testing.assert_allclose(printed[curve.key]["exponents"],
+                                 (time_exponent, memory_exponent), rtol=2e-3, atol=1e-3,
+                                 err_msg=curve.key)
+      self.assertAllClose(curve.time_exponent, time_exponent, rtol=1e-4, msg=curve.key)
     for figure in result.figures:
       values = printed[figure.key]
       self.assertLen(values["measured"], len(figure.measured.values))
@@ -132,8 +166,10 @@ class TinyRunTest(tf.test.TestCase):
     report.save_json(result, path)
     again = report.load_json(path)
     self.assertEqual([f.ratio for f in again.figures], [f.ratio for f in result.figures])
+    self.assertEqual([c.seconds for c in again.curves], [c.seconds for c in result.curves])
     markdown = report.render_markdown({"cpu": again, "device": None})
     self.assertIn("| 2a |", markdown)
+    self.assertIn("| 7b |", markdown)
     self.assertIn("Not run: no GPU", markdown)
     for figure in result.figures:
       self.assertIn(f"{figure.ratio:.3g} (", markdown)

@@ -14,7 +14,6 @@ from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
-from tfhub_transfer import metrics
 from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import results
 from tfhub_transfer import training

@@ -191,11 +191,74 @@ class TrainTransformTest(tf.test.TestCase):
   def test_repeat_cache_drop_remainder_give_static_shapes(self):
     encoded = [dummy.encode(dummy.gradient_image(20, 20, seed=s)) for s in range(5)]
     ds = pipeline.make_pipeline(_dataset(encoded), image_size=8, preprocess_fn=_identity,
-                                batch_size=4, training=True, cache=True, repeat=True,
+                                batch_size=4, training=True, cache="encoded", repeat=True,
                                 drop_remainder=True)
     self.assertEqual(ds.element_spec[0].shape, (4, 8, 8, 3))
     self.assertEqual(ds.element_spec[1].shape, (4,))
     self.assertLen(list(ds.take(3)), 3)
+
+
+class InMemoryCacheTest(tf.test.TestCase):
+  """A small training split cached in memory: the same batches, each image read (and, cached
+  decoded, decoded) once, the crop and flip still drawn per step."""
+
+  def _encoded(self):
+    encoded = [dummy.encode(dummy.gradient_image(18 + s, 24 - s, seed=s)) for s in range(5)]
+    return encoded + [dummy.encode(dummy.gradient_image(15, 20, seed=9), "PNG")]
+
+  def _counting_dataset(self, encoded, reads):
+    def generate():
+      reads.append(1)  # Once per pass over the source.
+      for label, image in enumerate(encoded):
+        yield {"image": image, "label": label}
+
+    return tf.data.Dataset.from_generator(generate, output_signature={
+        "image": tf.TensorSpec([], tf.string), "label": tf.TensorSpec([], tf.int64)})
+
+  def test_cached_batches_are_the_uncached_ones_and_the_source_is_read_once(self):
+    encoded = self._encoded()
+    outputs = {}
+    for cache in (None, pipeline.CACHE_ENCODED, pipeline.CACHE_DECODED):
+      reads = []
+      ds = pipeline.make_pipeline(self._counting_dataset(encoded, reads), image_size=8,
+                                  preprocess_fn=_identity, batch_size=4, training=True,
+                                  seed=3, cache=cache, repeat=True, drop_remainder=True)
+      outputs[cache] = [(x.numpy(), y.numpy()) for x, y in ds.take(6)]  # 4 epochs of 6.
+      if cache is None:  # At least once per epoch (more: the pipeline reads ahead).
+        self.assertGreaterEqual(len(reads), 4)
+      else:
+        self.assertLen(reads, 1, cache)
+    for cache in (pipeline.CACHE_ENCODED, pipeline.CACHE_DECODED):
+      for (x, y), (x0, y0) in zip(outputs[cache], outputs[None]):
+        np.testing.assert_array_equal(x, x0, err_msg=cache)
+        np.testing.assert_array_equal(y, y0, err_msg=cache)
+    # Augmentation is still drawn per step: an image's crops differ between epochs.
+    images = np.concatenate([x for x, _ in outputs[pipeline.CACHE_DECODED]])
+    labels = np.concatenate([y for _, y in outputs[pipeline.CACHE_DECODED]])
+    first, second = images[labels == 0][:2]
+    self.assertFalse(np.array_equal(first, second))
+
+  def test_unknown_cache_mode_names_the_choices(self):
+    with self.assertRaisesRegex(ValueError, "cache='disk'.*'encoded', 'decoded'"):
+      pipeline.make_pipeline(_dataset(self._encoded()), image_size=8, preprocess_fn=_identity,
+                             batch_size=2, training=True, cache="disk")
+
+  def test_measure_bytes_against_pil_and_file_sizes(self):
+    encoded = self._encoded()
+    sizes = [Image.open(io.BytesIO(e)).size for e in encoded]
+    encoded_bytes, decoded_bytes = pipeline.measure_bytes(_dataset(encoded))
+    self.assertEqual(encoded_bytes, sum(len(e) for e in encoded))
+    self.assertEqual(decoded_bytes, sum(3 * width * height for width, height in sizes))
+
+  def test_choose_cache_thresholds(self):
+    gib = 1 << 30
+    self.assertEqual(pipeline.choose_cache(encoded_bytes=gib // 10, decoded_bytes=gib),
+                     pipeline.CACHE_DECODED)
+    self.assertEqual(pipeline.choose_cache(encoded_bytes=gib // 10, decoded_bytes=gib + 1),
+                     pipeline.CACHE_ENCODED)
+    self.assertEqual(pipeline.choose_cache(encoded_bytes=2 * gib, decoded_bytes=20 * gib),
+                     pipeline.CACHE_ENCODED)
+    self.assertIsNone(pipeline.choose_cache(encoded_bytes=2 * gib + 1, decoded_bytes=20 * gib))
 
 
 class LabelsAndDistributionTest(tf.test.TestCase):

@@ -120,7 +120,8 @@ class ProtocolKeyTest(tf.test.TestCase):
     base = ExperimentConfig(model="m", dataset="d", regime="finetune", train_steps=10)
     for change in (dict(train_steps=20), dict(batch_size=32), dict(learning_rates=(0.1,)),
                    dict(weight_decays=(0.0,)), dict(tuner="bayesian"), dict(max_trials=3),
-                   dict(max_examples=5)):
+                   dict(max_examples=5), dict(precision="mixed_bfloat16"),
+                   dict(jit_compile=True)):
       other = base.__class__(**{**base.to_dict(), **change})
       self.assertNotEqual(other.protocol, base.protocol, change)
       self.assertNotEqual(other.cell, base.cell, change)
@@ -155,6 +156,14 @@ class ProtocolKeyTest(tf.test.TestCase):
     self.assertEqual(a.protocol, b.protocol)
     self.assertNotEqual(a.protocol, ExperimentConfig(model="m", dataset="d", regime="logreg",
                                                      l2_grid_size=5).protocol)
+    # Features computed in another precision or by XLA are other numbers.
+    for change in (dict(precision="mixed_float16"), dict(jit_compile=True)):
+      self.assertNotEqual(a.protocol, ExperimentConfig(model="m", dataset="d", regime="logreg",
+                                                       train_steps=10, **change).protocol)
+
+  def test_unknown_precision_names_the_choices(self):
+    with self.assertRaisesRegex(ValueError, "'float64'.*float32, mixed_bfloat16, mixed_float16"):
+      ExperimentConfig(model="m", dataset="d", regime="finetune", precision="float64")
 
   def test_model_kwargs_are_frozen_and_parsed_once(self):
     config = ExperimentConfig(model="keras:MobileNet", dataset="d", regime="logreg",

@@ -30,7 +30,7 @@ from absl import logging as absl_logging
 
 from tfhub_transfer import regimes
 from tfhub_transfer import sweep
-from tfhub_transfer.config import STRATEGIES, TUNERS, ExperimentConfig, FrozenKwargs
+from tfhub_transfer.config import PRECISIONS, STRATEGIES, TUNERS, ExperimentConfig, FrozenKwargs
 from tfhub_transfer.report import storage
 from tfhub_transfer.report import stores
 
@@ -89,6 +89,13 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto", STRATEGIES,
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
                                      "Cap on examples per split, for smoke runs (0: all).",
                                      lower_bound=0)
+_PRECISION = flags.DEFINE_enum(
+    "precision", "float32", PRECISIONS, "Keras dtype policy of the backbone in training and "
+    "feature extraction; the head and the loss stay float32, float16 losses are scaled. "
+    "Part of each result's key.")
+_JIT_COMPILE = flags.DEFINE_bool(
+    "jit_compile", False, "Compile the training step and the feature extractor with XLA. "
+    "Part of each result's key.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
@@ -325,7 +332,8 @@ def base_config(grid) -> ExperimentConfig:
       learning_rates=_floats(_LEARNING_RATES.value, "learning_rates"),
       weight_decays=_floats(_WEIGHT_DECAYS.value, "weight_decays"), tuner=_TUNER.value,
       max_trials=_MAX_TRIALS.value, l2_grid_size=_L2_GRID_SIZE.value,
-      strategy=_STRATEGY.value, max_examples=_MAX_EXAMPLES.value)
+      strategy=_STRATEGY.value, max_examples=_MAX_EXAMPLES.value,
+      precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value)
 
 
 def child_args() -> list[str]:

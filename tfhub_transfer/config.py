@@ -20,10 +20,14 @@ from tfhub_transfer import regimes
 
 STRATEGIES = ("auto", "mirrored", "default", "one_device", "tpu")
 TUNERS = ("grid", "bayesian")
+# Keras dtype policies a cell may run its backbone under (`--precision`); float32 is the
+# protocol as measured so far. Mixed policies keep variables, the head and the loss float32.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Integer fields and their smallest valid value (0 means "default" where documented).
 _LOWER_BOUNDS = {"seed": 0, "image_size": 0, "batch_size": 1, "train_steps": 0,
-                 "max_trials": 0, "l2_grid_size": 1, "max_examples": 0}
+                 "max_trials": 0, "l2_grid_size": 1, "max_examples": 0,
+                 "examples_per_class": 0}
 
 # Bump when a convention changes what the same settings measure (e.g. how weight decay is
 # applied): results stored under an older version are then never taken for current ones.
@@ -121,6 +125,10 @@ class ExperimentConfig:
     max_examples: cap on examples per split (0: all), for smoke runs; recorded.
     examples_per_class: K > 0 trains on a class-balanced random subset of K training images
       per class drawn with `seed` (a low-data cell, `loading.load_splits`); 0: all.
+    precision: one of `PRECISIONS`: the Keras dtype policy the backbone computes in, for
+      training and feature extraction (the head, the loss and the variables stay float32;
+      float16 losses are scaled).
+    jit_compile: compile the training step and the feature extractor with XLA.
   """
   model: str
   dataset: str
@@ -142,6 +150,8 @@ class ExperimentConfig:
   strategy: str = "auto"
   max_examples: int = 0
   examples_per_class: int = 0
+  precision: str = "float32"
+  jit_compile: bool = False
 
   def __post_init__(self):
     regimes.get_regime_spec(self.regime)
@@ -154,9 +164,6 @@ class ExperimentConfig:
       object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
     if self.tuner not in TUNERS:
       raise ValueError(f"Unknown --tuner={self.tuner!r}. Valid choices: {', '.join(TUNERS)}.")
-    if self.examples_per_class < 0:
-      raise ValueError(f"--examples_per_class={self.examples_per_class} must be >= 0 (0: all "
-                       f"training images).")
     if self.strategy not in STRATEGIES:
       raise ValueError(f"Unknown --strategy={self.strategy!r}. Valid choices: "
                        f"{', '.join(STRATEGIES)}.")
@@ -172,6 +179,9 @@ class ExperimentConfig:
     if not all(0 <= v < float("inf") for v in self.weight_decays):
       raise ValueError(f"weight_decays={list(self.weight_decays)}: each must be a "
                        f"non-negative number (--weight_decays).")
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"Unknown --precision={self.precision!r}. Valid choices: "
+                       f"{', '.join(PRECISIONS)}.")
 
   @property
   def regime_spec(self) -> regimes.RegimeSpec:

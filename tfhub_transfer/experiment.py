@@ -18,7 +18,6 @@ from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
-from tfhub_transfer.data import loading
 from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import records
 from tfhub_transfer.report import results
@@ -114,8 +113,9 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
     ExperimentFailed: the cell failed; its failure record was stored first.
     ValueError: the config names an unknown model, dataset or regime (nothing is run).
   """
-  backbone = backbones.get_backbone_spec(config.model, model_kwargs=config.model_kwargs,
-                                         image_size=config.image_size or None)
+  # Names are checked before anything runs: an unknown one raises, and stores nothing.
+  backbones.get_backbone_spec(config.model, model_kwargs=config.model_kwargs,
+                              image_size=config.image_size or None)
   dataset = datasets.get_dataset_spec(config.dataset)
   regime = config.regime_spec
   weights = regime.resolve_weights(config.weights)
@@ -124,19 +124,11 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
   facts: dict[str, Any] = {}
   start = time.perf_counter()
   try:
-    keras.utils.set_random_seed(config.seed)
-    splits = loading.load_splits(dataset, data_dir=config.data_dir,
-                                 manual_dir=config.manual_dir, seed=config.seed,
-                                 max_examples=config.max_examples,
-                                 folder_cache_dir=os.path.join(config.workdir, "folders"),
-                                 examples_per_class=config.examples_per_class)
-    strategy = training.make_strategy(config.strategy)
-    ctx = runners.CellContext(
-        config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,
-        strategy=strategy, cell_dir=os.path.join(config.workdir, "runs", cell_id(config)),
-        record_trial_fn=lambda trial_id, hparams, value, status, error: store.put_trial(
+    ctx = runners.load_cell(
+        config, record_trial_fn=lambda trial_id, hparams, value, status, error: store.put_trial(
             *config.cell[:4], trial_id, protocol=config.protocol, hparams=hparams,
             val_metric=value, status=status, error=error))
+    splits, strategy = ctx.splits, ctx.strategy
     facts = dict(sizes=dict(splits.sizes), splits=dict(splits.info), weights=weights,
                  devices=training.devices_of(strategy),
                  replicas=strategy.num_replicas_in_sync)

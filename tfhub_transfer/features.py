@@ -384,10 +384,11 @@ def _release_in_background(holder: list) -> None:
   threading.Thread(target=holder.clear, name="release-tf-data-iterator", daemon=True).start()
 
 
-def make_feature_fn(model, strategy: tf.distribute.Strategy):
-  """A compiled images -> features function run on every replica of `strategy`."""
+def make_feature_fn(model, strategy: tf.distribute.Strategy, *, jit_compile: bool = False):
+  """A compiled images -> features function run on every replica of `strategy` (with XLA
+  when `jit_compile`)."""
 
-  @tf.function(reduce_retracing=True)
+  @tf.function(reduce_retracing=True, jit_compile=jit_compile)
   def replica_fn(images):
     return model.features(images, training=False)
 

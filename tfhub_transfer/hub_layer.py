@@ -52,7 +52,8 @@ class HubModule(keras.layers.Layer):
 
   def __init__(self, handle: str, *, trainable: bool = False, random_init: bool = False,
                seed: int = 0, output_key: Optional[str] = None, name: Optional[str] = None):
-    super().__init__(trainable=trainable, name=name)
+    # float32 whatever the default dtype policy: the SavedModel's functions take float32.
+    super().__init__(trainable=trainable, name=name, dtype="float32")
     self.handle = handle
     self.output_key = output_key
     self._module = load_module(handle)

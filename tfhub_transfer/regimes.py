@@ -18,7 +18,9 @@ IMAGENET = "imagenet"
 RANDOM = "random"
 
 # Config fields every regime's outcome depends on (besides the cell key and the backbone).
-_COMMON_FIELDS = ("max_examples", "examples_per_class")
+# `precision` and `jit_compile` change the numbers a backbone computes (features, gradients);
+# `examples_per_class` the data a cell trains on.
+_COMMON_FIELDS = ("max_examples", "examples_per_class", "precision", "jit_compile")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,20 +13,25 @@ import os
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from tfhub_transfer import backbones
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer import logreg
 from tfhub_transfer import metrics
+from tfhub_transfer.data import datasets
+from tfhub_transfer.data import loading
 from tfhub_transfer.data import pipeline
 from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
 from tfhub_transfer.report import predictions as predictions_lib
+from tfhub_transfer.report import records
 from tfhub_transfer.transfer_head import build_transfer_head
 
 
@@ -66,13 +71,16 @@ class CellContext:
   strategy: tf.distribute.Strategy
   cell_dir: str
   record_trial_fn: Optional[tuning.RecordTrialFn] = None
+  _cache_modes: dict[str, Optional[str]] = dataclasses.field(default_factory=dict, repr=False)
 
   def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False,
               start_batch: int = 0):
+    """The split's batches; a training split that fits is cached in memory (`cache_mode`)."""
     return pipeline.make_pipeline(
         getattr(self.splits, split), image_size=self.backbone.image_size,
         preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
         batch_size=self.config.batch_size, training=training_mode, seed=self.config.seed,
+        cache=self.cache_mode(split) if training_mode else None,
         repeat=repeat, drop_remainder=repeat, start_batch=start_batch)
 
   def training_stream(self, split: str):
@@ -80,14 +88,91 @@ class CellContext:
     return lambda first_batch: self.batches(split, training_mode=True, repeat=True,
                                             start_batch=first_batch)
 
+  def cache_mode(self, split: str) -> Optional[str]:
+    """How the training split is cached in memory (`pipeline.choose_cache`): the same batches,
+    without reading (and, when decoded images fit, decoding) every image every epoch.
+    Measured once per split (a pass over the encoded bytes), then remembered."""
+    if split in self._cache_modes:
+      return self._cache_modes[split]
+    encoded, decoded = pipeline.measure_bytes(getattr(self.splits, split))
+    mode = pipeline.choose_cache(encoded_bytes=encoded, decoded_bytes=decoded)
+    logging.info("%s split: %d images, %.3g GiB encoded, %.3g GiB decoded: %s.", split,
+                 self.splits.sizes[split], encoded / 2**30, decoded / 2**30,
+                 f"cached in memory ({mode})" if mode else "too large to cache in memory")
+    self._cache_modes[split] = mode
+    return mode
+
   def num_batches(self, split: str) -> int:
     return math.ceil(self.splits.sizes[split] / self.config.batch_size)
 
   def build_model(self, *, weight_decay: float = 0.0, learning_rate: Optional[float] = None):
-    return build_transfer_head(
-        self.backbone, regime=self.config.regime, num_classes=self.dataset.num_classes,
-        multi_label=self.dataset.multi_label, weights=self.weights,
-        weight_decay=weight_decay, learning_rate=learning_rate, seed=self.config.seed)
+    """The cell's `TransferHead`, its backbone computing in `config.precision`.
+
+    Raises:
+      ValueError: the backbone cannot compute in that precision (`training.check_precision`).
+    """
+    with training.precision_policy(self.config.precision):
+      model = build_transfer_head(
+          self.backbone, regime=self.config.regime, num_classes=self.dataset.num_classes,
+          multi_label=self.dataset.multi_label, weights=self.weights,
+          weight_decay=weight_decay, learning_rate=learning_rate, seed=self.config.seed)
+    training.check_precision(model, self.config.precision)
+    return model
+
+  def feature_key_parts(self, split: str) -> dict[str, Any]:
+    """Everything the cached features of `split` depend on (`features.cache_key`)."""
+    parts = {
+        "backbone": self.backbone.to_dict(),
+        "weights": weights_identity(self.weights, self.config.seed),
+        "dataset": self.config.dataset, "split": split, "split_info": self.splits.info,
+        "size": self.splits.sizes[split], "data_dir": self.config.data_dir,
+        "image_size": self.backbone.image_size, "preprocessing": self.backbone.preprocessing,
+    }
+    # Only when not the defaults, so that float32 entries keep the keys they always had.
+    if self.config.precision != "float32":
+      parts["precision"] = self.config.precision
+    if self.config.jit_compile:
+      parts["jit_compile"] = True
+    return parts
+
+  def make_feature_fn(self):
+    """Builds the backbone: a compiled images -> features function (`config.jit_compile`)."""
+    with self.strategy.scope():
+      return features_lib.make_feature_fn(self.build_model(), self.strategy,
+                                          jit_compile=self.config.jit_compile)
+
+
+def load_cell(config: ExperimentConfig, *,
+              record_trial_fn: Optional[tuning.RecordTrialFn] = None) -> CellContext:
+  """Resolves one cell for its runner: backbone, dataset, its splits (as drawn for the cell:
+  seed, cap, low-data subset), weights and strategy. TensorFlow's and Keras's seeds are set to
+  the cell's first, so a randomly initialised backbone built next is the cell's own.
+
+  Raises:
+    ValueError: an unknown model or dataset. Whatever loading the data raised.
+  """
+  backbone = backbones.get_backbone_spec(config.model, model_kwargs=config.model_kwargs,
+                                         image_size=config.image_size or None)
+  dataset = datasets.get_dataset_spec(config.dataset)
+  keras.utils.set_random_seed(config.seed)
+  splits = loading.load_splits(dataset, data_dir=config.data_dir,
+                               manual_dir=config.manual_dir, seed=config.seed,
+                               max_examples=config.max_examples,
+                               folder_cache_dir=os.path.join(config.workdir, "folders"),
+                               examples_per_class=config.examples_per_class)
+  return CellContext(
+      config=config, backbone=backbone, dataset=dataset, splits=splits,
+      weights=config.regime_spec.resolve_weights(config.weights),
+      strategy=training.make_strategy(config.strategy),
+      cell_dir=os.path.join(config.workdir, "runs", records.cell_dirname(*config.cell)),
+      record_trial_fn=record_trial_fn)
+
+
+FEATURE_SPLITS = ("train", "val", "test")
+
+
+def feature_cache_dir(config: ExperimentConfig) -> str:
+  return os.path.join(config.workdir, "features")
 
 
 def weights_identity(weights: str, seed: int) -> str:
@@ -99,7 +184,7 @@ def weights_identity(weights: str, seed: int) -> str:
   return "file-" + features_lib.file_identity(weights)
 
 
-def extract_cell_features(ctx: CellContext, *, splits: Sequence[str] = ("train", "val", "test")
+def extract_cell_features(ctx: CellContext, *, splits: Sequence[str] = FEATURE_SPLITS
                           ) -> dict[str, features_lib.CachedFeatures]:
   """The frozen features of the cell's splits, through the feature cache.
 
@@ -117,21 +202,13 @@ def extract_cell_features(ctx: CellContext, *, splits: Sequence[str] = ("train",
 
   def feature_fn(images):
     if not built:
-      with ctx.strategy.scope():
-        built.append(features_lib.make_feature_fn(ctx.build_model(), ctx.strategy))
+      built.append(ctx.make_feature_fn())
     return built[0](images)
 
-  cache_dir = os.path.join(ctx.config.workdir, "features")
-  weights_id = weights_identity(ctx.weights, ctx.config.seed)
+  cache_dir = feature_cache_dir(ctx.config)
   cached = {}
   for split in splits:
-    parts = {
-        "backbone": ctx.backbone.to_dict(),
-        "weights": weights_id,
-        "dataset": ctx.config.dataset, "split": split, "split_info": ctx.splits.info,
-        "size": ctx.splits.sizes[split], "data_dir": ctx.config.data_dir,
-        "image_size": ctx.backbone.image_size, "preprocessing": ctx.backbone.preprocessing,
-    }
+    parts = ctx.feature_key_parts(split)
     cached[split] = features_lib.extract_features(
         feature_fn, ctx.batches(split), cache_dir=cache_dir,
         key=features_lib.cache_key(parts), num_batches=ctx.num_batches(split),
@@ -192,7 +269,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
     return build
 
   setup = training.TrainSetup(train_steps=train_steps,
-                              log_dir=os.path.join(ctx.cell_dir, "tensorboard"))
+                              log_dir=os.path.join(ctx.cell_dir, "tensorboard"),
+                              jit_compile=config.jit_compile)
   hypermodel = tuning.TransferHyperModel(
       build_model_fn=build_for("train"),
       learning_rates=config.learning_rate_grid, weight_decays=config.weight_decay_grid,
@@ -217,7 +295,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   with ctx.strategy.scope():
     model = build_for("trainval")(weight_decay=best["weight_decay"],
                                   learning_rate=best["learning_rate"])
-    training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps)
+    training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps,
+                           jit_compile=config.jit_compile)
   refit_setup = dataclasses.replace(setup,
                                     log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
   training.train(model, ctx.training_stream("trainval"), refit_setup,

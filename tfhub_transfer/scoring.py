@@ -13,22 +13,16 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import os
 import platform
 import time
 from typing import Any, Callable, Optional
 
-import keras
 from absl import logging
 
-from tfhub_transfer import backbones
 from tfhub_transfer import experiment
 from tfhub_transfer import runners
-from tfhub_transfer import training
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.data import datasets
-from tfhub_transfer.data import loading
 from tfhub_transfer.report import records
 from tfhub_transfer.report import results
 from tfhub_transfer.report import stores
@@ -84,21 +78,9 @@ def score_cell(config: ExperimentConfig, *,
     raise ValueError(f"Scores are computed on the {FEATURE_REGIME} regime's frozen features; "
                      f"got regime={config.regime!r}. Drop --regime with --mode=score.")
   start = time.perf_counter()
-  backbone = backbones.get_backbone_spec(config.model, model_kwargs=config.model_kwargs,
-                                         image_size=config.image_size or None)
-  dataset = datasets.get_dataset_spec(config.dataset)
-  weights = config.regime_spec.resolve_weights(config.weights)
   store = store or results.ResultsStore.for_workdir(config.workdir)
-  keras.utils.set_random_seed(config.seed)  # As run_experiment: the same random init.
-  splits = loading.load_splits(dataset, data_dir=config.data_dir,
-                               manual_dir=config.manual_dir, seed=config.seed,
-                               max_examples=config.max_examples,
-                               folder_cache_dir=os.path.join(config.workdir, "folders"),
-                               examples_per_class=config.examples_per_class)
-  ctx = runners.CellContext(
-      config=config, backbone=backbone, dataset=dataset, splits=splits, weights=weights,
-      strategy=training.make_strategy(config.strategy),
-      cell_dir=os.path.join(config.workdir, "runs", experiment.cell_id(config)))
+  ctx = runners.load_cell(config)  # As run_experiment: the same splits, the same random init.
+  dataset, splits = ctx.dataset, ctx.splits
   cached = runners.extract_cell_features(ctx, splits=SCORED_SPLITS)
   data = transferability.LabelledFeatures(
       [cached[s].features for s in SCORED_SPLITS], [cached[s].labels for s in SCORED_SPLITS],
@@ -112,7 +94,7 @@ def score_cell(config: ExperimentConfig, *,
       "sizes": {**scores.sizes, "splits": {s: splits.sizes[s] for s in SCORED_SPLITS}},
       "timings": {"extract_s": sum(c.seconds for c in cached.values()), **scores.seconds,
                   "total_s": time.perf_counter() - start},
-      "weights": weights, "feature_cache": {s: {"path": c.path, "hit": c.from_cache}
+      "weights": ctx.weights, "feature_cache": {s: {"path": c.path, "hit": c.from_cache}
                                             for s, c in cached.items()},
       "config": config.to_dict(), "versions": experiment.library_versions(),
       "host": platform.node(),

@@ -131,7 +131,17 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
 def run_grid(base: ExperimentConfig, grid: Grid, *,
              on_result: Optional[Callable] = None) -> SweepSummary:
   """Runs this shard of the grid into this host's store in `base.workdir`, skipping the cells
-  any host of the workdir has finished (see `run_sweep`)."""
+  any host of the workdir has finished (see `run_sweep`).
+
+  Logreg cells of one dataset and resolution share one decode pass per split
+  (`multi_extract.with_shared_decoding`)."""
+  # TensorFlow is imported here, not with the module (see `run_sweep`).
+  from tfhub_transfer import experiment  # pylint: disable=g-import-not-at-top
+  from tfhub_transfer import multi_extract  # pylint: disable=g-import-not-at-top
+  cells = grid.cells(base)
   store = results.ResultsStore.for_workdir(base.workdir)
-  return run_sweep(grid.cells(base), store=store, stored=stores.read_workdir(base.workdir),
+  stored = stores.read_workdir(base.workdir)
+  return run_sweep(cells, store=store, stored=stored,
+                   run_fn=multi_extract.with_shared_decoding(cells, experiment.run_experiment,
+                                                             stored=stored),
                    on_result=on_result)

@@ -5,12 +5,13 @@ step budget, L2 weight decay on the loss, batch-norm momentum from the steps per
 global batch split over the replicas of a `tf.distribute` strategy.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 import keras
 import numpy as np
@@ -68,9 +69,43 @@ def devices_of(strategy: tf.distribute.Strategy) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSetup:
-  """How long and how to train: the same for every trial of a cell."""
+  """How long and how to train: the same for every trial of a cell.
+
+  Attributes:
+    train_steps: the step budget.
+    log_dir: TensorBoard logs (None: none).
+    jit_compile: compile the training step with XLA (`--jit_compile`).
+  """
   train_steps: int
   log_dir: Optional[str] = None
+  jit_compile: bool = False
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+  """Keras layers built inside compute in `precision` (a `config.PRECISIONS` name).
+
+  Keras keeps its default dtype policy per thread; it is restored on exit, so only the
+  layers built inside take it (a layer keeps the policy it was built with).
+  """
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(precision)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def check_precision(model, precision: str) -> None:
+  """Raises ValueError if `model`'s backbone does not compute in `precision`'s dtype (a TF
+  Hub SavedModel runs in the dtype it was exported with)."""
+  expected = keras.mixed_precision.Policy(precision).compute_dtype
+  if model.backbone.compute_dtype != expected:
+    raise ValueError(
+        f"--precision={precision}: the backbone {model.backbone.name} computes in "
+        f"{model.backbone.compute_dtype}, not {expected} (a TF Hub SavedModel runs in the "
+        f"dtype it was exported with). Use --precision=float32, or a keras.applications "
+        f"backbone (a registry name or keras:<Application>).")
 
 
 def trial_seed(seed: int, hparams: Mapping[str, Any], phase: str = "search") -> int:
@@ -93,9 +128,24 @@ def make_optimizer(learning_rate: float, train_steps: int) -> keras.optimizers.O
   return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
 
 
-def compile_model(model, *, learning_rate: float, train_steps: int) -> None:
-  model.compile(optimizer=make_optimizer(learning_rate, train_steps), loss=model.make_loss(),
-                jit_compile=False)
+def compile_model(model, *, learning_rate: float, train_steps: int,
+                  jit_compile: bool = False) -> None:
+  """Compiles `model` with the paper's optimizer and schedule.
+
+  A model built under `mixed_float16` gets dynamic loss scaling (float16 gradients would
+  underflow; bfloat16 has float32's range and needs none).
+
+  Raises:
+    ValueError: `jit_compile` asked for where Keras cannot compile the model with XLA.
+  """
+  optimizer = make_optimizer(learning_rate, train_steps)
+  if model.dtype_policy.name == "mixed_float16":
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  model.compile(optimizer=optimizer, loss=model.make_loss(), jit_compile=jit_compile,
+                auto_scale_loss=False)
+  if jit_compile and not model.jit_compile:
+    raise ValueError("--jit_compile: Keras cannot compile this model with XLA (a layer does "
+                     "not support it, or op determinism is enabled). Drop --jit_compile.")
 
 
 # The most steps between two logs, TensorBoard summaries and backups (one Keras epoch).

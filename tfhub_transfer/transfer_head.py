@@ -45,8 +45,9 @@ class TransferHead(keras.Model):
                                                   learning_rate=learning_rate or 0.0)
     self.backbone = backbone
     self.backbone.trainable = regimes.get_regime_spec(regime).trains_backbone
+    # float32 under any precision policy: the logits and the loss stay float32.
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros",
-                                   bias_initializer="zeros", name="head")
+                                   bias_initializer="zeros", dtype="float32", name="head")
 
   def features(self, images, training=False):
     # A frozen backbone always runs in inference mode, so batch norm uses moving statistics.

@@ -75,7 +75,8 @@ class TransferHyperModel(kt.HyperModel):
     training.seed_trial(self.seed, hp.values)
     model = self.build_model_fn(weight_decay=weight_decay, learning_rate=learning_rate)
     training.compile_model(model, learning_rate=learning_rate,
-                           train_steps=self.setup.train_steps)
+                           train_steps=self.setup.train_steps,
+                           jit_compile=self.setup.jit_compile)
     return model
 
   def fit(self, hp, model, *args, trial_id: str = "", **kwargs):

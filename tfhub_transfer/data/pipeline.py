@@ -5,11 +5,13 @@
 (from `loading.load_splits`, an image folder, or `from_tensor_slices` in a test) and applies,
 in this fixed order:
   1. read encoded bytes (sharded per input pipeline under `tf.distribute`);
-  2. cache the encoded bytes (only when asked: for datasets that fit in memory);
+  2. cache in memory (only when asked: for datasets that fit, see `choose_cache`): the
+     encoded bytes, or the decoded uint8 images (decoded before caching, so later epochs
+     skip decoding; the augmentation below still runs per step);
   3. shuffle (training only, seeded); a repeated training stream is a sequence of data
      epochs, each shuffled statelessly from (seed, epoch), so the order at any position is
      fixed: a run resumed at batch b (`start_batch`) sees what it would have seen;
-  4. decode + preprocess, in parallel:
+  4. decode (unless cached decoded) + preprocess, in parallel:
        - any encoding or colour mode (grayscale, RGBA, palette, CMYK JPEG, 16-bit PNG, GIF,
          BMP, WebP) -> uint8 RGB;
        - training: Inception-style random-resized crop (area 8%-100%, aspect 3/4-4/3),
@@ -22,9 +24,13 @@ in this fixed order:
   5. batch;
   6. prefetch.
 Resizing is bilinear with antialiasing.
+
+`make_shared_eval_pipeline` is the evaluation path for several backbones of one resolution at
+once (`multi_extract`): each image is decoded, resized and cropped once, then given to each
+backbone's own `preprocess_fn`; its values are those `make_pipeline(training=False)` gives.
 """
 
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import tensorflow as tf
 
@@ -33,6 +39,18 @@ CROP_AREA_RANGE = (0.08, 1.0)
 CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 CROP_MAX_ATTEMPTS = 10
 DEFAULT_SHUFFLE_BUFFER = 10_000
+
+# In-memory caching of training data (`choose_cache`). VTAB caches every training set of up to
+# 150,000 examples, as encoded bytes (task_adaptation/data/base.py, _cache_data_if_possible);
+# here the bound is on bytes, since the paper's datasets range from 3 KB (CIFAR, decoded) to
+# 0.5 MB (Oxford Pets, decoded) per image: decoded when the decoded images fit in
+# DECODED_CACHE_MAX_BYTES (later epochs then skip JPEG decoding), else encoded when the
+# encoded bytes fit in ENCODED_CACHE_MAX_BYTES (later epochs skip reading), else not at all.
+CACHE_ENCODED = "encoded"
+CACHE_DECODED = "decoded"
+CACHE_MODES = (CACHE_ENCODED, CACHE_DECODED)
+DECODED_CACHE_MAX_BYTES = 1 << 30
+ENCODED_CACHE_MAX_BYTES = 2 << 30
 
 
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
@@ -108,19 +126,30 @@ def random_resized_crop(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> t
   return image
 
 
-def make_eval_fn(image_size: int, preprocess_fn: Callable[[tf.Tensor], tf.Tensor]):
-  """encoded bytes -> preprocessed float32 [S, S, 3], no augmentation."""
-  def eval_fn(encoded):
-    image = resize_central_crop(decode_rgb(encoded), image_size)
-    return preprocess_fn(tf.clip_by_value(image, 0.0, 255.0))
+def eval_image(image: tf.Tensor, image_size: int, *, decoded: bool = False) -> tf.Tensor:
+  """Encoded bytes (or, `decoded`, a uint8 [H, W, 3] image) -> float32 RGB [S, S, 3] in
+  [0, 255], resized and centrally cropped: the evaluation transform before `preprocess_fn`."""
+  image = resize_central_crop(image if decoded else decode_rgb(image), image_size)
+  return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def make_eval_fn(image_size: int, preprocess_fn: Callable[[tf.Tensor], tf.Tensor], *,
+                 decoded: bool = False):
+  """encoded bytes (or a decoded uint8 image) -> preprocessed float32 [S, S, 3], no
+  augmentation."""
+  def eval_fn(image):
+    return preprocess_fn(eval_image(image, image_size, decoded=decoded))
   return eval_fn
 
 
-def make_train_fn(image_size: int, preprocess_fn: Callable[[tf.Tensor], tf.Tensor]):
-  """(encoded bytes, stateless seed [2]) -> augmented, preprocessed float32 [S, S, 3]."""
-  def train_fn(encoded, seed):
+def make_train_fn(image_size: int, preprocess_fn: Callable[[tf.Tensor], tf.Tensor], *,
+                  decoded: bool = False):
+  """(encoded bytes or, `decoded`, a uint8 image; stateless seed [2]) -> augmented,
+  preprocessed float32 [S, S, 3]."""
+  def train_fn(image, seed):
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = random_resized_crop(decode_rgb(encoded), image_size, crop_seed)
+    image = random_resized_crop(image if decoded else decode_rgb(image), image_size,
+                                crop_seed)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return preprocess_fn(tf.clip_by_value(image, 0.0, 255.0))
   return train_fn
@@ -128,7 +157,7 @@ def make_train_fn(image_size: int, preprocess_fn: Callable[[tf.Tensor], tf.Tenso
 
 def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
                   preprocess_fn: Callable[[tf.Tensor], tf.Tensor], batch_size: int,
-                  training: bool, seed: int = 0, cache: bool = False,
+                  training: bool, seed: int = 0, cache: Optional[str] = None,
                   shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, repeat: bool = False,
                   drop_remainder: bool = False,
                   input_context: Optional[tf.distribute.InputContext] = None,
@@ -147,7 +176,9 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
     batch_size: global batch size.
     training: random-resized crop + flip and shuffling; otherwise resize + central crop.
     seed: seeds the shuffle and the augmentation.
-    cache: cache the encoded bytes in memory (for datasets that fit).
+    cache: None, or cache in memory (for datasets that fit, see `choose_cache`) the
+      encoded bytes (`CACHE_ENCODED`) or the decoded images (`CACHE_DECODED`). Either gives
+      the same batches as no cache.
     shuffle_buffer: shuffle buffer size, in examples (training only); a repeated stream
       permutes windows of this many examples (a whole epoch when it fits).
     repeat: repeat forever (after shuffling, reshuffled each epoch). Prefer it for
@@ -175,7 +206,14 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
     ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     batch_size = input_context.get_per_replica_batch_size(batch_size)
     pipeline_id = input_context.input_pipeline_id
-  # 2. Cache the small encoded bytes, before any randomness, so epochs differ.
+  # 2. Cache a small dataset, before any randomness, so epochs differ: decoded images (decoded
+  # once, here) or encoded bytes.
+  if cache is not None and cache not in CACHE_MODES:
+    raise ValueError(f"cache={cache!r}: expected None or one of {CACHE_MODES}.")
+  decoded = cache == CACHE_DECODED
+  if decoded:
+    ds = ds.map(lambda ex: {**ex, "image": decode_rgb(ex["image"])},
+                num_parallel_calls=tf.data.AUTOTUNE)
   if cache:
     ds = ds.cache()
   # 3. Shuffle (training), then repeat so that every epoch has its own order. A repeated
@@ -193,9 +231,10 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   elif repeat:
     ds = ds.repeat()
-  # 4. Decode + preprocess in parallel (order kept, so runs are reproducible).
+  # 4. Decode (unless cached decoded) + preprocess in parallel (order kept, so runs are
+  # reproducible).
   if training:
-    train_fn = make_train_fn(image_size, preprocess_fn)
+    train_fn = make_train_fn(image_size, preprocess_fn, decoded=decoded)
     base_seed = tf.constant([seed, pipeline_id], tf.int64)
 
     def augment(position, example):
@@ -204,7 +243,7 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
 
     ds = ds.enumerate(start=position).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
   else:
-    eval_fn = make_eval_fn(image_size, preprocess_fn)
+    eval_fn = make_eval_fn(image_size, preprocess_fn, decoded=decoded)
     ds = ds.map(lambda ex: (eval_fn(ex["image"]), ex["label"]),
                 num_parallel_calls=tf.data.AUTOTUNE)
   # 5. Batch.
@@ -228,8 +267,14 @@ def _epoch_stream(ds: tf.data.Dataset, first_epoch: int, seed: tf.Tensor,
           tf.range(size), seed=tf.random.experimental.stateless_fold_in(epoch_seed, index))
       return tf.nest.map_structure(lambda values: tf.gather(values, order), examples)
 
-    return ds.batch(window).enumerate().map(permute).unbatch()
+    # Ragged windows: decoded images (a `CACHE_DECODED` stream) differ in shape.
+    return ds.ragged_batch(window).enumerate().map(permute).unbatch().map(_dense)
   return tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(one_epoch)
+
+
+def _dense(example):
+  return tf.nest.map_structure(
+      lambda value: value.to_tensor() if isinstance(value, tf.RaggedTensor) else value, example)
 
 
 def _num_examples(ds: tf.data.Dataset, *, count: bool) -> int:
@@ -246,3 +291,61 @@ def _num_examples(ds: tf.data.Dataset, *, count: bool) -> int:
   if size == 0:
     raise ValueError("Cannot make a repeated training stream of an empty dataset.")
   return size
+
+
+def make_shared_eval_pipeline(ds: tf.data.Dataset, *, image_size: int,
+                              preprocess_fns: Mapping[str, Callable[[tf.Tensor], tf.Tensor]],
+                              batch_size: int) -> tf.data.Dataset:
+  """Evaluation batches for several backbones of one resolution from one decode per image.
+
+  Each image is decoded, resized and centrally cropped once (`eval_image`), then given to
+  every function of `preprocess_fns`: the values are those `make_pipeline(training=False)`
+  gives with that function, the decoding cost is paid once.
+
+  Args:
+    ds: dataset of {"image": encoded bytes, "label": int64 [] or float32 [C]}.
+    image_size: side of the square images every backbone takes.
+    preprocess_fns: name -> float32 RGB [0, 255] -> a backbone's input (one per input
+      convention; backbones that share one share its images).
+    batch_size: batch size.
+
+  Returns:
+    Dataset of ({name: float32 [B, S, S, 3]}, labels), in the order of `ds`.
+  """
+  def convert(example):
+    image = eval_image(example["image"], image_size)
+    return {name: fn(image) for name, fn in preprocess_fns.items()}, example["label"]
+
+  ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def measure_bytes(ds: tf.data.Dataset) -> tuple[int, int]:
+  """(encoded bytes, decoded uint8 RGB bytes) of a dataset of encoded examples.
+
+  One pass over the encoded bytes: JPEG sizes come from their headers, other formats (PNG,
+  GIF, BMP, WebP: small or rare in these datasets) are decoded.
+  """
+  def sizes(example):
+    encoded = example["image"]
+    height_width = tf.cond(tf.io.is_jpeg(encoded),
+                           lambda: tf.image.extract_jpeg_shape(encoded)[:2],
+                           lambda: tf.shape(decode_rgb(encoded))[:2])
+    pixels = tf.reduce_prod(tf.cast(height_width, tf.int64))
+    return tf.cast(tf.strings.length(encoded), tf.int64), 3 * pixels
+
+  total = ds.map(sizes, num_parallel_calls=tf.data.AUTOTUNE).reduce(
+      (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+      lambda acc, size: (acc[0] + size[0], acc[1] + size[1]))
+  return int(total[0]), int(total[1])
+
+
+def choose_cache(*, encoded_bytes: int, decoded_bytes: int) -> Optional[str]:
+  """How to cache a training split in memory: `CACHE_DECODED` when its decoded images fit in
+  `DECODED_CACHE_MAX_BYTES`, else `CACHE_ENCODED` when its encoded bytes fit in
+  `ENCODED_CACHE_MAX_BYTES`, else None (read and decode every epoch)."""
+  if decoded_bytes <= DECODED_CACHE_MAX_BYTES:
+    return CACHE_DECODED
+  if encoded_bytes <= ENCODED_CACHE_MAX_BYTES:
+    return CACHE_ENCODED
+  return None

@@ -25,7 +25,6 @@ from tfhub_transfer import regimes
 from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import plots
-from tfhub_transfer.report import predictions as predictions_lib
 from tfhub_transfer.report import records
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import results
