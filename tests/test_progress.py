@@ -11,6 +11,12 @@ class ProgressTest(absltest.TestCase):
     self.assertFalse(progress.is_live())  # The test runner captures stdout.
     self.assertEqual(progress.keras_verbosity(), 2)
 
+  def test_importing_ipykernel_is_not_a_notebook(self):
+    # CI's pytest process had imported ipykernel (the notebook test drives a kernel) and took
+    # itself for a notebook; a kernel is a running IPython shell with a `kernel`.
+    import ipykernel.kernelapp  # pylint: disable=g-import-not-at-top,unused-import
+    self.assertFalse(progress.is_live())
+
   def test_plain_lines_every_interval_and_at_the_end(self):
     bar = progress.Progress(4, description="extract digits/train", live=False, interval_s=0.0)
     with self.assertLogs("absl", level="INFO") as logs:

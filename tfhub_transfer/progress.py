@@ -18,7 +18,15 @@ LOG_INTERVAL_S = 30.0
 
 def is_live() -> bool:
   """True when progress can be redrawn in place: stdout is a terminal, or a notebook."""
-  return sys.stdout.isatty() or "ipykernel" in sys.modules
+  return sys.stdout.isatty() or _in_notebook()
+
+
+def _in_notebook() -> bool:
+  """This process is a running IPython kernel (not merely one that imported ipykernel, as a
+  test runner that drives notebooks does)."""
+  ipython = sys.modules.get("IPython")
+  shell = ipython.get_ipython() if ipython is not None else None
+  return getattr(shell, "kernel", None) is not None
 
 
 def keras_verbosity() -> int:
