@@ -63,8 +63,9 @@ class CliTest(tf.test.TestCase):
 
   def test_study_dimensions_must_be_counts(self):
     for flag, value, message in (
-        ("--examples_per_class", "2,-1", "--examples_per_class=2,-1: values must be >= 0."),
-        ("--train_steps", "20,x", "--train_steps=20,x: invalid literal")):
+        ("--examples_per_class", "2,-1", "flag --examples_per_class=['2', '-1']: '-1' is not "
+                                         "an integer >= 0"),
+        ("--train_steps", "20,x", "flag --train_steps=['20', 'x']: 'x' is not an integer >= 0")):
       done = run_cli("--model=resnet_50", "--dataset=dtd", "--regime=finetune",
                      f"{flag}={value}", "--workdir=" + self.get_temp_dir())
       self.assertEqual(done.returncode, 2, done.stderr[-2000:])
@@ -75,7 +76,7 @@ class CliTest(tf.test.TestCase):
     done = run_cli("--help")
     self.assertEqual(done.returncode, 0, done.stderr[-2000:])
     out = done.stdout
-    titles = ["run:", "search:", "data:", "scale-out:", "report (--mode=report):"]
+    titles = ["run:", "search:", "data:", "scale-out:", "compute:", "report (--mode=report):"]
     positions = [out.index("\n" + title + "\n") for title in titles]
     self.assertEqual(positions, sorted(positions))
     self.assertLess(out.index("--model:"), positions[1])
@@ -83,7 +84,7 @@ class CliTest(tf.test.TestCase):
     self.assertLess(positions[3], out.index("--parallel_trials:"))
     self.assertNotIn("absl.logging", out)  # absl's own flags: --helpfull.
     self.assertNotIn("--logtostderr", out)
-    self.assertLess(len(out.splitlines()), 90)
+    self.assertLess(len(out.splitlines()), 105)
 
   def test_every_flag_has_a_help_group(self):
     grouped = [holder.name for _, holders in cli.FLAG_GROUPS for holder in holders]
@@ -114,25 +115,46 @@ class CliTest(tf.test.TestCase):
       self.assertIn(text, done.stdout)
 
   def test_flagfiles_name_only_known_models_datasets_and_regimes(self):
-    # The CLI checks every model, dataset and regime name before it parses --shard, so a bad
-    # --shard is reported only when all of a flagfile's names are valid (and it parsed: an
-    # unknown flag fails before either).
+    # --mode=plan checks every model, dataset and regime name and lists the cells; a
+    # flagfile with an unknown name fails it (shown by the bad one), a good one lists its grid.
     shipped = sorted(glob.glob(os.path.join(fakes.REPO_ROOT, "flags", "*.cfg")))
     self.assertContainsSubset(
-        ["quickstart.cfg", "paper_logreg.cfg", "paper_finetune.cfg", "paper_scratch.cfg"],
+        ["quickstart.cfg", "paper_logreg.cfg", "paper_finetune.cfg", "paper_scratch.cfg",
+         "paper_convergence.cfg", "paper_low_data.cfg"],
         [os.path.basename(path) for path in shipped])
     bad = os.path.join(self.get_temp_dir(), "bad.cfg")
     with open(bad, "w") as f:
       f.write("--regime=logreg\n--model=resnet_50,mobilenet_v2\n--dataset=dtd,imagenet\n")
     for path in shipped + [bad]:
-      done = run_cli(f"--flagfile={path}", "--shard=5/1", "--workdir=" + self.get_temp_dir())
-      self.assertEqual(done.returncode, 2, f"{path}: {done.stderr[-2000:]}")
-      if path == bad:  # The check above can fail: a flagfile with an unknown dataset.
+      done = run_cli(f"--flagfile={path}", "--mode=plan",
+                     "--workdir=" + os.path.join(self.get_temp_dir(), "none"))
+      if path == bad:
+        self.assertEqual(done.returncode, 2)
         self.assertIn("Unknown --dataset='imagenet'", done.stderr)
-        self.assertNotIn("--shard=", done.stderr)
       else:
-        self.assertIn("tfhub_transfer: --shard='5/1' is not 'i/n'", done.stderr, path)
-        self.assertNotIn("Unknown", done.stderr, path)
+        self.assertEqual(done.returncode, 0, f"{path}: {done.stderr[-2000:]}")
+        lines = done.stdout.splitlines()
+        self.assertRegex(lines[-1], r"^plan: (\d+) cells, 0 already done, \1 to run$", path)
+        self.assertGreater(len(lines), 1, path)
+        self.assertTrue(all(line.startswith("to run  ") for line in lines[:-1]), path)
+
+  def test_plan_marks_stored_cells_done_and_runs_nothing(self):
+    workdir = self.create_tempdir().full_path
+    cell = ["--model=resnet_50", "--dataset=dtd", "--regime=logreg", "--seeds=0,1",
+            "--workdir=" + workdir]
+    first = run_cli(*cell, "--mode=plan")
+    self.assertEqual(first.returncode, 0, first.stderr[-2000:])
+    protocol = first.stdout.split("[protocol ")[1].split("]")[0]
+    results.ResultsStore.for_workdir(workdir, host="a").put(
+        {"model": "resnet_50", "dataset": "dtd", "regime": "logreg", "seed": 1,
+         "protocol": protocol, "status": "ok", "metric": "top1", "val_metric": 0.5,
+         "test_metric": 0.5})
+    done = run_cli(*cell, "--mode=plan")
+    self.assertEqual(done.stdout.splitlines(), [
+        f"to run  resnet_50 / dtd / logreg / 0 [protocol {protocol}]",
+        f"done    resnet_50 / dtd / logreg / 1 [protocol {protocol}]",
+        "plan: 2 cells, 1 already done, 1 to run"])
+    self.assertLen(stores.read_workdir(workdir).records(), 1)  # Nothing ran.
 
   def test_bad_values_are_one_line_at_parse_time_and_leave_no_row(self):
     workdir = self.create_tempdir().full_path

@@ -129,8 +129,9 @@ class SweepTest(tf.test.TestCase):
   def test_a_failed_pass_leaves_each_cell_to_record_its_own_failure(self):
     tmp = self.get_temp_dir()
     manual = self.create_tempdir().full_path  # Stanford Cars must be placed here by hand.
+    # ImageNet weights, never fetched: loading the data fails first, in the pass and in cells.
     base = ExperimentConfig(model="mobilenet_v2", dataset="stanford_cars", regime="logreg",
-                            weights="random", manual_dir=manual,
+                            manual_dir=manual,
                             data_dir=os.path.join(tmp, "tfds"), workdir=os.path.join(tmp, "w"))
     grid = sweep.Grid(models=("mobilenet_v2", "resnet_50"), datasets=("stanford_cars",),
                       regimes=("logreg",))
@@ -142,6 +143,17 @@ class SweepTest(tf.test.TestCase):
     for record in results.ResultsStore.for_workdir(base.workdir).records():
       self.assertEqual(record["status"], "failed")
       self.assertIn("cars_train.tgz", record["error"])  # Each cell says what to place.
+
+  def test_only_pretrained_logreg_cells_share_a_pass(self):
+    base = ExperimentConfig(model="mobilenet_v2", dataset="digits", regime="logreg")
+    group = multi_extract.decode_group(base)
+    self.assertIsNotNone(group)
+    self.assertEqual(multi_extract.decode_group(
+        ExperimentConfig(**{**base.to_dict(), "model": "resnet_50"})), group)  # Both 224 px.
+    for other in ({"weights": "random"},  # Each drawn from its cell's seed when it runs.
+                  {"regime": "finetune"}, {"examples_per_class": 2}, {"seed": 1}):
+      self.assertNotEqual(multi_extract.decode_group(
+          ExperimentConfig(**{**base.to_dict(), **other})), group, other)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def _train(precision, jit_compile):
   """Losses of STEPS steps and the final logits on held-out images, from a fixed init."""
   with training.precision_policy(precision):
     model = TransferHead(_tiny_backbone(), num_classes=4, regime="finetune",
-                         weight_decay=1e-3)
+                         weight_decay=1e-3, learning_rate=0.1)
     model(tf.zeros((1, 16, 16, 3)))
   # The head is zero-initialised; start it elsewhere so that the backbone gets gradients.
   model.head.kernel.assign(np.random.default_rng(0).normal(0, 0.3, (16, 4)))

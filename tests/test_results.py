@@ -17,6 +17,7 @@ from absl.testing import absltest
 import numpy as np
 
 from tfhub_transfer.report import predictions as predictions_lib
+from tfhub_transfer.report import records
 from tfhub_transfer.report import results
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,6 +99,24 @@ def _record(model="resnet_50", dataset="cifar10", regime="logreg", seed=0, statu
             "created_at": "2026-01-01T00:00:00+00:00"}
   record.update(extra)
   return record
+
+
+class CellDirnameTest(absltest.TestCase):
+
+  def test_long_keys_give_short_distinct_names_that_a_filesystem_takes(self):
+    # A Hub model and an image folder under a deep temporary directory (Bazel's sandbox) made
+    # a predictions file name of 600+ bytes: "File name too long".
+    deep = "/root/.cache/bazel/_bazel_root/" + "x" * 200
+    names = {records.cell_dirname(f"hub:{deep}/hub", f"folder:{deep}/images", "logreg", seed,
+                                  "3e36e12713") for seed in (0, 1)}
+    self.assertLen(names, 2)
+    directory = self.create_tempdir().full_path
+    for name in names:
+      self.assertLen(name, records.CELL_DIRNAME_MAX)
+      predictions_lib.save(directory, name, predictions_lib.Predictions(
+          labels=np.array([0, 1]), predicted=np.array([0, 0])))
+    self.assertEqual(records.cell_dirname("resnet_50", "dtd", "logreg", 0, "p"),
+                     "resnet_50__dtd__logreg__seed0__p")  # Short names are unchanged.
 
 
 class ResultsStoreTest(absltest.TestCase):

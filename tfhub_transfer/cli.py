@@ -35,8 +35,9 @@ from tfhub_transfer.report import storage
 from tfhub_transfer.report import stores
 
 _MODE = flags.DEFINE_enum(
-    "mode", "run", ["run", "report", "score", "forget"],
-    "run: run the cells; report: tables, correlations and plots (reads the workdir, writes "
+    "mode", "run", ["run", "plan", "report", "score", "forget"],
+    "run: run the cells; plan: list the cells a run would run (this shard's) and which are "
+    "already stored as ok, checking every name, and run nothing; report: tables, correlations and plots (reads the workdir, writes "
     "only --report_dir); score: transferability scores of the --model x --dataset x --seeds "
     "grid from frozen (cached) features, before any training; forget: remove the stored "
     "failed results of the grid's cells, under every protocol, with their trials and folders "
@@ -129,6 +130,7 @@ FLAG_GROUPS = (
     ("search", (_LEARNING_RATES, _WEIGHT_DECAYS, _TUNER, _MAX_TRIALS, _L2_GRID_SIZE)),
     ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES)),
     ("scale-out", (_STRATEGY, _SHARD, _PARALLEL_TRIALS, _GPUS_PER_TRIAL)),
+    ("compute", (_PRECISION, _JIT_COMPILE)),
     ("report (--mode=report)", (_IMAGENET_TOP1, _REPORT_DIR, _TSNE, _CONVERGENCE_THRESHOLD)),
     ("forget (--mode=forget, with the grid's flags)", (_FORGET_OK,)),
 )
@@ -264,9 +266,10 @@ _validator(_LEARNING_RATES, lambda v: _check_numbers(
 _validator(_WEIGHT_DECAYS, lambda v: _check_numbers(
     v, kind=float, valid=lambda x: 0 <= x < math.inf,
     expected="a non-negative number, e.g. 0,1e-4"))
-for _count_flag in (_TRAIN_STEPS, _EXAMPLES_PER_CLASS):
-  _validator(_count_flag, lambda v: _check_numbers(
-      v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 2,8"))
+_validator(_TRAIN_STEPS, lambda v: _check_numbers(
+    v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 20,40"))
+_validator(_EXAMPLES_PER_CLASS, lambda v: _check_numbers(
+    v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 2,8"))
 _validator(_SHARD, sweep.parse_shard)
 _validator(_MODEL_KWARGS, FrozenKwargs.parse)
 _validator(_WEIGHTS, _check_weights)
@@ -407,6 +410,8 @@ def _dispatch() -> int:
       keep_all=flags.FLAGS["verbosity"].value > 0))
   grid = _grid()
   config = base_config(grid)
+  if _MODE.value == "plan":
+    return _plan(grid.cells(config))
   if _MODE.value == "score":
     from tfhub_transfer import scoring  # pylint: disable=g-import-not-at-top
     scored = scoring.run_score_grid(config, grid,
@@ -432,6 +437,19 @@ def _dispatch() -> int:
   for failure in summary.failures:
     print(f"FAILED {failure}", file=sys.stderr)
   return 1 if summary.failed else 0
+
+
+def _plan(cells) -> int:
+  """`--mode=plan`: one line per cell, `done` where any host stored it as ok."""
+  stored = stores.read_workdir(_WORKDIR.value) if os.path.isdir(_WORKDIR.value) else None
+  done = 0
+  for config in cells:
+    ok = stored is not None and stored.has_ok(*config.cell)
+    done += ok
+    print(f"{'done' if ok else 'to run':6}  {' / '.join(map(str, config.cell[:4]))} "
+          f"[protocol {config.protocol}]")
+  print(f"plan: {len(cells)} cells, {done} already done, {len(cells) - done} to run")
+  return 0
 
 
 def _version() -> str:

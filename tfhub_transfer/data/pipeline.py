@@ -224,7 +224,8 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
   position = 0
   if training and repeat:
     position = start_batch * batch_size
-    first_epoch, offset = divmod(position, _num_examples(ds, count=position > 0))
+    # Counting a cached dataset fills its cache: the source is still read once.
+    first_epoch, offset = divmod(position, _num_examples(ds, count=position > 0 or bool(cache)))
     ds = _epoch_stream(ds, first_epoch, tf.constant([seed, pipeline_id], tf.int64),
                        shuffle_buffer).skip(offset)
   elif training:

@@ -9,6 +9,7 @@ outcome depends on; "" for records made by hand or before protocols were recorde
 
 import math
 import numbers
+import hashlib
 import re
 from typing import Any, Optional
 
@@ -45,10 +46,23 @@ def to_jsonable(value: Any) -> Any:
                   f"record: use str, int, float, bool, None, lists or dicts of them.")
 
 
+# File names are at most 255 bytes on common filesystems; a cell's name leaves room for the
+# suffixes added to it (a predictions file's ".<token>.npz", a temporary name's prefix).
+CELL_DIRNAME_MAX = 200
+
+
 def cell_dirname(model: str, dataset: str, regime: str, seed: int, protocol: str = "") -> str:
-  """A directory name for a key's cell: its tuner state, checkpoints, logs, predictions."""
+  """A directory name for a key's cell: its tuner state, checkpoints, logs, predictions.
+
+  A name longer than `CELL_DIRNAME_MAX` (a Hub model or image folder with a long path) keeps
+  its start and ends with a hash of the whole key, so distinct cells keep distinct names.
+  """
   raw = f"{model}__{dataset}__{regime}__seed{seed}__{protocol}"
-  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", raw)
+  name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", raw)
+  if len(name) <= CELL_DIRNAME_MAX:
+    return name
+  digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
+  return f"{name[:CELL_DIRNAME_MAX - 18]}__{digest}"
 
 
 def check_record(record: dict[str, Any]) -> dict[str, Any]:
