@@ -321,6 +321,10 @@ class SlurmArrayTest(tf.test.TestCase):
     with open(os.path.join(workdir, "report", "results.json")) as f:
       self.assertLen(json.load(f)["results"], 5)
 
+
+class StudyGridTest(tf.test.TestCase):
+  """Data sizes and step budgets as sweep dimensions (the paper's Figures 9 and 8)."""
+
   def test_data_sizes_and_budgets_are_dimensions(self):
     base = ExperimentConfig(model="m", dataset="d", regime="logreg", train_steps=7)
     grid = sweep.Grid(models=("a",), datasets=("x",), regimes=("logreg", "finetune"),
@@ -338,7 +342,8 @@ class SlurmArrayTest(tf.test.TestCase):
     self.assertEqual((only.train_steps, only.examples_per_class), (7, 0))
 
   def test_two_budgets_store_two_rows_with_their_own_searches(self):
-    hub = os.path.join(self.get_temp_dir(), "hub")
+    hub = fakes.make_tiny_savedmodel(os.path.join(self.get_temp_dir(), "hub"), feature_dim=8,
+                                     grid=2)
     base = ExperimentConfig(
         model="hub:" + hub, dataset="digits", regime="finetune", image_size=16,
         workdir=self.create_tempdir().full_path, data_dir=self.create_tempdir().full_path,
