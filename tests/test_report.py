@@ -3,8 +3,6 @@
 import csv
 import math
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl.testing import absltest
@@ -14,6 +12,7 @@ from matplotlib import text as text_lib
 from PIL import Image
 from scipy import stats
 
+from tests import tf_free
 from tfhub_transfer import regimes
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import predictions as predictions_lib
@@ -23,7 +22,6 @@ from tfhub_transfer.report import plots
 from tfhub_transfer.report import results
 from tfhub_transfer.report import significance
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ImageNet top-1 of a few zoo networks' checkpoints, typed in from keras.io/api/applications
 # and the TF-Slim table (not read from the package): what the report uses by default.
@@ -436,20 +434,10 @@ class PaperStatisticsInReportTest(absltest.TestCase):
 class ImportTest(absltest.TestCase):
 
   def test_the_report_side_never_imports_tensorflow(self):
-    # A fresh interpreter: this one has TensorFlow loaded by other tests.
-    code = ("import sys\n"
-            "from tfhub_transfer.report import analyses, correlation, document, plots, "
-            "predictions, records, reference, results, sections, significance, storage, "
-            "stores\n"
-            "from tfhub_transfer import cli, config, protocol, regimes, sweep\n"
-            "heavy = sorted(m for m in ('tensorflow', 'keras', 'tensorflow_datasets', "
-            "'tensorflow_hub') if m in sys.modules)\n"
-            "print(heavy)\n")
-    env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", code], cwd=_REPO, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-    self.assertEqual(done.returncode, 0, done.stderr[-2000:])
-    self.assertEqual(done.stdout.strip(), "[]")
+    self.assertEqual(tf_free.heavy_modules_after(
+        "from tfhub_transfer.report import analyses, correlation, document, plots, "
+        "predictions, records, reference, results, sections, significance, storage, stores\n"
+        "from tfhub_transfer import cli, config, protocol, regimes, sweep"), [])
 
 
 if __name__ == "__main__":
