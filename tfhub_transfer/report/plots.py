@@ -180,6 +180,9 @@ def _annotate(ax, name, xy, dx, dy, *, leader):
       if leader else None)
 
 
+_LOGIT_TICKS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
+
+
 def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 4) -> None:
   """The paper's Figure 2: one panel per dataset, test accuracy (logit axis) vs ImageNet
   top-1, a color per regime, each with its least-squares line (fitted in log-odds) and 95%
@@ -201,6 +204,16 @@ def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 
     ax.set_axis_off()
   for ax, dataset in zip(axes, datasets):
     notes = []
+    if not any(p.models for p in panels if p.dataset == dataset):
+      # Nothing to place (no model has a known ImageNet top-1): a note, not an empty logit
+      # axis, whose default range would print a tick label per decade of (0, 1).
+      ax.set_title(dataset, fontsize=10)
+      ax.text(0.5, 0.5, textwrap.fill("no model with a known ImageNet top-1 here; place "
+                                      "models with --imagenet_top1=NAME=TOP1", 30),
+              transform=ax.transAxes, ha="center", va="center", fontsize=8, color="tab:red")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      continue
     for panel in (p for p in panels if p.dataset == dataset):
       color = _REGIME_COLORS.get(panel.regime, "tab:gray")
       if panel.models:
@@ -216,9 +229,10 @@ def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 
                       _sigmoid(np.array(panel.line.band_high)), color=color, alpha=0.2,
                       lw=0)
     ax.set_yscale("logit")
-    percent = ticker.FuncFormatter(lambda v, _: f"{100 * v:.3g}%")
-    ax.yaxis.set_major_formatter(percent)
-    ax.yaxis.set_minor_formatter(percent)
+    # Labels at fixed accuracies only: logit's own minor labels pile up near 0% and 100%.
+    ax.yaxis.set_major_locator(ticker.FixedLocator(_LOGIT_TICKS))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{100 * v:.4g}%"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_title(dataset, fontsize=10)
     ax.set_xlabel("ImageNet top-1 (%)", fontsize=8)
     ax.set_ylabel("test metric (logit axis)", fontsize=8)

@@ -169,15 +169,20 @@ def plot_feature_map(fmap: feature_maps.FeatureMap, path: str) -> None:
   """Figure 4: the t-SNE map of one model's test features, one colour per class."""
   fig, axes = _figure(1, columns=1, size=(5.6, 5.2))
   ax = axes[0]
+  import matplotlib  # pylint: disable=g-import-not-at-top
   classes = np.unique(fmap.labels)
-  cmap = "tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "hsv"
-  order = np.searchsorted(classes, fmap.labels)
-  points = ax.scatter(fmap.embedding[:, 0], fmap.embedding[:, 1], c=order, cmap=cmap, s=6,
-                      vmin=0, vmax=max(len(classes) - 1, 1), alpha=0.8, linewidths=0)
+  # One colour per class by index (a listed palette up to 20 classes), drawn class by class
+  # so that the legend shows the very colours of the points.
+  palette = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+  if len(classes) > 20:
+    palette = matplotlib.colormaps["hsv"].resampled(len(classes))
+  for index, label in enumerate(classes):
+    at = fmap.labels == label
+    ax.scatter(fmap.embedding[at, 0], fmap.embedding[at, 1], color=palette(index), s=6,
+               alpha=0.8, linewidths=0, label=str(label))
   if len(classes) <= 20:
-    handles, _ = points.legend_elements(num=len(classes))
-    ax.legend(handles, [str(c) for c in classes], title="class", fontsize=6, title_fontsize=7,
-              loc="upper right", ncols=2 if len(classes) > 10 else 1)
+    ax.legend(title="class", fontsize=6, title_fontsize=7, loc="upper right", markerscale=2,
+              ncols=2 if len(classes) > 10 else 1)
   ax.set_title(textwrap.fill(
       f"t-SNE of {fmap.model} features, {fmap.dataset} test ({len(fmap.labels):,} of "
       f"{fmap.total_images:,} images); {feature_maps.KNN_K}-NN accuracy "
