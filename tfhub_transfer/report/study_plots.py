@@ -117,7 +117,8 @@ def plot_budgets(points: list[studies.Point], converged: list[studies.Convergenc
     ratio = ratios.get((dataset, network))
     title = _wrap(f"{network} on {dataset}: accuracy vs training steps", 55)
     if ratio is not None:
-      title += f"\nfine-tuning converges {ratio:.3g}x sooner"
+      title += (f"\nfine-tuning converges {ratio:.3g}x sooner" if ratio >= 1 else
+                f"\nscratch converges {1 / ratio:.3g}x sooner")
     ax.set_title(title, fontsize=9)
     _log_ticks(ax, sorted({p.x for p in line_points}))
     ax.set_xlabel("training steps (log scale)")
