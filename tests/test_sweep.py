@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -275,10 +276,12 @@ class SlurmArrayTest(tf.test.TestCase):
     loading.load_splits(datasets.get_dataset_spec("digits"), data_dir=data_dir)  # Built once.
     # The script runs as written; `tfhub_transfer` is this checkout's CLI, with the paper's
     # models and datasets (not available offline) swapped for a tiny Hub model and digits.
-    offline = (f"--model=hub:{hub} --dataset=digits --image_size=16 --max_examples=30 "
-               f"--l2_grid_size=3 --seeds=0,1,2,3,4 --workdir={workdir} "
-               f"--data_dir={data_dir}")
-    prelude = f'tfhub_transfer() {{ {sys.executable} -m tfhub_transfer.cli "$@" {offline}; }}\n'
+    # Quoted: a temp dir may hold shell characters (pytest-xdist's absl dirs hold "<string>").
+    offline = shlex.join([f"--model=hub:{hub}", "--dataset=digits", "--image_size=16",
+                          "--max_examples=30", "--l2_grid_size=3", "--seeds=0,1,2,3,4",
+                          f"--workdir={workdir}", f"--data_dir={data_dir}"])
+    cli = shlex.join([sys.executable, "-m", "tfhub_transfer.cli"])
+    prelude = f'tfhub_transfer() {{ {cli} "$@" {offline}; }}\n'
 
     def launch(task):
       env = fakes.subprocess_env(SLURM_ARRAY_TASK_ID=str(task),
