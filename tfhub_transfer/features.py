@@ -371,11 +371,11 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
       writer.append(np.asarray(feature_fn(images), dtype=np.float32), batch_labels)
       bar.update(steps)
     bar.finish(steps)
-    _release_in_background(iterator)
+    release_in_background(iterator)
     return writer.commit()
 
 
-def _release_in_background(holder: list) -> None:
+def release_in_background(holder: list) -> None:
   """Drops the last reference to an exhausted tf.data iterator on a daemon thread.
 
   Deleting it waits for tf.data's autotuning thread to wind down, which can take about a
