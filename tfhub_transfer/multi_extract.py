@@ -26,7 +26,6 @@ raised; `with_shared_decoding` then lets each cell extract (or fail, recorded) o
 import collections
 import dataclasses
 import functools
-import os
 import queue
 import threading
 import time
@@ -44,7 +43,6 @@ from tfhub_transfer import runners
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
-from tfhub_transfer.report import records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,9 +237,7 @@ def extract_cells(configs: Sequence[ExperimentConfig]) -> int:
                      f"{[config.cell for config in configs]}.")
   first = configs[0]
   contexts = [runners.load_cell(first)]  # Loads the splits, which every cell shares.
-  contexts += [dataclasses.replace(contexts[0], config=config,
-                                   **_resolved(config, contexts[0].config.workdir))
-               for config in configs[1:]]
+  contexts += [runners.load_cell(config, splits=contexts[0].splits) for config in configs[1:]]
   splits = contexts[0].splits
   image_size = contexts[0].backbone.image_size
   cache_dir = runners.feature_cache_dir(first)
@@ -271,15 +267,6 @@ def extract_cells(configs: Sequence[ExperimentConfig]) -> int:
     logging.info("Decode pass over %s done in %.1f s.", what, time.perf_counter() - start)
     written += len(targets)
   return written
-
-
-def _resolved(config: ExperimentConfig, workdir: str) -> dict[str, Any]:
-  """A cell's own fields of `runners.CellContext`, beside the splits it shares."""
-  return dict(backbone=backbones.get_backbone_spec(config.model,
-                                                   model_kwargs=config.model_kwargs,
-                                                   image_size=config.image_size or None),
-              weights=config.regime_spec.resolve_weights(config.weights),
-              cell_dir=os.path.join(workdir, "runs", records.cell_dirname(*config.cell)))
 
 
 def with_shared_decoding(cells: Sequence[ExperimentConfig], run_fn: Callable, *,

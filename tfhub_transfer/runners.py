@@ -143,10 +143,17 @@ class CellContext:
 
 
 def load_cell(config: ExperimentConfig, *,
-              record_trial_fn: Optional[tuning.RecordTrialFn] = None) -> CellContext:
+              record_trial_fn: Optional[tuning.RecordTrialFn] = None,
+              splits: Optional[loading.Splits] = None) -> CellContext:
   """Resolves one cell for its runner: backbone, dataset, its splits (as drawn for the cell:
   seed, cap, low-data subset), weights and strategy. TensorFlow's and Keras's seeds are set to
   the cell's first, so a randomly initialised backbone built next is the cell's own.
+
+  Args:
+    config: the cell.
+    record_trial_fn: where the tuner's trials are recorded (finetune/scratch).
+    splits: splits already loaded for a cell that draws them alike (same dataset, seed, cap
+      and subset), instead of loading them again.
 
   Raises:
     ValueError: an unknown model or dataset. Whatever loading the data raised.
@@ -155,11 +162,12 @@ def load_cell(config: ExperimentConfig, *,
                                          image_size=config.image_size or None)
   dataset = datasets.get_dataset_spec(config.dataset)
   keras.utils.set_random_seed(config.seed)
-  splits = loading.load_splits(dataset, data_dir=config.data_dir,
-                               manual_dir=config.manual_dir, seed=config.seed,
-                               max_examples=config.max_examples,
-                               folder_cache_dir=os.path.join(config.workdir, "folders"),
-                               examples_per_class=config.examples_per_class)
+  if splits is None:
+    splits = loading.load_splits(dataset, data_dir=config.data_dir,
+                                 manual_dir=config.manual_dir, seed=config.seed,
+                                 max_examples=config.max_examples,
+                                 folder_cache_dir=os.path.join(config.workdir, "folders"),
+                                 examples_per_class=config.examples_per_class)
   return CellContext(
       config=config, backbone=backbone, dataset=dataset, splits=splits,
       weights=config.regime_spec.resolve_weights(config.weights),
