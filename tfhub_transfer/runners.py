@@ -8,6 +8,7 @@ then a refit of the best trial on train+val.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -119,11 +120,16 @@ class CellContext:
     training.check_precision(model, self.config.precision)
     return model
 
+  @functools.cached_property
+  def weights_id(self) -> str:
+    """`weights_identity` of the cell's weights, computed once (it hashes a weights file)."""
+    return weights_identity(self.weights, self.config.seed)
+
   def feature_key_parts(self, split: str) -> dict[str, Any]:
     """Everything the cached features of `split` depend on (`features.cache_key`)."""
     parts = {
         "backbone": self.backbone.to_dict(),
-        "weights": weights_identity(self.weights, self.config.seed),
+        "weights": self.weights_id,
         "dataset": self.config.dataset, "split": split, "split_info": self.splits.info,
         "size": self.splits.sizes[split], "data_dir": self.config.data_dir,
         "image_size": self.backbone.image_size, "preprocessing": self.backbone.preprocessing,
