@@ -5,9 +5,9 @@ temporary file, memory-maps it as the feature cache does, and times each estimat
 `transferability.score_features` on it, once, in wall and CPU seconds (all threads; on a
 shared machine the CPU seconds say what the work costs): the shared two-pass statistics
 (LogME and H-score), LogME's D x D eigendecomposition, H-score's solve, and k-NN
-leave-one-out over `KNN_MAX_QUERIES` queries against all N. Memory: the process's peak resident anonymous
-memory (sampled every 50 ms; the memory-mapped file's pages are the OS page cache, not
-counted) and its peak RSS (which counts them).
+leave-one-out over `KNN_MAX_QUERIES` queries against all N. Memory: the process's peak
+resident anonymous memory (sampled every 50 ms; the memory-mapped file's pages are the OS page
+cache, not counted) and its peak RSS (which counts them).
 
   python -m bench.score_scale                       # 50,000 x 4,096, 100 classes
   python -m bench.score_scale --n=20000 --dim=2048  # smaller

@@ -30,7 +30,8 @@ class TransferHeadTest(parameterized.TestCase, tf.test.TestCase):
     backbone_trainable = [w for w in model.trainable_weights
                           if not w.path.startswith("transfer_head/head")]
     self.assertEqual(bool(backbone_trainable), trainable)
-    self.assertLen([w for w in model.trainable_weights if w.path.startswith("transfer_head/head")], 2)
+    self.assertLen([w for w in model.trainable_weights
+                    if w.path.startswith("transfer_head/head")], 2)
 
   def test_init_follows_regime(self):
     path = _saved_weights(self.get_temp_dir() + "/init.weights.h5")

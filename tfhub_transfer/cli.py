@@ -37,9 +37,10 @@ from tfhub_transfer.report import stores
 _MODE = flags.DEFINE_enum(
     "mode", "run", ["run", "plan", "report", "score", "forget"],
     "run: run the cells; plan: list the cells a run would run (this shard's) and which are "
-    "already stored as ok, checking every name, and run nothing; report: tables, correlations and plots (reads the workdir, writes "
-    "only --report_dir); score: transferability scores of the --model x --dataset x --seeds "
-    "grid from frozen (cached) features, before any training; forget: remove the stored "
+    "already stored as ok, checking every name, and run nothing; report: tables, "
+    "correlations and plots (reads the workdir, writes only --report_dir); score: "
+    "transferability scores of the --model x --dataset x --seeds grid from frozen (cached) "
+    "features, before any training; forget: remove the stored "
     "failed results of the grid's cells, under every protocol, with their trials and folders "
     "(with --forget_ok, ok results too).")
 _LIST_MODELS = flags.DEFINE_bool("list_models", False, "Print the backbone zoo and exit.")
@@ -416,11 +417,7 @@ def _dispatch() -> int:
     from tfhub_transfer import scoring  # pylint: disable=g-import-not-at-top
     scored = scoring.run_score_grid(config, grid,
                                     on_result=lambda result: print(result.summary_line()))
-    if scored.cells > 1:
-      print(scored.line())
-    for failure in scored.failures:
-      print(f"FAILED {failure}", file=sys.stderr)
-    return 1 if scored.failures else 0
+    return _finish(scored, show_line=scored.cells > 1)
   if _PARALLEL_TRIALS.value:
     from tfhub_transfer import launcher  # pylint: disable=g-import-not-at-top
     cells = grid.cells(config)
@@ -432,11 +429,17 @@ def _dispatch() -> int:
         child_args(), config=config, num_workers=_PARALLEL_TRIALS.value,
         gpus_per_worker=_GPUS_PER_TRIAL.value)
   summary = sweep.run_grid(config, grid, on_result=lambda result: print(result.summary_line()))
-  if summary.cells > 1 or summary.skipped:  # A lone finished cell says so, too.
+  # A lone finished cell says so, too.
+  return _finish(summary, show_line=summary.cells > 1 or summary.skipped)
+
+
+def _finish(summary, *, show_line: bool) -> int:
+  """Prints a sweep's or a score grid's summary line and each failure; the exit code."""
+  if show_line:
     print(summary.line())
   for failure in summary.failures:
     print(f"FAILED {failure}", file=sys.stderr)
-  return 1 if summary.failed else 0
+  return 1 if summary.failures else 0
 
 
 def _plan(cells) -> int:

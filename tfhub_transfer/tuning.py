@@ -121,7 +121,8 @@ class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
     state["grid_walk"] = {
         "memory": list(walk._memory),  # pylint: disable=protected-access
         # (index, next index) pairs; the list head is keyed by None.
-        "next": [[i, j] for i, j in walk._next_index.items() if j is not None],  # pylint: disable=protected-access
+        "next": [[i, j] for i, j in walk._next_index.items()  # pylint: disable=protected-access
+                 if j is not None],
         "last": walk._last_index,  # pylint: disable=protected-access
         "populate_next": list(self._populate_next),
     }
