@@ -12,8 +12,8 @@ import tensorflow as tf
 from tests import fakes
 from tfhub_transfer import backbones
 from tfhub_transfer import cli
-from tfhub_transfer.report import results
-from tfhub_transfer.report import stores
+from tfhub_transfer.results import store as results
+from tfhub_transfer.results import merged as stores
 
 # Modules a TF-free command must not need: each is made to fail on import.
 _HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_hub", "keras_tuner")

@@ -14,8 +14,8 @@ from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
-from tfhub_transfer.report import predictions as predictions_lib
-from tfhub_transfer.report import results
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import store as results
 from tfhub_transfer import training
 from tfhub_transfer.config import ExperimentConfig
 

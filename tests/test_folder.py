@@ -20,7 +20,7 @@ from tfhub_transfer.data import folder
 from tfhub_transfer.data import loading
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import preprocessing
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 
 _CLASSES = ("cat", "dog", "owl")
 

@@ -10,7 +10,7 @@ from absl.testing import absltest
 import tfhub_transfer
 from tests import fakes
 from tfhub_transfer import frame
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 
 
 def _logreg_record():

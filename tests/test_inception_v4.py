@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhub_transfer import backbones
-from tfhub_transfer import features
+from tfhub_transfer import identity
 from tfhub_transfer import inception_v4
 
 # The published size: osmr/imgclsmob pytorch/README.md (the pytorchcv zoo) lists InceptionV4,
@@ -266,11 +266,11 @@ class CheckpointTest(tf.test.TestCase):
     paths = [os.path.join(root, name) for name in ("a.ckpt", "b.ckpt", "c.ckpt")]
     for path, value in zip(paths, (1.0, 1.0, 2.0)):
       _write_checkpoint(path, {"w": np.full(3, value, "float32")}, tf1_format=False)
-    identities = [features.file_identity(p) for p in paths]
+    identities = [identity.file_digest(p) for p in paths]
     self.assertEqual(identities[0], identities[1])  # Same content, another name.
     self.assertNotEqual(identities[0], identities[2])
     with self.assertRaisesRegex(FileNotFoundError, "No weights at"):
-      features.file_identity(os.path.join(root, "d.ckpt"))
+      identity.file_digest(os.path.join(root, "d.ckpt"))
 
 
 if __name__ == "__main__":

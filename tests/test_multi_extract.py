@@ -15,7 +15,7 @@ from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 
 
 def _encoded_dataset(count, corrupt_at=None):

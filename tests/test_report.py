@@ -15,11 +15,11 @@ from scipy import stats
 from tests import tf_free
 from tfhub_transfer import regimes
 from tfhub_transfer.report import correlation
-from tfhub_transfer.report import predictions as predictions_lib
+from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import document as report
 from tfhub_transfer.report import plots
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 from tfhub_transfer.report import significance
 
 

@@ -16,21 +16,22 @@ import time
 from absl.testing import absltest
 import numpy as np
 
-from tfhub_transfer.report import predictions as predictions_lib
-from tfhub_transfer.report import records
-from tfhub_transfer.report import results
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import records
+from tfhub_transfer.results import store as results
+from tfhub_transfer.results import workdir as workdir_lib
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Child processes: a record carries a payload and its SHA-256, so a torn row would show.
 _CHILD_PRELUDE = """
 import hashlib, os, signal, sqlite3, sys, time
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 
 def record(model, i, payload_bytes, status="ok"):
   payload = os.urandom(payload_bytes // 2).hex()
   return {"model": model, "dataset": "cifar10", "regime": "logreg", "seed": i,
-          "status": status, "error": None if status == "ok" else "boom", "metric": "top1",
+          "protocol": "p", "status": status, "error": None if status == "ok" else "boom", "metric": "top1",
           "val_metric": 0.5, "test_metric": (i % 100) / 100, "payload": payload,
           "sha256": hashlib.sha256(payload.encode()).hexdigest(), "writer": model}
 """
@@ -47,8 +48,8 @@ for i in range(n):
   time.sleep(0.01)  # Real runs write now and then; let the other writer in.
   if i < shared:
     store.put({**record("shared", i, 2000), "writer": name})
-    store.put_trial("shared", "cifar10", "logreg", 0, f"t{i}", hparams={"lr": i},
-                    val_metric=0.5, status="ok")
+    store.put_trial("shared", "cifar10", "logreg", 0, f"t{i}", protocol="p",
+                    hparams={"lr": i}, val_metric=0.5, status="ok")
 """
 
 # Kills itself (SIGKILL) when the write after `k` committed ones is about to COMMIT: its
@@ -103,20 +104,36 @@ def _record(model="resnet_50", dataset="cifar10", regime="logreg", seed=0, statu
 
 class CellDirnameTest(absltest.TestCase):
 
-  def test_long_keys_give_short_distinct_names_that_a_filesystem_takes(self):
-    # A Hub model and an image folder under a deep temporary directory (Bazel's sandbox) made
-    # a predictions file name of 600+ bytes: "File name too long".
+  def test_distinct_keys_get_distinct_names_that_a_filesystem_takes(self):
     deep = "/root/.cache/bazel/_bazel_root/" + "x" * 200
-    names = {records.cell_dirname(f"hub:{deep}/hub", f"folder:{deep}/images", "logreg", seed,
-                                  "3e36e12713") for seed in (0, 1)}
-    self.assertLen(names, 2)
+    keys = [
+        # Punctuation only: 'a b', 'a_b', 'a-b' and 'a/b' all read 'a_b' once sanitised.
+        ("resnet_50", "folder:data/a b", "finetune", 0, "p"),
+        ("resnet_50", "folder:data/a_b", "finetune", 0, "p"),
+        ("resnet_50", "folder:data/a?b", "finetune", 0, "p"),
+        ("resnet_50", "folder:data/a/b", "finetune", 0, "p"),
+        # Non-ASCII names of one length that differ in case, and in letters.
+        ("resnet_50", "folder:Ärger", "logreg", 0, "p"),
+        ("resnet_50", "folder:ärger", "logreg", 0, "p"),
+        ("resnet_50", "folder:Öl", "logreg", 0, "p"),
+        ("resnet_50", "folder:Ül", "logreg", 0, "p"),
+        # Long keys that differ only past the readable prefix.
+        (f"hub:{deep}/hub", f"folder:{deep}/images", "logreg", 0, "p"),
+        (f"hub:{deep}/hub", f"folder:{deep}/images", "logreg", 1, "p"),
+        # Fields whose boundaries move: the joined text is the same.
+        ("a__b", "c", "logreg", 0, "p"),
+        ("a", "b__c", "logreg", 0, "p"),
+    ]
+    names = [workdir_lib.cell_dirname(key) for key in keys]
+    self.assertLen(set(names), len(keys))
+    self.assertEqual(names, [workdir_lib.cell_dirname(key) for key in keys])  # Stable.
     directory = self.create_tempdir().full_path
     for name in names:
-      self.assertLen(name, records.CELL_DIRNAME_MAX)
+      self.assertLessEqual(len(name.encode()), 120)
+      self.assertRegex(name, r"__[0-9a-f]{16}$")  # Every name ends in its key's hash.
       predictions_lib.save(directory, name, predictions_lib.Predictions(
           labels=np.array([0, 1]), predicted=np.array([0, 0])))
-    self.assertEqual(records.cell_dirname("resnet_50", "dtd", "logreg", 0, "p"),
-                     "resnet_50__dtd__logreg__seed0__p")  # Short names are unchanged.
+    self.assertLen(os.listdir(directory), len(keys))
 
 
 class ResultsStoreTest(absltest.TestCase):
@@ -177,8 +194,9 @@ class ResultsStoreTest(absltest.TestCase):
     rows = self.assert_rows_intact(self.path)
     self.assertEqual(sorted(seed for _, seed, *_ in rows), list(range(k)))
     store = results.ResultsStore(self.path, timeout=5)
-    self.assertIsNone(store.get("m", "cifar10", "logreg", k))
-    self.assertTrue(store.put(_record(model="m", seed=k, payload="", sha256=hashlib.sha256(
+    self.assertIsNone(store.get("m", "cifar10", "logreg", k, "p"))
+    self.assertTrue(store.put(_record(model="m", seed=k, protocol="p", payload="",
+                                      sha256=hashlib.sha256(
         b"").hexdigest())))  # The killed writer's lock is gone.
     self.assertLen(store.records(), k + 1)
 
@@ -200,22 +218,22 @@ class ResultsStoreTest(absltest.TestCase):
     store = results.ResultsStore(self.path)
     self.assertTrue(store.put(_record(status="failed", error="first")))
     self.assertTrue(store.put(_record(status="failed", error="second")))
-    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0)["error"], "second")
-    self.assertFalse(store.has_ok("resnet_50", "cifar10", "logreg", 0))
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0, "")["error"], "second")
+    self.assertFalse(store.has_ok("resnet_50", "cifar10", "logreg", 0, ""))
     self.assertTrue(store.put(_record(test_metric=0.7)))
-    self.assertTrue(store.has_ok("resnet_50", "cifar10", "logreg", 0))
+    self.assertTrue(store.has_ok("resnet_50", "cifar10", "logreg", 0, ""))
     with self.assertLogs(level="WARNING"):
       self.assertFalse(store.put(_record(status="failed", error="late crash")))
-    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0)["test_metric"], 0.7)
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0, "")["test_metric"], 0.7)
     self.assertTrue(store.put(_record(test_metric=0.72)))
     self.assertEqual(store.records(), [_record(test_metric=0.72)])
     self.assertTrue(store.has_ok("resnet_50", "cifar10", "logreg", 0, ""))
     # Another protocol of the same cell is another row.
     self.assertTrue(store.put(_record(test_metric=0.5, protocol="p2")))
     self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0, "p2")["test_metric"], 0.5)
-    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0)["test_metric"], 0.72)
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0, "")["test_metric"], 0.72)
     self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0, "p2"))
-    self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0))
+    self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0, ""))
     self.assertEqual(store.records(), [])
 
   def test_prediction_files_live_and_die_with_their_record(self):
@@ -225,7 +243,7 @@ class ResultsStoreTest(absltest.TestCase):
     name = predictions_lib.save(folder, "cell", first)
     record = _record(predictions=predictions_lib.entry(name, first))
     self.assertTrue(store.replace(record))
-    loaded = store.load_predictions(store.get("resnet_50", "cifar10", "logreg", 0))
+    loaded = store.load_predictions(store.get("resnet_50", "cifar10", "logreg", 0, ""))
     np.testing.assert_array_equal(loaded.predicted, [0, 2, 2])
     np.testing.assert_array_equal(loaded.correct(), [True, False, True])
     self.assertEqual(os.listdir(folder), [name])  # No temporary file left behind.
@@ -240,7 +258,7 @@ class ResultsStoreTest(absltest.TestCase):
     with self.assertLogs(level="WARNING"):
       self.assertFalse(store.replace(_record(status="failed")))
     self.assertEqual(os.listdir(folder), [other])
-    self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0))
+    self.assertTrue(store.delete("resnet_50", "cifar10", "logreg", 0, ""))
     self.assertEqual(os.listdir(folder), [])
     self.assertIsNone(store.load_predictions(record))  # The file is gone: None, no error.
 
@@ -260,31 +278,14 @@ class ResultsStoreTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "not a tfhub_transfer predictions file"):
       predictions_lib.load(os.path.join(self.dir, "other.npz"))
 
-  def test_a_schema_1_store_is_migrated_in_place(self):
+  def test_a_store_of_an_older_schema_is_refused_naming_the_file(self):
+    # Schema 2 keyed models and datasets by name: its rows cannot be matched to what ran.
     with contextlib.closing(sqlite3.connect(self.path)) as conn:
-      conn.executescript("""
-        CREATE TABLE results (model TEXT NOT NULL, dataset TEXT NOT NULL, regime TEXT NOT NULL,
-          seed INTEGER NOT NULL, status TEXT NOT NULL, metric TEXT, val_metric REAL,
-          test_metric REAL, error TEXT, created_at TEXT, stored_at TEXT NOT NULL,
-          record TEXT NOT NULL, PRIMARY KEY (model, dataset, regime, seed));
-        CREATE TABLE trials (model TEXT NOT NULL, dataset TEXT NOT NULL, regime TEXT NOT NULL,
-          seed INTEGER NOT NULL, trial_id TEXT NOT NULL, hparams TEXT NOT NULL,
-          val_metric REAL, status TEXT NOT NULL, error TEXT, stored_at TEXT NOT NULL,
-          PRIMARY KEY (model, dataset, regime, seed, trial_id));
-        PRAGMA user_version = 1;""")
-      old = {k: v for k, v in _record().items() if k != "protocol"}
-      conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, 'ok', 'top1', 0.8, 0.75, NULL, "
-                   "'2026', '2026', ?)", ("resnet_50", "cifar10", "logreg", 0,
-                                          json.dumps(old)))
-      conn.execute("INSERT INTO trials VALUES ('resnet_50', 'cifar10', 'finetune', 0, 't0', "
-                   "'{}', 0.5, 'ok', NULL, '2026')")
-      conn.commit()
-    store = results.ResultsStore(self.path)
-    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 0), old)
-    self.assertTrue(store.has_ok("resnet_50", "cifar10", "logreg", 0, ""))
-    self.assertEqual([t["protocol"] for t in store.trials()], [""])
-    self.assertTrue(store.put(_record(protocol="p1")))  # A current run's row sits beside it.
-    self.assertLen(store.records(), 2)
+      conn.execute("CREATE TABLE results (model TEXT)")
+      conn.execute("PRAGMA user_version = 2")
+    with self.assertRaisesRegex(results.storage.StoreError,
+                                "schema version 2.*by name, not content.*Move it out"):
+      results.ResultsStore(self.path)
 
   def test_records_filters_and_plain_json(self):
     store = results.ResultsStore(self.dir)  # A directory means <dir>/results.sqlite.
@@ -292,11 +293,11 @@ class ResultsStoreTest(absltest.TestCase):
     store.put(_record(seed=np.int64(1), test_metric=np.float32(0.5), note=(1, 2),
                       timings={"fit": float("nan")}))
     store.put(_record(regime="finetune", status="failed"))
-    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 1),
+    self.assertEqual(store.get("resnet_50", "cifar10", "logreg", 1, ""),
                      _record(seed=1, test_metric=0.5, note=[1, 2], timings={"fit": None}))
     self.assertEqual([r["regime"] for r in store.records(status="failed")], ["finetune"])
     self.assertEqual([r["seed"] for r in store.records(regime="logreg")], [1])
-    self.assertIsNone(store.get("resnet_50", "cifar10", "scratch", 0))
+    self.assertIsNone(store.get("resnet_50", "cifar10", "scratch", 0, ""))
     with self.assertRaisesRegex(ValueError, "'done'"):
       store.records(status="done")
 
@@ -321,12 +322,12 @@ class ResultsStoreTest(absltest.TestCase):
   def test_trials_are_idempotent(self):
     store = results.ResultsStore(self.path)
     cell = ("resnet_50", "cifar10", "finetune", 0)
-    store.put_trial(*cell, "t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=0.6, status="ok")
-    store.put_trial(*cell, "t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=0.65, status="ok")
-    self.assertFalse(store.put_trial(*cell, "t0", hparams={"lr": 0.1, "wd": 0.0},
-                                     val_metric=None, status="failed", error="NaN loss"))
-    store.put_trial(*cell, 1, hparams={"lr": 1.0}, val_metric=float("nan"), status="failed",
-                    error="diverged")
+    put = lambda trial_id, **kw: store.put_trial(*cell, trial_id, protocol="p", **kw)
+    put("t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=0.6, status="ok")
+    put("t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=0.65, status="ok")
+    self.assertFalse(put("t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=None,
+                         status="failed", error="NaN loss"))
+    put(1, hparams={"lr": 1.0}, val_metric=float("nan"), status="failed", error="diverged")
     trials = store.trials(*cell)
     self.assertEqual([(t["trial_id"], t["val_metric"], t["status"]) for t in trials],
                      [("1", None, "failed"), ("t0", 0.65, "ok")])
@@ -334,7 +335,7 @@ class ResultsStoreTest(absltest.TestCase):
     self.assertLen(store.trials(status="ok"), 1)
     self.assertEqual(store.trials("other_model"), [])
     with self.assertRaisesRegex(ValueError, "val_metric=1.5"):
-      store.put_trial(*cell, "t2", hparams={}, val_metric=1.5, status="ok")
+      put("t2", hparams={}, val_metric=1.5, status="ok")
 
   def test_csv_export_round_trip(self):
     store = results.ResultsStore(self.path)
@@ -359,16 +360,17 @@ class ResultsStoreTest(absltest.TestCase):
     store = results.ResultsStore(self.path)
     store.put(_record(test_metric=0.123456789012345))
     store.put(_record(model="hub:x/y", regime="scratch", seed=2, status="failed"))
-    store.put_trial("resnet_50", "cifar10", "logreg", 0, "l2=0.001", hparams={"l2": 1e-3},
-                    val_metric=0.8, status="ok")
+    store.put_trial("resnet_50", "cifar10", "logreg", 0, "l2=0.001", protocol="",
+                    hparams={"l2": 1e-3}, val_metric=0.8, status="ok")
     json_path = os.path.join(self.dir, "results.json")
     self.assertEqual(store.export_json(json_path), 2)
     with open(json_path) as f:
-      self.assertEqual(json.load(f)["results"], store.records())
+      self.assertEqual(json.load(f)["results"], [r.to_json() for r in store.records()])
     merged = results.ResultsStore(os.path.join(self.dir, "other", "results.sqlite"))
     self.assertEqual(merged.import_json(json_path), 2)
     self.assertEqual(merged.records(), store.records())
     strip = lambda trials: [{k: v for k, v in t.items() if k != "stored_at"} for t in trials]
+    self.assertLen(store.trials(), 1)
     self.assertEqual(strip(merged.trials()), strip(store.trials()))
     self.assertTrue(math.isclose(merged.records()[1]["test_metric"], 0.123456789012345,
                                  rel_tol=0, abs_tol=0))

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import launcher
-from tfhub_transfer.report import stores
+from tfhub_transfer.results import merged as stores
 
 _DEADLINE_S = 420
 

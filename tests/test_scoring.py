@@ -15,7 +15,7 @@ from tfhub_transfer import runners
 from tfhub_transfer import scoring
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 
 # The real Keras MobileNet v1 (alpha 0.25) ImageNet no-top weights, never in the repository:
 # in ../shared/weights/ next to the checkout, or the shared folder of a worktree under /work.

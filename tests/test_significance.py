@@ -6,7 +6,7 @@ from absl.testing import parameterized
 import numpy as np
 from scipy import stats
 
-from tfhub_transfer.report import predictions as predictions_lib
+from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.report import significance
 
 

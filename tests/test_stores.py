@@ -15,15 +15,16 @@ import time
 from absl.testing import absltest
 
 from tests import fakes
-from tfhub_transfer.report import results
-from tfhub_transfer.report import storage
-from tfhub_transfer.report import stores
+from tfhub_transfer.results import store as results
+from tfhub_transfer.results import storage
+from tfhub_transfer.results import merged as stores
+from tfhub_transfer.results import workdir as workdir_lib
 
 # A host's writer: 30 cells of its own and 10 shared with the other host, written
 # interleaved with it; its host name comes from $TFHUB_TRANSFER_HOST, as on a real host.
 _HOST_WRITER = """
 import os, sys, time
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 workdir, go, shared_status = sys.argv[1], sys.argv[2], sys.argv[3]
 host = os.environ["TFHUB_TRANSFER_HOST"]
 open(go + "." + host, "w").close()
@@ -32,13 +33,13 @@ while not os.path.exists(go):
 store = results.ResultsStore.for_workdir(workdir)
 def record(model, seed, status):
   return {"model": model, "dataset": "dtd", "regime": "finetune", "seed": seed,
-          "status": status, "error": None if status == "ok" else "OOM", "metric": "top1",
+          "protocol": "p", "status": status, "error": None if status == "ok" else "OOM", "metric": "top1",
           "val_metric": 0.5 if status == "ok" else None,
           "test_metric": 0.25 if status == "ok" else None, "writer": host}
 for i in range(30):
   store.put(record(host, i, "ok"))
-  store.put_trial(host, "dtd", "finetune", i, "t0", hparams={"lr": 0.1}, val_metric=0.5,
-                  status="ok")
+  store.put_trial(host, "dtd", "finetune", i, "t0", protocol="p", hparams={"lr": 0.1},
+                  val_metric=0.5, status="ok")
   if i < 10:
     store.put(record("shared", i, shared_status))
   time.sleep(0.005)
@@ -127,10 +128,10 @@ class HostStoresTest(absltest.TestCase):
     self.assertLen(records, 70)  # 30 + 30 own cells, 10 shared: each key once.
     shared = [r for r in records if r["model"] == "shared"]
     self.assertEqual({(r["status"], r["writer"]) for r in shared}, {("ok", "host-b")})
-    self.assertTrue(merged.has_ok("shared", "dtd", "finetune", 3))
-    self.assertTrue(merged.has_ok("host-a", "dtd", "finetune", 29))
-    self.assertFalse(merged.has_ok("host-a", "dtd", "finetune", 30))
-    self.assertEqual(merged.get("host-b", "dtd", "finetune", 7)["writer"], "host-b")
+    self.assertTrue(merged.has_ok("shared", "dtd", "finetune", 3, "p"))
+    self.assertTrue(merged.has_ok("host-a", "dtd", "finetune", 29, "p"))
+    self.assertFalse(merged.has_ok("host-a", "dtd", "finetune", 30, "p"))
+    self.assertEqual(merged.get("host-b", "dtd", "finetune", 7, "p")["writer"], "host-b")
     self.assertLen(merged.trials(), 60)
     self.assertEqual(merged.records(), sorted(records, key=lambda r: (r["model"], r["seed"])))
 
@@ -153,49 +154,23 @@ class HostStoresTest(absltest.TestCase):
     self.assertEqual(restored.import_json(json_path), 3)
     self.assertEqual(restored.records(), merged.records())
 
-  def test_a_store_from_before_per_host_files_is_read_never_written(self):
-    legacy = os.path.join(self.workdir, results.RESULTS_FILENAME)
-    with contextlib.closing(sqlite3.connect(legacy)) as conn:
-      conn.execute("PRAGMA journal_mode = WAL")  # As the single-file store had it.
-    results.ResultsStore(legacy).put_many([_record(seed=0), _record(seed=1, status="failed")])
-    before = _sha256(legacy)
-    host = results.ResultsStore.for_workdir(self.workdir, host="h")
-    host.put(_record(seed=1))  # A rerun of the legacy failed cell lands in the host file.
-    merged = stores.read_workdir(self.workdir)
-    self.assertEqual(merged.paths(), [host.path, legacy])
-    self.assertEqual([(r["seed"], r["status"]) for r in merged.records()],
-                     [(0, "ok"), (1, "ok")])
-    self.assertTrue(merged.has_ok("resnet_50", "dtd", "logreg", 0))
-    self.assertEqual(_sha256(legacy), before)
-
-  def test_a_schema_1_store_reads_with_an_empty_protocol(self):
-    legacy = os.path.join(self.workdir, results.RESULTS_FILENAME)
-    with contextlib.closing(sqlite3.connect(legacy)) as conn:
-      conn.executescript("""
-        CREATE TABLE results (model TEXT, dataset TEXT, regime TEXT, seed INTEGER,
-          status TEXT, metric TEXT, val_metric REAL, test_metric REAL, error TEXT,
-          created_at TEXT, stored_at TEXT, record TEXT);
-        CREATE TABLE trials (model TEXT, dataset TEXT, regime TEXT, seed INTEGER,
-          trial_id TEXT, hparams TEXT, val_metric REAL, status TEXT, error TEXT,
-          stored_at TEXT);
-        PRAGMA user_version = 1;""")
-      old = {k: v for k, v in _record().items() if k != "protocol"}
-      conn.execute("INSERT INTO results VALUES ('resnet_50', 'dtd', 'logreg', 0, 'ok', "
-                   "'top1', 0.5, 0.25, NULL, '2026', '2026', ?)", (json.dumps(old),))
-      conn.execute("INSERT INTO trials VALUES ('resnet_50', 'dtd', 'logreg', 0, 't0', '{}', "
-                   "0.5, 'ok', NULL, '2026')")
-      conn.commit()
-    before = _sha256(legacy)
-    merged = stores.read_workdir(self.workdir)
-    self.assertEqual(merged.get("resnet_50", "dtd", "logreg", 0), old)
-    self.assertEqual([t["protocol"] for t in merged.trials()], [""])
-    self.assertEqual(_sha256(legacy), before)  # Not migrated: only read.
+  def test_a_store_file_of_an_older_schema_is_refused_naming_it(self):
+    results.ResultsStore.for_workdir(self.workdir, host="new").put(_record(seed=0))
+    old = workdir_lib.Workdir(self.workdir).store_path("old")
+    with contextlib.closing(sqlite3.connect(old)) as conn:
+      conn.execute("CREATE TABLE results (model TEXT)")  # What schema 2 named by name.
+      conn.execute("PRAGMA user_version = 2")
+    before = _sha256(old)
+    with self.assertRaisesRegex(storage.StoreError, f"{old}: schema version 2"):
+      stores.read_workdir(self.workdir).records()
+    self.assertEqual(_sha256(old), before)  # Only read.
 
   def test_forget_removes_failed_cells_everywhere(self):
     a = results.ResultsStore.for_workdir(self.workdir, host="a")
     b = results.ResultsStore.for_workdir(self.workdir, host="b")
     bad = _record(seed=0, status="failed", protocol="p_bad",
                   config={"model": "resnet_50", "image_size": -3})
+    bad_key = ("resnet_50", "dtd", "logreg", 0, "p_bad")
     a.put(bad)
     a.put_trial("resnet_50", "dtd", "logreg", 0, "t0", protocol="p_bad", hparams={},
                 val_metric=None, status="failed", error="boom")
@@ -203,10 +178,12 @@ class HostStoresTest(absltest.TestCase):
                   config={"model": "resnet_50"}))
     b.put(_record(seed=0, protocol="p_ok"))
     b.put(_record(seed=1, status="failed"))  # Another seed: not in the grid.
-    cell = os.path.join(self.workdir, "runs", "resnet_50__dtd__logreg__seed0__p_bad")
+    cell = workdir_lib.Workdir(self.workdir).cell_dir(bad_key)
+    tuner = workdir_lib.Workdir(self.workdir).cell_folders(bad_key)[1]
     os.makedirs(os.path.join(cell, "backup"))
+    os.makedirs(os.path.join(tuner, "trial_0"))
     predictions = os.path.join(self.workdir, "predictions",
-                               "resnet_50__dtd__logreg__seed0__p_bad.npz")
+                               workdir_lib.cell_dirname(bad_key) + ".1234abcd.npz")
     os.makedirs(os.path.dirname(predictions))
     open(predictions, "w").close()
 
@@ -219,6 +196,7 @@ class HostStoresTest(absltest.TestCase):
                      [(0, "ok"), (1, "failed")])
     self.assertEmpty(merged.trials())
     self.assertFalse(os.path.exists(cell))
+    self.assertFalse(os.path.exists(tuner))
     self.assertFalse(os.path.exists(predictions))
     forgotten = stores.forget(self.workdir, models=["resnet_50"], datasets=["dtd"],
                               regimes=["logreg"], seeds=[0], include_ok=True)

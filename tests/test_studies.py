@@ -21,7 +21,7 @@ from tests import tf_free
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import document
 from tfhub_transfer.report import feature_maps
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 from tfhub_transfer.report import studies
 
 

@@ -19,8 +19,8 @@ from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.report import results
-from tfhub_transfer.report import stores
+from tfhub_transfer.results import store as results
+from tfhub_transfer.results import merged as stores
 
 
 class _Crash(Exception):

@@ -31,8 +31,8 @@ from absl import logging as absl_logging
 from tfhub_transfer import regimes
 from tfhub_transfer import sweep
 from tfhub_transfer.config import PRECISIONS, STRATEGIES, TUNERS, ExperimentConfig, FrozenKwargs
-from tfhub_transfer.report import storage
-from tfhub_transfer.report import stores
+from tfhub_transfer.results import merged
+from tfhub_transfer.results import storage
 
 _MODE = flags.DEFINE_enum(
     "mode", "run", ["run", "plan", "report", "score", "forget"],
@@ -396,13 +396,12 @@ def _dispatch() -> int:
     return 0
   if _MODE.value == "forget":
     _require_grid_flags()
-    forgotten = stores.forget(_existing_workdir(), models=_MODEL.value,
-                               datasets=_DATASET.value, regimes=_REGIME.value,
-                               seeds=_ints(_SEEDS.value, "seeds"), include_ok=_FORGET_OK.value)
+    forgotten = merged.forget(_existing_workdir(), models=_MODEL.value,
+                              datasets=_DATASET.value, regimes=_REGIME.value,
+                              seeds=_ints(_SEEDS.value, "seeds"), include_ok=_FORGET_OK.value)
     for r in forgotten:
-      print(f"forgot {r['model']} / {r['dataset']} / {r['regime']} / seed {r['seed']} "
-            f"[protocol {r['protocol'] or '-'}]: {r['status']}"
-            + (f": {r['error']}" if r.get("error") else ""))
+      print(f"forgot {r.display_model} / {r.display_dataset} / {r.regime} / seed {r.seed} "
+            f"[protocol {r.protocol}]: {r.status}" + (f": {r.error}" if r.error else ""))
     print(f"{len(forgotten)} stored result(s) forgotten in {_WORKDIR.value}"
           + ("" if _FORGET_OK.value else " (failed ones only; --forget_ok for ok ones)"))
     return 0
@@ -444,13 +443,12 @@ def _finish(summary, *, show_line: bool) -> int:
 
 def _plan(cells) -> int:
   """`--mode=plan`: one line per cell, `done` where any host stored it as ok."""
-  stored = stores.read_workdir(_WORKDIR.value) if os.path.isdir(_WORKDIR.value) else None
+  stored = merged.read_workdir(_WORKDIR.value) if os.path.isdir(_WORKDIR.value) else None
   done = 0
   for config in cells:
     ok = stored is not None and stored.has_ok(*config.cell)
     done += ok
-    print(f"{'done' if ok else 'to run':6}  {' / '.join(map(str, config.cell[:4]))} "
-          f"[protocol {config.protocol}]")
+    print(f"{'done' if ok else 'to run':6}  {sweep.cell_label(config)}")
   print(f"plan: {len(cells)} cells, {done} already done, {len(cells) - done} to run")
   return 0
 

@@ -9,12 +9,14 @@ another protocol's state and stores a row of its own.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import numbers
 import os
 from typing import Any, Iterator, Mapping, Optional
 
+from tfhub_transfer import identity as identity_lib
 from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 
@@ -241,9 +243,39 @@ class ExperimentConfig:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
   @property
-  def cell(self) -> tuple[str, str, str, int, str]:
-    """The results-store key: (model label, dataset, regime, seed, protocol id)."""
-    return (self.model_label, self.dataset, self.regime, self.seed, self.protocol)
+  def model_id(self) -> str:
+    """The model as keys name it: `model_label` with local files named by their content."""
+    label = identity_lib.network_id(self.model)
+    if self.model_kwargs:
+      label += self.model_kwargs.json()
+    if self.weights:
+      label += "@" + identity_lib.weights_part(self.weights)
+    if self.image_size:
+      label += f"@{self.image_size}px"
+    return label
+
+  @functools.cached_property
+  def identity(self) -> identity_lib.Identity:
+    """The cell's key, labels and sources (`identity`): computed once per config, since it
+    hashes weights files and lists image folders.
+
+    Raises:
+      FileNotFoundError, ValueError: weights or a dataset that cannot be resolved.
+    """
+    key = identity_lib.CellKey(self.model_id, identity_lib.dataset_id(self.dataset),
+                               self.regime, self.seed, self.protocol)
+    weights = self.weights or self.regime_spec.resolve_weights(None)
+    return identity_lib.Identity(
+        key=key, model_label=self.model_label,
+        dataset_label=identity_lib.dataset_label(self.dataset),
+        sources={"model": f"{self.network_label}@{identity_lib.weights_source(weights)}",
+                 "dataset": identity_lib.dataset_source(self.dataset)})
+
+  @property
+  def cell(self) -> identity_lib.CellKey:
+    """The results-store key: content identities of the model and the dataset, regime, seed
+    and protocol id (`identity`)."""
+    return self.identity.key
 
   def to_dict(self) -> dict[str, Any]:
     """Plain JSON values, as stored in each record."""

@@ -18,39 +18,40 @@ from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
-from tfhub_transfer.report import predictions as predictions_lib
-from tfhub_transfer.report import records
-from tfhub_transfer.report import results
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import store as store_lib
+from tfhub_transfer.results import workdir as workdir_lib
+from tfhub_transfer.results.records import ResultRecord
 
 
 class ExperimentFailed(RuntimeError):
   """A cell failed; its record (status `failed`, with the error) is already stored."""
 
-  def __init__(self, record: dict[str, Any]):
-    super().__init__(record["error"])
+  def __init__(self, record: ResultRecord):
+    super().__init__(record.error)
     self.record = record
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """The stored record of one cell (its fields: `records.check_record`)."""
-  record: dict[str, Any]
+  """The stored record of one cell."""
+  record: ResultRecord
 
   @property
   def test_metric(self) -> Optional[float]:
-    return self.record["test_metric"]
+    return self.record.test_metric
 
   @property
   def val_metric(self) -> Optional[float]:
-    return self.record["val_metric"]
+    return self.record.val_metric
 
   def summary_line(self) -> str:
-    return records.summary_line(self.record)
+    return self.record.summary_line()
 
 
 def cell_id(config: ExperimentConfig) -> str:
-  """A directory name for the cell under its protocol (tuner state, checkpoints, logs)."""
-  return records.cell_dirname(*config.cell)
+  """A folder name for the cell's key (predictions files; `workdir.cell_dirname`)."""
+  return workdir_lib.cell_dirname(config.cell)
 
 
 def library_versions() -> dict[str, str]:
@@ -70,12 +71,13 @@ def library_versions() -> dict[str, str]:
 
 def _record(config: ExperimentConfig, *, metric: str, outcome: Optional[runners.Outcome],
             error: Optional[BaseException], seconds: float, facts: dict[str, Any],
-            predictions: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+            predictions: Optional[dict[str, Any]] = None) -> ResultRecord:
   """The one place a cell's record is made: from its config, and its outcome or error
   (and where its test predictions were saved, `predictions.entry`)."""
+  identity = config.identity
   record = {
-      "model": config.model_label, "dataset": config.dataset, "regime": config.regime,
-      "seed": config.seed, "protocol": config.protocol,
+      **identity.key._asdict(), "model_label": identity.model_label,
+      "dataset_label": identity.dataset_label, "sources": identity.sources,
       "protocol_settings": config.protocol_settings(), "config": config.to_dict(),
       "metric": metric, "versions": library_versions(), "host": platform.node(),
       "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -95,10 +97,10 @@ def _record(config: ExperimentConfig, *, metric: str, outcome: Optional[runners.
       record["convergence"] = dict(outcome.convergence)
     if predictions is not None:
       record["predictions"] = predictions
-  return record
+  return ResultRecord.from_json(record)
 
 
-def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsStore] = None
+def run_experiment(config: ExperimentConfig, *, store: Optional[store_lib.ResultsStore] = None
                    ) -> Optional[Result]:
   """Runs the paper's protocol for one cell and stores its record.
 
@@ -119,15 +121,16 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
   dataset = datasets.get_dataset_spec(config.dataset)
   regime = config.regime_spec
   weights = regime.resolve_weights(config.weights)
+  key = config.cell  # Hashes a weights file and lists an image folder, once per config.
   os.makedirs(config.workdir, exist_ok=True)
-  store = store or results.ResultsStore.for_workdir(config.workdir)
+  store = store or store_lib.ResultsStore.for_workdir(config.workdir)
   facts: dict[str, Any] = {}
   start = time.perf_counter()
   try:
     ctx = runners.load_cell(
         config, record_trial_fn=lambda trial_id, hparams, value, status, error: store.put_trial(
-            *config.cell[:4], trial_id, protocol=config.protocol, hparams=hparams,
-            val_metric=value, status=status, error=error))
+            *key[:4], trial_id, protocol=key.protocol, hparams=hparams, val_metric=value,
+            status=status, error=error))
     splits, strategy = ctx.splits, ctx.strategy
     facts = dict(sizes=dict(splits.sizes), splits=dict(splits.info), weights=weights,
                  devices=training.devices_of(strategy),
@@ -146,7 +149,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
   if outcome.test_predictions is not None:
     # Written completely under a new name before the record that points to it is stored.
     saved = predictions_lib.entry(predictions_lib.save(
-        os.path.join(store.directory, predictions_lib.PREDICTIONS_DIR), cell_id(config),
+        workdir_lib.Workdir(store.directory).predictions, cell_id(config),
         outcome.test_predictions), outcome.test_predictions)
   record = _record(config, metric=dataset.metric, outcome=outcome, error=None,
                    seconds=time.perf_counter() - start, facts=facts, predictions=saved)

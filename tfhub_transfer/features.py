@@ -15,7 +15,6 @@ has exited; from other hosts (a shared workdir), those untouched for `STALE_PART
 
 import dataclasses
 import datetime
-import glob
 import hashlib
 import json
 import os
@@ -53,28 +52,6 @@ class DamagedEntryError(ValueError):
     super().__init__(f"Feature cache entry {path} is damaged: {reason}.")
     self.path = path
     self.reason = reason
-
-
-def file_identity(path: str) -> str:
-  """Content hash of a weights file, of every file under a SavedModel dir, or of the files of
-  a TF2 checkpoint prefix (PATH.index, PATH.data-*: PATH itself does not exist)."""
-  digest = hashlib.sha256()
-  if os.path.isfile(path):
-    named = [(".", path)]
-  elif os.path.isdir(path):
-    named = sorted((os.path.relpath(os.path.join(root, f), path), os.path.join(root, f))
-                   for root, _, files in os.walk(path) for f in files)
-  else:
-    named = sorted((p[len(path):], p) for p in glob.glob(glob.escape(path) + ".*"))
-  if not named:
-    raise FileNotFoundError(f"No weights at {path!r} (no file, directory or checkpoint "
-                            f"prefix with files {path}.*).")
-  for name, p in named:
-    digest.update(name.encode())
-    with open(p, "rb") as f:
-      for chunk in iter(lambda: f.read(1 << 20), b""):
-        digest.update(chunk)
-  return digest.hexdigest()[:16]
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -125,20 +102,19 @@ def load_cached(cache_dir: str, key: str) -> Optional[CachedFeatures]:
   if actual != expected:
     raise DamagedEntryError(path, f"{FEATURES_FILE} has {actual} bytes; {META_FILE} says "
                                   f"{num_examples} x {dim} float32 = {expected}")
-  if files is None:
-    logging.info("Feature cache entry %s predates checksums: only its sizes are checked.",
-                 path)
-  else:
-    for name in (FEATURES_FILE, LABELS_FILE):
-      want = files.get(name, {})
-      size = _size(os.path.join(path, name))
-      if size != want.get("bytes"):
-        raise DamagedEntryError(path, f"{name} has {size} bytes; {META_FILE} says "
-                                      f"{want.get('bytes')}")
-      crc = file_crc32(os.path.join(path, name))
-      if crc != want.get("crc32"):
-        raise DamagedEntryError(path, f"{name} has CRC-32 {crc}; {META_FILE} says "
-                                      f"{want.get('crc32')}")
+  if not isinstance(files, dict):
+    # Entries are trusted only with checksums: same-size garbage would pass a size check.
+    raise DamagedEntryError(path, f"{META_FILE} has no checksums of its files")
+  for name in (FEATURES_FILE, LABELS_FILE):
+    want = files.get(name, {})
+    size = _size(os.path.join(path, name))
+    if size != want.get("bytes"):
+      raise DamagedEntryError(path, f"{name} has {size} bytes; {META_FILE} says "
+                                    f"{want.get('bytes')}")
+    crc = file_crc32(os.path.join(path, name))
+    if crc != want.get("crc32"):
+      raise DamagedEntryError(path, f"{name} has CRC-32 {crc}; {META_FILE} says "
+                                    f"{want.get('crc32')}")
   try:
     labels = np.load(os.path.join(path, LABELS_FILE))
   except (OSError, ValueError, EOFError) as e:

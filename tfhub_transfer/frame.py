@@ -1,26 +1,28 @@
 """`load_results(workdir)`: a workdir's stored results as a pandas DataFrame, one row per cell.
 
-Columns: the key (`model`, `dataset`, `regime`, `seed`, `protocol`), `status`, `metric`,
+Columns: the key (`model`, `dataset`: content identities, `tfhub_transfer.identity`; `regime`,
+`seed`, `protocol`), their readable `model_label` and `dataset_label`, `status`, `metric`,
 `val_metric`, `test_metric` (fractions), then the chosen hyperparameters as `hparams.<name>`,
 the wall time per phase as `timings.<phase>` (seconds), the split sizes as `sizes.<split>`,
 and `weights`, `devices`, `host`, `created_at`, `error`. A field a record lacks is NaN/None.
-The full records stay in `stores.read_workdir(workdir).records()`. TF-free.
+The full records stay in `merged.read_workdir(workdir).records()`. TF-free.
 """
 
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 
-from tfhub_transfer.report import records as records_lib
-from tfhub_transfer.report import stores
+from tfhub_transfer.results import merged
+from tfhub_transfer.results import records as records_lib
 
-LEADING_COLUMNS = records_lib.KEY_FIELDS + ("status", "metric", "val_metric", "test_metric")
+LEADING_COLUMNS = records_lib.KEY_FIELDS + ("model_label", "dataset_label", "status", "metric",
+                                            "val_metric", "test_metric")
 TRAILING_COLUMNS = ("weights", "devices", "host", "created_at", "error")
 FLATTENED = ("hparams", "timings", "sizes")  # Dict fields spread as `<field>.<name>`.
 
 
-def stored_records(workdir: str) -> list[dict[str, Any]]:
+def stored_records(workdir: str) -> list[records_lib.ResultRecord]:
   """Every result record stored for `workdir`, by every host (the one place this module reads
   the stores).
 
@@ -29,10 +31,10 @@ def stored_records(workdir: str) -> list[dict[str, Any]]:
   """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"No workdir {workdir!r}: pass the --workdir of a run.")
-  return stores.read_workdir(workdir).records()
+  return merged.read_workdir(workdir).records()
 
 
-def results_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def results_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
   """Records (as stored) -> one row each; see the module docstring for the columns."""
   rows, flattened = [], {field: set() for field in FLATTENED}
   for record in records:

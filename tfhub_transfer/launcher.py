@@ -6,7 +6,7 @@ KERASTUNER_ORACLE_PORT). Each worker sees only its GPUs (CUDA_VISIBLE_DEVICES); 
 serves the oracle during the search and then refits the best trial on every GPU. Logs go to
 `<workdir>/logs/` (with `<name>.pid`). A worker that fails is reported and restarted under the
 same tuner id, resuming its trial, while the others go on; Ctrl-C stops them all. The cell's
-result is read back from the workdir's results stores (`stores.read_workdir`), where the
+result is read back from the workdir's results stores (`merged.read_workdir`), where the
 chief put it.
 """
 
@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 from absl import logging
 
 from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.report import records
-from tfhub_transfer.report import stores
+from tfhub_transfer.results import merged
+from tfhub_transfer.results import workdir as workdir_lib
 
 # How long workers may run on after the chief has exited before they are stopped.
 WORKER_GRACE_S = 60.0
@@ -114,7 +114,7 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
   workdir = config.workdir
   num_gpus = count_gpus()
   pinning = [worker_gpus(i, gpus_per_worker, num_gpus) for i in range(num_workers)]
-  log_dir = os.path.join(workdir, "logs")
+  log_dir = workdir_lib.Workdir(workdir).logs
   os.makedirs(log_dir, exist_ok=True)
   base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1",
                   KERASTUNER_ORACLE_PORT=str(port or free_port()),
@@ -164,7 +164,7 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
   code = processes["chief"].returncode
   print(f"chief {'finished' if code == 0 else f'FAILED with exit code {code}'} "
         f"(log: {os.path.join(log_dir, 'chief.log')})", flush=True)
-  record = stores.read_workdir(workdir).get(*config.cell)
+  record = merged.read_workdir(workdir).get(*config.cell)
   if record is not None:
-    print(records.summary_line(record), flush=True)
+    print(record.summary_line(), flush=True)
   return code if code > 0 else (1 if code else 0)

@@ -281,7 +281,7 @@ def with_shared_decoding(cells: Sequence[ExperimentConfig], run_fn: Callable, *,
   Args:
     cells: the sweep's cells, in the order they run.
     run_fn: runs one cell, e.g. `experiment.run_experiment`.
-    stored: where done cells are looked up (`stores.read_workdir`; default: the store
+    stored: where done cells are looked up (`merged.read_workdir`; default: the store
       `run_fn` is given).
 
   Returns:

@@ -31,8 +31,9 @@ from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
-from tfhub_transfer.report import predictions as predictions_lib
-from tfhub_transfer.report import records
+from tfhub_transfer import identity
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import workdir as workdir_lib
 from tfhub_transfer.transfer_head import build_transfer_head
 
 
@@ -130,7 +131,8 @@ class CellContext:
     parts = {
         "backbone": self.backbone.to_dict(),
         "weights": self.weights_id,
-        "dataset": self.config.dataset, "split": split, "split_info": self.splits.info,
+        "dataset": self.config.cell.dataset, "split": split,
+        "split_info": self.splits.info,
         "size": self.splits.sizes[split], "data_dir": self.config.data_dir,
         "image_size": self.backbone.image_size, "preprocessing": self.backbone.preprocessing,
     }
@@ -172,13 +174,13 @@ def load_cell(config: ExperimentConfig, *,
     splits = loading.load_splits(dataset, data_dir=config.data_dir,
                                  manual_dir=config.manual_dir, seed=config.seed,
                                  max_examples=config.max_examples,
-                                 folder_cache_dir=os.path.join(config.workdir, "folders"),
+                                 folder_cache_dir=workdir_lib.Workdir(config.workdir).folders,
                                  examples_per_class=config.examples_per_class)
   return CellContext(
       config=config, backbone=backbone, dataset=dataset, splits=splits,
       weights=config.regime_spec.resolve_weights(config.weights),
       strategy=training.make_strategy(config.strategy),
-      cell_dir=os.path.join(config.workdir, "runs", records.cell_dirname(*config.cell)),
+      cell_dir=workdir_lib.Workdir(config.workdir).cell_dir(config.cell),
       record_trial_fn=record_trial_fn)
 
 
@@ -186,7 +188,7 @@ FEATURE_SPLITS = ("train", "val", "test")
 
 
 def feature_cache_dir(config: ExperimentConfig) -> str:
-  return os.path.join(config.workdir, "features")
+  return workdir_lib.Workdir(config.workdir).features
 
 
 def weights_identity(weights: str, seed: int) -> str:
@@ -195,7 +197,7 @@ def weights_identity(weights: str, seed: int) -> str:
     return f"random-seed{seed}"
   if weights == regimes.IMAGENET:
     return "imagenet"
-  return "file-" + features_lib.file_identity(weights)
+  return "file-" + identity.file_digest(weights)
 
 
 def extract_cell_features(ctx: CellContext, *, splits: Sequence[str] = FEATURE_SPLITS
@@ -293,7 +295,7 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
       backup_root=os.path.join(ctx.cell_dir, "backup"), record_trial_fn=ctx.record_trial_fn,
       seed=config.seed)
   tuner = tuning.make_tuner(hypermodel, kind=config.tuner,
-                            directory=os.path.join(config.workdir, "tuner"),
+                            directory=workdir_lib.Workdir(config.workdir).tuner,
                             project_name=os.path.basename(ctx.cell_dir), seed=config.seed,
                             max_trials=config.max_trials, strategy=ctx.strategy)
   start = time.perf_counter()

@@ -23,9 +23,9 @@ from tfhub_transfer import experiment
 from tfhub_transfer import runners
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.report import records
-from tfhub_transfer.report import results
-from tfhub_transfer.report import stores
+from tfhub_transfer.results import merged
+from tfhub_transfer.results import store as store_lib
+from tfhub_transfer.results.records import ScoreKey, ScoreRecord
 
 # Bump when a change makes the same settings give different scores.
 SCORE_VERSION = 1
@@ -47,21 +47,23 @@ def score_protocol(config: ExperimentConfig) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def score_key(config: ExperimentConfig) -> tuple[str, str, int, str]:
-  return (config.model_label, config.dataset, config.seed, score_protocol(config))
+def score_key(config: ExperimentConfig) -> ScoreKey:
+  """A score row's key: the cell's content identities, seed and score protocol id."""
+  key = config.cell
+  return ScoreKey(key.model, key.dataset, config.seed, score_protocol(config))
 
 
 @dataclasses.dataclass(frozen=True)
 class ScoreResult:
-  """The stored row of one scored cell (fields: `records.check_score_record`)."""
-  record: dict[str, Any]
+  """The stored row of one scored cell."""
+  record: ScoreRecord
 
   def summary_line(self) -> str:
-    return records.score_summary_line(self.record)
+    return self.record.summary_line()
 
 
 def score_cell(config: ExperimentConfig, *,
-               store: Optional[results.ResultsStore] = None) -> ScoreResult:
+               store: Optional[store_lib.ResultsStore] = None) -> ScoreResult:
   """Extracts (or reuses) the cell's trainval features, scores them, stores the row.
 
   Args:
@@ -78,7 +80,7 @@ def score_cell(config: ExperimentConfig, *,
     raise ValueError(f"Scores are computed on the {FEATURE_REGIME} regime's frozen features; "
                      f"got regime={config.regime!r}. Drop --regime with --mode=score.")
   start = time.perf_counter()
-  store = store or results.ResultsStore.for_workdir(config.workdir)
+  store = store or store_lib.ResultsStore.for_workdir(config.workdir)
   ctx = runners.load_cell(config)  # As run_experiment: the same splits, the same random init.
   dataset, splits = ctx.dataset, ctx.splits
   cached = runners.extract_cell_features(ctx, splits=SCORED_SPLITS)
@@ -86,9 +88,9 @@ def score_cell(config: ExperimentConfig, *,
       [cached[s].features for s in SCORED_SPLITS], [cached[s].labels for s in SCORED_SPLITS],
       num_classes=dataset.num_classes, multi_label=dataset.multi_label)
   scores = transferability.score_features(data)
-  model, dataset_name, seed, protocol = score_key(config)
   record = {
-      "model": model, "dataset": dataset_name, "seed": seed, "protocol": protocol,
+      **score_key(config)._asdict(), "model_label": config.identity.model_label,
+      "dataset_label": config.identity.dataset_label,
       "score_settings": score_settings(config), "scores": scores.values,
       "skipped": scores.skipped, "split": "trainval",
       "sizes": {**scores.sizes, "splits": {s: splits.sizes[s] for s in SCORED_SPLITS}},
@@ -99,8 +101,9 @@ def score_cell(config: ExperimentConfig, *,
       "config": config.to_dict(), "versions": experiment.library_versions(),
       "host": platform.node(),
       "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+  record = ScoreRecord.from_json(record)
   store.put_score(record)
-  return ScoreResult(records.check_score_record(record))
+  return ScoreResult(record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +129,8 @@ def run_score_grid(base: ExperimentConfig, grid, *,
   scored again (`on_result` gets its stored row); a failing cell is logged and skipped
   (nothing is stored for it), and the next run retries it. Rows go to this host's store.
   """
-  store = results.ResultsStore.for_workdir(base.workdir)
-  stored_rows = stores.read_workdir(base.workdir)
+  store = store_lib.ResultsStore.for_workdir(base.workdir)
+  stored_rows = merged.read_workdir(base.workdir)
   done, skipped, failures = 0, 0, []
   for config in grid.cells(base):
     stored = stored_rows.get_score(*score_key(config))
@@ -139,9 +142,10 @@ def run_score_grid(base: ExperimentConfig, grid, *,
     try:
       result = score_cell(config, store=store)
     except Exception as e:  # pylint: disable=broad-except  # One cell's failure; go on.
-      failures.append(f"{config.model_label} / {config.dataset} / seed {config.seed}: "
-                      f"{type(e).__name__}: {e}")
-      logging.error("Scoring %s failed (the grid goes on): %s", config.cell, e)
+      label = (f"{config.identity.model_label} / {config.identity.dataset_label} / "
+               f"seed {config.seed}")
+      failures.append(f"{label}: {type(e).__name__}: {e}")
+      logging.error("Scoring %s failed (the grid goes on): %s", label, e)
       continue
     done += 1
     if on_result is not None:

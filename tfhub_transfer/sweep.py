@@ -17,9 +17,9 @@ from typing import Callable, Iterable, Optional
 
 from absl import logging
 
-from tfhub_transfer.report import results
-from tfhub_transfer.report import stores
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.results import merged
+from tfhub_transfer.results import store as store_lib
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -69,6 +69,13 @@ class Grid:
     return list(cells.values())[index::count]
 
 
+def cell_label(config: ExperimentConfig) -> str:
+  """A cell for logs: readable names, regime, seed and protocol id."""
+  identity = config.identity
+  return (f"{identity.model_label} / {identity.dataset_label} / {config.regime} / "
+          f"seed {config.seed} / protocol {identity.key.protocol}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepSummary:
   done: int
@@ -85,8 +92,8 @@ class SweepSummary:
             f"{self.failed} failed")
 
 
-def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
-              stored: Optional[stores.WorkdirResults] = None,
+def run_sweep(cells: Iterable[ExperimentConfig], *, store: store_lib.ResultsStore,
+              stored: Optional[merged.WorkdirResults] = None,
               run_fn: Optional[Callable] = None,
               on_result: Optional[Callable] = None) -> SweepSummary:
   """Runs every cell not yet stored as `ok`; failures are recorded and skipped over.
@@ -95,7 +102,7 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
     cells: the cells, in order.
     store: where results are written (this host's store).
     stored: where finished cells are looked up (default: `store` alone); a workdir's
-      `stores.read_workdir`, so that cells other hosts finished are skipped.
+      `merged.read_workdir`, so that cells other hosts finished are skipped.
     run_fn: runs one cell (default `experiment.run_experiment`).
     on_result: called with each new result.
   """
@@ -115,12 +122,12 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: results.ResultsStore,
     elapsed = time.perf_counter() - start
     ran = done + len(failures)
     eta = f", ETA {elapsed / ran * (len(cells) - number + 1):.0f} s" if ran else ""
-    logging.info("Sweep cell %d/%d: %s%s", number, len(cells), config.cell, eta)
+    logging.info("Sweep cell %d/%d: %s%s", number, len(cells), cell_label(config), eta)
     try:
       result = run_fn(config, store=store)
     except experiment.ExperimentFailed as e:
-      failures.append(f"{config.cell}: {e}")
-      logging.error("Cell %s failed (recorded; the sweep goes on): %s", config.cell, e)
+      failures.append(f"{cell_label(config)}: {e}")
+      logging.error("Cell %s failed (recorded; the sweep goes on): %s", cell_label(config), e)
       continue
     done += 1
     if on_result is not None and result is not None:
@@ -139,8 +146,8 @@ def run_grid(base: ExperimentConfig, grid: Grid, *,
   from tfhub_transfer import experiment  # pylint: disable=g-import-not-at-top
   from tfhub_transfer import multi_extract  # pylint: disable=g-import-not-at-top
   cells = grid.cells(base)
-  store = results.ResultsStore.for_workdir(base.workdir)
-  stored = stores.read_workdir(base.workdir)
+  store = store_lib.ResultsStore.for_workdir(base.workdir)
+  stored = merged.read_workdir(base.workdir)
   return run_sweep(cells, store=store, stored=stored,
                    run_fn=multi_extract.with_shared_decoding(cells, experiment.run_experiment,
                                                              stored=stored),

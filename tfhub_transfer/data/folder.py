@@ -317,3 +317,9 @@ def _validate(files) -> dict:
 
 def _pairs(rows) -> tuple[tuple[str, int], ...]:
   return tuple((str(path), int(label)) for path, label in rows)
+
+
+def state_key(layout: FolderLayout) -> str:
+  """The listing key of a folder as it is now (`listing_key`): walks it, decodes nothing."""
+  files, _ = _list_files(layout)
+  return listing_key(files)

@@ -25,16 +25,18 @@ from tfhub_transfer import regimes
 from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import plots
-from tfhub_transfer.report import records
 from tfhub_transfer.report import reference
-from tfhub_transfer.report import results
 from tfhub_transfer.report import sections
 from tfhub_transfer.report import significance
-from tfhub_transfer.report import storage
-from tfhub_transfer.report import stores
 from tfhub_transfer.report import studies
 from tfhub_transfer.report import study_sections
 from tfhub_transfer.report import transferability_check
+from tfhub_transfer.report import variants
+from tfhub_transfer.results import merged
+from tfhub_transfer.results import storage
+from tfhub_transfer.results import store as store_lib
+from tfhub_transfer.results.records import ResultRecord
+from tfhub_transfer.results.workdir import Workdir
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
                   "n_common_datasets", "avg_logodds_common", "paper_avg_logodds",
@@ -91,19 +93,20 @@ class _Report:
   unconverged: list[dict[str, Any]]
   permutation_samples: int
   everything: tuple[dict[str, Any], ...] = ()
+  superseded: tuple[dict[str, Any], ...] = ()
 
 
 # What `write_report` reads results (and prediction files and scores) from, besides records.
-_STORES = (results.ResultsStore, stores.WorkdirResults)
+_STORES = (store_lib.ResultsStore, merged.WorkdirResults)
 
 
-def _load(store_or_records) -> list[dict[str, Any]]:
+def _load(store_or_records) -> list[ResultRecord]:
   if isinstance(store_or_records, _STORES):
     return store_or_records.records()
   if isinstance(store_or_records, (str, os.PathLike)):
     raise TypeError(f"Got the path {store_or_records!r}; pass "
-                    f"results.ResultsStore({store_or_records!r}) or a list of records.")
-  return [records.check_record(r) for r in store_or_records]
+                    f"merged.read_workdir({store_or_records!r}) or a list of records.")
+  return [ResultRecord.from_json(r) for r in store_or_records]
 
 
 def imagenet_top1_used(overrides: Optional[Mapping[str, float]] = None
@@ -122,10 +125,10 @@ def imagenet_top1_used(overrides: Optional[Mapping[str, float]] = None
   return top1, sources
 
 
-def _build(store_or_records, imagenet_top1, samples, seed, store_dir,
+def _build(display: variants.Display, imagenet_top1, samples, seed, store_dir,
            permutation_samples) -> _Report:
-  everything = _load(store_or_records)
-  loaded = records.label_protocol_variants(studies.main_table_records(everything))
+  everything = display.current
+  loaded = variants.label_protocol_variants(studies.main_table_records(everything))
   cells = correlation.average_cells(loaded)
   top1, sources = imagenet_top1_used(imagenet_top1)
   correlations = {regime: correlation.correlate(cells, regime, top1, samples=samples,
@@ -143,8 +146,8 @@ def _build(store_or_records, imagenet_top1, samples, seed, store_dir,
                                                     samples=samples, seed=seed)
                for regime in regimes.REGIMES},
       sizes=sizes, finetune_wins=analyses.finetune_beats_logreg(cells),
-      unconverged=records.unconverged(loaded), permutation_samples=permutation_samples,
-      everything=tuple(everything))
+      unconverged=variants.unconverged(loaded), permutation_samples=permutation_samples,
+      everything=tuple(everything), superseded=tuple(display.superseded))
 
 
 def _ordered_models(report, models) -> list[str]:
@@ -231,6 +234,9 @@ def _markdown(report) -> str:
                    f"{error[-1][:160]}")
     if len(report.failed) > 20:
       lines.append(f"- ... and {len(report.failed) - 20} more.")
+  if report.superseded:
+    lines += ["", f"## Superseded results ({len(report.superseded)})", ""]
+    lines += variants.superseded_lines(report.superseded)
   return "\n".join(lines) + "\n"
 
 
@@ -323,8 +329,8 @@ def _top1_rows(report, models) -> list[list]:
           for m in _ordered_models(report, models)]
 
 
-def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirResults,
-                                        Iterable[dict[str, Any]]],
+def write_report(store_or_records: Union[store_lib.ResultsStore, merged.WorkdirResults,
+                                        Iterable[Mapping[str, Any]]],
                  out_dir: str, *, imagenet_top1: Optional[Mapping[str, float]] = None,
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
                  seed: int = 0, store_dir: Optional[str] = None,
@@ -341,8 +347,8 @@ def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirRes
   results (`transferability_check`) and transferability.png its plot.
 
   Args:
-    store_or_records: a `ResultsStore`, a workdir's (`stores.read_workdir`), or records
-      as `run_experiment` returns them.
+    store_or_records: a workdir's results (`merged.read_workdir`), a `ResultsStore`, or
+      records (`ResultRecord`s or their JSON forms); only read.
     out_dir: output directory (created if missing).
     imagenet_top1: ImageNet top-1 (%) of models without a published checkpoint top-1, or
       overrides of it (`--imagenet_top1`).
@@ -361,7 +367,10 @@ def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirRes
   """
   if store_dir is None and isinstance(store_or_records, _STORES):
     store_dir = store_or_records.directory
-  report = _build(store_or_records, imagenet_top1, bootstrap_samples, seed, store_dir,
+  if score_records is None and isinstance(store_or_records, _STORES):
+    score_records = store_or_records.score_records()
+  display = variants.for_display(_load(store_or_records), list(score_records or ()))
+  report = _build(display, imagenet_top1, bootstrap_samples, seed, store_dir,
                   permutation_samples)
   os.makedirs(out_dir, exist_ok=True)
   studied = study_sections.write_sections(
@@ -394,10 +403,8 @@ def write_report(store_or_records: Union[results.ResultsStore, stores.WorkdirRes
   plots.plot_figure1(report.correlations, paths.figure_png, error_bars=report.error_bars)
   plots.plot_figure2(analyses.figure2_panels(report.cells, report.top1, seed=seed,
                                              samples=bootstrap_samples), paths.figure2_png)
-  if score_records is None and isinstance(store_or_records, _STORES):
-    score_records = store_or_records.score_records()
-  if score_records:
-    text, png = transferability_check.write_section(report.cells, list(score_records), out_dir)
+  if display.scores:
+    text, png = transferability_check.write_section(report.cells, display.scores, out_dir)
     paths = dataclasses.replace(paths, markdown=paths.markdown + text, transferability_png=png)
   with storage.atomic_open(paths.report_md) as f:
     f.write(paths.markdown)
@@ -427,13 +434,13 @@ def write_workdir_report(workdir: str, *,
     StoreError: the workdir does not exist, a store cannot be read, or the report cannot be
       written (the message names the file and what to do; the stores are never written).
   """
-  workdir_results = stores.read_workdir(workdir)
-  out_dir = out_dir or os.path.join(workdir, "report")
+  workdir_results = merged.read_workdir(workdir)
+  out_dir = out_dir or Workdir(workdir).report
   exports = (os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.json"))
   try:
     paths = write_report(workdir_results, out_dir, imagenet_top1=imagenet_top1, tsne=tsne,
                          convergence_threshold=convergence_threshold,
-                         features_dir=os.path.join(workdir, "features"))
+                         features_dir=Workdir(workdir).features)
     workdir_results.export_csv(exports[0])
     workdir_results.export_json(exports[1])
   except OSError as e:

@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
-from tfhub_transfer.report import predictions as predictions_lib
-from tfhub_transfer.report.predictions import Predictions
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results.predictions import Predictions
 
 PERMUTATION_SAMPLES = 10_000  # The minimum; SimCLR used 100,000.
 ALPHA = 0.05

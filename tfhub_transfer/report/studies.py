@@ -9,7 +9,7 @@
 A study varies one protocol setting (`examples_per_class`, `train_steps`) over cells that
 agree on everything else. Records are grouped by (dataset, model, regime) and by their other
 protocol settings: where one model has results under several other settings, each line is
-named by those settings as `records.label_protocol_variants` names table rows. Accuracies
+named by those settings as `variants.label_protocol_variants` names table rows. Accuracies
 are fractions; each point is the mean over seeds (for a low-data cell, over independent
 subsets) with its standard error.
 """
@@ -25,7 +25,7 @@ import numpy as np
 from tfhub_transfer import regimes
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import correlation
-from tfhub_transfer.report import records as records_lib
+from tfhub_transfer.report import variants
 from tfhub_transfer.report import reference
 
 LOW_DATA_SETTING = "examples_per_class"
@@ -125,7 +125,7 @@ def _points(ok: list[dict[str, Any]], name: str,
                      "_network": network_label(r), "_model": r["model"],
                      "protocol": _line_key(r, name)[-1]})
   groups = collections.defaultdict(list)
-  for r in records_lib.label_protocol_variants(stripped):
+  for r in variants.label_protocol_variants(stripped):
     suffix = r["model"][len(r["_model"]):]
     groups[(r["dataset"], r["model"], r["regime"], r["_network"] + suffix,
             int(r["_x"]))].append(r)
@@ -259,7 +259,7 @@ class Bar:
 
 def per_dataset_bars(main: Iterable[dict[str, Any]]) -> list[Bar]:
   """Per dataset and regime, the mean, spread and count over models of the main tables."""
-  cells = correlation.average_cells(records_lib.label_protocol_variants(list(main)))
+  cells = correlation.average_cells(variants.label_protocol_variants(list(main)))
   groups = collections.defaultdict(list)
   for (regime, _, dataset), cell in cells.items():
     groups[(dataset, regime)].append(cell)

@@ -2,8 +2,7 @@
 
 `read_workdir(workdir)` is how everything but the writer reads results (the report, a sweep's
 "already done" check, the launcher): it lists `<workdir>/results/*.sqlite` (one file per
-writing host, `results.ResultsStore.for_workdir`) and a `<workdir>/results.sqlite` from before
-per-host stores, opens each read-only and merges them; where several files hold a key, the
+writing host, `store.ResultsStore.for_workdir`), opens each read-only and merges them; where several files hold a key, the
 `ok` row wins over a failed one, then the latest. `forget` removes a grid's stored results.
 """
 
@@ -16,11 +15,13 @@ import sqlite3
 import time
 from typing import Any, Iterable, Optional
 
-from tfhub_transfer.report import predictions as predictions_lib
-from tfhub_transfer.report import results
-from tfhub_transfer.report import storage
-from tfhub_transfer.report.records import KEY_FIELDS, SCORE_KEY_FIELDS, TRIAL_FIELDS
-from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, cell_dirname
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import store as results
+from tfhub_transfer.results import storage
+from tfhub_transfer.results import workdir as workdir_lib
+from tfhub_transfer.results.records import KEY_FIELDS, SCORE_KEY_FIELDS, TRIAL_KEY_FIELDS
+from tfhub_transfer.results.records import ResultRecord, ScoreRecord, TrialRecord
+from tfhub_transfer.results.store import TRIAL_FIELDS
 
 _READ_RETRIES = 5  # A file another host is writing may read torn for a moment over NFS.
 
@@ -54,7 +55,7 @@ class WorkdirResults:
     """The folder every store's record paths (prediction files) are relative to."""
     return self.workdir
 
-  def load_predictions(self, record: dict[str, Any]) -> Optional[predictions_lib.Predictions]:
+  def load_predictions(self, record: ResultRecord) -> Optional[predictions_lib.Predictions]:
     """A stored record's test predictions (None: it has none, or the file is gone)."""
     return predictions_lib.load_for_record(self.directory, record)
 
@@ -63,21 +64,22 @@ class WorkdirResults:
     return results.store_paths(self.workdir)
 
   def records(self, status: Optional[str] = None, *, model: Optional[str] = None,
-              dataset: Optional[str] = None, regime: Optional[str] = None) -> list[dict]:
+              dataset: Optional[str] = None,
+              regime: Optional[str] = None) -> list[ResultRecord]:
     """Stored records of every file, merged, sorted by key; each filter given must match."""
     where, params = results.where_clause(status=status, model=model, dataset=dataset,
                                          regime=regime)
-    return [json.loads(row[-1]) for row in self._merged("results", ("record",), where, params)]
+    return [results.load_record(self.workdir, row[-1])
+            for row in self._merged("results", ("record",), where, params)]
 
   def get(self, model: str, dataset: str, regime: str, seed: int,
-          protocol: str = "") -> Optional[dict]:
+          protocol: str) -> Optional[ResultRecord]:
     """The record stored under the key in any file (the merged one), or None."""
     rows = self._merged("results", ("record",), results.KEY_WHERE,
                         (model, dataset, regime, seed, protocol))
-    return json.loads(rows[0][-1]) if rows else None
+    return results.load_record(self.workdir, rows[0][-1]) if rows else None
 
-  def has_ok(self, model: str, dataset: str, regime: str, seed: int,
-             protocol: str = "") -> bool:
+  def has_ok(self, model: str, dataset: str, regime: str, seed: int, protocol: str) -> bool:
     """Whether any host stored the key as `ok` (so a rerun may skip it)."""
     sql = f"SELECT 1 FROM {{results}}{results.KEY_WHERE} AND status = 'ok'"
     key = (model, dataset, regime, seed, protocol)
@@ -86,7 +88,7 @@ class WorkdirResults:
   def trials(self, model: Optional[str] = None, dataset: Optional[str] = None,
              regime: Optional[str] = None, seed: Optional[int] = None,
              protocol: Optional[str] = None, *,
-             status: Optional[str] = None) -> list[dict[str, Any]]:
+             status: Optional[str] = None) -> list[TrialRecord]:
     """Stored trials of every file, merged (see `ResultsStore.trials`)."""
     where, params = results.where_clause(model=model, dataset=dataset, regime=regime,
                                          seed=seed, protocol=protocol, status=status)
@@ -97,24 +99,24 @@ class WorkdirResults:
     for row in rows:
       trial = dict(zip(TRIAL_KEY_FIELDS + ("status", "stored_at") + columns, row))
       trial["hparams"] = json.loads(trial["hparams"])
-      out.append({f: trial[f] for f in TRIAL_FIELDS})
+      out.append(TrialRecord(**{f: trial[f] for f in TRIAL_FIELDS}))
     return out
 
   def score_records(self, *, model: Optional[str] = None,
-                    dataset: Optional[str] = None) -> list[dict[str, Any]]:
+                    dataset: Optional[str] = None) -> list[ScoreRecord]:
     """Stored `--mode=score` rows of every file, merged (the latest per key), sorted by key."""
     where, params = results.where_clause(model=model, dataset=dataset)
     rows = self._merged("scores", ("record",), where, params, keys=SCORE_KEY_FIELDS,
                         status=False)
-    return [json.loads(row[-1]) for row in rows]
+    return [ScoreRecord.from_json(json.loads(row[-1])) for row in rows]
 
   def get_score(self, model: str, dataset: str, seed: int,
-                protocol: str) -> Optional[dict[str, Any]]:
+                protocol: str) -> Optional[ScoreRecord]:
     """The score row any host stored under the key (the latest), or None."""
     where = " WHERE " + " AND ".join(f"{k} = ?" for k in SCORE_KEY_FIELDS)
     rows = self._merged("scores", ("record",), where, (model, dataset, seed, protocol),
                         keys=SCORE_KEY_FIELDS, status=False)
-    return json.loads(rows[0][-1]) if rows else None
+    return ScoreRecord.from_json(json.loads(rows[0][-1])) if rows else None
 
   def export_csv(self, path: str) -> int:
     """Writes the merged results as `ResultsStore.export_csv` does; returns #rows."""
@@ -147,19 +149,22 @@ class WorkdirResults:
     return [row for _, (_, row) in sorted(best.items(), key=lambda kv: _sort_key(kv[0]))]
 
   def _read(self, path: str, sql: str, params, table: str) -> list[tuple]:
-    """Runs a SELECT on one file, read-only; `{table}` in `sql` becomes its rows (with an
-    empty protocol in a schema-1 file). A file without the table reads as empty."""
+    """Runs a SELECT on one file, read-only; `{table}` in `sql` becomes the table. A file
+    without the table reads as empty; one of another schema version is refused."""
     deadline = time.monotonic() + self.timeout
     attempt = 0
     while True:
       try:
         with contextlib.closing(storage.connect_read_only(path, self.timeout)) as conn:
-          columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-          if not columns:
+          if not conn.execute(f"PRAGMA table_info({table})").fetchall():
             return []
-          source = table if "protocol" in columns or table == "scores" else (
-              f"(SELECT *, '' AS protocol FROM {table})")
-          return [tuple(r) for r in conn.execute(sql.format(**{table: source}), params)]
+          version = conn.execute("PRAGMA user_version").fetchone()[0]
+          if version != results.SCHEMA_VERSION:
+            raise storage.StoreError(
+                path, f"schema version {version}, not this tfhub_transfer's "
+                f"{results.SCHEMA_VERSION}", "Move it out of the workdir's results/ folder "
+                "(older files keyed models and datasets by name) and run the cells again")
+          return [tuple(r) for r in conn.execute(sql.format(**{table: table}), params)]
       except sqlite3.Error as e:
         attempt += 1
         busy = "locked" in str(e) or "busy" in str(e)
@@ -180,8 +185,6 @@ def read_workdir(workdir: str, **kwargs) -> WorkdirResults:
 
 # Forgetting cells.
 
-CELL_FOLDERS = ("runs", "tuner", "predictions")  # Per-cell state under a workdir.
-
 
 def forget(workdir: str, *, models: Iterable[str], datasets: Iterable[str],
            regimes: Iterable[str], seeds: Iterable[int],
@@ -190,10 +193,12 @@ def forget(workdir: str, *, models: Iterable[str], datasets: Iterable[str],
   starts them afresh.
 
   A stored cell matches when the model (as given to --model, whatever its kwargs, weights or
-  resolution), dataset, regime and seed are in the grid, under every protocol: a bad setting
-  makes a variant of its own. Removed with each: its trials, and its folders under
-  `CELL_FOLDERS` (checkpoints, tuner state, prediction files). It writes every host's store
-  file: run it while no run writes to the workdir.
+  resolution), dataset (as given to --dataset) regime and seed are in the grid, under every
+  protocol and content identity: a bad setting makes a variant of its own. Removed with each:
+  its trials, its folders (`Workdir.cell_folders`: checkpoints, tuner state) and its
+  prediction files. A record whose predictions path leads outside the workdir is logged as
+  damaged and no file of it is deleted. It writes every host's store file: run it while no
+  run writes to the workdir.
 
   Args:
     workdir: the workdir.
@@ -207,30 +212,32 @@ def forget(workdir: str, *, models: Iterable[str], datasets: Iterable[str],
     StoreError: the workdir does not exist, or a store cannot be written.
   """
   grid = (set(models), set(datasets), set(regimes), {int(s) for s in seeds})
+  layout = workdir_lib.Workdir(workdir)
   forgotten = []
   for path in read_workdir(workdir).paths():
-    store = results.ResultsStore(path)
+    store = results.ResultsStore(path, directory=workdir)
     matches = [r for r in store.records()
-               if (include_ok or r["status"] == "failed") and _in_grid(r, grid)]
+               if (include_ok or r.status == "failed") and _in_grid(r, grid)]
     if matches:
-      store.delete_cells([tuple(r[k] for k in KEY_FIELDS) for r in matches])
+      store.delete_cells([r.key for r in matches])
       forgotten += matches
   for record in forgotten:
     predictions_lib.remove_for_record(workdir, record)
-    name = cell_dirname(*(record[k] for k in KEY_FIELDS))
-    for folder in CELL_FOLDERS:
-      exact = os.path.join(workdir, folder, name)
-      for target in [exact] + glob.glob(glob.escape(exact) + ".*"):
-        if os.path.isdir(target):
-          shutil.rmtree(target)
-        elif os.path.exists(target):
-          os.remove(target)
+    name = workdir_lib.cell_dirname(record.key)
+    targets = layout.cell_folders(record.key) + glob.glob(
+        os.path.join(glob.escape(layout.predictions), glob.escape(name) + ".*"))
+    for target in targets:
+      if os.path.isdir(target) and not os.path.islink(target):
+        shutil.rmtree(target)
+      elif os.path.lexists(target):
+        os.remove(target)
   return forgotten
 
 
-def _in_grid(record: dict[str, Any], grid) -> bool:
-  config = record.get("config") or {}
+def _in_grid(record: ResultRecord, grid) -> bool:
+  config = record.details.get("config") or {}
   models, datasets, regimes, seeds = grid
-  return ((config.get("model", record["model"]) in models or record["model"] in models)
-          and record["dataset"] in datasets and record["regime"] in regimes
-          and int(record["seed"]) in seeds)
+  names = {config.get("model"), record.model, record.model_label}
+  dataset_names = {config.get("dataset"), record.dataset, record.dataset_label}
+  return (bool(names & models) and bool(dataset_names & datasets)
+          and record.regime in regimes and record.seed in seeds)

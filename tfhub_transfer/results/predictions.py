@@ -1,8 +1,10 @@
 """Per-example test predictions of a cell: what tests between models read instead of rerunning.
 
-Every `ok` cell stores its test-split predictions in one compressed `.npz` next to the
-results store, `<store dir>/predictions/<cell id>.<token>.npz`, and its record names the file
-relative to the store's directory (`record["predictions"]["path"]`). The arrays:
+Every `ok` cell stores its test-split predictions in one compressed `.npz` in the workdir,
+`<workdir>/predictions/<cell id>.<token>.npz`, and its record names the file relative to the
+workdir (`record.predictions["path"]`); a path that leads outside the workdir (a store file
+copied from elsewhere can name any file) is never read or deleted: the record is reported as
+damaged instead. The arrays:
 
   labels     single-label: int32 [N] classes; multi-label: int8 [N, C] with 1 positive,
              0 negative, -1 ignored by the metric (VOC's difficult-only classes).
@@ -12,7 +14,7 @@ relative to the store's directory (`record["predictions"]["path"]`). The arrays:
 A file is written under a temporary name and renamed into place (`save`), so a crash leaves
 either the whole file or none; each run writes a new name, so a rerun never overwrites the
 file a stored record points to. The store removes the file with its record
-(`results.ResultsStore.delete`, `replace`). No TensorFlow here: the report reads these.
+(`store.ResultsStore.delete`, `replace`). No TensorFlow here: the report reads these.
 """
 
 import dataclasses
@@ -22,8 +24,11 @@ import uuid
 from typing import Any, Mapping, Optional
 
 import numpy as np
+from absl import logging
 
-PREDICTIONS_DIR = "predictions"
+from tfhub_transfer.results import workdir as workdir_lib
+
+PREDICTIONS_DIR = workdir_lib.PREDICTIONS_DIR
 FORMAT = 1
 
 
@@ -111,14 +116,30 @@ def entry(filename: str, predictions: Predictions) -> dict[str, Any]:
 
 
 def path_of(store_dir: str, record: Mapping[str, Any]) -> Optional[str]:
-  """The absolute path of a record's predictions file (None if it names none)."""
+  """The absolute path of a record's predictions file (None if it names none).
+
+  Raises:
+    OutsideWorkdirError: the record names a file outside `store_dir`.
+  """
   relative = (record.get("predictions") or {}).get("path")
-  return os.path.join(store_dir, relative) if relative else None
+  return workdir_lib.Workdir(store_dir).resolve(relative) if relative else None
+
+
+def _checked_path(store_dir: str, record: Mapping[str, Any]) -> Optional[str]:
+  """`path_of`, or None (logged, naming the record) where the path leads outside."""
+  try:
+    return path_of(store_dir, record)
+  except workdir_lib.OutsideWorkdirError as e:
+    logging.warning("Damaged record %s: its predictions path %s; the file is neither read "
+                    "nor deleted.", tuple(record.get(k) for k in ("model", "dataset",
+                                                                   "regime", "seed")), e)
+    return None
 
 
 def load_for_record(store_dir: str, record: Mapping[str, Any]) -> Optional[Predictions]:
-  """A record's test predictions; None when it has none or its file is gone."""
-  path = path_of(store_dir, record)
+  """A record's test predictions; None when it has none, its file is gone, or its path
+  leads outside the workdir (logged)."""
+  path = _checked_path(store_dir, record)
   if path is None or not os.path.exists(path):
     return None
   return load(path)
@@ -131,8 +152,8 @@ def remove_for_record(store_dir: str, record: Optional[Mapping[str, Any]], *,
   Returns:
     Whether a file was removed.
   """
-  path = path_of(store_dir, record or {})
-  if path is None or (keep is not None and path == path_of(store_dir, keep)):
+  path = _checked_path(store_dir, record or {})
+  if path is None or (keep is not None and path == _checked_path(store_dir, keep)):
     return False
   try:
     os.remove(path)

@@ -1,17 +1,21 @@
-"""What a stored result or tuner trial holds: its key, its fields and their valid values.
+"""What the results store holds: result, trial and score records, each a frozen dataclass
+with one JSON form.
 
-A result record is the dict `run_experiment` stores for one cell: (model, dataset, regime,
-seed) under one protocol (`config.ExperimentConfig.protocol`, the id of the settings the
-outcome depends on; "" for records made by hand or before protocols were recorded).
-`check_record` and `check_trial` validate one and return its plain-JSON copy, which is what
-`results.ResultsStore` stores and the report reads. `summary_line` is its one-line text.
+A `ResultRecord` is one cell's outcome, keyed by `CellKey` (model, dataset, regime, seed,
+protocol): the model and the dataset are content identities (`tfhub_transfer.identity`), the
+protocol the id of the settings the outcome depends on (`ExperimentConfig.protocol`). Its
+readable names are `model_label` and `dataset_label`. `from_json` is the one place a record
+is checked (the store calls it on every write and read); `to_json` its one JSON form, which
+is what the store keeps and exports. A record is also a read-only mapping of that JSON form
+(`record["test_metric"]`), which is how the report's tables read fields beyond the typed ones.
+
+`TrialRecord` is one hyperparameter-search trial, `ScoreRecord` one `--mode=score` row. TF-free.
 """
 
+import dataclasses
 import math
 import numbers
-import hashlib
-import re
-from typing import Any, Optional
+from typing import Any, Iterator, Mapping, NamedTuple, Optional
 
 from tfhub_transfer import metrics
 from tfhub_transfer import regimes
@@ -19,9 +23,28 @@ from tfhub_transfer import transferability
 
 STATUSES = ("ok", "failed")
 METRICS = tuple(metrics.METRICS)
-KEY_FIELDS = ("model", "dataset", "regime", "seed", "protocol")
+
+
+class CellKey(NamedTuple):
+  """The results-store key of a cell: content identities plus regime, seed and protocol id."""
+  model: str
+  dataset: str
+  regime: str
+  seed: int
+  protocol: str
+
+
+class ScoreKey(NamedTuple):
+  """The key of a `--mode=score` row: content identities, seed and score protocol id."""
+  model: str
+  dataset: str
+  seed: int
+  protocol: str
+
+
+KEY_FIELDS = CellKey._fields
+SCORE_KEY_FIELDS = ScoreKey._fields
 TRIAL_KEY_FIELDS = KEY_FIELDS + ("trial_id",)
-TRIAL_FIELDS = TRIAL_KEY_FIELDS + ("hparams", "val_metric", "status", "error", "stored_at")
 
 
 def to_jsonable(value: Any) -> Any:
@@ -32,7 +55,7 @@ def to_jsonable(value: Any) -> Any:
   Raises:
     TypeError: `value` holds an object JSON cannot represent.
   """
-  if isinstance(value, dict):
+  if isinstance(value, Mapping):
     return {str(k): to_jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
     return [to_jsonable(v) for v in value]
@@ -46,87 +69,291 @@ def to_jsonable(value: Any) -> Any:
                   f"record: use str, int, float, bool, None, lists or dicts of them.")
 
 
-# File names are at most 255 bytes on common filesystems; a cell's name leaves room for the
-# suffixes added to it (a predictions file's ".<token>.npz", a temporary name's prefix).
-CELL_DIRNAME_MAX = 200
+# ResultRecord fields left out of the JSON form while they hold their default (records made
+# by hand, e.g. in tests, need not carry them).
+_OMITTED_WHEN_DEFAULT = ("model_label", "dataset_label", "sources", "created_at", "hparams",
+                         "predictions")
 
 
-def cell_dirname(model: str, dataset: str, regime: str, seed: int, protocol: str = "") -> str:
-  """A directory name for a key's cell: its tuner state, checkpoints, logs, predictions.
+def _default(field: dataclasses.Field) -> Any:
+  if field.default_factory is not dataclasses.MISSING:
+    return field.default_factory()
+  return field.default
 
-  A name longer than `CELL_DIRNAME_MAX` (a Hub model or image folder with a long path) keeps
-  its start and ends with a hash of the whole key, so distinct cells keep distinct names.
+
+class _JsonMapping(Mapping[str, Any]):
+  """Read-only mapping access to a record's JSON form (computed once, at construction)."""
+
+  def __post_init__(self):
+    object.__setattr__(self, "_json", self.to_json())
+
+  def __getitem__(self, name: str) -> Any:
+    return self._json[name]
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._json)
+
+  def __len__(self) -> int:
+    return len(self._json)
+
+  def to_json(self) -> dict[str, Any]:
+    raise NotImplementedError
+
+
+def _split(cls, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  """`data` as (the dataclass's own fields, everything else)."""
+  names = {f.name for f in dataclasses.fields(cls)} - {"details"}
+  own = {k: v for k, v in data.items() if k in names}
+  return own, {k: v for k, v in data.items() if k not in names}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ResultRecord(_JsonMapping):
+  """One cell's stored outcome.
+
+  Attributes:
+    model, dataset, regime, seed, protocol: the key (`CellKey`).
+    status: `ok` or `failed`.
+    metric: the dataset's metric name (`metrics.METRICS`).
+    val_metric, test_metric: fractions in [0, 1] (None when failed).
+    error: what failed (None when ok).
+    model_label, dataset_label: the key's model and dataset, readable.
+    sources: where the weights and the dataset were ("model", "dataset"; see
+      `identity.Identity`): the report marks an older record of the same sources superseded.
+    created_at: ISO time the record was made.
+    hparams: the chosen hyperparameters.
+    predictions: the test predictions file (`predictions.entry`), relative to the workdir.
+    details: every other field, plain JSON (config, sizes, timings, versions, ...).
   """
-  raw = f"{model}__{dataset}__{regime}__seed{seed}__{protocol}"
-  name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", raw)
-  if len(name) <= CELL_DIRNAME_MAX:
-    return name
-  digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
-  return f"{name[:CELL_DIRNAME_MAX - 18]}__{digest}"
+  model: str
+  dataset: str
+  regime: str
+  seed: int
+  protocol: str
+  status: str
+  metric: Optional[str] = None
+  val_metric: Optional[float] = None
+  test_metric: Optional[float] = None
+  error: Optional[str] = None
+  model_label: str = ""
+  dataset_label: str = ""
+  sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  created_at: Optional[str] = None
+  hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  predictions: Optional[Mapping[str, Any]] = None
+  details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    check_key(self.key)
+    if self.status not in STATUSES:
+      raise ValueError(f"Record status={self.status!r}; expected one of {STATUSES}.")
+    _check_error(self.error)
+    if self.status == "ok":
+      if self.metric not in METRICS:
+        raise ValueError(f"Record with status 'ok' has metric={self.metric!r}; "
+                         f"expected one of {METRICS}.")
+      _check_fraction("test_metric", self.test_metric, required=True)
+      _check_fraction("val_metric", self.val_metric, required=False)
+    for name in ("hparams", "sources", "details"):
+      if not isinstance(getattr(self, name), Mapping):
+        raise ValueError(f"Record {name}={getattr(self, name)!r} must be a mapping.")
+    if self.predictions is not None and not isinstance(self.predictions, Mapping):
+      raise ValueError(f"Record predictions={self.predictions!r} must be a mapping or None.")
+    object.__setattr__(self, "seed", int(self.seed))
+    super().__post_init__()
+
+  @property
+  def key(self) -> CellKey:
+    return CellKey(self.model, self.dataset, self.regime, self.seed, self.protocol)
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Any]) -> "ResultRecord":
+    """Checks a record's JSON form (or a record) and returns the record.
+
+    Raises:
+      ValueError: a key field is missing or has a bad value, or a field a bad type.
+    """
+    if isinstance(data, ResultRecord):
+      return data
+    if not isinstance(data, Mapping):
+      raise ValueError(f"A results record must be a mapping, got {type(data).__name__}.")
+    missing = [k for k in KEY_FIELDS + ("status",) if k not in data]
+    if missing:
+      raise ValueError(f"Results record lacks {missing}; every record needs "
+                       f"{list(KEY_FIELDS + ('status',))}. Got keys {sorted(data)}.")
+    own, details = _split(cls, to_jsonable(data))
+    return cls(**own, details=details)
+
+  def to_json(self) -> dict[str, Any]:
+    own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+           if f.name != "details" and not (f.name in _OMITTED_WHEN_DEFAULT
+                                            and getattr(self, f.name) == _default(f))}
+    return to_jsonable({**self.details, **own})
+
+  @property
+  def display_model(self) -> str:
+    return self.model_label or self.model
+
+  @property
+  def display_dataset(self) -> str:
+    return self.dataset_label or self.dataset
+
+  def summary_line(self) -> str:
+    """One line for a terminal: the cell, its test and validation metric, what was chosen."""
+    cell = f"{self.display_model} / {self.display_dataset} / {self.regime}"
+    if self.status != "ok":
+      return f"{cell}: FAILED: {self.error}"
+    chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in self.hparams.items())
+    val = "n/a" if self.val_metric is None else f"{100 * self.val_metric:.2f}%"
+    total_s = (self.details.get("timings") or {}).get("total_s", 0.0)
+    return (f"{cell} (seed {self.seed}): test {self.metric} = {100 * self.test_metric:.2f}% "
+            f"(validation {val}), chosen {chosen}, {total_s:.1f} s")
 
 
-def check_record(record: dict[str, Any]) -> dict[str, Any]:
-  """Validates a `run_experiment` record and returns its plain-JSON copy.
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrialRecord(_JsonMapping):
+  """One hyperparameter-search trial of a cell (`key` plus `trial_id`)."""
+  model: str
+  dataset: str
+  regime: str
+  seed: int
+  protocol: str
+  trial_id: str
+  hparams: Mapping[str, Any]
+  val_metric: Optional[float]
+  status: str
+  error: Optional[str] = None
+  stored_at: Optional[str] = None
 
-  Raises:
-    ValueError: a key field is missing or has a bad value.
+  def __post_init__(self):
+    check_key(self.key)
+    if self.status not in STATUSES:
+      raise ValueError(f"Trial status={self.status!r}; expected one of {STATUSES}.")
+    if not isinstance(self.hparams, Mapping):
+      raise ValueError(f"Trial hparams={self.hparams!r} must be a dict of name -> value.")
+    _check_error(self.error)
+    object.__setattr__(self, "val_metric", to_jsonable(self.val_metric))
+    _check_fraction("val_metric", self.val_metric, required=self.status == "ok")
+    object.__setattr__(self, "trial_id", str(self.trial_id))
+    object.__setattr__(self, "seed", int(self.seed))
+    object.__setattr__(self, "hparams", to_jsonable(self.hparams))
+    super().__post_init__()
+
+  @property
+  def key(self) -> CellKey:
+    return CellKey(self.model, self.dataset, self.regime, self.seed, self.protocol)
+
+  @classmethod
+  def for_cell(cls, key: CellKey, trial_id: Any, **fields) -> "TrialRecord":
+    return cls(*key, trial_id=trial_id, **fields)
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Any]) -> "TrialRecord":
+    if isinstance(data, TrialRecord):
+      return data
+    own, extra = _split(cls, data)
+    if extra or not isinstance(data, Mapping):
+      raise ValueError(f"A trial record has fields {sorted(set(own) | set(extra))}; expected "
+                       f"{[f.name for f in dataclasses.fields(cls)]}.")
+    return cls(**own)
+
+  def to_json(self) -> dict[str, Any]:
+    return to_jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoreRecord(_JsonMapping):
+  """One `--mode=score` row: transferability scores of a (model, dataset, seed) cell.
+
+  Attributes:
+    model, dataset, seed, protocol: the key (`ScoreKey`).
+    scores: estimator name -> score (None where an estimator refuses the dataset).
+    model_label, dataset_label: readable names.
+    created_at: ISO time.
+    details: every other field, plain JSON (sizes, timings, versions, ...).
   """
-  if not isinstance(record, dict):
-    raise ValueError(f"A results record must be a dict, got {type(record).__name__}.")
-  record = {"protocol": "", **record}
-  missing = [k for k in KEY_FIELDS + ("status",) if k not in record]
-  if missing:
-    raise ValueError(f"Results record lacks {missing}; every record needs "
-                     f"{list(KEY_FIELDS + ('status',))}. Got keys {sorted(record)}.")
-  check_key(*(record[k] for k in KEY_FIELDS))
-  if record["status"] not in STATUSES:
-    raise ValueError(f"Record status={record['status']!r}; expected one of {STATUSES}.")
-  _check_error(record.get("error"))
-  if record["status"] == "ok":
-    if record.get("metric") not in METRICS:
-      raise ValueError(f"Record with status 'ok' has metric={record.get('metric')!r}; "
-                       f"expected one of {METRICS}.")
-    _check_fraction("test_metric", record.get("test_metric"), required=True)
-    _check_fraction("val_metric", record.get("val_metric"), required=False)
-  out = to_jsonable(record)
-  out["seed"] = int(record["seed"])
-  return out
+  model: str
+  dataset: str
+  seed: int
+  protocol: str
+  scores: Mapping[str, Optional[float]]
+  model_label: str = ""
+  dataset_label: str = ""
+  created_at: Optional[str] = None
+  details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    for name in ("model", "dataset"):
+      if not isinstance(getattr(self, name), str) or not getattr(self, name):
+        raise ValueError(f"Score record {name}={getattr(self, name)!r} must be a non-empty "
+                         f"string.")
+    if not isinstance(self.protocol, str):
+      raise ValueError(f"Score record protocol={self.protocol!r} must be a string.")
+    _check_seed(self.seed)
+    if not isinstance(self.scores, Mapping) or not all(
+        v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+        for v in self.scores.values()):
+      raise ValueError(f"Score record scores={self.scores!r} must map estimator names to "
+                       f"numbers (or None where an estimator refuses the dataset).")
+    object.__setattr__(self, "seed", int(self.seed))
+    super().__post_init__()
+
+  @property
+  def key(self) -> ScoreKey:
+    return ScoreKey(self.model, self.dataset, self.seed, self.protocol)
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Any]) -> "ScoreRecord":
+    """Checks a score row's JSON form and returns the record.
+
+    Raises:
+      ValueError: a key field is missing or bad, or `scores` is not name -> number or None.
+    """
+    if isinstance(data, ScoreRecord):
+      return data
+    if not isinstance(data, Mapping):
+      raise ValueError(f"A score record must be a mapping, got {type(data).__name__}.")
+    missing = [k for k in SCORE_KEY_FIELDS + ("scores",) if k not in data]
+    if missing:
+      raise ValueError(f"Score record lacks {missing}; every score record needs "
+                       f"{list(SCORE_KEY_FIELDS + ('scores',))}. Got keys {sorted(data)}.")
+    own, details = _split(cls, to_jsonable(data))
+    return cls(**own, details=details)
+
+  def to_json(self) -> dict[str, Any]:
+    own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+           if f.name != "details"}
+    return to_jsonable({**self.details, **own})
+
+  def summary_line(self) -> str:
+    """One line for a terminal: the cell, each score as name=value, sizes and time."""
+    names = [n for n in transferability.ESTIMATORS if n in self.scores] + sorted(
+        n for n in self.scores if n not in transferability.ESTIMATORS)
+    values = " ".join(f"{n}=n/a" if self.scores[n] is None else f"{n}={self.scores[n]:.4g}"
+                      for n in names)
+    sizes = self.details.get("sizes") or {}
+    total_s = (self.details.get("timings") or {}).get("total_s", 0.0)
+    return (f"{self.model_label or self.model} / {self.dataset_label or self.dataset} "
+            f"(seed {self.seed}): {values} ({sizes.get('examples')} x {sizes.get('dim')} "
+            f"trainval features, {total_s:.1f} s)")
 
 
-def check_key(model: str, dataset: str, regime: str, seed: int, protocol: str = "") -> None:
-  """Raises ValueError unless (model, dataset, regime, seed, protocol) is a valid key."""
+def check_key(key: CellKey) -> None:
+  """Raises ValueError unless `key` is a valid (model, dataset, regime, seed, protocol)."""
+  model, dataset, regime, seed, protocol = key
   for name, value in (("model", model), ("dataset", dataset)):
     if not isinstance(value, str) or not value:
       raise ValueError(f"Record {name}={value!r} must be a non-empty string.")
   if not isinstance(protocol, str):
     raise ValueError(f"Record protocol={protocol!r} must be a string (a protocol id).")
   regimes.get_regime_spec(regime)
+  _check_seed(seed)
+
+
+def _check_seed(seed):
   if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
     raise ValueError(f"Record seed={seed!r} must be an integer.")
-
-
-def check_trial(model: str, dataset: str, regime: str, seed: int, protocol: str,
-                trial_id: Any, *, hparams: dict[str, Any], val_metric: Optional[float],
-                status: str, error: Optional[str]) -> dict[str, Any]:
-  """Validates one hyperparameter-search trial and returns it as a plain-JSON dict.
-
-  Returns:
-    The `TRIAL_FIELDS` but `stored_at`; `trial_id` as a string, `hparams` as a plain dict.
-
-  Raises:
-    ValueError: a bad key, status, hparams, error or val_metric.
-  """
-  check_key(model, dataset, regime, seed, protocol)
-  if status not in STATUSES:
-    raise ValueError(f"Trial status={status!r}; expected one of {STATUSES}.")
-  if not isinstance(hparams, dict):
-    raise ValueError(f"Trial hparams={hparams!r} must be a dict of name -> value.")
-  _check_error(error)
-  val_metric = to_jsonable(val_metric)
-  _check_fraction("val_metric", val_metric, required=status == "ok")
-  return {"model": model, "dataset": dataset, "regime": regime, "seed": int(seed),
-          "protocol": protocol, "trial_id": str(trial_id), "hparams": to_jsonable(hparams),
-          "val_metric": val_metric, "status": status, "error": error}
 
 
 def _check_error(error):
@@ -142,97 +369,3 @@ def _check_fraction(name, value, *, required):
     hint = " If it is a percentage, divide it by 100." if (
         isinstance(value, numbers.Real) and 1 < value <= 100) else ""
     raise ValueError(f"Record {name}={value!r} must be a fraction in [0, 1].{hint}")
-
-
-def summary_line(record: dict[str, Any]) -> str:
-  """One line for a terminal: the cell, its test and validation metric, what was chosen."""
-  r = record
-  if r["status"] != "ok":
-    return f"{r['model']} / {r['dataset']} / {r['regime']}: FAILED: {r['error']}"
-  chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in r["hparams"].items())
-  return (f"{r['model']} / {r['dataset']} / {r['regime']} (seed {r['seed']}): test "
-          f"{r['metric']} = {100 * r['test_metric']:.2f}% (validation "
-          f"{100 * r['val_metric']:.2f}%), chosen {chosen}, "
-          f"{r['timings']['total_s']:.1f} s")
-
-
-def label_protocol_variants(loaded: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Renames models measured under several protocols, so no table mixes protocols.
-
-  Where one (regime, model) has records under more than one protocol (say a step-budget
-  study), each record's model becomes `model [k=v, ...]`, listing the protocol settings that
-  differ between them; everything else is returned unchanged.
-  """
-  groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-  for r in loaded:
-    groups.setdefault((r["regime"], r["model"]), []).append(r)
-  out = []
-  for group in groups.values():
-    settings = {r.get("protocol", ""): r.get("protocol_settings") or {} for r in group}
-    if len(settings) < 2:
-      out += group
-      continue
-    names = sorted({k for s in settings.values() for k in s})
-    differing = [k for k in names if len({repr(s.get(k)) for s in settings.values()}) > 1]
-    for r in group:
-      s = settings[r.get("protocol", "")]
-      suffix = (", ".join(f"{k}={s.get(k)}" for k in differing) if differing
-                else f"protocol {r.get('protocol') or 'unrecorded'}")
-      out.append({**r, "model": f"{r['model']} [{suffix}]"})
-  return out
-
-
-def unconverged(loaded: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """The ok records whose solver did not converge at a fit the result rests on (their
-  `convergence` field: fit name -> {"converged", "iterations", "max_abs_grad"})."""
-  return [r for r in loaded if r["status"] == "ok" and any(
-      isinstance(fit, dict) and not fit.get("converged", True)
-      for fit in (r.get("convergence") or {}).values())]
-
-
-# Transferability scores (`--mode=score`): one row per (model, dataset, seed, score protocol).
-SCORE_KEY_FIELDS = ("model", "dataset", "seed", "protocol")
-
-
-def check_score_record(record: dict[str, Any]) -> dict[str, Any]:
-  """Validates a `scoring.score_cell` row and returns its plain-JSON copy.
-
-  Raises:
-    ValueError: a key field is missing or bad, or `scores` is not name -> number or None.
-  """
-  if not isinstance(record, dict):
-    raise ValueError(f"A score record must be a dict, got {type(record).__name__}.")
-  missing = [k for k in SCORE_KEY_FIELDS + ("scores",) if k not in record]
-  if missing:
-    raise ValueError(f"Score record lacks {missing}; every score record needs "
-                     f"{list(SCORE_KEY_FIELDS + ('scores',))}. Got keys {sorted(record)}.")
-  for name in ("model", "dataset"):
-    if not isinstance(record[name], str) or not record[name]:
-      raise ValueError(f"Score record {name}={record[name]!r} must be a non-empty string.")
-  if not isinstance(record["protocol"], str):
-    raise ValueError(f"Score record protocol={record['protocol']!r} must be a string.")
-  if isinstance(record["seed"], bool) or not isinstance(record["seed"], numbers.Integral):
-    raise ValueError(f"Score record seed={record['seed']!r} must be an integer.")
-  scores = record["scores"]
-  if not isinstance(scores, dict) or not all(
-      v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
-      for v in scores.values()):
-    raise ValueError(f"Score record scores={scores!r} must map estimator names to numbers "
-                     f"(or None where an estimator refuses the dataset).")
-  out = to_jsonable(record)
-  out["seed"] = int(record["seed"])
-  return out
-
-
-def score_summary_line(record: dict[str, Any]) -> str:
-  """One line for a terminal: the cell, each score as name=value, sizes and time."""
-  scores = record["scores"]
-  names = [n for n in transferability.ESTIMATORS if n in scores] + sorted(
-      n for n in scores if n not in transferability.ESTIMATORS)
-  values = " ".join(f"{name}=n/a" if scores[name] is None else f"{name}={scores[name]:.4g}"
-                    for name in names)
-  sizes = record.get("sizes", {})
-  return (f"{record['model']} / {record['dataset']} (seed {record['seed']}): {values} "
-          f"({sizes.get('examples')} x {sizes.get('dim')} trainval features, "
-          f"{record.get('timings', {}).get('total_s', 0.0):.1f} s)")

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import tempfile
 import urllib.parse
 from typing import Any, Iterator
 
@@ -38,8 +39,8 @@ def explain(path: str, error: BaseException, *, writing: bool) -> StoreError:
     return StoreError(
         path, f"damaged, not a readable SQLite database ({text})",
         f"Nothing was changed. Move it aside, then restore it from a backup or from the "
-        f"last report's export: python -c \"from tfhub_transfer.report import results; "
-        f"results.ResultsStore('{path}').import_json('<workdir>/report/results.json')\"")
+        f"last report's export: python -c \"from tfhub_transfer.results import store; "
+        f"store.ResultsStore('{path}').import_json('<workdir>/report/results.json')\"")
   if name == "SQLITE_FULL" or code == errno.ENOSPC:
     return StoreError(
         path, f"the disk is full ({text})",
@@ -79,16 +80,20 @@ def check_writable(path: str) -> None:
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[Any]:
-  """Opens a temporary file beside `path` and renames it to `path` once written, so a full
-  disk or a kill leaves the previous file, never a truncated one."""
-  tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                     f".{os.path.basename(path)}.tmp-{os.getpid()}")
+  """Opens a new temporary file beside `path` and renames it to `path` once written, so a
+  full disk or a kill leaves the previous file, never a truncated one.
+
+  The temporary file is created exclusively under a random name (`tempfile.mkstemp`), so a
+  file or symlink planted in the folder is never written through.
+  """
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                             prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   try:
-    with open(tmp, mode, **kwargs) as f:
+    with open(fd, mode, **kwargs) as f:
       yield f
     os.replace(tmp, path)
   finally:
-    if os.path.exists(tmp):
+    if os.path.lexists(tmp):
       os.remove(tmp)
 
 

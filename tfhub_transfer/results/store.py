@@ -5,11 +5,11 @@ each host writes only its own file, which its processes share, so SQLite's locki
 to work across a network filesystem, where it often does not
 (https://www.sqlite.org/useovernet.html). `stores.read_workdir` reads every store file of a
 workdir read-only and merges them: the report, a sweep's "already done" check and the launcher
-read through it. A `<workdir>/results.sqlite` from before per-host stores is read as one more
-file and never written. The host's name is `$TFHUB_TRANSFER_HOST`, else the machine's.
+read through it. The host's name is `$TFHUB_TRANSFER_HOST`, else the machine's.
 
 Each (model, dataset, regime, seed, protocol) key has at most one row per file, holding the
-key fields as columns and the whole record (checked by `records.check_record`) as JSON; where
+key fields as columns and the whole record (`records.ResultRecord`, checked on every write and
+read) as JSON; where
 several files hold a key, an `ok` row wins over a failed one, then the latest. Every write is
 one `BEGIN IMMEDIATE` transaction, so a process killed mid-write leaves the previous state,
 never a half row; a write that finds the file locked is retried with backoff. New files use
@@ -22,6 +22,7 @@ what is wrong and what to do.
 
 import contextlib
 import csv
+import dataclasses
 import datetime
 import glob
 import json
@@ -31,21 +32,23 @@ import re
 import socket
 import sqlite3
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from absl import logging
 
-from tfhub_transfer.report import predictions as predictions_lib
-from tfhub_transfer.report import storage
-from tfhub_transfer.report.records import KEY_FIELDS, STATUSES, TRIAL_FIELDS
-from tfhub_transfer.report.records import TRIAL_KEY_FIELDS, check_record, check_trial
-from tfhub_transfer.report.records import SCORE_KEY_FIELDS, check_score_record
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import storage
+from tfhub_transfer.results import workdir as workdir_lib
+from tfhub_transfer.results.records import KEY_FIELDS, STATUSES, SCORE_KEY_FIELDS
+from tfhub_transfer.results.records import TRIAL_KEY_FIELDS, ResultRecord, ScoreRecord
+from tfhub_transfer.results.records import TrialRecord
 
-RESULTS_FILENAME = "results.sqlite"  # A workdir's one store, before per-host stores.
-STORES_DIRNAME = "results"  # <workdir>/results/<host>.sqlite
+RESULTS_FILENAME = "results.sqlite"  # The file of a store opened on a directory.
 HOST_ENV = "TFHUB_TRANSFER_HOST"
-# 1: keyed by (model, dataset, regime, seed). 2: the protocol id joins the key.
-SCHEMA_VERSION = 2
+# 3: the model and dataset key fields are content identities (`tfhub_transfer.identity`).
+# Files of older schemas are refused (nothing was released before it).
+SCHEMA_VERSION = 3
+TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialRecord))
 CSV_FIELDS = KEY_FIELDS + ("status", "metric", "val_metric", "test_metric", "error",
                            "created_at", "record")
 
@@ -80,26 +83,9 @@ def host_name() -> str:
 
 
 def store_paths(workdir: str) -> list[str]:
-  """A workdir's store files: `results/*.sqlite` by name, then `results.sqlite` if present."""
-  paths = sorted(glob.glob(os.path.join(glob.escape(workdir), STORES_DIRNAME, "*.sqlite")))
-  legacy = os.path.join(workdir, RESULTS_FILENAME)
-  return paths + ([legacy] if os.path.isfile(legacy) else [])
-
-
-def _migrate_from_v1(conn: sqlite3.Connection) -> None:
-  """Schema 1 -> 2: the protocol column joins the key; old rows get protocol ''.
-
-  Their records stay as they were (a report shows them), but a run never takes them for its
-  own: a current run's protocol id is never ''.
-  """
-  for table in ("results", "trials"):
-    conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
-  for statement in filter(str.strip, _SCHEMA.split(";")):
-    conn.execute(statement)
-  for table in ("results", "trials"):
-    names = ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({table}_v1)"))
-    conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {table}_v1")
-    conn.execute(f"DROP TABLE {table}_v1")
+  """A workdir's store files, `results/*.sqlite`, by name."""
+  return sorted(glob.glob(os.path.join(glob.escape(workdir_lib.Workdir(workdir).results),
+                                       "*.sqlite")))
 
 
 def _now() -> str:
@@ -146,7 +132,7 @@ class ResultsStore:
     """This host's store in a workdir, `<workdir>/results/<host>.sqlite`: the one a run
     writes to (`host`: default `host_name()`). Its records' paths are relative to the
     workdir, as every store file's of the workdir."""
-    return cls(os.path.join(workdir, STORES_DIRNAME, f"{host or host_name()}.sqlite"),
+    return cls(workdir_lib.Workdir(workdir).store_path(host or host_name()),
                directory=workdir, **kwargs)
 
   def __repr__(self):
@@ -196,8 +182,11 @@ class ResultsStore:
         raise storage.StoreError(
             self.path, f"schema version {version}, newer than this tfhub_transfer's "
             f"{SCHEMA_VERSION}", "Upgrade tfhub_transfer")
-      if version == 1:
-        _migrate_from_v1(conn)
+      if version not in (0, SCHEMA_VERSION):
+        raise storage.StoreError(
+            self.path, f"schema version {version}, made by an older tfhub_transfer whose keys "
+            f"named models and datasets by name, not content", "Move it out of the workdir "
+            "and run the cells again: its results cannot be matched to what was run")
       for statement in filter(str.strip, _SCHEMA.split(";")):
         conn.execute(statement)
       conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -205,11 +194,11 @@ class ResultsStore:
 
   # Results.
 
-  def put(self, record: dict[str, Any]) -> bool:
+  def put(self, record: Union[ResultRecord, Mapping[str, Any]]) -> bool:
     """Stores a record, replacing the cell's row unless that row is `ok` and this is not.
 
     Args:
-      record: a `run_experiment` record; extra keys are kept in the JSON.
+      record: a `ResultRecord`, or its JSON form (checked by `ResultRecord.from_json`).
 
     Returns:
       True if the record was stored; False if it failed and an `ok` row was kept.
@@ -219,9 +208,9 @@ class ResultsStore:
     """
     return self.put_many([record]) == 1
 
-  def put_many(self, records: Iterable[dict[str, Any]]) -> int:
+  def put_many(self, records: Iterable[Union[ResultRecord, Mapping[str, Any]]]) -> int:
     """Stores several records in one transaction (see `put`); returns how many were stored."""
-    rows = [_result_row(check_record(r)) for r in records]
+    rows = [_result_row(ResultRecord.from_json(r)) for r in records]
     def insert(conn):
       stored = 0
       for row in rows:
@@ -234,27 +223,26 @@ class ResultsStore:
     return self._write(insert)
 
   def get(self, model: str, dataset: str, regime: str, seed: int,
-          protocol: str = "") -> Optional[dict]:
+          protocol: str) -> Optional[ResultRecord]:
     """The record stored under the key, or None if there is none."""
     rows = self._select(f"SELECT record FROM results{KEY_WHERE}",
                         (model, dataset, regime, seed, protocol))
-    return json.loads(rows[0][0]) if rows else None
+    return load_record(self.path, rows[0][0]) if rows else None
 
-  def has_ok(self, model: str, dataset: str, regime: str, seed: int,
-             protocol: str = "") -> bool:
+  def has_ok(self, model: str, dataset: str, regime: str, seed: int, protocol: str) -> bool:
     """Whether the key has a successful result (so a rerun may skip it)."""
     return bool(self._select(f"SELECT 1 FROM results{KEY_WHERE} AND status = 'ok'",
                              (model, dataset, regime, seed, protocol)))
 
   def records(self, status: Optional[str] = None, *, model: Optional[str] = None,
-              dataset: Optional[str] = None, regime: Optional[str] = None) -> list[dict]:
+              dataset: Optional[str] = None,
+              regime: Optional[str] = None) -> list[ResultRecord]:
     """Stored records, sorted by key; each filter given must match."""
     where, params = where_clause(status=status, model=model, dataset=dataset, regime=regime)
-    return [json.loads(r[0]) for r in self._select(
+    return [load_record(self.path, r[0]) for r in self._select(
         f"SELECT record FROM results{where} ORDER BY {', '.join(KEY_FIELDS)}", params)]
 
-  def delete(self, model: str, dataset: str, regime: str, seed: int,
-             protocol: str = "") -> bool:
+  def delete(self, model: str, dataset: str, regime: str, seed: int, protocol: str) -> bool:
     """Removes a key's result and its predictions file (to force a rerun); returns whether
     there was one."""
     record = self.get(model, dataset, regime, seed, protocol)
@@ -272,19 +260,20 @@ class ResultsStore:
     """The folder record paths (e.g. of prediction files) are relative to."""
     return self._directory or os.path.dirname(os.path.abspath(self.path))
 
-  def replace(self, record: dict[str, Any]) -> bool:
+  def replace(self, record: Union[ResultRecord, Mapping[str, Any]]) -> bool:
     """`put`, then removes the predictions file of the record it replaced (if another).
 
     Returns:
       Whether the record was stored (see `put`).
     """
-    old = self.get(*({"protocol": "", **record}.get(k) for k in KEY_FIELDS))
+    record = ResultRecord.from_json(record)
+    old = self.get(*record.key)
     stored = self.put(record)
     if stored:
       predictions_lib.remove_for_record(self.directory, old, keep=record)
     return stored
 
-  def load_predictions(self, record: dict[str, Any]) -> Optional[predictions_lib.Predictions]:
+  def load_predictions(self, record: ResultRecord) -> Optional[predictions_lib.Predictions]:
     """A stored record's test predictions (None: it has none, or the file is gone)."""
     return predictions_lib.load_for_record(self.directory, record)
 
@@ -307,7 +296,7 @@ class ResultsStore:
 
   def put_trial(self, model: str, dataset: str, regime: str, seed: int, trial_id: str, *,
                 hparams: dict[str, Any], val_metric: Optional[float], status: str,
-                error: Optional[str] = None, protocol: str = "") -> bool:
+                protocol: str, error: Optional[str] = None) -> bool:
     """Stores one hyperparameter-search trial; idempotent on (key, trial_id).
 
     A later write of the same trial replaces it, except that a failed trial does not
@@ -316,51 +305,52 @@ class ResultsStore:
     Raises:
       ValueError: a bad key, status or val_metric.
     """
-    row = _trial_row(model, dataset, regime, seed, protocol, trial_id, hparams=hparams,
-                     val_metric=val_metric, status=status, error=error)
+    row = _trial_row(TrialRecord(model, dataset, regime, seed, protocol, trial_id,
+                                 hparams=hparams, val_metric=val_metric, status=status,
+                                 error=error))
     return self._write(lambda conn: _upsert(conn, "trials", row, TRIAL_KEY_FIELDS))
 
   def trials(self, model: Optional[str] = None, dataset: Optional[str] = None,
              regime: Optional[str] = None, seed: Optional[int] = None,
              protocol: Optional[str] = None, *,
-             status: Optional[str] = None) -> list[dict[str, Any]]:
-    """Stored trials (dicts with the `put_trial` fields), sorted by key and trial_id."""
+             status: Optional[str] = None) -> list[TrialRecord]:
+    """Stored trials, sorted by key and trial_id."""
     where, params = where_clause(model=model, dataset=dataset, regime=regime, seed=seed,
                            protocol=protocol, status=status)
     rows = self._select(f"SELECT {', '.join(TRIAL_FIELDS)} FROM trials{where} "
                         f"ORDER BY {', '.join(KEY_FIELDS)}, trial_id", params)
-    return [{**dict(zip(TRIAL_FIELDS, row)),
-             "hparams": json.loads(row[TRIAL_FIELDS.index("hparams")])} for row in rows]
+    return [TrialRecord(**{**dict(zip(TRIAL_FIELDS, row)),
+                           "hparams": json.loads(row[TRIAL_FIELDS.index("hparams")])})
+            for row in rows]
 
   # Transferability scores (`--mode=score`).
 
-  def put_score(self, record: dict[str, Any]) -> None:
+  def put_score(self, record: Union[ScoreRecord, Mapping[str, Any]]) -> None:
     """Stores a `scoring.score_cell` row, replacing the key's previous row.
 
     Raises:
       ValueError: a key field or the scores are missing or invalid.
     """
-    record = check_score_record(record)
-    row = {**{k: record[k] for k in SCORE_KEY_FIELDS},
-           "scores": json.dumps(record["scores"], sort_keys=True),
-           "created_at": record.get("created_at"), "stored_at": _now(),
-           "record": json.dumps(record, sort_keys=True)}
+    record = ScoreRecord.from_json(record)
+    row = {**record.key._asdict(), "scores": json.dumps(dict(record.scores), sort_keys=True),
+           "created_at": record.created_at, "stored_at": _now(),
+           "record": json.dumps(record.to_json(), sort_keys=True)}
     self._write(lambda conn: conn.execute(
         f"INSERT OR REPLACE INTO scores ({', '.join(row)}) "
         f"VALUES ({', '.join('?' * len(row))})", tuple(row.values())))
 
   def get_score(self, model: str, dataset: str, seed: int,
-                protocol: str) -> Optional[dict[str, Any]]:
+                protocol: str) -> Optional[ScoreRecord]:
     """The score row stored under the key, or None."""
     rows = self._select("SELECT record FROM scores WHERE " + " AND ".join(
         f"{k} = ?" for k in SCORE_KEY_FIELDS), (model, dataset, seed, protocol))
-    return json.loads(rows[0][0]) if rows else None
+    return ScoreRecord.from_json(json.loads(rows[0][0])) if rows else None
 
   def score_records(self, *, model: Optional[str] = None,
-                    dataset: Optional[str] = None) -> list[dict[str, Any]]:
+                    dataset: Optional[str] = None) -> list[ScoreRecord]:
     """Stored score rows, sorted by key; each filter given must match."""
     where, params = where_clause(model=model, dataset=dataset)
-    return [json.loads(r[0]) for r in self._select(
+    return [ScoreRecord.from_json(json.loads(r[0])) for r in self._select(
         f"SELECT record FROM scores{where} ORDER BY {', '.join(SCORE_KEY_FIELDS)}", params)]
 
   # Export and merge.
@@ -392,9 +382,7 @@ class ResultsStore:
     if not isinstance(data, dict) or "results" not in data:
       raise ValueError(f"{path} is not an export_json file: expected an object with "
                        f"'results' (and 'trials').")
-    trials = [_trial_row(*({"protocol": "", **t}[k] for k in TRIAL_KEY_FIELDS),
-                         hparams=t["hparams"], val_metric=t["val_metric"], status=t["status"],
-                         error=t["error"])
+    trials = [_trial_row(TrialRecord.from_json({**t, "stored_at": None}))
               for t in data.get("trials", [])]
     stored = self.put_many(data["results"])
     self._write(lambda conn: [_upsert(conn, "trials", t, TRIAL_KEY_FIELDS) for t in trials])
@@ -438,17 +426,30 @@ def where_clause(**filters) -> tuple[str, tuple[Any, ...]]:
           tuple(given.values()))
 
 
-def _trial_row(model, dataset, regime, seed, protocol, trial_id, *, hparams, val_metric,
-               status, error):
-  trial = check_trial(model, dataset, regime, seed, protocol, trial_id, hparams=hparams,
-                      val_metric=val_metric, status=status, error=error)
-  return {**trial, "hparams": json.dumps(trial["hparams"]), "stored_at": _now()}
+def _trial_row(trial: TrialRecord) -> dict[str, Any]:
+  return {**trial.to_json(), "hparams": json.dumps(trial.to_json()["hparams"]),
+          "stored_at": _now()}
 
 
-def _result_row(record: dict[str, Any]) -> dict[str, Any]:
-  """The `results` table's columns of a checked record (`CSV_FIELDS`, plus stored_at)."""
-  return {**{k: record.get(k) for k in CSV_FIELDS[:-1]}, "stored_at": _now(),
-          "record": json.dumps(record, sort_keys=True)}
+def _result_row(record: ResultRecord) -> dict[str, Any]:
+  """The `results` table's columns of a record (`CSV_FIELDS`, plus stored_at)."""
+  data = record.to_json()
+  return {**{k: data.get(k) for k in CSV_FIELDS[:-1]}, "stored_at": _now(),
+          "record": json.dumps(data, sort_keys=True)}
+
+
+def load_record(path: str, text: str) -> ResultRecord:
+  """A stored record's JSON text, checked.
+
+  Raises:
+    StoreError: the row does not hold a valid record (edited or damaged by hand).
+  """
+  try:
+    return ResultRecord.from_json(json.loads(text))
+  except ValueError as e:  # JSONDecodeError is a ValueError.
+    raise storage.StoreError(
+        path, f"holds a record that is not valid ({e})",
+        "Restore the file from a backup, or remove the row's cell with --mode=forget") from e
 
 
 def write_csv_export(path: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -458,9 +459,11 @@ def write_csv_export(path: str, rows: Iterable[Sequence[Any]]) -> None:
     writer.writerows(rows)
 
 
-def write_json_export(path: str, records: list[dict], trials: list[dict],
-                      scores: list[dict]) -> int:
+def write_json_export(path: str, records: Sequence[ResultRecord],
+                      trials: Sequence[TrialRecord], scores: Sequence[ScoreRecord]) -> int:
   with storage.atomic_open(path) as f:
-    json.dump({"schema_version": SCHEMA_VERSION, "results": records, "trials": trials,
-               "scores": scores}, f, indent=1, sort_keys=True)
+    json.dump({"schema_version": SCHEMA_VERSION,
+               "results": [r.to_json() for r in records],
+               "trials": [t.to_json() for t in trials],
+               "scores": [s.to_json() for s in scores]}, f, indent=1, sort_keys=True)
   return len(records)
