@@ -37,7 +37,8 @@ class LoadResultsTest(absltest.TestCase):
     store.put_many([_logreg_record(), _failed_record()])
     df = tfhub_transfer.load_results(workdir)
     self.assertEqual(list(df.columns), [
-        "model", "dataset", "regime", "seed", "protocol", "status", "metric", "val_metric",
+        "model", "dataset", "regime", "seed", "protocol", "model_label", "dataset_label",
+        "status", "metric", "val_metric",
         "test_metric", "hparams.l2", "timings.extract_s", "timings.fit_s", "timings.total_s",
         "sizes.test", "sizes.train", "sizes.trainval", "sizes.val", "weights", "devices",
         "host", "created_at", "error"])

@@ -218,7 +218,7 @@ class WriteReportTest(absltest.TestCase):
       self.assertEqual(f.read().split(",")[0], "regime")
 
   def test_bad_input_says_what_to_pass(self):
-    with self.assertRaisesRegex(TypeError, r"results.ResultsStore\('w/results.sqlite'\)"):
+    with self.assertRaisesRegex(TypeError, r"merged.read_workdir\('w/results.sqlite'\)"):
       report.write_report("w/results.sqlite", self.out)
     with self.assertRaisesRegex(ValueError, "lacks"):
       report.write_report([{"model": "resnet_50"}], self.out)
@@ -436,7 +436,9 @@ class ImportTest(absltest.TestCase):
   def test_the_report_side_never_imports_tensorflow(self):
     self.assertEqual(tf_free.heavy_modules_after(
         "from tfhub_transfer.report import analyses, correlation, document, plots, "
-        "predictions, records, reference, results, sections, significance, storage, stores\n"
+        "reference, sections, significance, variants\n"
+        "from tfhub_transfer.results import merged, predictions, records, storage, store, "
+        "workdir\n"
         "from tfhub_transfer import cli, config, protocol, regimes, sweep"), [])
 
 

@@ -125,7 +125,8 @@ class ScoreStoreTest(absltest.TestCase):
       store.put_score(_score("a", "d", logme="high"))
     with self.assertRaisesRegex(ValueError, "seed"):
       store.put_score(_score("a", "d", seed="0", logme=1.0))
-    line = records.score_summary_line(_score("m", "d", knn=0.5, logme=0.734, hscore=None))
+    line = records.ScoreRecord.from_json(_score("m", "d", knn=0.5, logme=0.734,
+                                                hscore=None)).summary_line()
     self.assertIn("m / d (seed 0): logme=0.734 hscore=n/a knn=0.5", line)
 
 

@@ -39,6 +39,8 @@ def results_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
   rows, flattened = [], {field: set() for field in FLATTENED}
   for record in records:
     row = {column: record.get(column) for column in LEADING_COLUMNS + TRAILING_COLUMNS}
+    for field in ("model", "dataset"):  # Records made by hand may carry no labels.
+      row[f"{field}_label"] = record.get(f"{field}_label") or record.get(field)
     row["devices"] = ", ".join(record.get("devices") or ()) or None
     for field in FLATTENED:
       for name, value in (record.get(field) or {}).items():

@@ -177,6 +177,7 @@ class ResultRecord(_JsonMapping):
       return data
     if not isinstance(data, Mapping):
       raise ValueError(f"A results record must be a mapping, got {type(data).__name__}.")
+    data = {"protocol": "", **data}  # Records made by hand may leave the protocol out.
     missing = [k for k in KEY_FIELDS + ("status",) if k not in data]
     if missing:
       raise ValueError(f"Results record lacks {missing}; every record needs "
