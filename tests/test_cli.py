@@ -12,6 +12,7 @@ import tensorflow as tf
 from tests import fakes
 from tfhub_transfer import backbones
 from tfhub_transfer import cli
+from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import store as results
 from tfhub_transfer.results import merged as stores
 
@@ -144,15 +145,15 @@ class CliTest(tf.test.TestCase):
             "--workdir=" + workdir]
     first = run_cli(*cell, "--mode=plan")
     self.assertEqual(first.returncode, 0, first.stderr[-2000:])
-    protocol = first.stdout.split("[protocol ")[1].split("]")[0]
+    key = ExperimentConfig(model="resnet_50", dataset="dtd", regime="logreg", seed=1).cell
+    self.assertIn(f"protocol {key.protocol}", first.stdout)
     results.ResultsStore.for_workdir(workdir, host="a").put(
-        {"model": "resnet_50", "dataset": "dtd", "regime": "logreg", "seed": 1,
-         "protocol": protocol, "status": "ok", "metric": "top1", "val_metric": 0.5,
+        {**key._asdict(), "status": "ok", "metric": "top1", "val_metric": 0.5,
          "test_metric": 0.5})
     done = run_cli(*cell, "--mode=plan")
     self.assertEqual(done.stdout.splitlines(), [
-        f"to run  resnet_50 / dtd / logreg / 0 [protocol {protocol}]",
-        f"done    resnet_50 / dtd / logreg / 1 [protocol {protocol}]",
+        f"to run  resnet_50 / dtd / logreg / seed 0 / protocol {key.protocol}",
+        f"done    resnet_50 / dtd / logreg / seed 1 / protocol {key.protocol}",
         "plan: 2 cells, 1 already done, 1 to run"])
     self.assertLen(stores.read_workdir(workdir).records(), 1)  # Nothing ran.
 

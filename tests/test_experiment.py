@@ -150,7 +150,7 @@ class TrainedCellTest(tf.test.TestCase):
     for config in (short, long):
       experiment.run_experiment(config)
     store = results.ResultsStore.for_workdir(short.workdir)
-    rows = store.records(model=short.model_label, dataset="digits", regime="finetune")
+    rows = store.records(model=short.cell.model, dataset=short.cell.dataset, regime="finetune")
     self.assertLen(rows, 2)
     self.assertEqual({r["protocol_settings"]["train_steps"] for r in rows}, {10, 20})
     for config in (short, long):
@@ -167,7 +167,7 @@ class TrainedCellTest(tf.test.TestCase):
                           model_kwargs={"alpha": 0.25}, image_size=32)
     record = experiment.run_experiment(config).record
     self.assertEqual((record["status"], record["weights"]), ("ok", "random"))
-    self.assertEqual(record["model"], 'keras:MobileNet{"alpha":0.25}@32px')
+    self.assertEqual(record["model_label"], 'keras:MobileNet{"alpha":0.25}@32px')
 
   def test_nan_trial_is_recorded_not_fatal(self):
     tmp = self.get_temp_dir()

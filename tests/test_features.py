@@ -89,6 +89,19 @@ class EntryIntegrityTest(tf.test.TestCase):
         f.write("\x00\x17{not json")
     self._damage_and_reextract(garble, "meta.json is not a cache entry's")
 
+  def test_an_entry_without_checksums_is_extracted_again(self):
+    # Same-size garbage in an entry without checksums passed the size check and gave an ok
+    # row at 11.42% where the truth was 84.68%: such an entry is never trusted.
+    def strip_checksums(path):
+      with open(os.path.join(path, "meta.json")) as f:
+        meta = json.load(f)
+      del meta["files"]
+      with open(os.path.join(path, "meta.json"), "w") as f:
+        json.dump(meta, f)
+      with open(os.path.join(path, "features.f32"), "r+b") as f:
+        f.write(b"\x7f" * 96)  # Same size, other numbers.
+    self._damage_and_reextract(strip_checksums, "meta.json has no checksums of its files")
+
   def test_flipped_bytes_are_caught_by_the_checksum(self):
     def flip(path):
       with open(os.path.join(path, "features.f32"), "r+b") as f:

@@ -119,7 +119,7 @@ class SweepResumeTest(parameterized.TestCase):
                               on_result=reported.append)
     self.assertEqual((summary.done, summary.skipped, summary.failed), (2, 0, 1))
     (failure,) = summary.failures
-    self.assertIn(str(cells[1].cell), failure)
+    self.assertIn(sweep.cell_label(cells[1]), failure)
     self.assertIn("boom in seed 1", failure)
     self.assertEqual([r.record["seed"] for r in reported], [0, 2])  # Not the failed one.
     self.assertEqual(self._stored(), {0: ("ok", "first"), 1: ("failed", "first"),
@@ -166,9 +166,9 @@ class SweepResumeTest(parameterized.TestCase):
     base = ExperimentConfig(model="m", dataset="d", regime="logreg")
     grid = dict(models=("a", "b", "c"), datasets=("x", "y"), regimes=("logreg", "scratch"),
                 seeds=(0, 1))
-    everything = [c.cell for c in sweep.Grid(**grid).cells(base)]
+    everything = [c.names for c in sweep.Grid(**grid).cells(base)]
     self.assertLen(everything, 24)
-    shards = [[c.cell for c in sweep.Grid(**grid, shard=(i, 5)).cells(base)]
+    shards = [[c.names for c in sweep.Grid(**grid, shard=(i, 5)).cells(base)]
               for i in range(5)]
     self.assertCountEqual(sum(shards, []), everything)
     with self.assertRaisesRegex(ValueError, "--shard='3/3'"):
@@ -235,7 +235,7 @@ class SweepCliTest(tf.test.TestCase):
     self.assertEqual(done.returncode, 1)
     self.assertIn("sweep: 1 cells run, 0 already done, 1 failed", done.stdout)
     self.assertIn("FAILED", done.stderr)
-    by_dataset = {r["dataset"]: r for r in self._store().records()}
+    by_dataset = {r.dataset_label: r for r in self._store().records()}
     self.assertEqual(by_dataset["digits"]["status"], "ok")
     failed = by_dataset["stanford_cars"]
     self.assertEqual(failed["status"], "failed")
@@ -339,7 +339,7 @@ class StudyGridTest(tf.test.TestCase):
     # logreg does not depend on the budget: one cell per (size, seed), not two.
     logreg = [(c.examples_per_class, c.seed) for c in cells if c.regime == "logreg"]
     self.assertCountEqual(logreg, [(k, s) for k in (0, 2, 8) for s in (0, 1)])
-    self.assertLen({c.cell for c in cells}, len(cells))
+    self.assertLen({c.names for c in cells}, len(cells))
     # Empty lists keep the base config's values.
     (only,) = sweep.Grid(models=("a",), datasets=("x",), regimes=("finetune",)).cells(base)
     self.assertEqual((only.train_steps, only.examples_per_class), (7, 0))

@@ -272,6 +272,12 @@ class ExperimentConfig:
                  "dataset": identity_lib.dataset_source(self.dataset)})
 
   @property
+  def names(self) -> tuple[str, str, str, int, str]:
+    """The cell as the user named it: (model label, dataset, regime, seed, protocol id).
+    A grid lists cells by it; what was run is keyed by `cell`."""
+    return (self.model_label, self.dataset, self.regime, self.seed, self.protocol)
+
+  @property
   def cell(self) -> identity_lib.CellKey:
     """The results-store key: content identities of the model and the dataset, regime, seed
     and protocol id (`identity`)."""

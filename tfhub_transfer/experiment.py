@@ -28,7 +28,7 @@ class ExperimentFailed(RuntimeError):
   """A cell failed; its record (status `failed`, with the error) is already stored."""
 
   def __init__(self, record: ResultRecord):
-    super().__init__(record.error)
+    super().__init__(record["error"])
     self.record = record
 
 

@@ -64,7 +64,7 @@ class Grid:
     for d, m, r, k, t, s in grid:
       config = dataclasses.replace(base, model=m, dataset=d, regime=r, examples_per_class=k,
                                    train_steps=t, seed=s)
-      cells.setdefault(config.cell, config)
+      cells.setdefault(config.names, config)
     index, count = self.shard
     return list(cells.values())[index::count]
 

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from typing import Optional
 
 from absl import logging
@@ -276,9 +277,8 @@ def _validated(files, nested, key: str, cache_dir: Optional[str]) -> FolderListi
   """The validated listing of `files` (memoised per process, and on disk in `cache_dir`);
   logs why each skipped file is skipped, once per process."""
   path = os.path.join(cache_dir, f"{key}.json") if cache_dir else None
-  if path and os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  saved = _read_saved_listing(path) if path and os.path.exists(path) else None
+  if saved is not None:
     logging.info("Folder listing %s: validated before (%s).", key, path)
   else:
     saved = _validate(files)
@@ -295,6 +295,31 @@ def _validated(files, nested, key: str, cache_dir: Optional[str]) -> FolderListi
     logging.warning("Skipping %s: %s.", file_path, reason)
   return FolderListing(key=key, train=_pairs(saved["train"]), val=_pairs(saved["val"]),
                        test=_pairs(saved["test"]), skipped=tuple(skipped))
+
+
+def _read_saved_listing(path: str) -> Optional[dict]:
+  """A listing saved by an earlier run; None, after moving the file aside with one log line
+  naming it, when it is not one (garbled, truncated, edited): the folder is validated anew."""
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    if not isinstance(saved, dict) or saved.get("format") != LISTING_FORMAT:
+      raise ValueError(f"not a listing of format {LISTING_FORMAT}")
+    for role in ("train", "val", "test"):
+      _pairs(saved[role])
+    for file_path, reason in saved["skipped"]:
+      if not isinstance(file_path, str) or not isinstance(reason, str):
+        raise ValueError("a skipped entry is not (path, reason)")
+    return saved
+  except (OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError: a ValueError.
+    aside = f"{path}.corrupt-{int(time.time())}"
+    try:
+      os.replace(path, aside)
+    except OSError:
+      aside = "(could not be moved aside)"
+    logging.warning("Folder listing %s is damaged (%s: %s); moved to %s, validating the "
+                    "folder again.", path, type(e).__name__, e, aside)
+    return None
 
 
 def _validate(files) -> dict:

@@ -329,8 +329,7 @@ def _top1_rows(report, models) -> list[list]:
           for m in _ordered_models(report, models)]
 
 
-def write_report(store_or_records: Union[store_lib.ResultsStore, merged.WorkdirResults,
-                                        Iterable[Mapping[str, Any]]],
+def write_report(store_or_records: Union[merged.ResultsReader, Iterable[Mapping[str, Any]]],
                  out_dir: str, *, imagenet_top1: Optional[Mapping[str, float]] = None,
                  bootstrap_samples: int = correlation.BOOTSTRAP_SAMPLES,
                  seed: int = 0, store_dir: Optional[str] = None,

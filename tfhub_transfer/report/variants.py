@@ -55,21 +55,30 @@ def for_display(records: Sequence[Mapping[str, Any]],
   """
   rows = [dict(r) for r in records]
   score_rows = [dict(s) for s in scores]
-  models = _labels(rows + score_rows, "model")
-  datasets = _labels(rows + score_rows, "dataset")
   latest: dict[tuple, Mapping[str, Any]] = {}
   for row in rows:
     group = _source_group(row)
     if group not in latest or (row.get("created_at") or "") > (
         latest[group].get("created_at") or ""):
       latest[group] = row
+  stale = [(row["model"], row["dataset"]) != (latest[_source_group(row)]["model"],
+                                              latest[_source_group(row)]["dataset"])
+           for row in rows]
+  shown = [row for row, old in zip(rows, stale) if not old] + score_rows
+  models, datasets = _labels(shown, "model"), _labels(shown, "dataset")
+  # A superseded row's identity is in no table: its label, with a hash where a current row
+  # shows the same label.
+  for row, old in zip(rows, stale):
+    for names, field in ((models, "model"), (datasets, "dataset")):
+      if old and row[field] not in names:
+        label = row.get(f"{field}_label") or row[field]
+        names[row[field]] = (f"{label}#{_short(row[field])}" if label in names.values()
+                             else label)
   current, superseded = [], []
-  for row in rows:
-    newest = latest[_source_group(row)]
-    stale = (row["model"], row["dataset"]) != (newest["model"], newest["dataset"])
-    shown = {**row, "model_id": row["model"], "dataset_id": row["dataset"],
-             "model": models[row["model"]], "dataset": datasets[row["dataset"]]}
-    (superseded if stale else current).append(shown)
+  for row, old in zip(rows, stale):
+    labelled = {**row, "model_id": row["model"], "dataset_id": row["dataset"],
+                "model": models[row["model"]], "dataset": datasets[row["dataset"]]}
+    (superseded if old else current).append(labelled)
   labelled_scores = [{**s, "model_id": s["model"], "dataset_id": s["dataset"],
                       "model": models[s["model"]], "dataset": datasets[s["dataset"]]}
                      for s in score_rows]

@@ -13,7 +13,7 @@ import os
 import shutil
 import sqlite3
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Protocol
 
 from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.results import store as results
@@ -22,6 +22,40 @@ from tfhub_transfer.results import workdir as workdir_lib
 from tfhub_transfer.results.records import KEY_FIELDS, SCORE_KEY_FIELDS, TRIAL_KEY_FIELDS
 from tfhub_transfer.results.records import ResultRecord, ScoreRecord, TrialRecord
 from tfhub_transfer.results.store import TRIAL_FIELDS
+
+class ResultsReader(Protocol):
+  """What both readers offer: one host's file (`store.ResultsStore`) and a workdir's files
+  read together (`WorkdirResults`). The report, sweeps and `--mode=score` read through it."""
+
+  @property
+  def directory(self) -> str: ...
+
+  def records(self, status: Optional[str] = None, *, model: Optional[str] = None,
+              dataset: Optional[str] = None,
+              regime: Optional[str] = None) -> list[ResultRecord]: ...
+
+  def get(self, model: str, dataset: str, regime: str, seed: int,
+          protocol: str) -> Optional[ResultRecord]: ...
+
+  def has_ok(self, model: str, dataset: str, regime: str, seed: int, protocol: str) -> bool: ...
+
+  def trials(self, model: Optional[str] = None, dataset: Optional[str] = None,
+             regime: Optional[str] = None, seed: Optional[int] = None,
+             protocol: Optional[str] = None, *,
+             status: Optional[str] = None) -> list[TrialRecord]: ...
+
+  def score_records(self, *, model: Optional[str] = None,
+                    dataset: Optional[str] = None) -> list[ScoreRecord]: ...
+
+  def get_score(self, model: str, dataset: str, seed: int,
+                protocol: str) -> Optional[ScoreRecord]: ...
+
+  def load_predictions(self, record: ResultRecord) -> Optional[predictions_lib.Predictions]: ...
+
+  def export_csv(self, path: str) -> int: ...
+
+  def export_json(self, path: str) -> int: ...
+
 
 _READ_RETRIES = 5  # A file another host is writing may read torn for a moment over NFS.
 
