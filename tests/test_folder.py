@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from tests import dummy_data_images as dummy
 from tests import fakes
+from tests import test_cli
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
@@ -254,6 +255,81 @@ class SplitsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(reference.format, "WEBP")
         expected = np.asarray(reference.convert("RGB"))
       self.assertAllEqual(pipeline.decode_rgb(tf.constant(encoded)), expected)
+
+
+class SmallFolderTest(parameterized.TestCase):
+  """Split sizes are counted per class before any work: an empty split is refused, a tiny
+  one is a warning that the result records."""
+
+  def setUp(self):
+    super().setUp()
+    folder._validated.cache_clear()  # pylint: disable=protected-access
+
+  def _cli(self, root):
+    workdir = self.create_tempdir().full_path
+    code, lines = test_cli.run_in_process(
+        "--model=mobilenet_v1", "--dataset=folder:" + root, "--regime=logreg",
+        "--weights=random", "--workdir=" + workdir)
+    self.assertEqual(results.store_paths(workdir), [])  # No row: nothing ran.
+    return code, lines
+
+  def test_zero_images_per_class_is_refused_naming_the_class(self):
+    root = self.create_tempdir().full_path
+    for name in _CLASSES:
+      os.makedirs(os.path.join(root, name))
+    code, lines = self._cli(root)
+    self.assertEqual(code, 2)
+    self.assertLen(lines, 1)
+    self.assertIn(f"the class folder {os.path.join(root, 'cat')} has no usable image (empty",
+                  lines[0])
+
+  def test_one_image_per_class_is_refused_naming_the_class_and_the_minimum(self):
+    root = self.create_tempdir().full_path
+    _write_split(root, "", per_class=1, first_seed=0)
+    code, lines = self._cli(root)
+    self.assertEqual(code, 2)
+    self.assertEqual(lines, [
+        f"tfhub_transfer: --dataset=folder:{root}: the validation split would be empty (seed "
+        f"0): "
+        f"class 'cat' has 1 usable image(s), and the flat layout needs at least 7 per class "
+        f"(one for each split it draws); add images to the smaller classes."])
+
+  def test_two_images_per_class_warn_and_the_result_records_it(self):
+    root = self.create_tempdir().full_path
+    _write_split(root, "", per_class=2, first_seed=0)
+    splits = _load(root, seed=0)
+    # By hand: 6 images; test is round(0.2 * 6) = 1 of them, validation round(0.2 * 5) = 1.
+    self.assertEqual(splits.sizes, {"train": 4, "val": 1, "trainval": 5, "test": 1})
+    warnings = splits.info["warnings"]
+    self.assertLen(warnings, 2)
+    self.assertStartsWith(warnings[0], "the validation split has only 1 image(s) (seed 0): "
+                                       "its accuracy moves in steps of 100%; 2 class(es) have "
+                                       "no validation image (")
+    self.assertStartsWith(warnings[1], "the test split has only 1 image(s) (seed 0)")
+    self.assertEndsWith(warnings[1], "; 7 images per class give each one)")
+
+  @parameterized.parameters((5, 0), (7, 0), (7, 3), (30, 1))
+  def test_counted_sizes_are_the_splits_drawn(self, per_class, seed):
+    root = self.create_tempdir().full_path
+    _write_split(root, "", per_class=per_class, first_seed=0)
+    splits = _load(root, seed=seed)
+    layout = folder.describe_layout(root)
+    sizes = folder.split_sizes(layout, folder.scan_folder(layout), test_fraction=0.2,
+                               test_seed=datasets.FOLDER_TEST_SEED, val_fraction=0.2, seed=seed)
+    for split in ("train", "val", "test"):
+      drawn = collections.Counter(_examples(getattr(splits, split)).values())
+      self.assertEqual([drawn[c] for c in range(len(_CLASSES))], list(sizes[split]), split)
+
+  def test_the_minimum_gives_every_class_every_split_whatever_the_seed(self):
+    layout = folder.FolderLayout("/r", "flat", "/r", None, None, _CLASSES)
+    need = folder.min_images_per_class(layout, test_fraction=0.2, val_fraction=0.2)
+    self.assertEqual(need, 7)
+    listing = folder.FolderListing("k", tuple((f"{c}/{i}", c) for c in range(3)
+                                              for i in range(need)), (), (), ())
+    for seed in range(20):
+      sizes = folder.split_sizes(layout, listing, test_fraction=0.2, test_seed=0,
+                                 val_fraction=0.2, seed=seed)
+      self.assertTrue(all(min(per_class) >= 1 for per_class in sizes.values()), seed)
 
 
 class ScanOnceTest(parameterized.TestCase):

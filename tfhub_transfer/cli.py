@@ -317,18 +317,23 @@ def _grid():
     regime_flag = ["logreg"]
   from tfhub_transfer import backbones  # pylint: disable=g-import-not-at-top
   from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
+  from tfhub_transfer.data import folder  # pylint: disable=g-import-not-at-top
   _require_grid_flags(regime_flag)
   kwargs = FrozenKwargs.parse(_MODEL_KWARGS.value)
   for model in _MODEL.value:
     spec = backbones.check_backbone(model, model_kwargs=kwargs, image_size=_IMAGE_SIZE.value,
                                     weights=_WEIGHTS.value)
     _check_fits_memory(spec)
+  seeds = _ints(_SEEDS.value, "seeds")
   for dataset in _DATASET.value:
-    datasets.get_dataset_spec(dataset)
+    spec = datasets.get_dataset_spec(dataset)
+    if spec.source == datasets.FOLDER:  # Its images are validated once, for the cells too.
+      datasets.check_folder_splits(spec, seeds=seeds, cache_dir=os.path.join(
+          _WORKDIR.value, folder.LISTINGS_DIR))
   for regime in regime_flag:
     regimes.get_regime_spec(regime)
   return sweep.Grid(models=tuple(_MODEL.value), datasets=tuple(_DATASET.value),
-                    regimes=tuple(regime_flag), seeds=_ints(_SEEDS.value, "seeds"),
+                    regimes=tuple(regime_flag), seeds=seeds,
                     shard=sweep.parse_shard(_SHARD.value),
                     examples_per_class=_counts(_EXAMPLES_PER_CLASS),
                     train_steps=_counts(_TRAIN_STEPS))

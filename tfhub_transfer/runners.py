@@ -25,6 +25,7 @@ from tfhub_transfer import regimes
 from tfhub_transfer import logreg
 from tfhub_transfer import metrics
 from tfhub_transfer.data import datasets
+from tfhub_transfer.data import folder
 from tfhub_transfer.data import loading
 from tfhub_transfer.data import pipeline
 from tfhub_transfer import training
@@ -172,7 +173,7 @@ def load_cell(config: ExperimentConfig, *,
     splits = loading.load_splits(dataset, data_dir=config.data_dir,
                                  manual_dir=config.manual_dir, seed=config.seed,
                                  max_examples=config.max_examples,
-                                 folder_cache_dir=os.path.join(config.workdir, "folders"),
+                                 folder_cache_dir=os.path.join(config.workdir, folder.LISTINGS_DIR),
                                  examples_per_class=config.examples_per_class)
   return CellContext(
       config=config, backbone=backbone, dataset=dataset, splits=splits,

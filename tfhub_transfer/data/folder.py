@@ -21,7 +21,12 @@ fit: it lists only .jpg/.jpeg/.png names (WebP, GIF and BMP files are dropped si
 validates nothing (one corrupt JPEG fails the run when the pipeline reaches it), finds no
 split in a flat folder, and gives a class that only test/ has a label of its own.
 
-TF-free (`os` and PIL), so `--list_datasets` and flag checks stay fast.
+Before any work, `check_split_sizes` counts each class's images in each split the layout's
+rule makes (the same draws as the reader's): a split left empty is refused, naming the
+smallest class and how many images per class the layout needs; a tiny split, or a class
+without validation or test images, is a warning that each result records.
+
+TF-free (`os`, numpy and PIL), so `--list_datasets` and flag checks stay fast.
 """
 
 import collections
@@ -30,13 +35,16 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
-from typing import Optional
+from typing import Optional, Sequence
 
 from absl import logging
+import numpy as np
 
 from tfhub_transfer import progress
+from tfhub_transfer.data import splits as splits_lib
 
 # PIL format names of the encodings tf.io.decode_image decodes.
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
@@ -45,6 +53,10 @@ VAL_DIRS = ("val", "valid", "validation")
 TEST_DIR = "test"
 SPLIT_DIRS = (TRAIN_DIR,) + VAL_DIRS + (TEST_DIR,)
 LISTING_FORMAT = 1  # Bump when validation changes what a cached listing holds.
+LISTINGS_DIR = "folders"  # Under the workdir: validated listings (`scan_folder`'s cache_dir).
+# A split with fewer images is tiny: its accuracy moves in steps of 10% or more (a warning,
+# recorded in each result's `splits.warnings`).
+TINY_SPLIT = 10
 
 # How a layout becomes the train / val / test splits, by the split folders it has.
 RULES = {
@@ -317,3 +329,112 @@ def _validate(files) -> dict:
 
 def _pairs(rows) -> tuple[tuple[str, int], ...]:
   return tuple((str(path), int(label)) for path, label in rows)
+
+
+_SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def split_sizes(layout: FolderLayout, listing: FolderListing, *, test_fraction: float,
+                test_seed: int, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+  """Per-class image counts of the train, val and test splits the layout's rule makes.
+
+  The counts of the draws `readers.FolderReader` (test, seed `test_seed`) and
+  `loading.load_splits` (validation, the experiment seed) make: `splits.heldout_counts`
+  with the seeded generator `splits.stratified_split` uses, so no image is read.
+  """
+  num_classes = len(layout.class_names)
+
+  def count(pairs):
+    return np.bincount([label for _, label in pairs], minlength=num_classes).astype(np.int64)
+
+  train = count(listing.train)
+  if layout.test_dir is None:
+    test = _heldout(train, test_fraction, test_seed)
+    train = train - test
+  else:
+    test = count(listing.test)
+  if layout.val_dir is None:
+    val = _heldout(train, val_fraction, seed)
+    train = train - val
+  else:
+    val = count(listing.val)
+  return {"train": train, "val": val, "test": test}
+
+
+def _heldout(counts, fraction, seed):
+  """`splits.stratified_split`'s per-class counts (over the classes present, in order)."""
+  held = np.zeros_like(counts)
+  present = counts > 0
+  held[present] = splits_lib.heldout_counts(counts[present], fraction=fraction,
+                                            rng=np.random.default_rng(seed))
+  return held
+
+
+def min_images_per_class(layout: FolderLayout, *, test_fraction: float,
+                         val_fraction: float) -> int:
+  """The fewest images a class of `train_dir` needs so that every draw leaves it one image
+  in each split the layout draws from it (a held-out fraction f gives a class of m images
+  floor(f * m) of them, or one more)."""
+  fractions = [f for f, drawn in ((test_fraction, layout.test_dir is None),
+                                  (val_fraction, layout.val_dir is None)) if drawn]
+  n = 1
+  while True:
+    left, ok = n, True
+    for fraction in fractions:
+      ok = ok and math.floor(fraction * left) >= 1
+      left -= min(math.floor(fraction * left) + 1, left - 1)
+    if ok and left >= 1:
+      return n
+    n += 1
+
+
+def check_split_sizes(layout: FolderLayout, listing: FolderListing, *, seeds: Sequence[int],
+                      test_fraction: float, test_seed: int,
+                      val_fraction: float) -> tuple[str, ...]:
+  """Refuses a folder whose layout would leave a split empty; returns warnings of tiny ones.
+
+  Args:
+    layout, listing: the folder (`describe_layout`, `scan_folder`).
+    seeds: the experiment seeds to run (each draws its own validation split).
+    test_fraction, test_seed, val_fraction: the dataset spec's draws.
+
+  Returns:
+    One line per warning: a split under `TINY_SPLIT` images, a class with no validation or
+    test image.
+
+  Raises:
+    ValueError: a split would be empty (one line naming the smallest class and the images
+      per class the layout needs).
+  """
+  flag = _flag(layout.root)
+  need = min_images_per_class(layout, test_fraction=test_fraction, val_fraction=val_fraction)
+  warnings = []
+  for seed in seeds:
+    sizes = split_sizes(layout, listing, test_fraction=test_fraction, test_seed=test_seed,
+                        val_fraction=val_fraction, seed=seed)
+    total = sizes["train"] + sizes["val"] + sizes["test"]
+    for split, per_class in sizes.items():
+      if not per_class.sum():
+        smallest = int(np.argmin(total))
+        raise ValueError(
+            f"{flag}: the {_SPLIT_WORDS[split]} split would be empty (seed {seed}): class "
+            f"{layout.class_names[smallest]!r} has {total[smallest]} usable image(s), and the "
+            f"{layout.kind} layout needs at least {need} per class (one for each split it "
+            f"draws); add images to the smaller classes.")
+    for split in ("val", "test"):  # The splits that are measured.
+      per_class, word = sizes[split], _SPLIT_WORDS[split]
+      missing = [name for name, n in zip(layout.class_names, per_class) if not n]
+      line = None
+      if per_class.sum() < TINY_SPLIT:
+        line = (f"the {word} split has only {per_class.sum()} image(s) (seed {seed}): its "
+                f"accuracy moves in steps of {1 / per_class.sum():.0%}")
+      if missing:
+        drawn = {"val": layout.val_dir, "test": layout.test_dir}[split] is None
+        line = (line + "; " if line else f"seed {seed}: ") + (
+            f"{len(missing)} class(es) have no {word} image ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}"
+            + (f"; {need} images per class give each one)" if drawn else ")"))
+      if line and line not in warnings:
+        warnings.append(line)
+        logging.warning("%s: %s.", flag, line)
+  return tuple(warnings)
