@@ -4,6 +4,8 @@ import collections
 import io
 import os
 import re
+import struct
+import zlib
 
 from absl.testing import parameterized
 import numpy as np
@@ -255,6 +257,56 @@ class SplitsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(reference.format, "WEBP")
         expected = np.asarray(reference.convert("RGB"))
       self.assertAllEqual(pipeline.decode_rgb(tf.constant(encoded)), expected)
+
+
+def _png_header_only(width, height):
+  """A PNG whose header claims width x height RGB pixels (a few bytes: no pixel data)."""
+  def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0,
+                                                                0, 0))
+          + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+class UnreadableFileTest(parameterized.TestCase):
+  """A file that cannot be read is skipped with its reason; a bad folder name is one line."""
+
+  def setUp(self):
+    super().setUp()
+    folder._validated.cache_clear()  # pylint: disable=protected-access
+
+  def test_bomb_loop_and_non_utf8_file_are_skipped_with_reasons(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path)
+    with open(os.path.join(root, "cat", "huge.png"), "wb") as f:
+      f.write(_png_header_only(20000, 20000))
+    os.symlink("loop.jpg", os.path.join(root, "dog", "loop.jpg"))  # Points at itself: ELOOP.
+    with open(os.fsencode(os.path.join(root, "owl")) + b"/caf\xe9.jpg", "wb") as f:
+      f.write(dummy.encode(dummy.gradient_image(12, 16, seed=99), "JPEG"))
+    with self.assertLogs("absl", level="WARNING") as logs:
+      splits = _load(root, seed=0)
+    self.assertEqual(splits.info["skipped_files"], 3)
+    self.assertEqual(splits.info["skipped_reasons"], {
+        "its name is not UTF-8": 1, "too large to decode": 1, "unreadable": 1})
+    for name, reason in (("huge.png", "too large to decode (Image size (400000000 pixels) "
+                                      "exceeds limit of"),
+                         ("loop.jpg", "unreadable (Too many levels of symbolic links)"),
+                         ("caf", "its name is not UTF-8 (rename it)")):
+      self.assertTrue(any(f"{os.sep}{name}" in line and reason in line
+                          for line in logs.output), name)
+    self.assertEqual(splits.sizes["trainval"] + splits.sizes["test"], 30)  # The 30 good ones.
+
+  def test_a_class_folder_name_that_is_not_utf8_is_one_line(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path)
+    os.rename(os.path.join(root, "owl"), os.fsencode(root) + b"/\xe9t\xe9")
+    code, lines = test_cli.run_in_process(
+        "--model=mobilenet_v1", "--dataset=folder:" + root, "--regime=logreg",
+        "--weights=random", "--workdir=" + self.create_tempdir().full_path)
+    self.assertEqual(code, 2)
+    self.assertEqual(lines, [
+        f"tfhub_transfer: --dataset=folder:{root}: the class folder name b'\\xe9t\\xe9' in "
+        f"{root!r} is not UTF-8, so it cannot be a label; rename it (e.g. convmv -f latin1 -t "
+        f"utf8 --notest)."])
 
 
 class SmallFolderTest(parameterized.TestCase):

@@ -174,6 +174,12 @@ def describe_layout(root: str) -> FolderLayout:
 
 def _checked(layout: FolderLayout, expected: str) -> FolderLayout:
   flag = _flag(layout.root)
+  for split_dir in (d for d in (layout.train_dir, layout.val_dir, layout.test_dir) if d):
+    for name in _subdirs(split_dir):
+      if not _is_utf8(name):
+        raise ValueError(f"{flag}: the class folder name {os.fsencode(name)!r} in {split_dir!r} "
+                         f"is not UTF-8, so it cannot be a label; rename it (e.g. convmv -f "
+                         f"latin1 -t utf8 --notest).")
   if not layout.class_names:
     raise FileNotFoundError(
         f"{flag}: no class sub-folders in {layout.train_dir}. Put each class's images in "
@@ -192,11 +198,25 @@ def _checked(layout: FolderLayout, expected: str) -> FolderLayout:
   return layout
 
 
+def _is_utf8(name: str) -> bool:
+  """Whether a name os.listdir gave is valid UTF-8 (other bytes come as lone surrogates)."""
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError:
+    return False
+  return True
+
+
 def check_image(path: str) -> Optional[str]:
   """Returns why `path` is not a usable image (a short plain phrase), or None if it is."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  if os.path.getsize(path) == 0:
-    return "empty file"
+  if not _is_utf8(path):
+    return "its name is not UTF-8 (rename it)"
+  try:
+    if os.path.getsize(path) == 0:
+      return "empty file"
+  except OSError as e:  # A symlink loop (ELOOP), a dangling link, no permission.
+    return f"unreadable ({e.strerror})"
   try:
     with Image.open(path) as image:
       image_format = image.format
@@ -208,6 +228,8 @@ def check_image(path: str) -> Optional[str]:
         return f"corrupt {image_format} ({e})"
   except Image.UnidentifiedImageError:
     return "not an image"
+  except Image.DecompressionBombError as e:  # Its size alone: nothing is decoded.
+    return f"too large to decode ({str(e).split(', could be')[0]}; downscale it)"
   except (OSError, SyntaxError, ValueError) as e:  # A header PIL knows but cannot parse.
     return "truncated image" if "truncated" in str(e).lower() else f"corrupt image ({e})"
   if image_format not in DECODABLE_FORMATS:
@@ -217,8 +239,9 @@ def check_image(path: str) -> Optional[str]:
 
 
 def _list_files(layout: FolderLayout):
-  """Every candidate file: (role, label, path, size, mtime_ns), and nested folders."""
-  files, nested = [], []
+  """Every candidate file: (role, label, path, size, mtime_ns); and (path, reason) of the
+  entries that are not (nested folders, unreadable links)."""
+  files, unlisted = [], []
   for role, split_dir in (("train", layout.train_dir), ("val", layout.val_dir),
                           ("test", layout.test_dir)):
     if split_dir is None:
@@ -231,12 +254,17 @@ def _list_files(layout: FolderLayout):
       for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
         if entry.name.startswith("."):
           continue
-        if entry.is_dir():
-          nested.append(entry.path)
-        else:
+        try:
+          if entry.is_dir():
+            unlisted.append((entry.path, "a folder inside a class folder (its files are not "
+                                         "read)"))
+            continue
           stat = entry.stat()
-          files.append((role, label, entry.path, stat.st_size, stat.st_mtime_ns))
-  return tuple(files), tuple(nested)
+        except OSError as e:  # A symlink loop (ELOOP), a dangling link, no permission.
+          unlisted.append((entry.path, f"unreadable ({e.strerror})"))
+          continue
+        files.append((role, label, entry.path, stat.st_size, stat.st_mtime_ns))
+  return tuple(files), tuple(unlisted)
 
 
 def listing_key(files) -> str:
@@ -258,11 +286,11 @@ def scan_folder(layout: FolderLayout, *, cache_dir: Optional[str] = None) -> Fol
   Raises:
     ValueError: a class folder has no usable image.
   """
-  files, nested = _list_files(layout)
-  listing = _validated(files, nested, listing_key(files), cache_dir)
+  files, unlisted = _list_files(layout)
+  listing = _validated(files, unlisted, listing_key(files), cache_dir)
   if listing.skipped:
     logging.warning("%s: %d unusable file(s) of %d skipped (listing %s).", _flag(layout.root),
-                    len(listing.skipped), len(files) + len(nested), listing.key)
+                    len(listing.skipped), len(files) + len(unlisted), listing.key)
   _check_every_class_has_images(layout, files, listing)
   return listing
 
@@ -284,7 +312,7 @@ def _check_every_class_has_images(layout, files, listing):
 
 
 @functools.lru_cache(maxsize=8)
-def _validated(files, nested, key: str, cache_dir: Optional[str]) -> FolderListing:
+def _validated(files, unlisted, key: str, cache_dir: Optional[str]) -> FolderListing:
   """The validated listing of `files` (memoised per process, and on disk in `cache_dir`);
   logs why each skipped file is skipped, once per process."""
   path = os.path.join(cache_dir, f"{key}.json") if cache_dir else None
@@ -300,9 +328,7 @@ def _validated(files, nested, key: str, cache_dir: Optional[str]) -> FolderListi
                                        delete=False) as f:
         json.dump(saved, f)
       os.replace(f.name, path)  # Atomic: a reader sees the whole listing or none.
-  skipped = [tuple(row) for row in saved["skipped"]] + [
-      (folder_path, "a folder inside a class folder (its files are not read)")
-      for folder_path in nested]
+  skipped = [tuple(row) for row in saved["skipped"]] + list(unlisted)
   for file_path, reason in skipped:
     logging.warning("Skipping %s: %s.", file_path, reason)
   return FolderListing(key=key, train=_pairs(saved["train"]), val=_pairs(saved["val"]),
