@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from tfhub_transfer import faults
 from tfhub_transfer import regimes
 from tfhub_transfer import sweep
 from tfhub_transfer.config import (BOUNDS, PRECISIONS, STRATEGIES, TUNERS, ExperimentConfig,
@@ -396,10 +397,13 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
   try:
     return _dispatch()
-  except storage.StoreError as e:  # A damaged, read-only or full store; the report's disk.
-    print(f"tfhub_transfer: {e}", file=sys.stderr)
+  except (storage.StoreError, faults.MachineFault) as e:  # A damaged, read-only or full
+    print(f"tfhub_transfer: {e}", file=sys.stderr)  # store or disk: the machine's fault.
     return 1
   except (UsageError, ValueError, OSError) as e:  # Bad names or values, a missing folder.
+    if faults.is_disk_full(e):  # A full disk that no layer named.
+      print(f"tfhub_transfer: {faults.describe_disk_full(e)}", file=sys.stderr)
+      return 1
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:  # Ctrl-C: finished cells, trials and caches are kept.

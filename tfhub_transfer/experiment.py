@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfhub_transfer import backbones
+from tfhub_transfer import faults
 from tfhub_transfer import runners
 from tfhub_transfer import training
 from tfhub_transfer import tuning
@@ -111,6 +112,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
 
   Raises:
     ExperimentFailed: the cell failed; its failure record was stored first.
+    faults.MachineFault: the disk is full; nothing is stored (not the cell's failure).
     ValueError: the config names an unknown model, dataset or regime (nothing is run).
   """
   # Names are checked before anything runs: an unknown one raises, and stores nothing.
@@ -134,6 +136,8 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
                  replicas=strategy.num_replicas_in_sync)
     logging.info("Cell %s: %s", cell_id(config), facts["sizes"])
     outcome = regime.get_runner()(ctx)
+  except faults.MachineFault:  # A full disk is not the cell's failure: no row, the run stops.
+    raise
   except Exception as e:  # Any failure (OOM and other TF errors too) is recorded, re-raised.
     record = _record(config, metric=dataset.metric, outcome=None, error=e,
                      seconds=time.perf_counter() - start, facts=facts)
