@@ -248,7 +248,7 @@ def _check_numbers(values, *, kind, valid, expected):
 def _bounded(flag, field, *, empty_means_zero=False):
   """Validates an integer flag, or each item of a list flag, with `config.BOUNDS[field]`."""
   bound = BOUNDS[field]
-  if isinstance(flag.value, list):
+  if isinstance(flag.default, list):
     def check(values):
       if not values and not empty_means_zero:
         raise ValueError(f"no value given; expected {bound.describe()}, e.g. --{flag.name}=0")
