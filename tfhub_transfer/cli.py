@@ -447,6 +447,9 @@ def _dispatch() -> int:
       keep_all=flags.FLAGS["verbosity"].value > 0))
   grid = _grid()
   config = base_config(grid)
+  if "KERASTUNER_ORACLE_IP" in os.environ:  # A chief or worker of a distributed search.
+    from tfhub_transfer import oracle_auth  # pylint: disable=g-import-not-at-top
+    oracle_auth.token_from_env()  # Its secret is set, or one line before the first cell.
   if _MODE.value == "plan":
     return _plan(grid.cells(config))
   if _MODE.value == "score":

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from absl import logging
 
+from tfhub_transfer import oracle_auth
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import records
 from tfhub_transfer.report import stores
@@ -119,6 +120,7 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
   base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1",
                   KERASTUNER_ORACLE_PORT=str(port or free_port()),
                   TF_FORCE_GPU_ALLOW_GROWTH="true")
+  base_env[oracle_auth.TOKEN_ENV] = oracle_auth.new_token()  # This search's secret.
   command = role_command(args)
   envs = {"chief": dict(base_env, KERASTUNER_TUNER_ID="chief")}
   for i, gpus in enumerate(pinning):
