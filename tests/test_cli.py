@@ -297,6 +297,19 @@ class RunOutputTest(tf.test.TestCase):
     self.assertIn("digits / finetune (seed 0): test top1 =", done.stdout)
 
   def test_ctrl_c_prints_one_line_and_exits_130(self):
+    rest = self._signal_mid_training(signal.SIGINT, expect_code=130)
+    self.assertEqual(rest.strip().splitlines()[-1], cli.INTERRUPTED)
+
+  def test_sigterm_prints_one_line_and_exits_143(self):
+    rest = self._signal_mid_training(signal.SIGTERM, expect_code=143)
+    self.assertEqual(rest.strip().splitlines()[-1], cli.TERMINATED)
+    # State as after Ctrl-C: no failed row, no failed trial; a rerun resumes the trial.
+    stored = stores.read_workdir(os.path.join(self.get_temp_dir(), "work"))
+    self.assertEmpty(stored.records())
+    self.assertEmpty(stored.trials())
+
+  def _signal_mid_training(self, signum, *, expect_code):
+    """Runs a long trial, sends `signum` once it trains; the output after it."""
     tmp = self.get_temp_dir()
     process = subprocess.Popen(
         [sys.executable, "-m", "tfhub_transfer.cli",
@@ -311,15 +324,16 @@ class RunOutputTest(tf.test.TestCase):
           break
       self.assertTrue(seen and "training 100000 steps." in seen[-1], "".join(seen)[-3000:])
       time.sleep(2)
-      process.send_signal(signal.SIGINT)
+      process.send_signal(signum)
       rest, _ = process.communicate(timeout=120)
     finally:
       if process.poll() is None:
         process.kill()
-    self.assertEqual(process.returncode, 130, rest[-3000:])
-    self.assertEqual(rest.strip().splitlines()[-1], cli.INTERRUPTED)
+    self.assertEqual(process.returncode, expect_code, rest[-3000:])
     self.assertNotIn("Traceback", rest)
     self.assertNotIn("KeyboardInterrupt", rest)
+    self.assertNotIn("Terminated", rest)
+    return rest
 
 
 if __name__ == "__main__":

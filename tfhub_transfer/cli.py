@@ -14,12 +14,14 @@ Every choice list comes from the library's registries; library modules that impo
 are imported where used, so `--help`, the listings, `--mode=report` and `--mode=forget` never
 import it. Every flag value is checked when the flags are parsed (bounds and validators),
 before anything runs: a bad one is one line naming the flag, exit 2. A storage fault
-(`storage.StoreError`) is one line naming the file and what to do, exit 1.
+(`storage.StoreError`) or a full disk (`faults.MachineFault`) is one line naming the file and
+what to do, exit 1. Ctrl-C is one line and exit 130; SIGTERM one line and exit 143.
 """
 
 import logging
 import math
 import os
+import signal
 import sys
 import textwrap
 from typing import Sequence
@@ -135,6 +137,7 @@ FLAG_GROUPS = (
 )
 _HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
 INTERRUPTED = "interrupted; rerun the same command to resume"
+TERMINATED = "terminated (SIGTERM); rerun the same command to resume"
 
 
 def own_flags() -> list[flags.FlagHolder]:
@@ -406,6 +409,9 @@ def main(argv: Sequence[str]) -> int:
       return 1
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
+  except faults.Terminated:  # SIGTERM (SLURM, Kubernetes): as Ctrl-C, with its own code.
+    print(TERMINATED, file=sys.stderr)
+    return faults.TERMINATED_EXIT_CODE
   except KeyboardInterrupt:  # Ctrl-C: finished cells, trials and caches are kept.
     print(INTERRUPTED, file=sys.stderr)
     return 130
@@ -503,6 +509,7 @@ def run_main():
   """Console-script entry point."""
   # TensorFlow's C++ start-up chatter hides the progress lines; --verbosity still applies.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  signal.signal(signal.SIGTERM, faults.raise_terminated)  # Ends like Ctrl-C (`faults`).
   app.run(main, flags_parser=_parse_flags)
 
 

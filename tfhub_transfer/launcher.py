@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from absl import logging
 
+from tfhub_transfer import faults
 from tfhub_transfer import oracle_auth
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import records
@@ -156,10 +157,10 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
     while (failed is None and time.monotonic() < deadline
            and any(p.poll() is None for p in processes.values())):
       time.sleep(poll_s)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`faults.Terminated`).
     print("Interrupted: stopping the chief and the workers.", file=sys.stderr, flush=True)
     _stop(processes)
-    return 130
+    return faults.TERMINATED_EXIT_CODE if isinstance(e, faults.Terminated) else 130
   _stop(processes)
   if failed is not None:
     return 1
