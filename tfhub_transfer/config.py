@@ -55,11 +55,11 @@ class Bound:
 
 
 # Integer fields and their bounds. Counts stay below 2^31 (TensorFlow and NumPy seeds, step
-# counters and sizes are int32 somewhere on their way); a resolution from 16 px (the smallest
-# an ImageNet network, with its stride-32 stem, still maps to a feature vector; keras
-# applications ask for 32 or 75 themselves, checked when the backbone is built,
-# `backbones.check_backbone`) to 2048 px (3.4x EfficientNet-B7's 600, the largest native
-# resolution of keras.applications).
+# counters and sizes are int32 somewhere on their way). A resolution is from 16 px, a floor
+# for every source (a Hub module takes any size; each keras application asks for 32 or 75 px
+# itself, checked before the first cell by `backbones.check_backbone`), to 2048 px (3.4x
+# EfficientNet-B7's 600, the largest native resolution of keras.applications); whether a
+# batch of it fits the machine is checked before the first cell too (`cli.py`).
 BOUNDS = {
     "seed": Bound("seeds", 0, _INT32_MAX),
     "image_size": Bound("image_size", 16, 2048, zero="the model's own"),
