@@ -1,12 +1,15 @@
 """The command line as a user runs it: a subprocess per invocation."""
 
+import contextlib
 import glob
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from absl.testing import flagsaver
 import tensorflow as tf
 
 from tests import fakes
@@ -24,6 +27,26 @@ def run_cli(*args, timeout=300, env=None):
   return subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", *args],
                         cwd=fakes.REPO_ROOT, env=env or fakes.subprocess_env(),
                         capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run_in_process(*args):
+  """The CLI in this process, up to the first cell: parses `args` and runs `cli.main`.
+
+  For checks that refuse a value before any cell runs (a cell that did run would store its
+  row, which the caller can look for). Flags are restored afterwards.
+
+  Returns:
+    (exit code, the lines printed to stderr).
+  """
+  stderr = io.StringIO()
+  with flagsaver.flagsaver(), contextlib.redirect_stderr(stderr), \
+      contextlib.redirect_stdout(io.StringIO()):
+    try:
+      argv = cli._parse_flags(["tfhub_transfer", *args])  # pylint: disable=protected-access
+      code = cli.main(argv)
+    except SystemExit as e:
+      code = e.code
+  return code, stderr.getvalue().splitlines()
 
 
 def env_without_tensorflow(tmp):
@@ -65,13 +88,14 @@ class CliTest(tf.test.TestCase):
   def test_study_dimensions_must_be_counts(self):
     for flag, value, message in (
         ("--examples_per_class", "2,-1", "flag --examples_per_class=['2', '-1']: '-1' is not "
-                                         "an integer >= 0"),
-        ("--train_steps", "20,x", "flag --train_steps=['20', 'x']: 'x' is not an integer >= 0")):
-      done = run_cli("--model=resnet_50", "--dataset=dtd", "--regime=finetune",
-                     f"{flag}={value}", "--workdir=" + self.get_temp_dir())
-      self.assertEqual(done.returncode, 2, done.stderr[-2000:])
-      self.assertIn(message, done.stderr)
-      self.assertNotIn("Traceback", done.stderr)
+                                         "an integer in [1, 2,147,483,647], or 0 (all)"),
+        ("--train_steps", "20,x", "flag --train_steps=['20', 'x']: 'x' is not an integer in "
+                                  "[1, 2,147,483,647], or 0 (a quick default)")):
+      code, lines = run_in_process("--model=resnet_50", "--dataset=dtd", "--regime=finetune",
+                                   f"{flag}={value}", "--workdir=" + self.get_temp_dir())
+      self.assertEqual(code, 2, lines)
+      self.assertLen(lines, 1)
+      self.assertIn(message, lines[0])
 
   def test_help_exits_0_with_this_tools_flags_grouped(self):
     done = run_cli("--help")
@@ -157,33 +181,64 @@ class CliTest(tf.test.TestCase):
         "plan: 2 cells, 1 already done, 1 to run"])
     self.assertLen(stores.read_workdir(workdir).records(), 1)  # Nothing ran.
 
-  def test_bad_values_are_one_line_at_parse_time_and_leave_no_row(self):
+  def test_bad_values_are_one_line_before_the_first_cell_and_leave_no_row(self):
     workdir = self.create_tempdir().full_path
     store = results.ResultsStore.for_workdir(workdir, host="a")
     store.put({"model": "resnet_50", "dataset": "dtd", "regime": "logreg", "seed": 0,
                "status": "ok", "metric": "top1", "val_metric": 0.5, "test_metric": 0.5})
-    cell = ["--model=resnet_50", "--dataset=dtd", "--regime=finetune", "--workdir=" + workdir]
-    for bad, says in (("--image_size=-1", "-1 is not a non-negative integer"),
-                      ("--batch_size=0", "0 is not a positive integer"),
-                      ("--train_steps=-100", "'-100' is not an integer >= 0"),
-                      ("--examples_per_class=2,x", "'x' is not an integer >= 0"),
-                      ("--max_trials=-1", "-1 is not a non-negative integer"),
-                      ("--l2_grid_size=0", "0 is not a positive integer"),
-                      ("--max_examples=-5", "-5 is not a non-negative integer"),
-                      ("--seeds=0,-1", "'-1' is not an integer in [0, 2^31)"),
-                      ("--learning_rates=0.1,0", "'0' is not a positive number"),
-                      ("--weight_decays=-1e-4", "'-1e-4' is not a non-negative number"),
-                      ("--shard=2/2", "is not 'i/n' with 0 <= i < n"),
-                      ("--model_kwargs={alpha: 1}", "is not JSON"),
-                      ("--weights=/no/such/weights.h5", "no such file or directory"),
-                      ("--manual_dir=/no/such/dir", "no such directory"),
-                      ("--parallel_trials=-2", "-2 is not a non-negative integer"),
-                      ("--gpus_per_trial=0", "0 is not a positive integer")):
-      done = run_cli(*cell, bad, timeout=120)
-      self.assertEqual(done.returncode, 2, bad)
-      (line,) = done.stderr.splitlines()  # One line, naming the flag; no usage text.
-      self.assertStartsWith(line, f"tfhub_transfer: flag {bad.split('=')[0]}=")
-      self.assertIn(says, line)
+    tmp = self.create_tempdir()
+    not_weights = tmp.create_file("notes.weights.h5", "not weights").full_path
+    no_saved_model = tmp.mkdir("empty_dir").full_path
+    hdf5_named_wrong = tmp.create_file("w.bin", mode="wb",
+                                       content=b"\x89HDF\r\n\x1a\n" + bytes(64)).full_path
+    # A cell that, if a bad value got through, would run here (and fail) and store a row.
+    cell = ["--model=mobilenet_v1", "--dataset=digits", "--regime=finetune",
+            f"--data_dir={tmp.full_path}/tfds", "--weights=random", "--workdir=" + workdir]
+    self.assertEqual(run_in_process(*cell, "--mode=plan"), (0, []))  # The cell itself is fine.
+    expected = "an integer in [{}], or 0 ({})".format
+    for bad, says in (
+        ("--image_size=-1", expected("16, 2,048", "the model's own")),
+        ("--image_size=1", "1 is not " + expected("16, 2,048", "the model's own")),
+        ("--image_size=100000", "100000 is not " + expected("16, 2,048", "the model's own")),
+        ("--image_size=20", "does not build: Input size must be at least 32x32"),
+        ("--batch_size=0", "0 is not an integer in [1, 2,147,483,647]"),
+        ("--batch_size=99999999999999999999", "is not an integer in [1, 2,147,483,647]"),
+        ("--batch_size=1000000", "GiB of float32 pixels, more than this machine's"),
+        ("--train_steps=-100", "'-100' is not " + expected("1, 2,147,483,647",
+                                                          "a quick default")),
+        ("--train_steps=99999999999999999999999", "'99999999999999999999999' is not an "
+                                                  "integer in [1, 2,147,483,647]"),
+        ("--examples_per_class=2,x", "'x' is not an integer in [1, 2,147,483,647]"),
+        ("--max_trials=-1", "-1 is not " + expected("1, 2,147,483,647", "the whole grid")),
+        ("--l2_grid_size=0", "0 is not an integer in [1, 10,000]"),
+        ("--max_examples=-5", "-5 is not " + expected("1, 2,147,483,647", "all")),
+        ("--seeds=0,-1", "'-1' is not an integer in [0, 2,147,483,647]"),
+        ("--seeds=2147483648", "'2147483648' is not an integer in [0, 2,147,483,647]"),
+        ("--seeds=", "no value given; expected an integer in [0, 2,147,483,647], e.g. --seeds=0"),
+        ("--learning_rates=0.1,0", "'0' is not a positive number"),
+        ("--weight_decays=-1e-4", "'-1e-4' is not a non-negative number"),
+        ("--shard=2/2", "is not 'i/n' with 0 <= i < n"),
+        ("--model_kwargs={alpha: 1}", "is not JSON"),
+        ('--model_kwargs={"alphaa":0.25}', "'alphaa' is not an argument of "
+                                           "keras.applications.MobileNet; it accepts "
+                                           "alpha, depth_multiplier, dropout,"),
+        ('--model_kwargs={"alpha":"x"}', "alpha='x' for keras.applications.MobileNet must "
+                                         "be a float like its default 1.0"),
+        ('--model_kwargs={"alpha":0.25,"include_top":true}',
+         "'include_top' is set by tfhub_transfer (the backbone is headless and pooled)"),
+        ("--weights=/no/such/weights.h5", "no such file or directory"),
+        (f"--weights={not_weights}", "a file starting with b'not weig', neither HDF5 nor"),
+        (f"--weights={no_saved_model}", "a directory without saved_model.pb"),
+        (f"--weights={hdf5_named_wrong}", "must be named *.weights.h5, *.h5, *.hdf5, *.keras"),
+        ("--manual_dir=/no/such/dir", "no such directory"),
+        ("--parallel_trials=-2", "-2 is not a non-negative integer"),
+        ("--gpus_per_trial=0", "0 is not a positive integer")):
+      code, lines = run_in_process(*cell, bad)
+      self.assertEqual(code, 2, f"{bad}: {lines}")
+      self.assertLen(lines, 1, bad)  # One line, naming the flag; no usage text.
+      self.assertStartsWith(lines[0], "tfhub_transfer: ")
+      self.assertIn(bad.split("=")[0] + "=", lines[0])
+      self.assertIn(says, lines[0])
     # Nothing ran: the one stored row is all there is, in the one store file.
     self.assertEqual(results.store_paths(workdir), [store.path])
     self.assertLen(stores.read_workdir(workdir).records(), 1)
@@ -244,6 +299,19 @@ class RunOutputTest(tf.test.TestCase):
     self.assertIn("digits / finetune (seed 0): test top1 =", done.stdout)
 
   def test_ctrl_c_prints_one_line_and_exits_130(self):
+    rest = self._signal_mid_training(signal.SIGINT, expect_code=130)
+    self.assertEqual(rest.strip().splitlines()[-1], cli.INTERRUPTED)
+
+  def test_sigterm_prints_one_line_and_exits_143(self):
+    rest = self._signal_mid_training(signal.SIGTERM, expect_code=143)
+    self.assertEqual(rest.strip().splitlines()[-1], cli.TERMINATED)
+    # State as after Ctrl-C: no failed row, no failed trial; a rerun resumes the trial.
+    stored = stores.read_workdir(os.path.join(self.get_temp_dir(), "work"))
+    self.assertEmpty(stored.records())
+    self.assertEmpty(stored.trials())
+
+  def _signal_mid_training(self, signum, *, expect_code):
+    """Runs a long trial, sends `signum` once it trains; the output after it."""
     tmp = self.get_temp_dir()
     process = subprocess.Popen(
         [sys.executable, "-m", "tfhub_transfer.cli",
@@ -258,15 +326,16 @@ class RunOutputTest(tf.test.TestCase):
           break
       self.assertTrue(seen and "training 100000 steps." in seen[-1], "".join(seen)[-3000:])
       time.sleep(2)
-      process.send_signal(signal.SIGINT)
+      process.send_signal(signum)
       rest, _ = process.communicate(timeout=120)
     finally:
       if process.poll() is None:
         process.kill()
-    self.assertEqual(process.returncode, 130, rest[-3000:])
-    self.assertEqual(rest.strip().splitlines()[-1], cli.INTERRUPTED)
+    self.assertEqual(process.returncode, expect_code, rest[-3000:])
     self.assertNotIn("Traceback", rest)
     self.assertNotIn("KeyboardInterrupt", rest)
+    self.assertNotIn("Terminated", rest)
+    return rest
 
 
 if __name__ == "__main__":

@@ -1,18 +1,25 @@
 """The feature cache under faults: truncated, garbled and half-copied entries, killed writers."""
 
+import errno
 import json
 import os
 import subprocess
 import sys
 import time
+from unittest import mock
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
 from tests import fakes
+from tests import test_cli
 from tfhub_transfer import experiment
+from tfhub_transfer import faults
 from tfhub_transfer import features as features_lib
+from tfhub_transfer import runners
+from tfhub_transfer import sweep
+from tfhub_transfer.report import results
 from tfhub_transfer.config import ExperimentConfig
 
 # Extracts 40 batches of 2 rows, slowly, so that the test can SIGKILL it mid-way.
@@ -197,6 +204,57 @@ class PartialFoldersTest(tf.test.TestCase):
     self.assertTrue(os.path.isdir(elsewhere.tmp))
     mine.append(np.ones((1, 2)), [0])
     self.assertAllEqual(mine.commit().features, [[1, 1]])
+
+
+def _enospc(filename=None):
+  return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+
+class DiskFullTest(tf.test.TestCase):
+  """A full disk is the machine's fault: one line naming where and what to free, exit 1, and
+  no failed row."""
+
+  def test_extraction_names_the_cache_and_leaves_nothing_half_written(self):
+    cache_dir = self.create_tempdir().full_path
+    _, _, data = _data()
+    # The labels file is written when the entry is committed.
+    with mock.patch.object(features_lib.np, "save", side_effect=_enospc()):
+      with self.assertRaises(faults.MachineFault) as raised:
+        features_lib.extract_features(_identity, data, cache_dir=cache_dir, key="k",
+                                      description="resnet_50/dtd/train")
+    message = str(raised.exception)
+    self.assertEqual(raised.exception.errno, errno.ENOSPC)
+    self.assertStartsWith(message, f"[Errno 28] disk full (No space left on device) writing the "
+                                   f"feature cache entry of resnet_50/dtd/train in {cache_dir} (")
+    self.assertIn(f"MiB free there); nothing half-written is kept. Free space there (entries of "
+                  f"models you no longer compare, and any *.corrupt-* folders, in {cache_dir})",
+                  message)
+    self.assertEmpty(os.listdir(cache_dir))  # The partial entry is gone.
+
+  def test_a_cell_stores_no_failed_row_for_a_full_disk(self):
+    workdir = self.create_tempdir().full_path
+    config = ExperimentConfig(model="mobilenet_v1", dataset="digits", regime="logreg",
+                              workdir=workdir)
+    fault = faults.disk_full(_enospc(), path=workdir, writing="x", to_free="y")
+    store = results.ResultsStore.for_workdir(workdir)
+    with mock.patch.object(runners, "load_cell", side_effect=fault):
+      with self.assertRaises(faults.MachineFault):
+        experiment.run_experiment(config, store=store)
+    self.assertEmpty(store.records())
+
+  def test_the_cli_says_disk_full_in_one_line_and_exits_1(self):
+    workdir = self.create_tempdir().full_path
+    cell = ["--model=mobilenet_v1", "--dataset=digits", "--regime=logreg", "--weights=random",
+            "--workdir=" + workdir]
+    named = faults.disk_full(_enospc(), path=workdir, writing="the feature cache entry of a",
+                             to_free="old entries")
+    for error, line in ((named, f"tfhub_transfer: {named}"),
+                        (_enospc("/w/results/h.sqlite"),
+                         "tfhub_transfer: disk full (No space left on device) writing "
+                         "/w/results/h.sqlite. Free space on that disk, then rerun the same "
+                         "command to resume")):
+      with mock.patch.object(sweep, "run_grid", side_effect=error):
+        self.assertEqual(test_cli.run_in_process(*cell), (1, [line]))
 
 
 class CellWithDamagedCacheTest(tf.test.TestCase):

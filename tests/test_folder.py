@@ -4,6 +4,8 @@ import collections
 import io
 import os
 import re
+import struct
+import zlib
 
 from absl.testing import parameterized
 import numpy as np
@@ -13,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from tests import dummy_data_images as dummy
 from tests import fakes
+from tests import test_cli
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
@@ -254,6 +257,131 @@ class SplitsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(reference.format, "WEBP")
         expected = np.asarray(reference.convert("RGB"))
       self.assertAllEqual(pipeline.decode_rgb(tf.constant(encoded)), expected)
+
+
+def _png_header_only(width, height):
+  """A PNG whose header claims width x height RGB pixels (a few bytes: no pixel data)."""
+  def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0,
+                                                                0, 0))
+          + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+class UnreadableFileTest(parameterized.TestCase):
+  """A file that cannot be read is skipped with its reason; a bad folder name is one line."""
+
+  def setUp(self):
+    super().setUp()
+    folder._validated.cache_clear()  # pylint: disable=protected-access
+
+  def test_bomb_loop_and_non_utf8_file_are_skipped_with_reasons(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path)
+    with open(os.path.join(root, "cat", "huge.png"), "wb") as f:
+      f.write(_png_header_only(20000, 20000))
+    os.symlink("loop.jpg", os.path.join(root, "dog", "loop.jpg"))  # Points at itself: ELOOP.
+    with open(os.fsencode(os.path.join(root, "owl")) + b"/caf\xe9.jpg", "wb") as f:
+      f.write(dummy.encode(dummy.gradient_image(12, 16, seed=99), "JPEG"))
+    with self.assertLogs("absl", level="WARNING") as logs:
+      splits = _load(root, seed=0)
+    self.assertEqual(splits.info["skipped_files"], 3)
+    self.assertEqual(splits.info["skipped_reasons"], {
+        "its name is not UTF-8": 1, "too large to decode": 1, "unreadable": 1})
+    for name, reason in (("huge.png", "too large to decode (Image size (400000000 pixels) "
+                                      "exceeds limit of"),
+                         ("loop.jpg", "unreadable (Too many levels of symbolic links)"),
+                         ("caf", "its name is not UTF-8 (rename it)")):
+      self.assertTrue(any(f"{os.sep}{name}" in line and reason in line
+                          for line in logs.output), name)
+    self.assertEqual(splits.sizes["trainval"] + splits.sizes["test"], 30)  # The 30 good ones.
+
+  def test_a_class_folder_name_that_is_not_utf8_is_one_line(self):
+    root = dummy.write_image_folder(self.create_tempdir().full_path)
+    os.rename(os.path.join(root, "owl"), os.fsencode(root) + b"/\xe9t\xe9")
+    code, lines = test_cli.run_in_process(
+        "--model=mobilenet_v1", "--dataset=folder:" + root, "--regime=logreg",
+        "--weights=random", "--workdir=" + self.create_tempdir().full_path)
+    self.assertEqual(code, 2)
+    self.assertEqual(lines, [
+        f"tfhub_transfer: --dataset=folder:{root}: the class folder name b'\\xe9t\\xe9' in "
+        f"{root!r} is not UTF-8, so it cannot be a label; rename it (e.g. convmv -f latin1 -t "
+        f"utf8 --notest)."])
+
+
+class SmallFolderTest(parameterized.TestCase):
+  """Split sizes are counted per class before any work: an empty split is refused, a tiny
+  one is a warning that the result records."""
+
+  def setUp(self):
+    super().setUp()
+    folder._validated.cache_clear()  # pylint: disable=protected-access
+
+  def _cli(self, root):
+    workdir = self.create_tempdir().full_path
+    code, lines = test_cli.run_in_process(
+        "--model=mobilenet_v1", "--dataset=folder:" + root, "--regime=logreg",
+        "--weights=random", "--workdir=" + workdir)
+    self.assertEqual(results.store_paths(workdir), [])  # No row: nothing ran.
+    return code, lines
+
+  def test_zero_images_per_class_is_refused_naming_the_class(self):
+    root = self.create_tempdir().full_path
+    for name in _CLASSES:
+      os.makedirs(os.path.join(root, name))
+    code, lines = self._cli(root)
+    self.assertEqual(code, 2)
+    self.assertLen(lines, 1)
+    self.assertIn(f"the class folder {os.path.join(root, 'cat')} has no usable image (empty",
+                  lines[0])
+
+  def test_one_image_per_class_is_refused_naming_the_class_and_the_minimum(self):
+    root = self.create_tempdir().full_path
+    _write_split(root, "", per_class=1, first_seed=0)
+    code, lines = self._cli(root)
+    self.assertEqual(code, 2)
+    self.assertEqual(lines, [
+        f"tfhub_transfer: --dataset=folder:{root}: the validation split would be empty (seed "
+        f"0): "
+        f"class 'cat' has 1 usable image(s), and the flat layout needs at least 7 per class "
+        f"(one for each split it draws); add images to the smaller classes."])
+
+  def test_two_images_per_class_warn_and_the_result_records_it(self):
+    root = self.create_tempdir().full_path
+    _write_split(root, "", per_class=2, first_seed=0)
+    splits = _load(root, seed=0)
+    # By hand: 6 images; test is round(0.2 * 6) = 1 of them, validation round(0.2 * 5) = 1.
+    self.assertEqual(splits.sizes, {"train": 4, "val": 1, "trainval": 5, "test": 1})
+    warnings = splits.info["warnings"]
+    self.assertLen(warnings, 2)
+    self.assertStartsWith(warnings[0], "the validation split has only 1 image(s) (seed 0): "
+                                       "its accuracy moves in steps of 100%; 2 class(es) have "
+                                       "no validation image (")
+    self.assertStartsWith(warnings[1], "the test split has only 1 image(s) (seed 0)")
+    self.assertEndsWith(warnings[1], "; 7 images per class give each one)")
+
+  @parameterized.parameters((5, 0), (7, 0), (7, 3), (30, 1))
+  def test_counted_sizes_are_the_splits_drawn(self, per_class, seed):
+    root = self.create_tempdir().full_path
+    _write_split(root, "", per_class=per_class, first_seed=0)
+    splits = _load(root, seed=seed)
+    layout = folder.describe_layout(root)
+    sizes = folder.split_sizes(layout, folder.scan_folder(layout), test_fraction=0.2,
+                               test_seed=datasets.FOLDER_TEST_SEED, val_fraction=0.2, seed=seed)
+    for split in ("train", "val", "test"):
+      drawn = collections.Counter(_examples(getattr(splits, split)).values())
+      self.assertEqual([drawn[c] for c in range(len(_CLASSES))], list(sizes[split]), split)
+
+  def test_the_minimum_gives_every_class_every_split_whatever_the_seed(self):
+    layout = folder.FolderLayout("/r", "flat", "/r", None, None, _CLASSES)
+    need = folder.min_images_per_class(layout, test_fraction=0.2, val_fraction=0.2)
+    self.assertEqual(need, 7)
+    listing = folder.FolderListing("k", tuple((f"{c}/{i}", c) for c in range(3)
+                                              for i in range(need)), (), (), ())
+    for seed in range(20):
+      sizes = folder.split_sizes(layout, listing, test_fraction=0.2, test_seed=0,
+                                 val_fraction=0.2, seed=seed)
+      self.assertTrue(all(min(per_class) >= 1 for per_class in sizes.values()), seed)
 
 
 class ScanOnceTest(parameterized.TestCase):

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tests import fakes
 from tfhub_transfer import launcher
 from tfhub_transfer.results import merged as stores
+from tfhub_transfer import oracle_auth
 
 _DEADLINE_S = 420
 
@@ -52,6 +53,7 @@ class DistributedTuningTest(tf.test.TestCase):
     workdir = os.path.join(tmp, "shared_workdir")
     args = _cell_args(tmp, workdir)
     port = str(launcher.free_port())
+    token = oracle_auth.new_token()  # As a user exports it on every host.
     processes, logs = [], []
     try:
       for role in ("chief", "worker0", "worker1"):
@@ -59,7 +61,8 @@ class DistributedTuningTest(tf.test.TestCase):
         logs.append(log)
         env = fakes.subprocess_env(KERASTUNER_TUNER_ID=role,
                                    KERASTUNER_ORACLE_IP="127.0.0.1",
-                                   KERASTUNER_ORACLE_PORT=port)
+                                   KERASTUNER_ORACLE_PORT=port,
+                                   TFHUB_TRANSFER_ORACLE_TOKEN=token)
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "tfhub_transfer.cli", *args], cwd=fakes.REPO_ROOT, env=env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True))

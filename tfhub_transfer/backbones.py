@@ -9,6 +9,7 @@ penultimate features.
 
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 from typing import Any, Mapping, Optional
@@ -225,6 +226,124 @@ def weights_path_exists(weights: str) -> bool:
   """Whether a --weights path names something: a file, a directory, or a TF2 checkpoint,
   which is named by its prefix (PATH.index exists, PATH does not)."""
   return os.path.exists(weights) or os.path.exists(weights + ".index")
+
+
+# What a --weights path can hold, told apart by its header (`weights_format`).
+SAVED_MODEL = "SavedModel directory"
+KERAS_FILE = "Keras weights file"
+TF_CHECKPOINT = "TF checkpoint"
+# The names Keras' `load_weights` reads (it picks the reader by the name).
+KERAS_WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # At 0, or after a user block of 512 * 2^k bytes.
+_ZIP_MAGIC = b"PK\x03\x04"  # A `.keras` archive.
+# A TF checkpoint's PATH.index is a LevelDB-format table: its last 8 bytes are this number.
+_TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
+_WEIGHTS_CHOICES = ("pass imagenet, random, a Keras weights file (.weights.h5, .h5, .keras), "
+                    "a SavedModel directory or a TF checkpoint prefix")
+
+
+def weights_format(path: str) -> str:
+  """What a --weights path holds, read from its header before any work (TF-free).
+
+  Returns:
+    `SAVED_MODEL`, `KERAS_FILE` or `TF_CHECKPOINT`.
+
+  Raises:
+    ValueError: the path does not exist, or holds none of them (one line saying what).
+  """
+  if os.path.isdir(path):
+    if any(os.path.isfile(os.path.join(path, name))
+           for name in ("saved_model.pb", "saved_model.pbtxt")):
+      return SAVED_MODEL
+    raise ValueError(f"a directory without saved_model.pb, so not a SavedModel; "
+                     f"{_WEIGHTS_CHOICES}")
+  if not os.path.isfile(path):
+    index = path + ".index"
+    if not os.path.isfile(index):
+      raise ValueError(f"no such file or directory; {_WEIGHTS_CHOICES}")
+    with open(index, "rb") as f:
+      f.seek(max(0, os.path.getsize(index) - len(_TABLE_MAGIC)))
+      if f.read() != _TABLE_MAGIC:
+        raise ValueError(f"{index} is not a TF checkpoint index (no table footer); "
+                         f"{_WEIGHTS_CHOICES}")
+    return TF_CHECKPOINT
+  with open(path, "rb") as f:
+    head = f.read(2048 + len(_HDF5_MAGIC))
+  is_hdf5 = any(head[at:at + len(_HDF5_MAGIC)] == _HDF5_MAGIC for at in (0, 512, 1024, 2048))
+  if is_hdf5 or (head.startswith(_ZIP_MAGIC) and path.endswith(".keras")):
+    if not path.endswith(KERAS_WEIGHTS_SUFFIXES):
+      raise ValueError(f"a Keras weights file must be named *{', *'.join(KERAS_WEIGHTS_SUFFIXES)}"
+                       f" (Keras picks its reader by the name); rename it")
+    return KERAS_FILE
+  what = "an empty file" if not head else f"a file starting with {head[:8]!r}"
+  raise ValueError(f"{what}, neither HDF5 nor a .keras archive; {_WEIGHTS_CHOICES}")
+
+
+# Arguments `build_backbone` sets itself: the backbone is always headless and pooled.
+_RESERVED_KWARGS = ("include_top", "weights", "input_shape", "input_tensor", "pooling")
+
+
+def check_backbone(model: str, *, model_kwargs: Optional[Mapping[str, Any]] = None,
+                   image_size: int = 0, weights: Optional[str] = None) -> BackboneSpec:
+  """Checks before any cell runs that `model` can be built as asked; returns its spec.
+
+  The weights path must hold what this network reads (`weights_format`). A keras.applications
+  network given kwargs or a resolution has its kwargs checked against the constructor's
+  signature (names, and a value of the kind its default has), then is built once without
+  weights, so a resolution it refuses ("at least 32x32") is refused here.
+
+  Raises:
+    ValueError: one line naming the flag and what it accepts.
+  """
+  spec = get_backbone_spec(model, model_kwargs=model_kwargs, image_size=image_size or None)
+  if weights and weights not in (IMAGENET, RANDOM):
+    try:
+      kind = weights_format(weights)
+    except ValueError as e:
+      raise ValueError(f"--weights={weights}: {e}.") from e
+    wanted = {KERAS: (KERAS_FILE, SAVED_MODEL), HUB: (SAVED_MODEL,),
+              BUILT: (TF_CHECKPOINT, SAVED_MODEL)}[spec.source]
+    if kind not in wanted:
+      raise ValueError(f"--weights={weights} is a {kind}, but --model={model} reads a "
+                       f"{' or a '.join(wanted)}.")
+  if spec.source == BUILT and spec.keras_kwargs:
+    raise ValueError(f"--model_kwargs={spec.keras_kwargs.json()} only applies to keras: "
+                     f"models; --model={model} takes no constructor arguments.")
+  if spec.source != KERAS or not (model_kwargs or image_size):
+    return spec
+  import keras  # pylint: disable=g-import-not-at-top
+  parameters = inspect.signature(getattr(keras.applications, spec.keras_app)).parameters
+  accepted = [name for name in parameters if name not in _RESERVED_KWARGS]
+  flag = f"--model_kwargs={FrozenKwargs(model_kwargs or {}).json()}"
+  for name, value in (model_kwargs or {}).items():
+    if name not in accepted:
+      why = ("is set by tfhub_transfer (the backbone is headless and pooled)"
+             if name in _RESERVED_KWARGS else "is not an argument")
+      raise ValueError(f"{flag}: {name!r} {why} of keras.applications.{spec.keras_app}; it "
+                       f"accepts {', '.join(accepted)}.")
+    default = parameters[name].default
+    if not _same_kind(value, default):
+      raise ValueError(f"{flag}: {name}={value!r} for keras.applications."
+                       f"{spec.keras_app} must be a {type(default).__name__} like its default "
+                       f"{default!r}.")
+  try:
+    _build_keras_app(spec, weights=RANDOM, seed=0)
+  except (ValueError, TypeError) as e:
+    message = " ".join(str(e).split())
+    raise ValueError(f"--model={model} with --model_kwargs={spec.keras_kwargs.json()} and "
+                     f"--image_size={spec.image_size} does not build: {message}") from e
+  return spec
+
+
+def _same_kind(value, default) -> bool:
+  """Whether a kwarg value is of the kind of the parameter's default (None: anything)."""
+  if default is None or default is inspect.Parameter.empty:
+    return True
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(default, bool)
+  if isinstance(default, (int, float)):
+    return isinstance(value, (int, float))
+  return isinstance(value, type(default))
 
 
 def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0):

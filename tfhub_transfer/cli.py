@@ -14,12 +14,14 @@ Every choice list comes from the library's registries; library modules that impo
 are imported where used, so `--help`, the listings, `--mode=report` and `--mode=forget` never
 import it. Every flag value is checked when the flags are parsed (bounds and validators),
 before anything runs: a bad one is one line naming the flag, exit 2. A storage fault
-(`storage.StoreError`) is one line naming the file and what to do, exit 1.
+(`storage.StoreError`) or a full disk (`faults.MachineFault`) is one line naming the file and
+what to do, exit 1. Ctrl-C is one line and exit 130; SIGTERM one line and exit 143.
 """
 
 import logging
 import math
 import os
+import signal
 import sys
 import textwrap
 from typing import Sequence
@@ -28,11 +30,14 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from tfhub_transfer import faults
 from tfhub_transfer import regimes
 from tfhub_transfer import sweep
-from tfhub_transfer.config import PRECISIONS, STRATEGIES, TUNERS, ExperimentConfig, FrozenKwargs
+from tfhub_transfer.config import (BOUNDS, PRECISIONS, STRATEGIES, TUNERS, ExperimentConfig,
+                                   FrozenKwargs)
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import storage
+from tfhub_transfer.results import workdir as workdir_lib
 
 _MODE = flags.DEFINE_enum(
     "mode", "run", ["run", "plan", "report", "score", "forget"],
@@ -62,12 +67,11 @@ _WEIGHTS = flags.DEFINE_string(
         f"{name}: {spec.default_weights}" for name, spec in regimes.REGIMES.items()) + ").")
 _MODEL_KWARGS = flags.DEFINE_string("model_kwargs", "{}",
                                     "JSON keras.applications kwargs, e.g. '{\"alpha\": 0.25}'.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input resolution (0: the model's own).",
-                                   lower_bound=0)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input resolution (0: the model's own).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
                                   "TFDS manual_dir for datasets downloaded by hand.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 _TRAIN_STEPS = flags.DEFINE_list(
     "train_steps", ["0"], "Steps per finetune/scratch trial (0: a quick default; the paper "
     "flagfiles set the paper's budgets). Comma-separated for a step-budget study: each "
@@ -81,16 +85,13 @@ _LEARNING_RATES = flags.DEFINE_list("learning_rates", [],
 _WEIGHT_DECAYS = flags.DEFINE_list("weight_decays", [],
                                    "Weight-decay grid (empty: the paper's for the regime).")
 _TUNER = flags.DEFINE_enum("tuner", "grid", TUNERS, "keras-tuner oracle.")
-_MAX_TRIALS = flags.DEFINE_integer("max_trials", 0, "Cap on trials (0: the whole grid).",
-                                   lower_bound=0)
+_MAX_TRIALS = flags.DEFINE_integer("max_trials", 0, "Cap on trials (0: the whole grid).")
 _L2_GRID_SIZE = flags.DEFINE_integer("l2_grid_size", 45,
-                                     "Log-spaced L2 strengths in [1e-6, 1e5] (logreg).",
-                                     lower_bound=1)
+                                     "Log-spaced L2 strengths in [1e-6, 1e5] (logreg).")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", STRATEGIES,
                               "tf.distribute strategy of one trial.")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
-                                     "Cap on examples per split, for smoke runs (0: all).",
-                                     lower_bound=0)
+                                     "Cap on examples per split, for smoke runs (0: all).")
 _PRECISION = flags.DEFINE_enum(
     "precision", "float32", PRECISIONS, "Keras dtype policy of the backbone in training and "
     "feature extraction; the head and the loss stay float32, float16 losses are scaled. "
@@ -137,6 +138,7 @@ FLAG_GROUPS = (
 )
 _HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
 INTERRUPTED = "interrupted; rerun the same command to resume"
+TERMINATED = "terminated (SIGTERM); rerun the same command to resume"
 
 
 def own_flags() -> list[flags.FlagHolder]:
@@ -218,11 +220,11 @@ def _parse_top1(values) -> dict[str, float]:
   return top1
 
 
-# Checked at parse time, before anything runs: integer flags carry their bounds above
-# (`lower_bound=`); the rest have validators here, which raise flags.ValidationError with a
-# message naming the flag. A new flag follows the same pattern, e.g.
-#   flags.DEFINE_integer("max_trials", 4, "...", lower_bound=1)
-# or, for a rule bounds cannot say (a list's items), a validator registered below.
+# Checked at parse time, before anything runs, by validators registered below, which raise
+# flags.ValidationError with a message naming the flag. The bounds of a setting the config
+# holds are the config's (`config.BOUNDS`), read here; a flag of the CLI's own carries its
+# bound (`lower_bound=`). The backbone, its kwargs, the weights file and the machine are
+# checked next, before the first cell (`_grid`, `_check_fits_memory`).
 
 
 def _validator(flag, check):
@@ -247,12 +249,25 @@ def _check_numbers(values, *, kind, valid, expected):
       raise ValueError(f"{value!r} is not {expected}")
 
 
+def _bounded(flag, field, *, empty_means_zero=False):
+  """Validates an integer flag, or each item of a list flag, with `config.BOUNDS[field]`."""
+  bound = BOUNDS[field]
+  if isinstance(flag.default, list):
+    def check(values):
+      if not values and not empty_means_zero:
+        raise ValueError(f"no value given; expected {bound.describe()}, e.g. --{flag.name}=0")
+      _check_numbers(values, kind=int, valid=bound.contains, expected=bound.describe())
+  else:
+    def check(value):
+      if not bound.contains(value):
+        raise ValueError(f"{value!r} is not {bound.describe()}")
+  _validator(flag, check)
+
+
 def _check_weights(value):
   from tfhub_transfer import backbones  # pylint: disable=g-import-not-at-top
-  if (value and value not in (regimes.IMAGENET, regimes.RANDOM)
-      and not backbones.weights_path_exists(value)):
-    raise ValueError("no such file or directory; pass imagenet, random, a Keras weights file, "
-                     "a SavedModel dir or a TF checkpoint prefix")
+  if value and value not in (regimes.IMAGENET, regimes.RANDOM):
+    backbones.weights_format(value)  # Reads the header: one line on what is wrong.
 
 
 def _check_manual_dir(value):
@@ -260,17 +275,19 @@ def _check_manual_dir(value):
     raise ValueError("no such directory; create it and place the dataset's files there")
 
 
-_validator(_SEEDS, lambda v: _check_numbers(
-    v, kind=int, valid=lambda n: 0 <= n < 2**31, expected="an integer in [0, 2^31), e.g. 0,1,2"))
+_bounded(_SEEDS, "seed")
+_bounded(_TRAIN_STEPS, "train_steps", empty_means_zero=True)
+_bounded(_EXAMPLES_PER_CLASS, "examples_per_class", empty_means_zero=True)
+_bounded(_IMAGE_SIZE, "image_size")
+_bounded(_BATCH_SIZE, "batch_size")
+_bounded(_MAX_TRIALS, "max_trials")
+_bounded(_L2_GRID_SIZE, "l2_grid_size")
+_bounded(_MAX_EXAMPLES, "max_examples")
 _validator(_LEARNING_RATES, lambda v: _check_numbers(
     v, kind=float, valid=lambda x: 0 < x < math.inf, expected="a positive number, e.g. 0.1,0.01"))
 _validator(_WEIGHT_DECAYS, lambda v: _check_numbers(
     v, kind=float, valid=lambda x: 0 <= x < math.inf,
     expected="a non-negative number, e.g. 0,1e-4"))
-_validator(_TRAIN_STEPS, lambda v: _check_numbers(
-    v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 20,40"))
-_validator(_EXAMPLES_PER_CLASS, lambda v: _check_numbers(
-    v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 2,8"))
 _validator(_SHARD, sweep.parse_shard)
 _validator(_MODEL_KWARGS, FrozenKwargs.parse)
 _validator(_WEIGHTS, _check_weights)
@@ -308,16 +325,35 @@ def _grid():
   _require_grid_flags(regime_flag)
   kwargs = FrozenKwargs.parse(_MODEL_KWARGS.value)
   for model in _MODEL.value:
-    backbones.get_backbone_spec(model, model_kwargs=kwargs)
+    spec = backbones.check_backbone(model, model_kwargs=kwargs, image_size=_IMAGE_SIZE.value,
+                                    weights=_WEIGHTS.value)
+    _check_fits_memory(spec)
+  seeds = _ints(_SEEDS.value, "seeds")
   for dataset in _DATASET.value:
-    datasets.get_dataset_spec(dataset)
+    spec = datasets.get_dataset_spec(dataset)
+    if spec.source == datasets.FOLDER:  # Its images are validated once, for the cells too.
+      datasets.check_folder_splits(spec, seeds=seeds,
+                                   cache_dir=workdir_lib.Workdir(_WORKDIR.value).folders)
   for regime in regime_flag:
     regimes.get_regime_spec(regime)
   return sweep.Grid(models=tuple(_MODEL.value), datasets=tuple(_DATASET.value),
-                    regimes=tuple(regime_flag), seeds=_ints(_SEEDS.value, "seeds"),
+                    regimes=tuple(regime_flag), seeds=seeds,
                     shard=sweep.parse_shard(_SHARD.value),
                     examples_per_class=_counts(_EXAMPLES_PER_CLASS),
                     train_steps=_counts(_TRAIN_STEPS))
+
+
+def _check_fits_memory(spec):
+  """One batch of input pixels (float32) must fit in this machine's memory: a larger one
+  could only fail, cell after cell, once its data is loaded."""
+  pixels = _BATCH_SIZE.value * spec.image_size**2 * 3 * 4
+  memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if pixels > memory:
+    raise UsageError(
+        f"--batch_size={_BATCH_SIZE.value} at {spec.image_size} px (--model={spec.name}): one "
+        f"input batch is {pixels / 2**30:,.1f} GiB of float32 pixels, more than this "
+        f"machine's {memory / 2**30:,.1f} GiB of memory; lower --batch_size to at most "
+        f"{memory // (spec.image_size**2 * 12):,} (or --image_size).")
 
 
 def _counts(flag) -> tuple[int, ...]:
@@ -364,12 +400,18 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
   try:
     return _dispatch()
-  except storage.StoreError as e:  # A damaged, read-only or full store; the report's disk.
-    print(f"tfhub_transfer: {e}", file=sys.stderr)
+  except (storage.StoreError, faults.MachineFault) as e:  # A damaged, read-only or full
+    print(f"tfhub_transfer: {e}", file=sys.stderr)  # store or disk: the machine's fault.
     return 1
   except (UsageError, ValueError, OSError) as e:  # Bad names or values, a missing folder.
+    if faults.is_disk_full(e):  # A full disk that no layer named.
+      print(f"tfhub_transfer: {faults.describe_disk_full(e)}", file=sys.stderr)
+      return 1
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
+  except faults.Terminated:  # SIGTERM (SLURM, Kubernetes): as Ctrl-C, with its own code.
+    print(TERMINATED, file=sys.stderr)
+    return faults.TERMINATED_EXIT_CODE
   except KeyboardInterrupt:  # Ctrl-C: finished cells, trials and caches are kept.
     print(INTERRUPTED, file=sys.stderr)
     return 130
@@ -410,6 +452,9 @@ def _dispatch() -> int:
       keep_all=flags.FLAGS["verbosity"].value > 0))
   grid = _grid()
   config = base_config(grid)
+  if "KERASTUNER_ORACLE_IP" in os.environ:  # A chief or worker of a distributed search.
+    from tfhub_transfer import oracle_auth  # pylint: disable=g-import-not-at-top
+    oracle_auth.token_from_env()  # Its secret is set, or one line before the first cell.
   if _MODE.value == "plan":
     return _plan(grid.cells(config))
   if _MODE.value == "score":
@@ -462,6 +507,7 @@ def run_main():
   """Console-script entry point."""
   # TensorFlow's C++ start-up chatter hides the progress lines; --verbosity still applies.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  signal.signal(signal.SIGTERM, faults.raise_terminated)  # Ends like Ctrl-C (`faults`).
   app.run(main, flags_parser=_parse_flags)
 
 

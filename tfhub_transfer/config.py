@@ -26,10 +26,52 @@ TUNERS = ("grid", "bayesian")
 # protocol as measured so far. Mixed policies keep variables, the head and the loss float32.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
-# Integer fields and their smallest valid value (0 means "default" where documented).
-_LOWER_BOUNDS = {"seed": 0, "image_size": 0, "batch_size": 1, "train_steps": 0,
-                 "max_trials": 0, "l2_grid_size": 1, "max_examples": 0,
-                 "examples_per_class": 0}
+_INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+  """The valid values of an integer setting: [low, high], and 0 where 0 means a default.
+
+  The one home of the bounds: `ExperimentConfig` checks its fields with them, and the CLI's
+  flag validators read them (`cli.py`), so a value the flags accept is one the config takes.
+
+  Attributes:
+    flag: the command-line flag that sets the field.
+    low, high: the range of a value that is not the default.
+    zero: what 0 means (the default), or None where 0 is not special.
+  """
+  flag: str
+  low: int
+  high: int
+  zero: Optional[str] = None
+
+  def describe(self) -> str:
+    text = f"an integer in [{self.low:,}, {self.high:,}]"
+    return text + (f", or 0 ({self.zero})" if self.zero else "")
+
+  def contains(self, value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+      return False
+    return (value == 0 and self.zero is not None) or self.low <= value <= self.high
+
+
+# Integer fields and their bounds. Counts stay below 2^31 (TensorFlow and NumPy seeds, step
+# counters and sizes are int32 somewhere on their way). A resolution is from 16 px, a floor
+# for every source (a Hub module takes any size; each keras application asks for 32 or 75 px
+# itself, checked before the first cell by `backbones.check_backbone`), to 2048 px (3.4x
+# EfficientNet-B7's 600, the largest native resolution of keras.applications); whether a
+# batch of it fits the machine is checked before the first cell too (`cli.py`).
+BOUNDS = {
+    "seed": Bound("seeds", 0, _INT32_MAX),
+    "image_size": Bound("image_size", 16, 2048, zero="the model's own"),
+    "batch_size": Bound("batch_size", 1, _INT32_MAX),
+    "train_steps": Bound("train_steps", 1, _INT32_MAX, zero="a quick default"),
+    "max_trials": Bound("max_trials", 1, _INT32_MAX, zero="the whole grid"),
+    "l2_grid_size": Bound("l2_grid_size", 1, 10_000),
+    "max_examples": Bound("max_examples", 1, _INT32_MAX, zero="all"),
+    "examples_per_class": Bound("examples_per_class", 1, _INT32_MAX, zero="all"),
+}
 
 # Bump when a convention changes what the same settings measure (e.g. how weight decay is
 # applied): results stored under an older version are then never taken for current ones.
@@ -169,12 +211,11 @@ class ExperimentConfig:
     if self.strategy not in STRATEGIES:
       raise ValueError(f"Unknown --strategy={self.strategy!r}. Valid choices: "
                        f"{', '.join(STRATEGIES)}.")
-    # The CLI checks the same bounds when it parses flags; these hold for library callers.
-    for name, low in _LOWER_BOUNDS.items():
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low} (--{name}"
-                         f"{'s' if name == 'seed' else ''}).")
+    # The CLI's flag validators read the same `BOUNDS`; these hold for library callers.
+    for name, bound in BOUNDS.items():
+      if not bound.contains(getattr(self, name)):
+        raise ValueError(f"{name}={getattr(self, name)!r} must be {bound.describe()} "
+                         f"(--{bound.flag}).")
     if not all(0 < v < float("inf") for v in self.learning_rates):
       raise ValueError(f"learning_rates={list(self.learning_rates)}: each must be a positive "
                        f"number (--learning_rates).")

@@ -13,12 +13,14 @@ import tensorflow as tf
 from absl import logging
 
 from tfhub_transfer import backbones
+from tfhub_transfer import faults
 from tfhub_transfer import runners
 from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
 from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import storage
 from tfhub_transfer.results import store as store_lib
 from tfhub_transfer.results import workdir as workdir_lib
 from tfhub_transfer.results.records import ResultRecord
@@ -113,6 +115,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[store_lib.Result
 
   Raises:
     ExperimentFailed: the cell failed; its failure record was stored first.
+    faults.MachineFault: the disk is full; nothing is stored (not the cell's failure).
     ValueError: the config names an unknown model, dataset or regime (nothing is run).
   """
   # Names are checked before anything runs: an unknown one raises, and stores nothing.
@@ -137,6 +140,8 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[store_lib.Result
                  replicas=strategy.num_replicas_in_sync)
     logging.info("Cell %s: %s", cell_id(config), facts["sizes"])
     outcome = regime.get_runner()(ctx)
+  except faults.MachineFault:  # A full disk is not the cell's failure: no row, the run stops.
+    raise
   except Exception as e:  # Any failure (OOM and other TF errors too) is recorded, re-raised.
     record = _record(config, metric=dataset.metric, outcome=None, error=e,
                      seconds=time.perf_counter() - start, facts=facts)
@@ -148,9 +153,13 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[store_lib.Result
   saved = None
   if outcome.test_predictions is not None:
     # Written completely under a new name before the record that points to it is stored.
-    saved = predictions_lib.entry(predictions_lib.save(
-        workdir_lib.Workdir(store.directory).predictions, cell_id(config),
-        outcome.test_predictions), outcome.test_predictions)
+    folder = workdir_lib.Workdir(store.directory).predictions
+    try:
+      saved = predictions_lib.entry(predictions_lib.save(folder, cell_id(config),
+                                                         outcome.test_predictions),
+                                    outcome.test_predictions)
+    except OSError as e:  # A full or read-only disk: one line naming the folder, exit 1.
+      raise storage.explain(folder, e, writing=True) from e
   record = _record(config, metric=dataset.metric, outcome=outcome, error=None,
                    seconds=time.perf_counter() - start, facts=facts, predictions=saved)
   try:

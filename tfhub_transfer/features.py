@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from absl import logging
 
+from tfhub_transfer import faults
 from tfhub_transfer import progress
 
 CACHE_FORMAT = 1  # Part of every key: bump it to invalidate all entries.
@@ -329,6 +330,9 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
 
   Returns:
     The features and labels, memory-mapped from the cache.
+
+  Raises:
+    faults.MachineFault: the disk is full (the message names the cache and what to free).
   """
   remove_stale_partials(cache_dir)
   try:
@@ -339,16 +343,24 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
   if cached is not None:
     logging.info("Feature cache hit for %s: %s", description, cached.path)
     return cached
-  with EntryWriter(cache_dir, key, description=description, key_parts=key_parts) as writer:
-    iterator = [iter(dataset)]  # In a list, so that the last reference can be handed off.
-    bar = progress.Progress(num_batches, description=f"extract {description}", unit="batch")
-    steps = 0
-    for steps, (images, batch_labels) in enumerate(iterator[0], 1):
-      writer.append(np.asarray(feature_fn(images), dtype=np.float32), batch_labels)
-      bar.update(steps)
-    bar.finish(steps)
-    release_in_background(iterator)
-    return writer.commit()
+  try:
+    with EntryWriter(cache_dir, key, description=description, key_parts=key_parts) as writer:
+      iterator = [iter(dataset)]  # In a list, so that the last reference can be handed off.
+      bar = progress.Progress(num_batches, description=f"extract {description}", unit="batch")
+      steps = 0
+      for steps, (images, batch_labels) in enumerate(iterator[0], 1):
+        writer.append(np.asarray(feature_fn(images), dtype=np.float32), batch_labels)
+        bar.update(steps)
+      bar.finish(steps)
+      release_in_background(iterator)
+      return writer.commit()
+  except OSError as e:  # The writer has removed its partial entry.
+    if not faults.is_disk_full(e):
+      raise
+    raise faults.disk_full(
+        e, path=cache_dir, writing=f"the feature cache entry of {description or key}",
+        to_free=f"entries of models you no longer compare, and any *{CORRUPT_MARK}* folders, "
+                f"in {cache_dir}") from e
 
 
 def release_in_background(holder: list) -> None:

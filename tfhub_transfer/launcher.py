@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 
 from absl import logging
 
+from tfhub_transfer import faults
+from tfhub_transfer import oracle_auth
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import workdir as workdir_lib
@@ -119,6 +121,7 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
   base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1",
                   KERASTUNER_ORACLE_PORT=str(port or free_port()),
                   TF_FORCE_GPU_ALLOW_GROWTH="true")
+  base_env[oracle_auth.TOKEN_ENV] = oracle_auth.new_token()  # This search's secret.
   command = role_command(args)
   envs = {"chief": dict(base_env, KERASTUNER_TUNER_ID="chief")}
   for i, gpus in enumerate(pinning):
@@ -154,10 +157,10 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
     while (failed is None and time.monotonic() < deadline
            and any(p.poll() is None for p in processes.values())):
       time.sleep(poll_s)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`faults.Terminated`).
     print("Interrupted: stopping the chief and the workers.", file=sys.stderr, flush=True)
     _stop(processes)
-    return 130
+    return faults.TERMINATED_EXIT_CODE if isinstance(e, faults.Terminated) else 130
   _stop(processes)
   if failed is not None:
     return 1

@@ -36,6 +36,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfhub_transfer import backbones
+from tfhub_transfer import faults
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import progress
 from tfhub_transfer import regimes
@@ -303,6 +304,8 @@ def with_shared_decoding(cells: Sequence[ExperimentConfig], run_fn: Callable, *,
       if len(pending) > 1:
         try:
           extract_cells(pending)
+        except faults.MachineFault:  # A full disk: the cells would meet it too.
+          raise
         except Exception as e:  # pylint: disable=broad-except  (each cell records its own)
           logging.warning("The shared decode pass for %s failed (%s: %s); each cell "
                           "extracts its own features.", config.dataset, type(e).__name__, e)

@@ -25,6 +25,7 @@ from tfhub_transfer import regimes
 from tfhub_transfer import logreg
 from tfhub_transfer import metrics
 from tfhub_transfer.data import datasets
+from tfhub_transfer.data import folder
 from tfhub_transfer.data import loading
 from tfhub_transfer.data import pipeline
 from tfhub_transfer import training

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 from absl import logging
 
 from tfhub_transfer import experiment
+from tfhub_transfer import faults
 from tfhub_transfer import runners
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
@@ -141,6 +142,8 @@ def run_score_grid(base: ExperimentConfig, grid, *,
       continue
     try:
       result = score_cell(config, store=store)
+    except faults.MachineFault:  # A full disk: the next cell would meet it too.
+      raise
     except Exception as e:  # pylint: disable=broad-except  # One cell's failure; go on.
       label = (f"{config.identity.model_label} / {config.identity.dataset_label} / "
                f"seed {config.seed}")

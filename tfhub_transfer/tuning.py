@@ -5,7 +5,8 @@ dataset's own validation metric (top-1, mean per-class accuracy or 11-point mAP)
 the held-out validation split after each trial's full step budget. The tuner's state lives in
 the workdir, so an interrupted search resumes, and keras-tuner's distributed mode
 (KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT) spreads trials over
-processes and hosts with no extra code path here.
+processes and hosts with no extra code path here, but one: the oracle's server refuses calls
+without the search's secret (`oracle_auth`).
 """
 
 import dataclasses
@@ -14,7 +15,9 @@ from typing import Callable, Optional
 
 import keras_tuner as kt
 from absl import logging
+from keras_tuner.src.distribute import utils as dist_utils
 
+from tfhub_transfer import oracle_auth
 from tfhub_transfer import progress
 from tfhub_transfer import training
 from tfhub_transfer.config import TUNERS
@@ -145,7 +148,21 @@ class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
 
 
 class _Tuner(kt.Tuner):
-  """A `kt.Tuner` that hands the trial id to `HyperModel.fit` (for per-trial records)."""
+  """A `kt.Tuner` that hands the trial id to `HyperModel.fit` (for per-trial records), and
+  whose distributed oracle checks the search's secret (`oracle_auth`): the chief serves it
+  behind the check, a worker's client presents the secret."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    if dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle():
+      oracle_auth.authenticate_client(self.oracle, oracle_auth.token_from_env())
+
+  def search(self, *fit_args, **fit_kwargs):
+    if dist_utils.is_chief_oracle():  # keras-tuner's chief branch, with the secret checked.
+      self.save()
+      oracle_auth.serve_chief(self.oracle)
+      return
+    super().search(*fit_args, **fit_kwargs)
 
   def run_trial(self, trial, *args, **kwargs):
     return super().run_trial(trial, *args, trial_id=trial.trial_id, **kwargs)

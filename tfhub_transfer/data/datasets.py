@@ -169,6 +169,20 @@ def folder_spec(name: str) -> DatasetSpec:
   return dataclasses.replace(spec, note=f"images in {root}; {rule}")
 
 
+def check_folder_splits(spec: DatasetSpec, *, seeds, cache_dir=None) -> tuple[str, ...]:
+  """Validates a `folder:` dataset's images and refuses a split it would leave empty, for
+  each seed, before any work (`folder.check_split_sizes`); returns the warnings.
+
+  Raises:
+    ValueError: a class folder without a usable image, or a split that would be empty.
+  """
+  layout = folder.describe_layout(spec.folder)
+  listing = folder.scan_folder(layout, cache_dir=cache_dir)
+  return folder.check_split_sizes(layout, listing, seeds=seeds,
+                                  test_fraction=spec.test_fraction or 0.0,
+                                  test_seed=FOLDER_TEST_SEED, val_fraction=spec.val_fraction)
+
+
 def get_dataset_spec(name: str) -> DatasetSpec:
   """Resolves a `--dataset` value.
 

@@ -21,7 +21,12 @@ fit: it lists only .jpg/.jpeg/.png names (WebP, GIF and BMP files are dropped si
 validates nothing (one corrupt JPEG fails the run when the pipeline reaches it), finds no
 split in a flat folder, and gives a class that only test/ has a label of its own.
 
-TF-free (`os` and PIL), so `--list_datasets` and flag checks stay fast.
+Before any work, `check_split_sizes` counts each class's images in each split the layout's
+rule makes (the same draws as the reader's): a split left empty is refused, naming the
+smallest class and how many images per class the layout needs; a tiny split, or a class
+without validation or test images, is a warning that each result records.
+
+TF-free (`os`, numpy and PIL), so `--list_datasets` and flag checks stay fast.
 """
 
 import collections
@@ -30,14 +35,17 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from absl import logging
+import numpy as np
 
 from tfhub_transfer import progress
+from tfhub_transfer.data import splits as splits_lib
 
 # PIL format names of the encodings tf.io.decode_image decodes.
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
@@ -46,6 +54,9 @@ VAL_DIRS = ("val", "valid", "validation")
 TEST_DIR = "test"
 SPLIT_DIRS = (TRAIN_DIR,) + VAL_DIRS + (TEST_DIR,)
 LISTING_FORMAT = 1  # Bump when validation changes what a cached listing holds.
+# A split with fewer images is tiny: its accuracy moves in steps of 10% or more (a warning,
+# recorded in each result's `splits.warnings`).
+TINY_SPLIT = 10
 
 # How a layout becomes the train / val / test splits, by the split folders it has.
 RULES = {
@@ -163,6 +174,12 @@ def describe_layout(root: str) -> FolderLayout:
 
 def _checked(layout: FolderLayout, expected: str) -> FolderLayout:
   flag = _flag(layout.root)
+  for split_dir in (d for d in (layout.train_dir, layout.val_dir, layout.test_dir) if d):
+    for name in _subdirs(split_dir):
+      if not _is_utf8(name):
+        raise ValueError(f"{flag}: the class folder name {os.fsencode(name)!r} in {split_dir!r} "
+                         f"is not UTF-8, so it cannot be a label; rename it (e.g. convmv -f "
+                         f"latin1 -t utf8 --notest).")
   if not layout.class_names:
     raise FileNotFoundError(
         f"{flag}: no class sub-folders in {layout.train_dir}. Put each class's images in "
@@ -181,11 +198,25 @@ def _checked(layout: FolderLayout, expected: str) -> FolderLayout:
   return layout
 
 
+def _is_utf8(name: str) -> bool:
+  """Whether a name os.listdir gave is valid UTF-8 (other bytes come as lone surrogates)."""
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError:
+    return False
+  return True
+
+
 def check_image(path: str) -> Optional[str]:
   """Returns why `path` is not a usable image (a short plain phrase), or None if it is."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  if os.path.getsize(path) == 0:
-    return "empty file"
+  if not _is_utf8(path):
+    return "its name is not UTF-8 (rename it)"
+  try:
+    if os.path.getsize(path) == 0:
+      return "empty file"
+  except OSError as e:  # A symlink loop (ELOOP), a dangling link, no permission.
+    return f"unreadable ({e.strerror})"
   try:
     with Image.open(path) as image:
       image_format = image.format
@@ -197,6 +228,8 @@ def check_image(path: str) -> Optional[str]:
         return f"corrupt {image_format} ({e})"
   except Image.UnidentifiedImageError:
     return "not an image"
+  except Image.DecompressionBombError as e:  # Its size alone: nothing is decoded.
+    return f"too large to decode ({str(e).split(', could be')[0]}; downscale it)"
   except (OSError, SyntaxError, ValueError) as e:  # A header PIL knows but cannot parse.
     return "truncated image" if "truncated" in str(e).lower() else f"corrupt image ({e})"
   if image_format not in DECODABLE_FORMATS:
@@ -206,8 +239,9 @@ def check_image(path: str) -> Optional[str]:
 
 
 def _list_files(layout: FolderLayout):
-  """Every candidate file: (role, label, path, size, mtime_ns), and nested folders."""
-  files, nested = [], []
+  """Every candidate file: (role, label, path, size, mtime_ns); and (path, reason) of the
+  entries that are not (nested folders, unreadable links)."""
+  files, unlisted = [], []
   for role, split_dir in (("train", layout.train_dir), ("val", layout.val_dir),
                           ("test", layout.test_dir)):
     if split_dir is None:
@@ -220,12 +254,17 @@ def _list_files(layout: FolderLayout):
       for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
         if entry.name.startswith("."):
           continue
-        if entry.is_dir():
-          nested.append(entry.path)
-        else:
+        try:
+          if entry.is_dir():
+            unlisted.append((entry.path, "a folder inside a class folder (its files are not "
+                                         "read)"))
+            continue
           stat = entry.stat()
-          files.append((role, label, entry.path, stat.st_size, stat.st_mtime_ns))
-  return tuple(files), tuple(nested)
+        except OSError as e:  # A symlink loop (ELOOP), a dangling link, no permission.
+          unlisted.append((entry.path, f"unreadable ({e.strerror})"))
+          continue
+        files.append((role, label, entry.path, stat.st_size, stat.st_mtime_ns))
+  return tuple(files), tuple(unlisted)
 
 
 def listing_key(files) -> str:
@@ -247,11 +286,11 @@ def scan_folder(layout: FolderLayout, *, cache_dir: Optional[str] = None) -> Fol
   Raises:
     ValueError: a class folder has no usable image.
   """
-  files, nested = _list_files(layout)
-  listing = _validated(files, nested, listing_key(files), cache_dir)
+  files, unlisted = _list_files(layout)
+  listing = _validated(files, unlisted, listing_key(files), cache_dir)
   if listing.skipped:
     logging.warning("%s: %d unusable file(s) of %d skipped (listing %s).", _flag(layout.root),
-                    len(listing.skipped), len(files) + len(nested), listing.key)
+                    len(listing.skipped), len(files) + len(unlisted), listing.key)
   _check_every_class_has_images(layout, files, listing)
   return listing
 
@@ -273,7 +312,7 @@ def _check_every_class_has_images(layout, files, listing):
 
 
 @functools.lru_cache(maxsize=8)
-def _validated(files, nested, key: str, cache_dir: Optional[str]) -> FolderListing:
+def _validated(files, unlisted, key: str, cache_dir: Optional[str]) -> FolderListing:
   """The validated listing of `files` (memoised per process, and on disk in `cache_dir`);
   logs why each skipped file is skipped, once per process."""
   path = os.path.join(cache_dir, f"{key}.json") if cache_dir else None
@@ -288,9 +327,7 @@ def _validated(files, nested, key: str, cache_dir: Optional[str]) -> FolderListi
                                        delete=False) as f:
         json.dump(saved, f)
       os.replace(f.name, path)  # Atomic: a reader sees the whole listing or none.
-  skipped = [tuple(row) for row in saved["skipped"]] + [
-      (folder_path, "a folder inside a class folder (its files are not read)")
-      for folder_path in nested]
+  skipped = [tuple(row) for row in saved["skipped"]] + list(unlisted)
   for file_path, reason in skipped:
     logging.warning("Skipping %s: %s.", file_path, reason)
   return FolderListing(key=key, train=_pairs(saved["train"]), val=_pairs(saved["val"]),
@@ -348,3 +385,112 @@ def state_key(layout: FolderLayout) -> str:
   """The listing key of a folder as it is now (`listing_key`): walks it, decodes nothing."""
   files, _ = _list_files(layout)
   return listing_key(files)
+
+
+_SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def split_sizes(layout: FolderLayout, listing: FolderListing, *, test_fraction: float,
+                test_seed: int, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+  """Per-class image counts of the train, val and test splits the layout's rule makes.
+
+  The counts of the draws `readers.FolderReader` (test, seed `test_seed`) and
+  `loading.load_splits` (validation, the experiment seed) make: `splits.heldout_counts`
+  with the seeded generator `splits.stratified_split` uses, so no image is read.
+  """
+  num_classes = len(layout.class_names)
+
+  def count(pairs):
+    return np.bincount([label for _, label in pairs], minlength=num_classes).astype(np.int64)
+
+  train = count(listing.train)
+  if layout.test_dir is None:
+    test = _heldout(train, test_fraction, test_seed)
+    train = train - test
+  else:
+    test = count(listing.test)
+  if layout.val_dir is None:
+    val = _heldout(train, val_fraction, seed)
+    train = train - val
+  else:
+    val = count(listing.val)
+  return {"train": train, "val": val, "test": test}
+
+
+def _heldout(counts, fraction, seed):
+  """`splits.stratified_split`'s per-class counts (over the classes present, in order)."""
+  held = np.zeros_like(counts)
+  present = counts > 0
+  held[present] = splits_lib.heldout_counts(counts[present], fraction=fraction,
+                                            rng=np.random.default_rng(seed))
+  return held
+
+
+def min_images_per_class(layout: FolderLayout, *, test_fraction: float,
+                         val_fraction: float) -> int:
+  """The fewest images a class of `train_dir` needs so that every draw leaves it one image
+  in each split the layout draws from it (a held-out fraction f gives a class of m images
+  floor(f * m) of them, or one more)."""
+  fractions = [f for f, drawn in ((test_fraction, layout.test_dir is None),
+                                  (val_fraction, layout.val_dir is None)) if drawn]
+  n = 1
+  while True:
+    left, ok = n, True
+    for fraction in fractions:
+      ok = ok and math.floor(fraction * left) >= 1
+      left -= min(math.floor(fraction * left) + 1, left - 1)
+    if ok and left >= 1:
+      return n
+    n += 1
+
+
+def check_split_sizes(layout: FolderLayout, listing: FolderListing, *, seeds: Sequence[int],
+                      test_fraction: float, test_seed: int,
+                      val_fraction: float) -> tuple[str, ...]:
+  """Refuses a folder whose layout would leave a split empty; returns warnings of tiny ones.
+
+  Args:
+    layout, listing: the folder (`describe_layout`, `scan_folder`).
+    seeds: the experiment seeds to run (each draws its own validation split).
+    test_fraction, test_seed, val_fraction: the dataset spec's draws.
+
+  Returns:
+    One line per warning: a split under `TINY_SPLIT` images, a class with no validation or
+    test image.
+
+  Raises:
+    ValueError: a split would be empty (one line naming the smallest class and the images
+      per class the layout needs).
+  """
+  flag = _flag(layout.root)
+  need = min_images_per_class(layout, test_fraction=test_fraction, val_fraction=val_fraction)
+  warnings = []
+  for seed in seeds:
+    sizes = split_sizes(layout, listing, test_fraction=test_fraction, test_seed=test_seed,
+                        val_fraction=val_fraction, seed=seed)
+    total = sizes["train"] + sizes["val"] + sizes["test"]
+    for split, per_class in sizes.items():
+      if not per_class.sum():
+        smallest = int(np.argmin(total))
+        raise ValueError(
+            f"{flag}: the {_SPLIT_WORDS[split]} split would be empty (seed {seed}): class "
+            f"{layout.class_names[smallest]!r} has {total[smallest]} usable image(s), and the "
+            f"{layout.kind} layout needs at least {need} per class (one for each split it "
+            f"draws); add images to the smaller classes.")
+    for split in ("val", "test"):  # The splits that are measured.
+      per_class, word = sizes[split], _SPLIT_WORDS[split]
+      missing = [name for name, n in zip(layout.class_names, per_class) if not n]
+      line = None
+      if per_class.sum() < TINY_SPLIT:
+        line = (f"the {word} split has only {per_class.sum()} image(s) (seed {seed}): its "
+                f"accuracy moves in steps of {1 / per_class.sum():.0%}")
+      if missing:
+        drawn = {"val": layout.val_dir, "test": layout.test_dir}[split] is None
+        line = (line + "; " if line else f"seed {seed}: ") + (
+            f"{len(missing)} class(es) have no {word} image ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}"
+            + (f"; {need} images per class give each one)" if drawn else ")"))
+      if line and line not in warnings:
+        warnings.append(line)
+        logging.warning("%s: %s.", flag, line)
+  return tuple(warnings)

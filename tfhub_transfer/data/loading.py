@@ -33,7 +33,7 @@ class Splits:
       int64 scalar, or float32 multi-hot [num_classes]}, in deterministic order, not decoded.
     sizes: split name -> number of examples.
     info: facts for the result record (source, version, how val was made, its fraction and
-      seed, caps, skipped files, notes).
+      seed, caps, skipped files, notes, and a folder's `warnings`: tiny splits).
     class_names: label names, indexed by class id.
     refit_with_val: whether the final model is refitted on train + val (False in a low-data
       cell, whose final model sees only its subset: `trainval` is then the subset).
@@ -75,7 +75,7 @@ def load_splits(spec: datasets.DatasetSpec, *, data_dir: Optional[str] = None,
       which, and where to put them.
     RuntimeError: TFDS could not download or prepare the dataset.
     ValueError: the TFDS features disagree with the spec, a folder's class has no usable
-      image, or examples_per_class < 0.
+      image, a folder's split would be empty, or examples_per_class < 0.
   """
   if examples_per_class < 0:
     raise ValueError(f"--examples_per_class={examples_per_class} must be >= 0 (0: all "
@@ -90,6 +90,10 @@ def load_splits(spec: datasets.DatasetSpec, *, data_dir: Optional[str] = None,
     reader = readers.TfdsReader(spec, data_dir=data_dir, manual_dir=manual_dir)
   info = {"dataset": spec.name, **reader.info, "validation": spec.describe_val(),
           "max_examples": max_examples, "note": spec.note}
+  if spec.source == datasets.FOLDER:
+    warnings = reader.check_split_sizes(seed)
+    if warnings:
+      info["warnings"] = list(warnings)
   if spec.heldout_val:
     pool, labels = reader.read(spec.train_split), reader.labels(spec.train_split)
     val_mask = splits_lib.stratified_split(labels, fraction=spec.val_fraction, seed=seed)

@@ -188,6 +188,8 @@ class FolderReader:
   def __init__(self, spec, *, test_seed, cache_dir=None):
     layout = folder.describe_layout(spec.folder)
     listing = folder.scan_folder(layout, cache_dir=cache_dir)
+    self._spec, self._test_seed = spec, test_seed
+    self._layout, self._listing = layout, listing
     self.class_names = layout.class_names
     train, test = listing.train, listing.test
     if layout.test_dir is None:
@@ -203,6 +205,14 @@ class FolderReader:
     self.info = {"source": f"folder:{spec.folder}", "layout": rule,
                  "folder_listing": listing.key, "skipped_files": len(listing.skipped),
                  "skipped_reasons": dict(sorted(reasons.items()))}
+
+  def check_split_sizes(self, seed):
+    """`folder.check_split_sizes` for the experiment seed: raises where a split would be
+    empty; returns the warnings (tiny splits)."""
+    return folder.check_split_sizes(self._layout, self._listing, seeds=(seed,),
+                                    test_fraction=self._spec.test_fraction or 0.0,
+                                    test_seed=self._test_seed,
+                                    val_fraction=self._spec.val_fraction)
 
   def read(self, split):
     paths = [path for path, _ in self._pools[split]]

@@ -3,7 +3,7 @@
 A workdir's results live in `<workdir>/results/<host>.sqlite` (`ResultsStore.for_workdir`):
 each host writes only its own file, which its processes share, so SQLite's locking never has
 to work across a network filesystem, where it often does not
-(https://www.sqlite.org/useovernet.html). `stores.read_workdir` reads every store file of a
+(https://www.sqlite.org/useovernet.html). `merged.read_workdir` reads every store file of a
 workdir read-only and merges them: the report, a sweep's "already done" check and the launcher
 read through it. The host's name is `$TFHUB_TRANSFER_HOST`, else the machine's.
 
@@ -94,7 +94,7 @@ def _now() -> str:
 
 class ResultsStore:
   """Results and tuner trials in one SQLite file: a host's store in a workdir
-  (`for_workdir`), or any file. A whole workdir is read with `stores.read_workdir`.
+  (`for_workdir`), or any file. A whole workdir is read with `merged.read_workdir`.
 
   Connections are opened per call, so a store object may be shared with forked processes.
 
