@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfhub_transfer import backbones
+from tfhub_transfer import devices
 from tfhub_transfer import runners
 from tfhub_transfer import training
 from tfhub_transfer import tuning
@@ -119,6 +120,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
   dataset = datasets.get_dataset_spec(config.dataset)
   regime = config.regime_spec
   weights = regime.resolve_weights(config.weights)
+  devices.check_local_strategy(config.strategy, jit_compile=config.jit_compile)  # Issue 27.
   os.makedirs(config.workdir, exist_ok=True)
   store = store or results.ResultsStore.for_workdir(config.workdir)
   facts: dict[str, Any] = {}
@@ -132,6 +134,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[results.ResultsS
     facts = dict(sizes=dict(splits.sizes), splits=dict(splits.info), weights=weights,
                  devices=training.devices_of(strategy),
                  replicas=strategy.num_replicas_in_sync)
+    facts["provenance"] = devices.provenance(facts["devices"])  # Issue 27: device, TF32, cuDNN.
     logging.info("Cell %s: %s", cell_id(config), facts["sizes"])
     outcome = regime.get_runner()(ctx)
   except Exception as e:  # Any failure (OOM and other TF errors too) is recorded, re-raised.
