@@ -97,8 +97,10 @@ _PRECISION = flags.DEFINE_enum(
     "feature extraction; the head and the loss stay float32, float16 losses are scaled. "
     "Part of each result's key.")
 _JIT_COMPILE = flags.DEFINE_bool(
-    "jit_compile", False, "Compile the training step and the feature extractor with XLA. "
-    "Part of each result's key.")
+    "jit_compile", False, "Compile the training step and the feature extractor with XLA "
+    "(one replica only: refused with --strategy=mirrored or auto on 2+ GPUs). Part of each "
+    "result's key. TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR keeps compiles "
+    "across processes.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
