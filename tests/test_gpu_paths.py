@@ -348,7 +348,8 @@ class DiagnosticsTest(tf.test.TestCase):
     self.assertIn("GPU 0 (NVIDIA H100 80GB HBM3): this TensorFlow build has no machine code "
                   "for compute capability 9.0", line)
     self.assertEqual(cache_size, str(4 * 2**30))
-    self.assertIn("no GPU visible although an NVIDIA driver is present", line)
+    self.assertIn("no GPU visible although an NVIDIA driver is present: TensorFlow could not "
+                  f"load CUDA {build['cuda_version']} / cuDNN {build['cudnn_version']}", line)
     self.assertIn("pip install '.[gpu]'", line)
     self.assertTrue(devices.keep_line("E0000 cuda_platform.cc:52] failed call to cuInit: x",
                                       driver=True))

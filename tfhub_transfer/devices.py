@@ -186,12 +186,15 @@ def import_tensorflow_quietly(*, keep_all: bool = False) -> str:
              f"{build.get('cudnn_version', '?')})")
   else:
     text += no_gpu_reason(driver=driver_present(), cuda_build=bool(build.get("is_cuda_build")),
-                          visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+                          visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                          cuda=build.get("cuda_version"), cudnn=build.get("cudnn_version"))
   return "; ".join([text] + notes)
 
 
-def no_gpu_reason(*, driver: bool, cuda_build: bool, visible: Optional[str]) -> str:
-  """The devices line's ending when TensorFlow sees no GPU: why, and what to do."""
+def no_gpu_reason(*, driver: bool, cuda_build: bool, visible: Optional[str],
+                  cuda: Optional[str] = None, cudnn: Optional[str] = None) -> str:
+  """The devices line's ending when TensorFlow sees no GPU: why, and what to do (`cuda`,
+  `cudnn`: the versions the build expects)."""
   if visible is not None and not [d for d in visible.split(",") if d.strip()]:
     return f" (no GPU visible: CUDA_VISIBLE_DEVICES={visible!r} hides them)"
   if not driver:
@@ -200,7 +203,7 @@ def no_gpu_reason(*, driver: bool, cuda_build: bool, visible: Optional[str]) -> 
     return (" (no GPU visible: an NVIDIA driver is present but this TensorFlow build has "
             "no CUDA support; install the Linux x86-64 or aarch64 wheel)")
   return (" (no GPU visible although an NVIDIA driver is present: TensorFlow could not load "
-          f"CUDA, see the lines above; fix: {GPU_FIX})")
+          f"CUDA {cuda or '?'} / cuDNN {cudnn or '?'}, see the lines above; fix: {GPU_FIX})")
 
 
 def resolve_strategy(name: str, *, num_gpus: int, num_cpus: int = 1,
