@@ -178,6 +178,40 @@ class MemoryGrowthTest(tf.test.TestCase):
                      ("a; b", 150.0, {"8": "E: x"}))
 
 
+  def test_parts_are_stored_one_by_one_then_merged_into_the_full_run(self):
+    tmp = self.get_temp_dir()
+    script = textwrap.dedent(f"""\
+        import os
+        from unittest import mock
+        import bench.__main__ as main
+        from bench import harness, profiles, report
+        with mock.patch.object(main, "RESULTS_DIR", {tmp!r}), \\
+            mock.patch.object(main, "MARKDOWN", os.path.join({tmp!r}, "BENCHMARKS.md")):
+          for name, keys in profiles.PARTS.items():
+            figures = [harness.Figure(key=k, title=k, measured=harness.Measurement(
+                "m", "s", [1.0]), baseline=harness.Measurement("b", "s", [2.0]),
+                ratio_of=harness.BASELINE_OVER_MEASURED, goal="") for k in keys]
+            main.store_part(report.Report(
+                mode="device", command=name, started_at="t", wall_s=1.0, machine={{
+                    "cpu": "c", "usable_cores": 1, "logical_cores": 1, "memory_gib": 1}},
+                versions={{}}, figures=figures), "device", name)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=fakes.REPO_ROOT,
+                          env=fakes.subprocess_env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    names = list(profiles.PARTS)
+    self.assertIn(f"Parts still to run before device.json is written: {', '.join(names[1:])}",
+                  done.stdout)
+    self.assertCountEqual(os.listdir(os.path.join(tmp, "device.parts")),
+                          [f"{name}.json" for name in names])
+    merged = bench_report.load_json(os.path.join(tmp, "device.json"))
+    self.assertEqual([f.key for f in merged.figures], list(profiles.FIGURES))
+    self.assertEqual(merged.command, "; ".join(names))
+    with open(os.path.join(tmp, "BENCHMARKS.md")) as f:
+      self.assertIn("## GPU run", f.read())
+
+
 class LauncherTest(tf.test.TestCase):
 
   def test_visible_gpus_follow_cuda_visible_devices_then_nvidia_smi(self):
