@@ -29,7 +29,7 @@ from tfhub_transfer.config import STRATEGIES
 MEMORY_GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
 CUDA_CACHE_ENV = "CUDA_CACHE_MAXSIZE"
 # CUDA's largest JIT cache (4 GiB): a PTX-only architecture compiles every kernel on first
-# use, and the default 256 MiB cache evicts them (TensorFlow warns it can take 30 minutes).
+# use, and a smaller cache evicts them (TensorFlow warns the JIT can take 30 minutes).
 CUDA_CACHE_BYTES = str(4 * 2**30)
 GPU_FIX = "pip install '.[gpu]' (TensorFlow's CUDA and cuDNN wheels; see the README's GPU section)"
 DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"
