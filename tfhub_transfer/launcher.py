@@ -92,8 +92,8 @@ def _start(name, command, env, log_dir):
   log.close()
   with open(os.path.join(log_dir, f"{name}.pid"), "w") as f:
     f.write(str(process.pid))  # For operators (and tests) that need to signal one process.
-  logging.info("Started %s (pid %d), log %s", name, process.pid,
-               os.path.join(log_dir, f"{name}.log"))
+  logging.info("Started %s (pid %d, CUDA_VISIBLE_DEVICES=%s), log %s", name, process.pid,
+               env.get("CUDA_VISIBLE_DEVICES", "unset"), os.path.join(log_dir, f"{name}.log"))
   return process
 
 
