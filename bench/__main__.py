@@ -1,9 +1,14 @@
-"""`python -m bench [--device] [--figures=1,2] [--logreg_features=F,...] [--nowrite]`.
+"""`python -m bench [--device] [--figures=1,2 | --part=NAME] [--logreg_features=F,...]
+[--nowrite]`.
 
 Prints the table and every raw value. A full run (every figure, on the profile's own data)
 is then stored as bench/results/<mode>.json, and BENCHMARKS.md is rendered from the CPU and
 GPU JSONs there (unless --nowrite); a partial run, or one on a user's features, only prints,
-so that it never replaces a full run's numbers.
+so that it never replaces a full run's numbers. A run in named parts (`--part`, see
+`profiles.PARTS`: each part at most ~8 minutes on one GPU) stores each part as
+bench/results/<mode>.parts/<part>.json, and once every part is there, their merge as
+<mode>.json. A figure that fails is reported as failed; the others still run and are
+stored, and the exit status is 1.
 """
 
 import dataclasses
@@ -19,10 +24,18 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from bench import profiles  # pylint: disable=g-import-not-at-top
+from tfhub_transfer import devices  # pylint: disable=g-import-not-at-top
+
+# GPU memory growth, before TensorFlow starts (here and in the figures' child processes).
+devices.prepare_environment()
 
 _DEVICE = flags.DEFINE_bool("device", False,
                             "Sizes for one GPU (a few minutes) instead of 2 CPU cores.")
 _FIGURES = flags.DEFINE_list("figures", list(profiles.FIGURES), "Figures to run.")
+_PART = flags.DEFINE_enum(
+    "part", None, list(profiles.PARTS), "Run one named part of the figures ("
+    + "; ".join(f"{name}: {','.join(keys)}" for name, keys in profiles.PARTS.items())
+    + "), stored on its own; the parts together make a full run.")
 _LOGREG_FEATURES = flags.DEFINE_list(
     "logreg_features", [],
     "Run figure 2 on these features instead of synthetic ones: .npz files with arrays "
@@ -66,28 +79,58 @@ def main(argv):
     run.check_figures(_FIGURES.value)
   except ValueError as e:
     sys.exit(f"--figures: {e}")
-  full_run = set(_FIGURES.value) == set(run.FIGURES) and not _LOGREG_FEATURES.value
+  if _PART.value and flags.FLAGS["figures"].present:
+    sys.exit("--part and --figures both choose the figures: pass one of them.")
+  figures = list(profiles.PARTS[_PART.value]) if _PART.value else _FIGURES.value
+  full_run = set(figures) == set(run.FIGURES) and not _LOGREG_FEATURES.value
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="tfhub_transfer_bench_")
   command = "python -m bench" + " " + " ".join(sys.argv[1:])
   try:
     result = run.run_benchmarks(profile, workdir=workdir,
-                                figures=_FIGURES.value, command=command.strip())
+                                figures=figures, command=command.strip())
   finally:
     if not _WORKDIR.value:
       shutil.rmtree(workdir, ignore_errors=True)
   print()
   print(report.format_text(result))
-  if _WRITE.value and not full_run:
+  if _WRITE.value and _PART.value and not _LOGREG_FEATURES.value:
+    store_part(result, mode, _PART.value)
+  elif _WRITE.value and not full_run:
     print(f"\nNot written: only a full run (every figure, on the profile's own data) "
           f"replaces bench/results/{mode}.json and BENCHMARKS.md.")
   elif _WRITE.value:
-    report.save_json(result, os.path.join(RESULTS_DIR, f"{mode}.json"))
-    reports = {m: report.load_json(os.path.join(RESULTS_DIR, f"{m}.json"))
-               for m in report.MODES}
-    with open(MARKDOWN, "w") as f:
-      f.write(report.render_markdown(reports))
-    print(f"\nWrote {os.path.relpath(MARKDOWN, ROOT)} and "
-          f"{os.path.relpath(RESULTS_DIR, ROOT)}/{mode}.json")
+    store_full(result, mode)
+  if result.failures:
+    sys.exit(f"{len(result.failures)} figure(s) failed: {', '.join(result.failures)}.")
+
+
+def store_full(result, mode: str) -> None:
+  """bench/results/<mode>.json, and BENCHMARKS.md rendered from every mode's JSON."""
+  from bench import report  # pylint: disable=g-import-not-at-top
+  report.save_json(result, os.path.join(RESULTS_DIR, f"{mode}.json"))
+  reports = {m: report.load_json(os.path.join(RESULTS_DIR, f"{m}.json"))
+             for m in report.MODES}
+  with open(MARKDOWN, "w") as f:
+    f.write(report.render_markdown(reports))
+  print(f"\nWrote {os.path.relpath(MARKDOWN, ROOT)} and "
+        f"{os.path.relpath(RESULTS_DIR, ROOT)}/{mode}.json")
+
+
+def store_part(result, mode: str, part: str) -> None:
+  """bench/results/<mode>.parts/<part>.json; with every part there, their merge as a full
+  run (`store_full`)."""
+  from bench import report  # pylint: disable=g-import-not-at-top
+  parts_dir = os.path.join(RESULTS_DIR, f"{mode}.parts")
+  report.save_json(result, os.path.join(parts_dir, f"{part}.json"))
+  print(f"\nWrote {os.path.relpath(parts_dir, ROOT)}/{part}.json")
+  parts = {name: report.load_json(os.path.join(parts_dir, f"{name}.json"))
+           for name in profiles.PARTS}
+  missing = [name for name, stored in parts.items() if stored is None]
+  if missing:
+    print(f"Parts still to run before {mode}.json is written: {', '.join(missing)} "
+          f"(python -m bench{' --device' if mode == 'device' else ''} --part=NAME).")
+  else:
+    store_full(report.merge(list(parts.values())), mode)
 
 
 if __name__ == "__main__":

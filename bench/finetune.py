@@ -64,7 +64,9 @@ def figure_finetune(profile: Profile, workdir: str) -> harness.Figure:
       ratio_of=harness.BASELINE_OVER_MEASURED, goal=">= 0.90",
       setup=(f"TransferHead({profile.train_model}, random init) at {spec.image_size} px, "
              f"finetune regime, batch {batch}, SGD + Nesterov, cosine schedule, "
-             f"on {', '.join(training.devices_of(strategy))}; the project's path "
+             f"on {', '.join(training.devices_of(strategy))}; both sides feed model.fit "
+             f"from tf.data on the host, so on a GPU both copy each batch to the device "
+             f"(prefetched there by the strategy's distributed dataset); the project's path "
              f"decodes and augments {num_images} synthetic JPEGs (random-resized crop + "
              f"flip) and runs its callbacks: BackupAndRestore, TerminateOnNaN, TensorBoard "
              f"(one backup per {steps}-step run here, one per 200 steps in real runs); "

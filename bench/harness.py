@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
+from tfhub_transfer import devices
+
 # Which side of a figure is the numerator of its ratio.
 BASELINE_OVER_MEASURED = "baseline/measured"  # Throughput ratios and speed-ups.
 MEASURED_OVER_BASELINE = "measured/baseline"  # Time or memory fractions.
@@ -242,6 +244,12 @@ def machine_info() -> dict[str, Any]:
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def error_line(error: BaseException) -> str:
+  """One line saying what failed: the exception's type and its message's last line."""
+  lines = [line for line in str(error).strip().splitlines() if line.strip()]
+  return f"{type(error).__name__}: {lines[-1] if lines else ''}".strip()
+
+
 def run_child(module: str, spec: dict) -> dict:
   """Runs `python -m <module> '<spec as JSON>'` in a fresh process (this checkout importable,
   TensorFlow quiet) and returns the last JSON line it printed.
@@ -251,6 +259,7 @@ def run_child(module: str, spec: dict) -> dict:
   """
   env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
              TF_CPP_MIN_LOG_LEVEL="2")
+  devices.prepare_environment(env)  # GPU memory growth: the parent holds its share too.
   done = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], cwd=_ROOT, env=env,
                         capture_output=True, text=True, check=False)
   lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

@@ -25,7 +25,10 @@ def figures_precision(profile: Profile) -> list[harness.Figure]:
   spec = backbones.get_backbone_spec(profile.precision_model,
                                      image_size=profile.precision_image_size or None)
   batch, steps = profile.precision_batch, profile.precision_steps
-  strategy = training.make_strategy("auto")
+  # One device: XLA is refused on several replicas (devices.resolve_strategy), and the
+  # figure compares settings, not replica counts.
+  strategy = training.make_strategy(
+      "one_device" if tf.config.list_logical_devices("GPU") else "default")
   images = tf.random.uniform([batch, spec.image_size, spec.image_size, 3], -1.0, 1.0, seed=0)
   labels = tf.constant(np.arange(batch) % NUM_CLASSES, tf.int64)
   data = tf.data.Dataset.from_tensors((images, labels)).repeat()

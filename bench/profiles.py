@@ -5,6 +5,18 @@ import dataclasses
 
 FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8")
 
+# `python -m bench --part=NAME`: the figures in named parts, each meant to take at most about
+# 8 minutes of the `device` profile (an estimate from the CPU run's figure times scaled by the
+# sizes: no GPU run has been made yet), so a GPU session can run and store them one at a
+# time. Figures 5 and 7 share their fresh-process extraction runs, so they share a part.
+PARTS = {
+    "extract": ("1", "6"),
+    "logreg": ("2",),
+    "cells": ("3", "4"),
+    "memory": ("5", "7"),
+    "precision": ("8",),
+}
+
 # The `metrics.METRICS` that figure 2 can compare: scikit-learn's side is one softmax.
 SINGLE_LABEL_METRICS = ("top1", "mean_per_class")
 

@@ -27,6 +27,7 @@ class Report:
     versions: library versions.
     figures: the figures, in order.
     curves: the cost curves (figure 7), in order.
+    failures: figure number -> the error's line, for each figure that failed.
   """
   mode: str
   command: str
@@ -36,6 +37,7 @@ class Report:
   versions: dict[str, str]
   figures: list[harness.Figure]
   curves: list[growth.Curve] = dataclasses.field(default_factory=list)
+  failures: dict[str, str] = dataclasses.field(default_factory=dict)
 
   def to_dict(self) -> dict[str, Any]:
     return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -47,6 +49,21 @@ class Report:
   def from_dict(cls, d: dict[str, Any]) -> "Report":
     return cls(**{**d, "figures": [harness.Figure.from_dict(f) for f in d["figures"]],
                   "curves": [growth.Curve.from_dict(c) for c in d.get("curves", [])]})
+
+
+def merge(reports: list[Report]) -> Report:
+  """One report from the parts of a run made in several sittings (`--part`): their figures,
+  curves and failures in figure order, their commands, the sum of their wall times, and the
+  first part's machine and versions."""
+  first = reports[0]
+  return Report(
+      mode=first.mode, command="; ".join(r.command for r in reports),
+      started_at=first.started_at, wall_s=sum(r.wall_s for r in reports),
+      machine=first.machine, versions=first.versions,
+      figures=sorted((f for r in reports for f in r.figures),
+                     key=lambda f: _figure_order(f.key)),
+      curves=sorted((c for r in reports for c in r.curves), key=lambda c: _figure_order(c.key)),
+      failures={k: v for r in reports for k, v in r.failures.items()})
 
 
 def save_json(report: Report, path: str) -> None:
@@ -190,12 +207,19 @@ def format_text(report: Report) -> str:
     parts.append(format_table(report.figures))
   if report.curves:
     parts.append(format_curves_table(report.curves))
+  parts.extend(format_failures(report))
   parts.append("Raw values, one per repetition in the order taken:")
   if report.figures:
     parts.append(format_raw(report.figures))
   if report.curves:
     parts.append(format_curves_raw(report.curves))
   return "\n\n".join(parts)
+
+
+def format_failures(report: Report) -> list[str]:
+  """One line per failed figure (none: an empty list)."""
+  return [f"Figure {key} FAILED: {error}" for key, error in sorted(
+      report.failures.items(), key=lambda item: _figure_order(item[0]))]
 
 
 def render_markdown(reports: dict[str, Optional[Report]]) -> str:
@@ -236,7 +260,10 @@ def render_markdown(reports: dict[str, Optional[Report]]) -> str:
                  f"this file. Run `python -m bench --device` on a machine with one GPU "
                  f"(a few minutes) to fill this column.")
       continue
-    out += [format_header(report).replace("\n", "  \n"), "",
+    out += [format_header(report).replace("\n", "  \n"), ""]
+    out += [f"{line}  " for line in format_failures(report)] + (
+        [""] if report.failures else [])
+    out += [
             "| # | Measured: median (min–max) | Baseline: median (min–max) | Ratio | Met |",
             "|---|---|---|---|---|"]
     for f in report.figures:

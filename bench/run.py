@@ -1,8 +1,13 @@
-"""`run_benchmarks(profile, ...) -> Report`: every figure, in one process, in one run."""
+"""`run_benchmarks(profile, ...) -> Report`: every figure, in one process, in one run.
+
+A figure that fails (a child out of memory, an error) is reported as failed, with its error's
+last line, and the others still run: the report holds what was measured and what failed.
+"""
 
 import datetime
 import os
 import time
+import traceback
 from typing import Callable, Sequence
 
 import keras
@@ -76,14 +81,20 @@ def run_benchmarks(profile: Profile, *, workdir: str, figures: Sequence[str] = F
   started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   start = time.perf_counter()
   fns = _figure_fns(profile, workdir)
-  measured, measured_curves = [], []
+  measured, measured_curves, failures = [], [], {}
   interactive, verbosity = keras.config.is_interactive_logging_enabled(), logging.get_verbosity()
   keras.config.disable_interactive_logging()  # Progress bars would drown the table.
   logging.set_verbosity(logging.ERROR)
   try:
     for key in FIGURES:
       if key in figures:
-        seconds, new = harness.timed(fns[key])
+        try:
+          seconds, new = harness.timed(fns[key])
+        except Exception as e:  # pylint: disable=broad-except
+          failures[key] = harness.error_line(e)
+          progress(f"    figure {key} FAILED: {failures[key]}")
+          logging.debug("Figure %s failed:\n%s", key, traceback.format_exc())
+          continue
         for item in new:
           if isinstance(item, growth.Curve):
             measured_curves.append(item)
@@ -105,4 +116,5 @@ def run_benchmarks(profile: Profile, *, workdir: str, figures: Sequence[str] = F
   return report_lib.Report(
       mode=profile.name, command=command, started_at=started,
       wall_s=time.perf_counter() - start, machine=machine,
-      versions=experiment.library_versions(), figures=measured, curves=measured_curves)
+      versions=experiment.library_versions(), figures=measured, curves=measured_curves,
+      failures=failures)

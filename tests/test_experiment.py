@@ -48,6 +48,8 @@ class LogregCellTest(tf.test.TestCase):
     for phase in ("extract_s", "fit_s", "total_s"):
       self.assertGreater(record["timings"][phase], 0.0)
     self.assertEqual(record["versions"]["tensorflow"], tf.__version__)
+    self.assertEqual(record["provenance"], {"device_kind": "CPU", "gpu_names": [], "tf32": False,
+                                            "cuda_version": None, "cudnn_version": None})
     stored = results.ResultsStore.for_workdir(config.workdir).get(*config.cell)
     self.assertEqual(stored["test_metric"], record["test_metric"])
 

@@ -111,10 +111,11 @@ class DistributedTuningTest(tf.test.TestCase):
     self._check_store(workdir)  # Every trial once, the killed worker's included.
 
   def test_gpu_pinning(self):
-    self.assertEqual([launcher.worker_gpus(i, 2, 4) for i in range(2)], ["0,1", "2,3"])
-    self.assertIsNone(launcher.worker_gpus(0, 1, 0))
-    with self.assertRaisesRegex(ValueError, "needs 3 GPUs; this host has 2"):
-      launcher.worker_gpus(2, 1, 2)
+    ids = ["0", "1", "2", "3"]
+    self.assertEqual([launcher.worker_gpus(i, 2, ids) for i in range(2)], ["0,1", "2,3"])
+    self.assertIsNone(launcher.worker_gpus(0, 1, []))
+    with self.assertRaisesRegex(ValueError, r"needs 3 GPUs; this process was given 2 \(4,5\)"):
+      launcher.worker_gpus(2, 1, ["4", "5"])
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from tfhub_transfer import devices
 from tfhub_transfer import faults
 from tfhub_transfer import regimes
 from tfhub_transfer import sweep
@@ -97,8 +98,10 @@ _PRECISION = flags.DEFINE_enum(
     "feature extraction; the head and the loss stay float32, float16 losses are scaled. "
     "Part of each result's key.")
 _JIT_COMPILE = flags.DEFINE_bool(
-    "jit_compile", False, "Compile the training step and the feature extractor with XLA. "
-    "Part of each result's key.")
+    "jit_compile", False, "Compile the training step and the feature extractor with XLA "
+    "(one replica only: refused with --strategy=mirrored or auto on 2+ GPUs). Part of each "
+    "result's key. TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR keeps compiles "
+    "across processes.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
@@ -447,14 +450,17 @@ def _dispatch() -> int:
     print(f"{len(forgotten)} stored result(s) forgotten in {_WORKDIR.value}"
           + ("" if _FORGET_OK.value else " (failed ones only; --forget_ok for ok ones)"))
     return 0
-  from tfhub_transfer import devices  # pylint: disable=g-import-not-at-top
-  absl_logging.info("tfhub_transfer %s: %s.", _version(), devices.import_tensorflow_quietly(
-      keep_all=flags.FLAGS["verbosity"].value > 0))
   grid = _grid()
   config = base_config(grid)
   if "KERASTUNER_ORACLE_IP" in os.environ:  # A chief or worker of a distributed search.
     from tfhub_transfer import oracle_auth  # pylint: disable=g-import-not-at-top
     oracle_auth.token_from_env()  # Its secret is set, or one line before the first cell.
+  if _MODE.value == "run" and _PARALLEL_TRIALS.value:
+    return _launch(grid, config)  # Without TensorFlow in this process: see the launcher.
+  absl_logging.info("tfhub_transfer %s: %s.", _version(), devices.import_tensorflow_quietly(
+      keep_all=flags.FLAGS["verbosity"].value > 0))
+  if _MODE.value != "plan":  # Before any work: a GPU strategy without a GPU, XLA x replicas.
+    devices.check_local_strategy(config.strategy, jit_compile=config.jit_compile)
   if _MODE.value == "plan":
     return _plan(grid.cells(config))
   if _MODE.value == "score":
@@ -462,19 +468,22 @@ def _dispatch() -> int:
     scored = scoring.run_score_grid(config, grid,
                                     on_result=lambda result: print(result.summary_line()))
     return _finish(scored, show_line=scored.cells > 1)
-  if _PARALLEL_TRIALS.value:
-    from tfhub_transfer import launcher  # pylint: disable=g-import-not-at-top
-    cells = grid.cells(config)
-    if len(cells) != 1 or not config.regime_spec.searches_with_tuner:
-      raise UsageError(f"--parallel_trials spreads the trials of one finetune/scratch cell; "
-                       f"got {len(cells)} cells (regime {config.regime}). Run one cell at a "
-                       f"time, or use --shard to split a sweep between processes.")
-    return launcher.launch_parallel_trials(
-        child_args(), config=config, num_workers=_PARALLEL_TRIALS.value,
-        gpus_per_worker=_GPUS_PER_TRIAL.value)
   summary = sweep.run_grid(config, grid, on_result=lambda result: print(result.summary_line()))
   # A lone finished cell says so, too.
   return _finish(summary, show_line=summary.cells > 1 or summary.skipped)
+
+
+def _launch(grid, config) -> int:
+  """`--parallel_trials`: the launcher (it imports no TensorFlow)."""
+  from tfhub_transfer import launcher  # pylint: disable=g-import-not-at-top
+  cells = grid.cells(config)
+  if len(cells) != 1 or not config.regime_spec.searches_with_tuner:
+    raise UsageError(f"--parallel_trials spreads the trials of one finetune/scratch cell; "
+                     f"got {len(cells)} cells (regime {config.regime}). Run one cell at a "
+                     f"time, or use --shard to split a sweep between processes.")
+  return launcher.launch_parallel_trials(
+      child_args(), config=config, num_workers=_PARALLEL_TRIALS.value,
+      gpus_per_worker=_GPUS_PER_TRIAL.value)
 
 
 def _finish(summary, *, show_line: bool) -> int:
@@ -505,8 +514,9 @@ def _version() -> str:
 
 def run_main():
   """Console-script entry point."""
-  # TensorFlow's C++ start-up chatter hides the progress lines; --verbosity still applies.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # Before TensorFlow starts: GPU memory growth, and its C++ log level (the start-up
+  # chatter hides the progress lines; --verbosity still applies).
+  devices.prepare_environment()
   signal.signal(signal.SIGTERM, faults.raise_terminated)  # Ends like Ctrl-C (`faults`).
   app.run(main, flags_parser=_parse_flags)
 

@@ -14,6 +14,7 @@ from absl import logging
 
 from tfhub_transfer import backbones
 from tfhub_transfer import faults
+from tfhub_transfer import devices
 from tfhub_transfer import runners
 from tfhub_transfer import training
 from tfhub_transfer import tuning
@@ -125,6 +126,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[store_lib.Result
   regime = config.regime_spec
   weights = regime.resolve_weights(config.weights)
   key = config.cell  # Hashes a weights file and lists an image folder, once per config.
+  devices.check_local_strategy(config.strategy, jit_compile=config.jit_compile)  # Issue 27.
   os.makedirs(config.workdir, exist_ok=True)
   store = store or store_lib.ResultsStore.for_workdir(config.workdir)
   facts: dict[str, Any] = {}
@@ -138,6 +140,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[store_lib.Result
     facts = dict(sizes=dict(splits.sizes), splits=dict(splits.info), weights=weights,
                  devices=training.devices_of(strategy),
                  replicas=strategy.num_replicas_in_sync)
+    facts["provenance"] = devices.provenance(facts["devices"])  # Issue 27: device, TF32, cuDNN.
     logging.info("Cell %s: %s", cell_id(config), facts["sizes"])
     outcome = regime.get_runner()(ctx)
   except faults.MachineFault:  # A full disk is not the cell's failure: no row, the run stops.

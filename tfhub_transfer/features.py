@@ -372,25 +372,42 @@ def release_in_background(holder: list) -> None:
   threading.Thread(target=holder.clear, name="release-tf-data-iterator", daemon=True).start()
 
 
-def make_feature_fn(model, strategy: tf.distribute.Strategy, *, jit_compile: bool = False):
+def make_feature_fn(model, strategy: tf.distribute.Strategy, *, jit_compile: bool = False,
+                    batch_size: Optional[int] = None):
   """A compiled images -> features function run on every replica of `strategy` (with XLA
-  when `jit_compile`)."""
+  when `jit_compile`).
+
+  With `batch_size`, every call runs one shape: a shorter batch (a split's last) is padded
+  with zero images to `batch_size`, rounded up to a multiple of the replicas, and the
+  padding's rows are dropped from the result. The function is then traced, and with XLA
+  compiled, once per cell instead of once per batch shape. Measured on 2 shared CPU cores
+  (MobileNetV2 at 96 px, XLA, batch 16): first batch 6.1 s (the compile), next 1.2 s; a
+  short batch of 5 unpadded 7.2 s (a second compile), padded 1.2 s. Rows are independent at
+  inference (batch norm uses its moving statistics), so the padding does not change the
+  real rows' features.
+
+  Args:
+    model: a `TransferHead` (its `features`).
+    strategy: the replicas to split each batch over.
+    jit_compile: compile with XLA.
+    batch_size: the pipeline's batch size (None: run each batch at its own shape).
+  """
 
   @tf.function(reduce_retracing=True, jit_compile=jit_compile)
   def replica_fn(images):
     return model.features(images, training=False)
 
-  if strategy.num_replicas_in_sync == 1:
-    return replica_fn
-
   replicas = strategy.num_replicas_in_sync
 
   def feature_fn(images):
-    # Pad the (possibly short, last) batch to a multiple of the replica count, split it over
-    # replicas, gather the results back in order and drop the padding.
     size = int(images.shape[0])
-    padded = tf.pad(images, [[0, -size % replicas], [0, 0], [0, 0], [0, 0]])
-    shards = tf.split(padded, replicas)
+    target = -(-max(size, batch_size or 0) // replicas) * replicas
+    if target > size:
+      images = tf.pad(images, [[0, target - size]] + [[0, 0]] * (len(images.shape) - 1))
+    if replicas == 1:
+      return replica_fn(images)[:size]
+    # Split the batch over replicas, gather the results back in order, drop the padding.
+    shards = tf.split(images, replicas)
     per_replica = strategy.experimental_distribute_values_from_function(
         lambda ctx: shards[ctx.replica_id_in_sync_group])
     return strategy.gather(strategy.run(replica_fn, args=(per_replica,)), axis=0)[:size]

@@ -2,8 +2,13 @@
 
 The chief and the workers are the same `tfhub_transfer` command, told their role by
 keras-tuner's own environment variables (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
-KERASTUNER_ORACLE_PORT). Each worker sees only its GPUs (CUDA_VISIBLE_DEVICES); the chief
-serves the oracle during the search and then refits the best trial on every GPU. Logs go to
+KERASTUNER_ORACLE_PORT). This process never starts TensorFlow (it would hold GPU memory for
+the whole search): it counts the GPUs it was given without it (`devices.visible_gpu_ids`:
+its own CUDA_VISIBLE_DEVICES, e.g. a SLURM allocation, else what nvidia-smi lists), and
+gives each worker its own `--gpus_per_trial` slice of that list, in order. The chief serves
+the oracle during the search and then refits the best trial on the first slice, so the
+refit trains on as many replicas as each trial did. Every child grows its GPU memory as
+needed (TF_FORCE_GPU_ALLOW_GROWTH, unless the user set it). Logs go to
 `<workdir>/logs/` (with `<name>.pid`). A worker that fails is reported and restarted under the
 same tuner id, resuming its trial, while the others go on; Ctrl-C stops them all. The cell's
 result is read back from the workdir's results stores (`merged.read_workdir`), where the
@@ -22,6 +27,7 @@ from typing import Optional, Sequence
 
 from absl import logging
 
+from tfhub_transfer import devices
 from tfhub_transfer import faults
 from tfhub_transfer import oracle_auth
 from tfhub_transfer.config import ExperimentConfig
@@ -40,26 +46,39 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def count_gpus() -> int:
-  """GPUs visible to this process, asked of nvidia-smi (so the launcher needs no TF)."""
-  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-  if visible is not None:
-    return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-  if not shutil.which("nvidia-smi"):
-    return 0
-  out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
-  return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
+def worker_gpus(worker: int, gpus_per_worker: int, gpu_ids: Sequence[str]) -> Optional[str]:
+  """CUDA_VISIBLE_DEVICES of worker `worker`: its slice of `gpu_ids` (the launcher's own
+  visible GPUs, `devices.visible_gpu_ids`); None on a host without GPUs.
 
-
-def worker_gpus(worker: int, gpus_per_worker: int, num_gpus: int) -> Optional[str]:
-  """CUDA_VISIBLE_DEVICES of worker `worker` (None on a host without GPUs)."""
-  if num_gpus == 0:
+  Raises:
+    ValueError: the workers need more GPUs than were given.
+  """
+  if not gpu_ids:
     return None
   first = worker * gpus_per_worker
-  if first + gpus_per_worker > num_gpus:
+  if first + gpus_per_worker > len(gpu_ids):
     raise ValueError(f"--parallel_trials={worker + 1} x --gpus_per_trial={gpus_per_worker} "
-                     f"needs {first + gpus_per_worker} GPUs; this host has {num_gpus}.")
-  return ",".join(str(g) for g in range(first, first + gpus_per_worker))
+                     f"needs {first + gpus_per_worker} GPUs; this process was given "
+                     f"{len(gpu_ids)} ({','.join(gpu_ids)}). Lower --parallel_trials.")
+  return ",".join(gpu_ids[first:first + gpus_per_worker])
+
+
+def child_environments(gpu_ids: Sequence[str], *, num_workers: int, gpus_per_worker: int,
+                       port: int, environ: Optional[dict] = None) -> dict[str, dict]:
+  """name -> environment of the chief and each worker: keras-tuner's role variables, GPU
+  memory growth (unless set), and CUDA_VISIBLE_DEVICES pinned to its slice of `gpu_ids`
+  (the chief: the first, where it refits; on a host without GPUs, left as it was)."""
+  base = dict(os.environ if environ is None else environ, KERASTUNER_ORACLE_IP="127.0.0.1",
+              KERASTUNER_ORACLE_PORT=str(port))
+  devices.prepare_environment(base)
+  pinning = [worker_gpus(i, gpus_per_worker, gpu_ids) for i in range(num_workers)]
+  envs = {"chief": dict(base, KERASTUNER_TUNER_ID="chief")}
+  envs.update({f"worker{i}": dict(base, KERASTUNER_TUNER_ID=f"worker{i}")
+               for i in range(num_workers)})
+  for name, gpus in zip(envs, [pinning[0] if pinning else None] + pinning):
+    if gpus is not None:
+      envs[name]["CUDA_VISIBLE_DEVICES"] = gpus
+  return envs
 
 
 def role_command(args: Sequence[str]) -> list[str]:
@@ -75,8 +94,8 @@ def _start(name, command, env, log_dir):
   log.close()
   with open(os.path.join(log_dir, f"{name}.pid"), "w") as f:
     f.write(str(process.pid))  # For operators (and tests) that need to signal one process.
-  logging.info("Started %s (pid %d), log %s", name, process.pid,
-               os.path.join(log_dir, f"{name}.log"))
+  logging.info("Started %s (pid %d, CUDA_VISIBLE_DEVICES=%s), log %s", name, process.pid,
+               env.get("CUDA_VISIBLE_DEVICES", "unset"), os.path.join(log_dir, f"{name}.log"))
   return process
 
 
@@ -104,6 +123,11 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
   of one worker everything is stopped (the search state stays in the workdir: a rerun
   resumes it).
 
+  Raises:
+    ValueError: more GPUs asked for than given, or a strategy the workers cannot run
+      (`devices.resolve_strategy`: a GPU strategy without GPUs, XLA on several replicas),
+      before anything starts.
+
   Args:
     args: the command-line arguments of the chief and the workers (`cli.child_args`).
     config: the cell they search (its workdir holds the tuner state, store and logs).
@@ -114,20 +138,17 @@ def launch_parallel_trials(args: Sequence[str], *, config: ExperimentConfig,
     poll_s: how often processes are checked.
   """
   workdir = config.workdir
-  num_gpus = count_gpus()
-  pinning = [worker_gpus(i, gpus_per_worker, num_gpus) for i in range(num_workers)]
+  gpu_ids = devices.visible_gpu_ids()
+  envs = child_environments(gpu_ids, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
+                            port=port or free_port())
+  token = oracle_auth.new_token()  # This search's secret (`oracle_auth`).
+  for env in envs.values():
+    env[oracle_auth.TOKEN_ENV] = token
+  devices.resolve_strategy(config.strategy, num_gpus=gpus_per_worker if gpu_ids else 0,
+                           jit_compile=config.jit_compile)
   log_dir = workdir_lib.Workdir(workdir).logs
   os.makedirs(log_dir, exist_ok=True)
-  base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1",
-                  KERASTUNER_ORACLE_PORT=str(port or free_port()),
-                  TF_FORCE_GPU_ALLOW_GROWTH="true")
-  base_env[oracle_auth.TOKEN_ENV] = oracle_auth.new_token()  # This search's secret.
   command = role_command(args)
-  envs = {"chief": dict(base_env, KERASTUNER_TUNER_ID="chief")}
-  for i, gpus in enumerate(pinning):
-    envs[f"worker{i}"] = dict(base_env, KERASTUNER_TUNER_ID=f"worker{i}")
-    if gpus is not None:
-      envs[f"worker{i}"]["CUDA_VISIBLE_DEVICES"] = gpus
   processes = {name: _start(name, command, env, log_dir) for name, env in envs.items()}
   restarts = dict.fromkeys(processes, 0)
   finished = set()

@@ -15,7 +15,9 @@ the objective divided by N, and `tol` bounds the largest absolute entry of that 
 
 Features are used as they come (no standardisation: the paper uses raw penultimate
 features), cast to float32 on the device; float16 features are accepted. All arithmetic is
-float32.
+float32, TF32 included: on Ampere and later GPUs TensorFlow runs float32 matmuls in TF32 (a
+10-bit mantissa) by default, so the solve turns it off for its duration (`devices.tf32_off`;
+the solver is launch-bound, the cost is small) and its gradient meets `tol` as on a CPU.
 
 The solver (`lbfgs.py`) runs the whole L-BFGS loop of a fit in one `tf.function`.
 
@@ -36,6 +38,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from tfhub_transfer import devices
 from tfhub_transfer import lbfgs
 from tfhub_transfer import protocol
 
@@ -141,10 +144,11 @@ def _fit_problem(problem, *, l2, multi_label, init, max_iter, tol):
     raise ValueError(f"l2 must be a finite number >= 0 (sklearn C = 1 / l2), got {l2}.")
   if max_iter < 0 or not tol >= 0:
     raise ValueError(f"Need max_iter >= 0 and tol >= 0; got max_iter={max_iter}, tol={tol}.")
-  params, iterations, grad = lbfgs.make_solve_fn(multi_label)(
-      problem, _initial_params(init, problem.x.shape[1], problem.y.shape[1]),
-      tf.constant(l2, tf.float32), tf.constant(max_iter, tf.int32),
-      tf.constant(tol, tf.float32))
+  with devices.tf32_off():
+    params, iterations, grad = lbfgs.make_solve_fn(multi_label)(
+        problem, _initial_params(init, problem.x.shape[1], problem.y.shape[1]),
+        tf.constant(l2, tf.float32), tf.constant(max_iter, tf.int32),
+        tf.constant(tol, tf.float32))
   params, grad = params.numpy(), grad.numpy()
   max_abs_grad = float(np.abs(grad).max())
   return LinearModel(weights=params[:-1], bias=params[-1], l2=float(l2),
@@ -243,7 +247,8 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
       model, grad = _fit_problem(problem, l2=l2, multi_label=multi_label,
                                  init=models[-1] if models else None, max_iter=max_iter,
                                  tol=tol)
-      val_scores = tf.matmul(val_features, model.weights) + model.bias
+      with devices.tf32_off():
+        val_scores = tf.matmul(val_features, model.weights) + model.bias
       scores.append(float(metric_fn(val_y, val_scores.numpy())))
     models.append(model)
   best = int(np.argmax(scores))  # First maximum along the path: the strongest tied value.

@@ -145,10 +145,12 @@ class CellContext:
     return parts
 
   def make_feature_fn(self):
-    """Builds the backbone: a compiled images -> features function (`config.jit_compile`)."""
+    """Builds the backbone: a compiled images -> features function (`config.jit_compile`),
+    one shape per cell (batches padded to `config.batch_size`)."""
     with self.strategy.scope():
       return features_lib.make_feature_fn(self.build_model(), self.strategy,
-                                          jit_compile=self.config.jit_compile)
+                                          jit_compile=self.config.jit_compile,
+                                          batch_size=self.config.batch_size)
 
 
 def load_cell(config: ExperimentConfig, *,
@@ -170,6 +172,8 @@ def load_cell(config: ExperimentConfig, *,
   backbone = backbones.get_backbone_spec(config.model, model_kwargs=config.model_kwargs,
                                          image_size=config.image_size or None)
   dataset = datasets.get_dataset_spec(config.dataset)
+  # Before the data: an impossible strategy (no GPU, XLA on several replicas) does no work.
+  strategy = training.make_strategy(config.strategy, jit_compile=config.jit_compile)
   keras.utils.set_random_seed(config.seed)
   if splits is None:
     splits = loading.load_splits(dataset, data_dir=config.data_dir,
@@ -180,7 +184,7 @@ def load_cell(config: ExperimentConfig, *,
   return CellContext(
       config=config, backbone=backbone, dataset=dataset, splits=splits,
       weights=config.regime_spec.resolve_weights(config.weights),
-      strategy=training.make_strategy(config.strategy),
+      strategy=strategy,
       cell_dir=workdir_lib.Workdir(config.workdir).cell_dir(config.cell),
       record_trial_fn=record_trial_fn)
 

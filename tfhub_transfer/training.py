@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfhub_transfer import devices
 from tfhub_transfer import progress
 from tfhub_transfer import protocol
-from tfhub_transfer.config import STRATEGIES
 from tfhub_transfer.transfer_head import set_batch_norm_momentum
 
 
@@ -28,33 +28,35 @@ class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite."""
 
 
-def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
-  """Returns the strategy for `--strategy`.
+def make_strategy(name: str = "auto", *, jit_compile: bool = False
+                  ) -> tf.distribute.Strategy:
+  """Returns the strategy for `--strategy` (`devices.resolve_strategy` says which).
 
   `auto` is MirroredStrategy over all local GPUs when there are several, OneDevice on a single
-  GPU, and the default strategy on CPU.
+  GPU, and the default strategy on CPU. `mirrored` without GPUs mirrors over the logical CPU
+  devices the program configured, when there are several.
 
   Raises:
-    ValueError: unknown name, or TPU asked for where there is none.
+    ValueError: unknown name; a GPU strategy without a GPU; `jit_compile` on more than one
+      replica; TPU asked for where there is none.
   """
   gpus = tf.config.list_logical_devices("GPU")
-  if name == "auto":
-    name = "mirrored" if len(gpus) > 1 else ("one_device" if gpus else "default")
+  cpus = tf.config.list_logical_devices("CPU")
+  name, _ = devices.resolve_strategy(name, num_gpus=len(gpus), num_cpus=len(cpus),
+                                     jit_compile=jit_compile)
   if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
+    return tf.distribute.MirroredStrategy([d.name for d in gpus or cpus])
   if name == "one_device":
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    return tf.distribute.OneDeviceStrategy(gpus[0].name)
   if name == "default":
     return tf.distribute.get_strategy()
-  if name == "tpu":
-    try:
-      resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-      tf.config.experimental_connect_to_cluster(resolver)
-      tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, tf.errors.OpError) as e:
-      raise ValueError(f"--strategy=tpu: no TPU found ({e}). Use --strategy=auto.") from e
-    return tf.distribute.TPUStrategy(resolver)
-  raise ValueError(f"Unknown --strategy={name!r}. Valid choices: {', '.join(STRATEGIES)}.")
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, tf.errors.OpError) as e:
+    raise ValueError(f"--strategy=tpu: no TPU found ({e}). Use --strategy=auto.") from e
+  return tf.distribute.TPUStrategy(resolver)
 
 
 def devices_of(strategy: tf.distribute.Strategy) -> list[str]:
@@ -124,7 +126,15 @@ def seed_trial(seed: int, hparams: Mapping[str, Any], phase: str = "search") -> 
 
 
 def make_optimizer(learning_rate: float, train_steps: int) -> keras.optimizers.Optimizer:
-  schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=train_steps)
+  """SGD with Nesterov momentum 0.9 and cosine decay from `learning_rate` to zero.
+
+  The initial rate is a variable, not a constant in the training step: every trial of a
+  search (one learning rate each) traces the same step, so with XLA and a persistent
+  compilation cache (README, GPU section) a trial's compiled step serves the others.
+  """
+  initial = keras.Variable(learning_rate, trainable=False, dtype="float32",
+                           name="initial_learning_rate")
+  schedule = keras.optimizers.schedules.CosineDecay(initial, decay_steps=train_steps)
   return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
 
 

@@ -43,6 +43,11 @@ class TransferHead(keras.Model):
     self.learning_rate = learning_rate
     self.l2_coefficient = protocol.l2_coefficient(weight_decay=weight_decay,
                                                   learning_rate=learning_rate or 0.0)
+    # A variable, not a constant in the training step: every trial of a search traces the
+    # same step (with XLA, the same program), whatever its coefficient. Not a Keras weight:
+    # checkpoints and backups hold the same weights as before.
+    self.l2_variable = tf.Variable(self.l2_coefficient, trainable=False, dtype=tf.float32,
+                                   name="l2_coefficient")
     self.backbone = backbone
     self.backbone.trainable = regimes.get_regime_spec(regime).trains_backbone
     # float32 under any precision policy: the logits and the loss stay float32.
@@ -59,15 +64,14 @@ class TransferHead(keras.Model):
   def l2_penalty(self):
     """(l2_coefficient / 2) * the squared norm of every trainable kernel."""
     kernels = [w for w in self.trainable_weights if len(w.shape) >= 2]
-    return 0.5 * self.l2_coefficient * tf.add_n([tf.reduce_sum(tf.square(w))
-                                                 for w in kernels])
+    return 0.5 * self.l2_variable * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
     if self.multi_label and y is not None:
       y = tf.maximum(tf.cast(y, tf.float32), 0.0)  # Ignored entries (-1) train as negatives.
     loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                 training=training)
-    if training and self.l2_coefficient:
+    if training:  # Also at coefficient 0, so that every trial runs the same step.
       # Not `add_loss`: replicas run `call` in threads that share the layer's loss list.
       # Each replica adds its share, so the sum over replicas is the penalty once.
       replicas = tf.distribute.get_strategy().num_replicas_in_sync
