@@ -11,6 +11,7 @@ store file, and every host reads them all.
 """
 
 import dataclasses
+import hashlib
 import itertools
 import time
 from typing import Callable, Iterable, Optional
@@ -70,10 +71,15 @@ class Grid:
 
 
 def cell_label(config: ExperimentConfig) -> str:
-  """A cell for logs: readable names, regime, seed and protocol id."""
+  """A cell for logs: readable names, regime, seed and protocol id; where a local file or
+  folder is named by its content, a short hash of the key tells two `best.h5`s apart."""
   identity = config.identity
+  key = identity.key
+  by_content = key.model != identity.model_label or key.dataset.startswith("folder:")
+  digest = hashlib.sha256(repr(tuple(key)).encode()).hexdigest()[:8]
   return (f"{identity.model_label} / {identity.dataset_label} / {config.regime} / "
-          f"seed {config.seed} / protocol {identity.key.protocol}")
+          f"seed {config.seed} / protocol {key.protocol}" + (f" #{digest}" if by_content
+                                                              else ""))
 
 
 @dataclasses.dataclass(frozen=True)
