@@ -35,11 +35,13 @@ class ProtocolTest(tf.test.TestCase):
     self.assertEqual(spec.weight_decays[0], 0.0)
     self.assertAllClose(spec.weight_decays[1:], 10 ** np.linspace(-6, -3, 7), rtol=2e-3)
 
-  def test_scratch_grid(self):
+  def test_scratch_grid_is_simclr_appendix(self):
+    # SimCLR B.8: "8 logarithmically spaced values of weight decay between 10^-5 and
+    # 10^-1.5" (half a decade apart; no "none", unlike the fine-tuning grid).
     spec = regimes.get_regime_spec("scratch")
     self.assertAllClose(spec.learning_rates, 10 ** np.linspace(-3, 0, 7), rtol=2e-3)
-    self.assertLen(spec.weight_decays, 8)
-    self.assertAllClose(spec.weight_decays[1:], 10 ** np.linspace(-5, -1.5, 7), rtol=2e-3)
+    self.assertEqual(spec.weight_decays, (1e-5, 3.16e-5, 1e-4, 3.16e-4, 1e-3, 3.16e-3, 0.01,
+                                          0.0316))
 
   def test_l2_grid(self):
     self.assertAllClose(protocol.l2_grid(), 10 ** np.linspace(-6, 5, 45), rtol=1e-12)

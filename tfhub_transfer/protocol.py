@@ -36,9 +36,11 @@ def l2_grid(size: int = L2_GRID_SIZE) -> np.ndarray:
 # Fine-tuning: 7 learning rates in [1e-4, 0.1] x (no weight decay + 7 in [1e-6, 1e-3]).
 FINETUNE_LEARNING_RATES = log_grid(1e-4, 1e-1, 7)
 FINETUNE_WEIGHT_DECAYS = (0.0,) + log_grid(1e-6, 1e-3, 7)
-# From random init: 7 learning rates in [1e-3, 1] x (none + 7 in [1e-5, 10^-1.5]).
+# From random init: 7 learning rates in [1e-3, 1] x 8 weight decays in [1e-5, 10^-1.5] (no
+# "none"). SimCLR B.8: "8 logarithmically spaced values of weight decay between 10^-5 and
+# 10^-1.5".
 SCRATCH_LEARNING_RATES = log_grid(1e-3, 1.0, 7)
-SCRATCH_WEIGHT_DECAYS = (0.0,) + log_grid(1e-5, 10 ** -1.5, 7)
+SCRATCH_WEIGHT_DECAYS = log_grid(1e-5, 10 ** -1.5, 8)
 
 
 def l2_coefficient(*, weight_decay: float, learning_rate: float) -> float:
