@@ -116,6 +116,39 @@ class RegimeRegistryTest(tf.test.TestCase):
       self.assertNotIn("weight_decays", flags)
 
 
+class PaperStudiesTest(tf.test.TestCase):
+  """Figures 9 and 8 as the paper ran them (values read off the figures' axes)."""
+
+  FIGURE9_MAX_K = {"food101": 512, "cifar10": 4096, "cifar100": 256, "birdsnap": 64,
+                   "sun397": 32, "stanford_cars": 16, "fgvc_aircraft": 32, "dtd": 32,
+                   "oxford_pets": 64, "caltech101": 16, "oxford_flowers": 8}
+
+  def test_figure9_k_values(self):
+    for dataset, top in self.FIGURE9_MAX_K.items():
+      ks = protocol.paper_examples_per_class(dataset)
+      self.assertEqual(ks[0], 1, dataset)
+      self.assertEqual(ks[-1], top, dataset)
+      self.assertTrue(all(b == 2 * a for a, b in zip(ks, ks[1:])), dataset)
+    self.assertEqual(protocol.paper_examples_per_class("oxford_flowers"), (1, 2, 4, 8))
+    with self.assertRaisesRegex(ValueError, "no K values for dataset 'voc2007'.*food101"):
+      protocol.paper_examples_per_class("voc2007")
+
+  def test_study_flagfiles_run_the_paper_s_grids(self):
+    low = _flagfile("paper_low_data.cfg")
+    self.assertCountEqual(low["dataset"].split(","), self.FIGURE9_MAX_K)
+    self.assertCountEqual(low["regime"].split(","), PAPER_REGIMES)
+    self.assertEqual(low["seeds"].split(","), ["0", "1", "2"])  # "3 subsets".
+    self.assertEqual((low["model"], low["examples_per_class"], low["train_steps"]),
+                     ("inception_v4", "paper", "paper"))
+    convergence = _flagfile("paper_convergence.cfg")
+    self.assertLen(convergence["dataset"].split(","), 12)
+    self.assertEqual(convergence["dataset"], _flagfile("paper_logreg.cfg")["dataset"])
+    # Figure 8's x axis: 76 ... 78,125 steps, each budget half the next (rounded down).
+    budgets = [int(b) for b in convergence["train_steps"].split(",")]
+    self.assertEqual(budgets, [78125 // 2 ** i for i in range(10, -1, -1)])
+    self.assertEqual(tuple(budgets), protocol.PAPER_CONVERGENCE_BUDGETS)
+
+
 class ProtocolKeyTest(tf.test.TestCase):
 
   def test_settings_that_change_the_outcome_change_the_key(self):

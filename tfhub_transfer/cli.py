@@ -70,12 +70,14 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.", lower_bound=1)
 _TRAIN_STEPS = flags.DEFINE_list(
     "train_steps", ["0"], "Steps per finetune/scratch trial (0: a quick default; the paper "
-    "flagfiles set the paper's budgets). Comma-separated for a step-budget study: each "
-    "budget is a cell of its own, with its own search.")
+    "flagfiles set the paper's budgets; 'paper': each regime's, finetune 20000, scratch "
+    "40000). Comma-separated for a step-budget study: each budget is a cell of its own, "
+    "with its own search.")
 _EXAMPLES_PER_CLASS = flags.DEFINE_list(
     "examples_per_class", ["0"], "Train on a class-balanced random subset of K training "
     "images per class, drawn with the cell's seed (0: all). Comma-separated for a low-data "
-    "study; with --seeds=0,1,2 each K gets three independent subsets.")
+    "study; with --seeds=0,1,2 each K gets three independent subsets. 'paper': the paper's "
+    "Figure 9, K = 1, 2, 4, ... up to each dataset's maximum on its axes.")
 _LEARNING_RATES = flags.DEFINE_list("learning_rates", [],
                                     "Learning-rate grid (empty: the paper's for the regime).")
 _WEIGHT_DECAYS = flags.DEFINE_list("weight_decays", [],
@@ -267,10 +269,10 @@ _validator(_LEARNING_RATES, lambda v: _check_numbers(
 _validator(_WEIGHT_DECAYS, lambda v: _check_numbers(
     v, kind=float, valid=lambda x: 0 <= x < math.inf,
     expected="a non-negative number, e.g. 0,1e-4"))
-_validator(_TRAIN_STEPS, lambda v: _check_numbers(
-    v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 20,40"))
-_validator(_EXAMPLES_PER_CLASS, lambda v: _check_numbers(
-    v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 2,8"))
+_validator(_TRAIN_STEPS, lambda v: v == [sweep.PAPER] or _check_numbers(
+    v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 20,40, or paper"))
+_validator(_EXAMPLES_PER_CLASS, lambda v: v == [sweep.PAPER] or _check_numbers(
+    v, kind=int, valid=lambda n: n >= 0, expected="an integer >= 0, e.g. 0 or 2,8, or paper"))
 _validator(_SHARD, sweep.parse_shard)
 _validator(_MODEL_KWARGS, FrozenKwargs.parse)
 _validator(_WEIGHTS, _check_weights)
@@ -313,16 +315,17 @@ def _grid():
     datasets.get_dataset_spec(dataset)
   for regime in regime_flag:
     regimes.get_regime_spec(regime)
-  return sweep.Grid(models=tuple(_MODEL.value), datasets=tuple(_DATASET.value),
-                    regimes=tuple(regime_flag), seeds=_ints(_SEEDS.value, "seeds"),
-                    shard=sweep.parse_shard(_SHARD.value),
-                    examples_per_class=_counts(_EXAMPLES_PER_CLASS),
-                    train_steps=_counts(_TRAIN_STEPS))
+  return sweep.make_grid(models=_MODEL.value, datasets=_DATASET.value, regimes=regime_flag,
+                         seeds=_ints(_SEEDS.value, "seeds"),
+                         shard=sweep.parse_shard(_SHARD.value),
+                         examples_per_class=_counts(_EXAMPLES_PER_CLASS),
+                         train_steps=_counts(_TRAIN_STEPS))
 
 
-def _counts(flag) -> tuple[int, ...]:
-  """A comma list of integers >= 0, checked at parse time (the empty list means 0)."""
-  return _ints(flag.value, flag.name) or (0,)
+def _counts(flag):
+  """A comma list of integers >= 0, checked at parse time (the empty list means 0), or
+  `sweep.PAPER`."""
+  return sweep.PAPER if flag.value == [sweep.PAPER] else _ints(flag.value, flag.name) or (0,)
 
 
 def base_config(grid) -> ExperimentConfig:
@@ -449,8 +452,7 @@ def _plan(cells) -> int:
   for config in cells:
     ok = stored is not None and stored.has_ok(*config.cell)
     done += ok
-    print(f"{'done' if ok else 'to run':6}  {' / '.join(map(str, config.cell[:4]))} "
-          f"[protocol {config.protocol}]")
+    print(f"{'done' if ok else 'to run':6}  {sweep.plan_line(config)}")
   print(f"plan: {len(cells)} cells, {done} already done, {len(cells) - done} to run")
   return 0
 
