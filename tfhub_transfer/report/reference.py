@@ -24,6 +24,13 @@ APPROXIMATE_NOTE = ("approximate: read off the paper's Figures 1-2 "
 # Pearson r between ImageNet top-1 and average transfer log-odds, as the paper prints them.
 PAPER_CORRELATIONS = {"logreg": 0.99, "finetune": 0.96, "scratch": 0.55}
 
+# Figure 8's headline: Inception v4 over the paper's 12 datasets (the mean over datasets of
+# each regime's converged budget on the figure's budget grid), in steps at batch 256 and in
+# epochs; scratch / finetune is "about 17x".
+PAPER_CONVERGENCE = {"finetune": {"steps": 1151, "epochs": 26},
+                     "scratch": {"steps": 19531, "epochs": 444}}
+PAPER_CONVERGENCE_RATIO = 17
+
 _NETWORKS_CSV = "kornblith2019_networks.csv"
 _DATASETS_CSV = "kornblith2019_datasets.csv"
 _SIMCLR_CSV = "simclr2020_resnet50.csv"
