@@ -409,9 +409,27 @@ class PaperStatisticsInReportTest(absltest.TestCase):
                   "results: no large dataset in this regime |", text)
     self.assertIn("- `scratch`: no error bars, too few results", text)
     with open(paths.summary_csv, newline="") as f:
-      ci = [float(r["avg_logodds_common_ci95"]) for r in csv.DictReader(f)]
+      rows = list(csv.DictReader(f))
+    ci = [float(r["avg_logodds_common_ci95"]) for r in rows]
     self.assertLen(ci, 2 * len(_TOP1))
     self.assertTrue(all(w > 0 for w in ci))
+    # Figure 1 draws standard errors, as the paper: the 95% half-width over t_{0.975, N-1}
+    # (N = 3 common datasets).
+    for r in rows:
+      self.assertAlmostEqual(float(r["avg_logodds_common_se"]),
+                             float(r["avg_logodds_common_ci95"]) / 4.302652729911275)
+    self.assertIn("Error bars in Figure 1: within-subject standard errors", text)
+    # The bold average: the best and those a paired t-test over datasets cannot tell from it.
+    logreg = [r for r in rows if r["regime"] == "logreg"]
+    best = max(logreg, key=lambda r: float(r["avg_logodds_common"]))
+    self.assertEqual(float(best["p_vs_best_average"]), 1.0)
+    logreg_section = text.split("## Fine-tuned")[0]
+    for r in logreg:
+      average = f"{float(r['avg_logodds']):.2f}"
+      line = next(l for l in logreg_section.splitlines() if l.startswith(f"| {r['model']} |"))
+      bold = float(r["p_vs_best_average"]) > 0.05
+      self.assertIn(f"| **{average}** (3) |" if bold else f"| {average} (3) |", line)
+    self.assertIn(f"Best: {best['model']};", logreg_section)
     with Image.open(paths.figure2_png) as image:
       self.assertEqual(image.format, "PNG")
     self.assertIn("![Figure 2](figure2.png)", text)

@@ -15,11 +15,13 @@ REFERENCE_NETWORK = "resnet_50"
 REFERENCE_LABEL = "SimCLR 2020 ResNet-50 (reference)"
 
 MOREY_FORMULA = (
-    "Error bars in Figure 1: 95% within-subject confidence intervals (Cousineau 2005 with "
-    "Morey's 2008 correction), datasets as subjects and models as conditions. With y_md the "
-    "log-odds of model m on dataset d (M models x N datasets, those every model has): "
-    "z_md = y_md - mean_m'(y_m'd) + mean_m'd'(y_m'd'); half-width_m = t_{0.975, N-1} x "
-    "sqrt(M / (M - 1)) x sd_d(z_md) / sqrt(N).")
+    "Error bars in Figure 1: within-subject standard errors (Cousineau 2005 with Morey's "
+    "2008 correction), as the paper's Figure 2 (right) draws (\"Error bars are standard "
+    "error\"), datasets as subjects and models as conditions. With y_md the log-odds of "
+    "model m on dataset d (M models x N datasets, those every model has): "
+    "z_md = y_md - mean_m'(y_m'd) + mean_m'd'(y_m'd'); se_m = sqrt(M / (M - 1)) x "
+    "sd_d(z_md) / sqrt(N). The 95% confidence interval is t_{0.975, N-1} x se_m (both in "
+    "summary.csv).")
 
 
 def is_reference_network(model: str) -> bool:
@@ -62,6 +64,19 @@ def significance_note(tested: Iterable[Optional[significance.DatasetSignificance
   return text
 
 
+def average_significance_note(tested: analyses.AverageSignificance) -> str:
+  """Says what the bold average means, with each model's p, or why nothing was tested."""
+  head = ("**Bold average**: the best model on the average log-odds and every model not "
+          "significantly below it (paired t-test of per-dataset log-odds over the datasets "
+          f"all models have, two-sided p > {analyses.ALPHA}; the green points of Figure 1, "
+          "as the paper's Figure 2, right)")
+  if tested.reason:
+    return f"{head}: not tested, {tested.reason}."
+  others = ", ".join(f"{m} p = {p:.3g}" for m, p in tested.p_values.items()
+                     if m != tested.best)
+  return f"{head}. Best: {tested.best}; {others}."
+
+
 def convergence_lines(unconverged: Sequence[Mapping[str, Any]]) -> list[str]:
   """`†` marks: logreg cells whose L-BFGS fit did not converge, with the iterations run."""
   lines = ["†: L-BFGS did not converge (largest gradient entry above tol within max_iter) "
@@ -95,7 +110,8 @@ def statistics_lines(error_bars: Mapping[str, analyses.ErrorBars],
     if bars.reason:
       lines.append(f"- `{regime}`: no error bars, {bars.reason}.")
     else:
-      widths = ", ".join(f"{m} ±{w:.2f}" for m, w in zip(bars.models, bars.half_widths))
+      widths = ", ".join(f"{m} ±{se:.3f} (95% CI ±{w:.2f})" for m, se, w
+                         in zip(bars.models, bars.standard_errors, bars.half_widths))
       lines.append(f"- `{regime}` ({len(bars.models)} models x "
                    f"{len(correlations[regime].datasets)} datasets): {widths}.")
   lines += ["", f"Pearson r of ImageNet top-1 vs average log-odds by dataset size (the "
