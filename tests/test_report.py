@@ -128,6 +128,26 @@ class CorrelationTest(parameterized.TestCase):
       self.assertLessEqual(abs(corr.r - published), 0.01, regime)
       self.assertEqual(reference.PAPER_CORRELATIONS[regime], published)
 
+  def test_both_paper_references_labelled_and_the_comparable_one_named(self):
+    public = _synthetic("logreg") + _synthetic("scratch")
+    text = report.write_report(public, self.create_tempdir().full_path,
+                               bootstrap_samples=20).markdown
+    logreg = text.split("## Fine-tuned")[0]
+    self.assertIn("References: the paper (CVPR 2019), its 16 networks retrained by the "
+                  "authors: r = 0.99; the paper's v1 (arXiv:1805.08974v1), 13 public "
+                  "checkpoints: r² = 0.24 (r = 0.49). Ours pairs public ImageNet checkpoints "
+                  "with their published top-1: compare with the public-checkpoint reference",
+                  logreg)
+    scratch = text.split("## Trained from random")[1]
+    self.assertIn("Reference: the paper (CVPR 2019), its 16 networks retrained by the authors: "
+                  "r = 0.55. Random init loads no checkpoint", scratch)
+    files = [{**r, "config": {"weights": f"/w/{r['model']}.h5"}}
+             for r in _synthetic("finetune")]
+    text = report.write_report(files, self.create_tempdir().full_path,
+                               bootstrap_samples=20).markdown
+    self.assertIn("r² = 0.86 (r = 0.93). Ours loads weights files: the retrained reference "
+                  "applies only if", text)
+
   def test_too_few_models_and_unknown_top1(self):
     records = _synthetic(models=("resnet_50", "inception_v3"))
     records.append(_record("hub:my/net", "cifar10", "finetune", 0, 0.9))

@@ -91,6 +91,7 @@ class _Report:
   finetune_wins: analyses.FinetuneWins
   unconverged: list[dict[str, Any]]
   permutation_samples: int
+  weights: dict[str, set]
   everything: tuple[dict[str, Any], ...] = ()
 
 
@@ -147,6 +148,8 @@ def _build(store_or_records, imagenet_top1, samples, seed, store_dir,
                for regime in regimes.REGIMES},
       sizes=sizes, finetune_wins=analyses.finetune_beats_logreg(cells),
       unconverged=records.unconverged(loaded), permutation_samples=permutation_samples,
+      weights={regime: correlation.weights_used(loaded, regime, corr.models)
+               for regime, corr in correlations.items()},
       everything=tuple(everything))
 
 
@@ -287,14 +290,14 @@ def _regime_section(report, regime, summary) -> list[str]:
 
 def _correlation_line(corr: correlation.Correlation, report) -> str:
   head = "Pearson r (ImageNet top-1 vs average log-odds)"
-  paper = f"paper: {reference.PAPER_CORRELATIONS[corr.regime]:.2f}"
+  paper = sections.correlation_references(corr.regime, report.weights[corr.regime])
   if corr.r is None:
-    text = f"{head}: not computed, {corr.reason} ({paper})."
+    text = f"{head}: not computed, {corr.reason}. {paper}"
   else:
     text = (f"{head}: {corr.r:.2f}, 95% CI [{corr.ci_low:.2f}, {corr.ci_high:.2f}] "
             f"(bootstrap over models, {report.samples} resamples, seed {report.seed}); "
             f"{len(corr.models)} models on the {len(corr.datasets)} dataset(s) all of them "
-            f"have ({paper}).")
+            f"have. {paper}")
   if corr.excluded:
     text += (f" Excluded, ImageNet top-1 unknown: {', '.join(corr.excluded)} "
              f"(give them with --imagenet_top1=NAME=TOP1,... or imagenet_top1={{name: top1}} "

@@ -137,7 +137,10 @@ def _panel(ax, regime, corr, paper, styles, bars, tested) -> None:
     ax.axhline(value, ls="--", lw=1.5, color=color, zorder=2)
     ax.plot([left + where * (right - left)], [value], ls="", marker=marker, ms=7, color=color,
             zorder=3)
-  paper_r = f"paper: r = {reference.PAPER_CORRELATIONS[regime]:.2f}"
+  paper_r = f"paper, retrained: r = {reference.PAPER_CORRELATIONS[regime]:.2f}"
+  if regime in reference.PUBLIC_CHECKPOINT_R2:
+    paper_r += (f"; v1, public checkpoints: r² = "
+                f"{reference.PUBLIC_CHECKPOINT_R2[regime]:.2f}")
   if corr.r is not None:
     status = (f"ours: r = {corr.r:.2f} [{corr.ci_low:.2f}, {corr.ci_high:.2f}] over "
               f"{len(corr.models)} models, {len(corr.datasets)} dataset(s); {paper_r}")

@@ -77,6 +77,29 @@ def average_significance_note(tested: analyses.AverageSignificance) -> str:
   return f"{head}. Best: {tested.best}; {others}."
 
 
+def correlation_references(regime: str, weights: set) -> str:
+  """The paper's correlations to set beside ours, each labelled with the checkpoints it
+  used, and which one a run with `weights` (`correlation.weights_used`) compares with."""
+  retrained = (f"{reference.RETRAINED_SOURCE}: r = "
+               f"{reference.PAPER_CORRELATIONS[regime]:.2f}")
+  if regime not in reference.PUBLIC_CHECKPOINT_R2:
+    return (f"Reference: {retrained}. Random init loads no checkpoint, so this is the "
+            f"comparable reference (its x axis is the retrained networks' top-1).")
+  r2 = reference.PUBLIC_CHECKPOINT_R2[regime]
+  public = f"{reference.PUBLIC_CHECKPOINT_SOURCE}: r² = {r2:.2f} (r = {r2 ** 0.5:.2f})"
+  if weights <= {None, "imagenet"}:
+    which = ("Ours pairs public ImageNet checkpoints with their published top-1: compare "
+             "with the public-checkpoint reference; the retrained one needs networks "
+             "trained under one setup.")
+  elif "random" in weights:
+    which = "Some of ours use random weights: neither reference applies to them."
+  else:
+    which = ("Ours loads weights files: the retrained reference applies only if they were "
+             "trained under one common setup, as the paper's; otherwise the "
+             "public-checkpoint one.")
+  return f"References: {retrained}; {public}. {which}"
+
+
 def convergence_lines(unconverged: Sequence[Mapping[str, Any]]) -> list[str]:
   """`†` marks: logreg cells whose L-BFGS fit did not converge, with the iterations run."""
   lines = ["†: L-BFGS did not converge (largest gradient entry above tol within max_iter) "
