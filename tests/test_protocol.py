@@ -2,6 +2,7 @@
 (Kornblith et al. 2019, Appendix A; SimCLR's Appendix B.8) and against the flagfiles."""
 
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -9,6 +10,7 @@ import tensorflow as tf
 from tests import fakes
 from tfhub_transfer import protocol
 from tfhub_transfer import regimes
+from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 
 # Adding a regime to the registry without adding it here fails test_registry_is_complete.
@@ -147,6 +149,29 @@ class PaperStudiesTest(tf.test.TestCase):
     budgets = [int(b) for b in convergence["train_steps"].split(",")]
     self.assertEqual(budgets, [78125 // 2 ** i for i in range(10, -1, -1)])
     self.assertEqual(tuple(budgets), protocol.PAPER_CONVERGENCE_BUDGETS)
+
+  def test_readme_cost_table_matches_the_flagfiles_grids(self):
+    # Each README row: cells as the plan lists them, and training steps = cells x (56 trials
+    # + 1 refit) x budget, counted here from the grid each flagfile expands to.
+    with open(os.path.join(fakes.REPO_ROOT, "README.md")) as f:
+      rows = {m.group(1): (int(m.group(2)), m.group(3)) for m in re.finditer(
+          r"^  \| `(paper_\w+\.cfg)`[^|]*\| (\d+)[^|]*\| ([0-9.]+M?) \|", f.read(), re.M)}
+    self.assertLen(rows, 5)
+    for name, (cells_in_readme, steps_in_readme) in rows.items():
+      flags = _flagfile(name)
+      values = {k: v if v == sweep.PAPER else tuple(int(x) for x in v.split(","))
+                for k, v in flags.items() if k in ("examples_per_class", "train_steps")}
+      grid = sweep.make_grid(models=flags["model"].split(","),
+                             datasets=flags["dataset"].split(","),
+                             regimes=flags["regime"].split(","),
+                             seeds=[int(s) for s in flags["seeds"].split(",")], **values)
+      cells = grid.cells(ExperimentConfig(model="m", dataset="d", regime="logreg"))
+      self.assertEqual(len(cells), cells_in_readme, name)
+      trials = {r: len(regimes.get_regime_spec(r).learning_rates)
+                * len(regimes.get_regime_spec(r).weight_decays) for r in PAPER_REGIMES}
+      steps = sum((trials[c.regime] + 1) * c.train_steps for c in cells
+                  if c.regime != "logreg")
+      self.assertEqual(f"{steps / 1e6:.1f}M" if steps else "0", steps_in_readme, name)
 
 
 class ProtocolKeyTest(tf.test.TestCase):
