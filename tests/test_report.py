@@ -147,6 +147,12 @@ class CorrelationTest(parameterized.TestCase):
                                bootstrap_samples=20).markdown
     self.assertIn("r² = 0.86 (r = 0.93). Ours loads weights files: the retrained reference "
                   "applies only if", text)
+    # A model without a known top-1 is left out of r, not out of what the run loaded.
+    unplaced = [{**_record("keras:Net@w.h5", d, "logreg", 0, 0.7), "config": {"weights": "w.h5"}}
+                for d in _DATASETS]
+    text = report.write_report(unplaced, self.create_tempdir().full_path,
+                               bootstrap_samples=20).markdown
+    self.assertIn("r² = 0.24 (r = 0.49). Ours loads weights files", text)
 
   def test_too_few_models_and_unknown_top1(self):
     records = _synthetic(models=("resnet_50", "inception_v3"))

@@ -148,7 +148,7 @@ def _build(store_or_records, imagenet_top1, samples, seed, store_dir,
                for regime in regimes.REGIMES},
       sizes=sizes, finetune_wins=analyses.finetune_beats_logreg(cells),
       unconverged=records.unconverged(loaded), permutation_samples=permutation_samples,
-      weights={regime: correlation.weights_used(loaded, regime, corr.models)
+      weights={regime: correlation.weights_used(loaded, regime, corr.models + corr.excluded)
                for regime, corr in correlations.items()},
       everything=tuple(everything))
 

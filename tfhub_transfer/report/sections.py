@@ -87,7 +87,9 @@ def correlation_references(regime: str, weights: set) -> str:
             f"comparable reference (its x axis is the retrained networks' top-1).")
   r2 = reference.PUBLIC_CHECKPOINT_R2[regime]
   public = f"{reference.PUBLIC_CHECKPOINT_SOURCE}: r² = {r2:.2f} (r = {r2 ** 0.5:.2f})"
-  if weights <= {None, "imagenet"}:
+  if not weights:
+    which = ""
+  elif weights <= {None, "imagenet"}:
     which = ("Ours pairs public ImageNet checkpoints with their published top-1: compare "
              "with the public-checkpoint reference; the retrained one needs networks "
              "trained under one setup.")
@@ -97,7 +99,7 @@ def correlation_references(regime: str, weights: set) -> str:
     which = ("Ours loads weights files: the retrained reference applies only if they were "
              "trained under one common setup, as the paper's; otherwise the "
              "public-checkpoint one.")
-  return f"References: {retrained}; {public}. {which}"
+  return f"References: {retrained}; {public}." + (f" {which}" if which else "")
 
 
 def convergence_lines(unconverged: Sequence[Mapping[str, Any]]) -> list[str]:
