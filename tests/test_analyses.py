@@ -35,6 +35,9 @@ class MoreyTest(absltest.TestCase):
       expected.append(3.182446305284263 * math.sqrt(m / (m - 1)) * sd / math.sqrt(n))
     self.assertAlmostEqual(stats.t.ppf(0.975, 3), 3.182446305284263, places=9)  # Tables.
     np.testing.assert_allclose(analyses.morey_half_widths(np.array(y)), expected, rtol=1e-9)
+    # The standard error (what the paper draws) is the half-width without the t quantile.
+    np.testing.assert_allclose(analyses.morey_standard_errors(np.array(y)),
+                               np.array(expected) / 3.182446305284263, rtol=1e-9)
 
   def test_common_dataset_difficulty_does_not_widen_the_bars(self):
     rng = np.random.default_rng(0)
@@ -54,8 +57,46 @@ class MoreyTest(absltest.TestCase):
     y = [[float(correlation.logodds(table[("logreg", m, d)])) for d in ("x", "y")]
          for m in ("a", "b", "c")]
     np.testing.assert_allclose(bars.half_widths, analyses.morey_half_widths(np.array(y)))
+    np.testing.assert_allclose(bars.standard_errors,
+                               analyses.morey_standard_errors(np.array(y)))
     one = correlation.correlate(_cells({("logreg", "a", "x"): 0.5}), "logreg", {"a": 70.0})
     self.assertRegex(analyses.error_bars(cells, one).reason, "^too few results")
+
+
+class AverageSignificanceTest(absltest.TestCase):
+
+  def test_paired_t_test_against_the_best_by_hand(self):
+    # 4 models x 5 datasets: "c" best on average; "b" close to it with noisy gaps, "a" lower
+    # on every dataset by a varying amount, "d" lower by exactly 0.2 everywhere.
+    p = {"a": [0.60, 0.70, 0.50, 0.80, 0.65], "b": [0.71, 0.80, 0.62, 0.86, 0.70],
+         "c": [0.72, 0.78, 0.63, 0.88, 0.74]}
+    datasets = ("v", "w", "x", "y", "z")
+    table = {("logreg", m, d): v for m, values in p.items() for d, v in zip(datasets, values)}
+    c_logodds = [math.log(v / (1 - v)) for v in p["c"]]
+    for d, y in zip(datasets, c_logodds):
+      table[("logreg", "d", d)] = 1 / (1 + math.exp(-(y - 0.2)))
+    cells = _cells(table)
+    corr = correlation.correlate(cells, "logreg", {"a": 70.0, "b": 72.0, "c": 75.0, "d": 76.0},
+                                 samples=20)
+    tested = analyses.average_significance(cells, corr)
+    self.assertEqual(tested.best, "c")
+
+    def by_hand(model):
+      gaps = [math.log(c / (1 - c)) - math.log(v / (1 - v)) for c, v in zip(p["c"], p[model])]
+      mean = sum(gaps) / len(gaps)
+      sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1))
+      t = mean / (sd / math.sqrt(len(gaps)))
+      return 2 * stats.t.sf(abs(t), len(gaps) - 1)  # Two-sided, n - 1 degrees of freedom.
+
+    self.assertAlmostEqual(tested.p_values["a"], by_hand("a"), places=12)
+    self.assertAlmostEqual(tested.p_values["b"], by_hand("b"), places=12)
+    self.assertLess(tested.p_values["a"], 0.05)
+    self.assertGreater(tested.p_values["b"], 0.05)
+    self.assertLess(tested.p_values["d"], 1e-10)  # A constant gap on every dataset.
+    self.assertEqual(tested.p_values["c"], 1.0)
+    self.assertEqual(tested.not_different, ("b", "c"))
+    one = correlation.correlate(_cells({("logreg", "a", "x"): 0.5}), "logreg", {"a": 70.0})
+    self.assertRegex(analyses.average_significance(cells, one).reason, "^too few results")
 
 
 class Figure2Test(absltest.TestCase):

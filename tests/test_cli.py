@@ -162,6 +162,28 @@ class CliTest(tf.test.TestCase):
         self.assertRegex(lines[-1], r"^plan: (\d+) cells, 0 already done, \1 to run$", path)
         self.assertGreater(len(lines), 1, path)
         self.assertTrue(all(line.startswith("to run  ") for line in lines[:-1]), path)
+        if os.path.basename(path) in ("paper_low_data.cfg", "paper_convergence.cfg"):
+          self._check_study_plan(os.path.basename(path), lines[:-1])
+
+  def _check_study_plan(self, name, lines):
+    """Figure 9's grid: 11 datasets, 3 regimes, K = 1, 2, 4, ... up to each dataset's maximum
+    on the figure (typed in from its axes), 3 seeds; Figure 8's: 12 datasets x 2 regimes x 11
+    budgets."""
+    cells = [line[len("to run  "):].split(" [protocol ")[0].split(" / ") for line in lines]
+    if name == "paper_convergence.cfg":
+      self.assertLen({c[1] for c in cells}, 12)
+      self.assertLen(cells, 12 * 2 * 11)
+      return
+    figure9 = {"food101": 512, "cifar10": 4096, "cifar100": 256, "birdsnap": 64,
+               "sun397": 32, "stanford_cars": 16, "fgvc_aircraft": 32, "dtd": 32,
+               "oxford_pets": 64, "caltech101": 16, "oxford_flowers": 8}
+    want = {("inception_v4", d, r, s, f"K={2 ** i}")
+            for d, top in figure9.items() for r in ("logreg", "finetune", "scratch")
+            for s in "012" for i in range(top.bit_length())}
+    self.assertCountEqual([tuple(c[:5]) for c in cells], want)
+    self.assertEqual({(c[2], c[5] if len(c) > 5 else None) for c in cells},
+                     {("logreg", None), ("finetune", "steps=20000"),
+                      ("scratch", "steps=40000")})
 
   def test_plan_marks_stored_cells_done_and_runs_nothing(self):
     workdir = self.create_tempdir().full_path

@@ -2,6 +2,7 @@
 (Kornblith et al. 2019, Appendix A; SimCLR's Appendix B.8) and against the flagfiles."""
 
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -9,6 +10,7 @@ import tensorflow as tf
 from tests import fakes
 from tfhub_transfer import protocol
 from tfhub_transfer import regimes
+from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 
 # Adding a regime to the registry without adding it here fails test_registry_is_complete.
@@ -35,11 +37,13 @@ class ProtocolTest(tf.test.TestCase):
     self.assertEqual(spec.weight_decays[0], 0.0)
     self.assertAllClose(spec.weight_decays[1:], 10 ** np.linspace(-6, -3, 7), rtol=2e-3)
 
-  def test_scratch_grid(self):
+  def test_scratch_grid_is_simclr_appendix(self):
+    # SimCLR B.8: "8 logarithmically spaced values of weight decay between 10^-5 and
+    # 10^-1.5" (half a decade apart; no "none", unlike the fine-tuning grid).
     spec = regimes.get_regime_spec("scratch")
     self.assertAllClose(spec.learning_rates, 10 ** np.linspace(-3, 0, 7), rtol=2e-3)
-    self.assertLen(spec.weight_decays, 8)
-    self.assertAllClose(spec.weight_decays[1:], 10 ** np.linspace(-5, -1.5, 7), rtol=2e-3)
+    self.assertEqual(spec.weight_decays, (1e-5, 3.16e-5, 1e-4, 3.16e-4, 1e-3, 3.16e-3, 0.01,
+                                          0.0316))
 
   def test_l2_grid(self):
     self.assertAllClose(protocol.l2_grid(), 10 ** np.linspace(-6, 5, 45), rtol=1e-12)
@@ -112,6 +116,62 @@ class RegimeRegistryTest(tf.test.TestCase):
       # The grids are the registry's: a flagfile that spelled them again could drift.
       self.assertNotIn("learning_rates", flags)
       self.assertNotIn("weight_decays", flags)
+
+
+class PaperStudiesTest(tf.test.TestCase):
+  """Figures 9 and 8 as the paper ran them (values read off the figures' axes)."""
+
+  FIGURE9_MAX_K = {"food101": 512, "cifar10": 4096, "cifar100": 256, "birdsnap": 64,
+                   "sun397": 32, "stanford_cars": 16, "fgvc_aircraft": 32, "dtd": 32,
+                   "oxford_pets": 64, "caltech101": 16, "oxford_flowers": 8}
+
+  def test_figure9_k_values(self):
+    for dataset, top in self.FIGURE9_MAX_K.items():
+      ks = protocol.paper_examples_per_class(dataset)
+      self.assertEqual(ks[0], 1, dataset)
+      self.assertEqual(ks[-1], top, dataset)
+      self.assertTrue(all(b == 2 * a for a, b in zip(ks, ks[1:])), dataset)
+    self.assertEqual(protocol.paper_examples_per_class("oxford_flowers"), (1, 2, 4, 8))
+    with self.assertRaisesRegex(ValueError, "no K values for dataset 'voc2007'.*food101"):
+      protocol.paper_examples_per_class("voc2007")
+
+  def test_study_flagfiles_run_the_paper_s_grids(self):
+    low = _flagfile("paper_low_data.cfg")
+    self.assertCountEqual(low["dataset"].split(","), self.FIGURE9_MAX_K)
+    self.assertCountEqual(low["regime"].split(","), PAPER_REGIMES)
+    self.assertEqual(low["seeds"].split(","), ["0", "1", "2"])  # "3 subsets".
+    self.assertEqual((low["model"], low["examples_per_class"], low["train_steps"]),
+                     ("inception_v4", "paper", "paper"))
+    convergence = _flagfile("paper_convergence.cfg")
+    self.assertLen(convergence["dataset"].split(","), 12)
+    self.assertEqual(convergence["dataset"], _flagfile("paper_logreg.cfg")["dataset"])
+    # Figure 8's x axis: 76 ... 78,125 steps, each budget half the next (rounded down).
+    budgets = [int(b) for b in convergence["train_steps"].split(",")]
+    self.assertEqual(budgets, [78125 // 2 ** i for i in range(10, -1, -1)])
+    self.assertEqual(tuple(budgets), protocol.PAPER_CONVERGENCE_BUDGETS)
+
+  def test_readme_cost_table_matches_the_flagfiles_grids(self):
+    # Each README row: cells as the plan lists them, and training steps = cells x (56 trials
+    # + 1 refit) x budget, counted here from the grid each flagfile expands to.
+    with open(os.path.join(fakes.REPO_ROOT, "README.md")) as f:
+      rows = {m.group(1): (int(m.group(2)), m.group(3)) for m in re.finditer(
+          r"^  \| `(paper_\w+\.cfg)`[^|]*\| (\d+)[^|]*\| ([0-9.]+M?) \|", f.read(), re.M)}
+    self.assertLen(rows, 5)
+    for name, (cells_in_readme, steps_in_readme) in rows.items():
+      flags = _flagfile(name)
+      values = {k: v if v == sweep.PAPER else tuple(int(x) for x in v.split(","))
+                for k, v in flags.items() if k in ("examples_per_class", "train_steps")}
+      grid = sweep.make_grid(models=flags["model"].split(","),
+                             datasets=flags["dataset"].split(","),
+                             regimes=flags["regime"].split(","),
+                             seeds=[int(s) for s in flags["seeds"].split(",")], **values)
+      cells = grid.cells(ExperimentConfig(model="m", dataset="d", regime="logreg"))
+      self.assertEqual(len(cells), cells_in_readme, name)
+      trials = {r: len(regimes.get_regime_spec(r).learning_rates)
+                * len(regimes.get_regime_spec(r).weight_decays) for r in PAPER_REGIMES}
+      steps = sum((trials[c.regime] + 1) * c.train_steps for c in cells
+                  if c.regime != "logreg")
+      self.assertEqual(f"{steps / 1e6:.1f}M" if steps else "0", steps_in_readme, name)
 
 
 class ProtocolKeyTest(tf.test.TestCase):

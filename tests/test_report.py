@@ -128,6 +128,32 @@ class CorrelationTest(parameterized.TestCase):
       self.assertLessEqual(abs(corr.r - published), 0.01, regime)
       self.assertEqual(reference.PAPER_CORRELATIONS[regime], published)
 
+  def test_both_paper_references_labelled_and_the_comparable_one_named(self):
+    public = _synthetic("logreg") + _synthetic("scratch")
+    text = report.write_report(public, self.create_tempdir().full_path,
+                               bootstrap_samples=20).markdown
+    logreg = text.split("## Fine-tuned")[0]
+    self.assertIn("References: the paper (CVPR 2019), its 16 networks retrained by the "
+                  "authors: r = 0.99; the paper's v1 (arXiv:1805.08974v1), 13 public "
+                  "checkpoints: r² = 0.24 (r = 0.49). Ours pairs public ImageNet checkpoints "
+                  "with their published top-1: compare with the public-checkpoint reference",
+                  logreg)
+    scratch = text.split("## Trained from random")[1]
+    self.assertIn("Reference: the paper (CVPR 2019), its 16 networks retrained by the authors: "
+                  "r = 0.55. Random init loads no checkpoint", scratch)
+    files = [{**r, "config": {"weights": f"/w/{r['model']}.h5"}}
+             for r in _synthetic("finetune")]
+    text = report.write_report(files, self.create_tempdir().full_path,
+                               bootstrap_samples=20).markdown
+    self.assertIn("r² = 0.86 (r = 0.93). Ours loads weights files: the retrained reference "
+                  "applies only if", text)
+    # A model without a known top-1 is left out of r, not out of what the run loaded.
+    unplaced = [{**_record("keras:Net@w.h5", d, "logreg", 0, 0.7), "config": {"weights": "w.h5"}}
+                for d in _DATASETS]
+    text = report.write_report(unplaced, self.create_tempdir().full_path,
+                               bootstrap_samples=20).markdown
+    self.assertIn("r² = 0.24 (r = 0.49). Ours loads weights files", text)
+
   def test_too_few_models_and_unknown_top1(self):
     records = _synthetic(models=("resnet_50", "inception_v3"))
     records.append(_record("hub:my/net", "cifar10", "finetune", 0, 0.9))
@@ -409,9 +435,27 @@ class PaperStatisticsInReportTest(absltest.TestCase):
                   "results: no large dataset in this regime |", text)
     self.assertIn("- `scratch`: no error bars, too few results", text)
     with open(paths.summary_csv, newline="") as f:
-      ci = [float(r["avg_logodds_common_ci95"]) for r in csv.DictReader(f)]
+      rows = list(csv.DictReader(f))
+    ci = [float(r["avg_logodds_common_ci95"]) for r in rows]
     self.assertLen(ci, 2 * len(_TOP1))
     self.assertTrue(all(w > 0 for w in ci))
+    # Figure 1 draws standard errors, as the paper: the 95% half-width over t_{0.975, N-1}
+    # (N = 3 common datasets).
+    for r in rows:
+      self.assertAlmostEqual(float(r["avg_logodds_common_se"]),
+                             float(r["avg_logodds_common_ci95"]) / 4.302652729911275)
+    self.assertIn("Error bars in Figure 1: within-subject standard errors", text)
+    # The bold average: the best and those a paired t-test over datasets cannot tell from it.
+    logreg = [r for r in rows if r["regime"] == "logreg"]
+    best = max(logreg, key=lambda r: float(r["avg_logodds_common"]))
+    self.assertEqual(float(best["p_vs_best_average"]), 1.0)
+    logreg_section = text.split("## Fine-tuned")[0]
+    for r in logreg:
+      average = f"{float(r['avg_logodds']):.2f}"
+      line = next(l for l in logreg_section.splitlines() if l.startswith(f"| {r['model']} |"))
+      bold = float(r["p_vs_best_average"]) > 0.05
+      self.assertIn(f"| **{average}** (3) |" if bold else f"| {average} (3) |", line)
+    self.assertIn(f"Best: {best['model']};", logreg_section)
     with Image.open(paths.figure2_png) as image:
       self.assertEqual(image.format, "PNG")
     self.assertIn("![Figure 2](figure2.png)", text)

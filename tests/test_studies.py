@@ -86,6 +86,10 @@ class LowDataTest(absltest.TestCase):
                   self.paths.markdown)
     self.assertTrue(_is_png(os.path.join(self.out, "figure9.png")))
     self.assertIn("figure9.png", self.paths.names())
+    self.assertIn("standard error over 3 subsets", self.paths.markdown)
+    # DTD's K on the paper's Figure 9: 1, 2, 4, 8, 16, 32; these lines have 2 and 8.
+    self.assertIn("| dtd | 1 … 32 (6) | resnet_50 (finetune): 2/6, 3 seeds; resnet_50 "
+                  "(scratch): 2/6, 3 seeds |", self.paths.markdown)
 
   def test_low_data_cells_leave_the_main_tables(self):
     table = {r["model"]: r for r in _csv(self.paths.tables["finetune"])}
@@ -140,6 +144,43 @@ class StepBudgetTest(absltest.TestCase):
     self.assertIn("odds p/(1-p) reach 0.9 of its best budget's odds (log-odds within 0.105",
                   paths.markdown)
     self.assertTrue(_is_png(os.path.join(out, "figure8.png")))
+
+  def test_cross_dataset_average_beside_the_paper_s(self):
+    # Two datasets: dtd (curves above: finetune converges at 200, scratch at 800) and flowers
+    # (finetune at 100, scratch at 400); 1,000 and 2,000 final-fit images, batch 32.
+    flowers = {"finetune": {100: 0.905, 200: 0.91, 400: 0.905, 800: 0.90},
+               "scratch": {100: 0.2, 200: 0.4, 400: 0.80, 800: 0.81}}
+    records = []
+    for dataset, curves, images in (("dtd", {"finetune": self.FINETUNE,
+                                             "scratch": self.SCRATCH}, 1000),
+                                    ("oxford_flowers", flowers, 2000)):
+      for regime, curve in curves.items():
+        for steps, p in curve.items():
+          r = _record("inception_v4", dataset, regime, 0, p, train_steps=steps, batch_size=32)
+          records.append({**r, "sizes": {"train": images - 100, "trainval": images}})
+    want_steps = {"finetune": math.sqrt(200 * 100), "scratch": math.sqrt(800 * 400)}
+    want_epochs = {"finetune": math.sqrt(200 * 32 / 1000 * 100 * 32 / 2000),
+                   "scratch": math.sqrt(800 * 32 / 1000 * 400 * 32 / 2000)}
+    (average,) = studies.convergence_averages(
+        studies.convergence(studies.budget_points(records)))
+    self.assertEqual(average.datasets, ("dtd", "oxford_flowers"))
+    for regime in ("finetune", "scratch"):
+      self.assertAlmostEqual(average.steps[regime], want_steps[regime])
+      self.assertAlmostEqual(average.epochs[regime], want_epochs[regime])
+    self.assertAlmostEqual(average.ratio_steps, 4.0)
+    out = self.create_tempdir().full_path
+    paths = document.write_report(records, out, bootstrap_samples=20)
+    self.assertIn(f"| inception_v4 | 2: dtd, oxford_flowers | {want_steps['finetune']:,.0f} | "
+                  f"{want_steps['scratch']:,.0f} | 4x | {want_epochs['finetune']:.3g} | "
+                  f"{want_epochs['scratch']:.3g} | 4x |", paths.markdown)
+    self.assertIn("| paper: inception_v4 | 12 | 1,151 | 19,531 | 17x | 26 | 444 | 17.1x |",
+                  paths.markdown)
+    self.assertIn("fine-tuning 1,151 steps (26 epochs), random init 19,531 steps (444 epochs)",
+                  paths.markdown)
+    self.assertIn("Threshold: odds reaching 0.9 x the best budget's, per curve: each "
+                  "regime's threshold is relative to its own best budget", paths.markdown)
+    (row,) = _csv(os.path.join(out, "convergence_average.csv"))
+    self.assertAlmostEqual(float(row["scratch_epochs"]), want_epochs["scratch"])
 
   def test_threshold_is_a_parameter(self):
     points = studies.budget_points(self._records())

@@ -344,6 +344,27 @@ class StudyGridTest(tf.test.TestCase):
     (only,) = sweep.Grid(models=("a",), datasets=("x",), regimes=("finetune",)).cells(base)
     self.assertEqual((only.train_steps, only.examples_per_class), (7, 0))
 
+  def test_paper_values_are_each_dataset_s_and_each_regime_s(self):
+    # Figure 9's axes: Flowers up to K = 8, Stanford Cars to 16 (read off the figure).
+    base = ExperimentConfig(model="m", dataset="d", regime="logreg")
+    grid = sweep.make_grid(models=("a",), datasets=("oxford_flowers", "stanford_cars"),
+                           regimes=("logreg", "finetune", "scratch"), seeds=(0, 1, 2),
+                           examples_per_class=sweep.PAPER, train_steps=sweep.PAPER)
+    cells = grid.cells(base)
+    for dataset, ks in (("oxford_flowers", {1, 2, 4, 8}), ("stanford_cars", {1, 2, 4, 8, 16})):
+      for regime in ("logreg", "finetune", "scratch"):
+        got = [(c.examples_per_class, c.seed) for c in cells
+               if (c.dataset, c.regime) == (dataset, regime)]
+        self.assertCountEqual(got, [(k, s) for k in ks for s in (0, 1, 2)], (dataset, regime))
+    self.assertEqual({(c.regime, c.train_steps) for c in cells},
+                     {("logreg", 0), ("finetune", 20_000), ("scratch", 40_000)})
+    self.assertLen(cells, (4 + 5) * 3 * 3)
+    self.assertIn("oxford_flowers / scratch / seed 2 / K=8 / steps=40000 / protocol ",
+                  sweep.plan_line(cells[-1 - 5 * 3 * 3]))
+    with self.assertRaisesRegex(ValueError, "Figure 9 has no K values for dataset 'voc2007'"):
+      sweep.make_grid(models=("a",), datasets=("voc2007",), regimes=("logreg",), seeds=(0,),
+                      examples_per_class=sweep.PAPER)
+
   def test_two_budgets_store_two_rows_with_their_own_searches(self):
     hub = fakes.make_tiny_savedmodel(os.path.join(self.get_temp_dir(), "hub"), feature_dim=8,
                                      grid=2)

@@ -65,6 +65,46 @@ class LogMETest(parameterized.TestCase):
     self.assertAlmostEqual(tr.logme(_data(f, y, num_classes=3, multi_label=True)), want,
                            delta=1e-7 * abs(want))
 
+  def test_float32_features_with_fewer_examples_than_dimensions(self):
+    # The case of issue 22: float32 products left F^T F's null space with positive rounding
+    # eigenvalues, which made beta negative (NaN). 0.46628 is the float64 value (issue 22).
+    rng = np.random.default_rng(612)
+    y = rng.integers(0, 5, 100)
+    y[:5] = range(5)
+    f = (rng.normal(size=(5, 512))[y] * 0.7 + rng.normal(size=(100, 512))).astype(np.float32)
+    score = tr.logme(_data(f, y, num_classes=5))
+    self.assertTrue(np.isfinite(score))
+    self.assertAlmostEqual(score, 0.46628, delta=1e-4)
+
+  @parameterized.parameters((40, 120, 0), (120, 16, 1))  # N < D, N > D.
+  def test_float32_features_score_as_their_float64_values(self, n, dim, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    labels[:3] = np.arange(3)
+    f = (rng.normal(size=(3, dim))[labels] * 0.7 + rng.normal(size=(n, dim)) + 2.0
+         ).astype(np.float32)
+    f64 = f.astype(np.float64)  # The same numbers, maximised densely in float64.
+    want = np.mean([_brute_force_max(f64, (labels == c).astype(float)) / n for c in range(3)])
+    self.assertAlmostEqual(tr.logme(_data(f, labels, num_classes=3)), want,
+                           delta=1e-6 * abs(want))
+
+  def test_multi_label_ignored_entries_are_negatives(self):
+    # As the logreg and fine-tune fits read VOC's -1 ("difficult", ignored by the metric):
+    # a 0 target. Column 0 has more -1 than 1 entries (sum(y) < 0 dropped it before);
+    # column 2 has no positive, only -1 and 0, and is left out of the mean.
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(60, 6))
+    y = np.zeros((60, 3), np.float32)
+    y[:6, 0], y[6:20, 0] = 1, -1
+    y[:, 1] = np.where(rng.random(60) < 0.4, 1, np.where(rng.random(60) < 0.2, -1, 0))
+    y[10:15, 2] = -1
+    want = np.mean([_brute_force_max(f, np.maximum(y[:, c], 0).astype(float)) / 60
+                    for c in (0, 1)])
+    self.assertAlmostEqual(tr.logme(_data(f, y, num_classes=3, multi_label=True)), want,
+                           delta=1e-7 * abs(want))
+    scores = tr.score_features(_data(f, y, num_classes=3, multi_label=True), ["logme"])
+    self.assertEqual(scores.sizes["classes_present"], 2)
+
   def test_absent_classes_are_left_out(self):
     rng = np.random.default_rng(4)
     f, labels = _separable(rng, classes=3)
@@ -228,6 +268,10 @@ class AllEstimatorsTest(parameterized.TestCase):
       _data(np.ones((3, 2)), np.zeros(4, int), num_classes=2)
     with self.assertRaisesRegex(ValueError, r"\[0, 2\)"):
       _data(np.ones((3, 2)), np.array([0, 1, 2]), num_classes=2)
+    with self.assertRaisesRegex(ValueError,
+                                r"1 \(positive\), 0 \(negative\) or -1.*\[0.0, 1.0, 2.0\]"):
+      _data(np.ones((3, 2)), np.array([[0, 2.0], [1, 0], [0, 0]]), num_classes=2,
+            multi_label=True)
 
 
 if __name__ == "__main__":

@@ -75,12 +75,14 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 _TRAIN_STEPS = flags.DEFINE_list(
     "train_steps", ["0"], "Steps per finetune/scratch trial (0: a quick default; the paper "
-    "flagfiles set the paper's budgets). Comma-separated for a step-budget study: each "
-    "budget is a cell of its own, with its own search.")
+    "flagfiles set the paper's budgets; 'paper': each regime's, finetune 20000, scratch "
+    "40000). Comma-separated for a step-budget study: each budget is a cell of its own, "
+    "with its own search.")
 _EXAMPLES_PER_CLASS = flags.DEFINE_list(
     "examples_per_class", ["0"], "Train on a class-balanced random subset of K training "
     "images per class, drawn with the cell's seed (0: all). Comma-separated for a low-data "
-    "study; with --seeds=0,1,2 each K gets three independent subsets.")
+    "study; with --seeds=0,1,2 each K gets three independent subsets. 'paper': the paper's "
+    "Figure 9, K = 1, 2, 4, ... up to each dataset's maximum on its axes.")
 _LEARNING_RATES = flags.DEFINE_list("learning_rates", [],
                                     "Learning-rate grid (empty: the paper's for the regime).")
 _WEIGHT_DECAYS = flags.DEFINE_list("weight_decays", [],
@@ -252,11 +254,14 @@ def _check_numbers(values, *, kind, valid, expected):
       raise ValueError(f"{value!r} is not {expected}")
 
 
-def _bounded(flag, field, *, empty_means_zero=False):
-  """Validates an integer flag, or each item of a list flag, with `config.BOUNDS[field]`."""
+def _bounded(flag, field, *, empty_means_zero=False, paper=False):
+  """Validates an integer flag, or each item of a list flag, with `config.BOUNDS[field]`
+  (`paper`: the list may also be `sweep.PAPER` alone)."""
   bound = BOUNDS[field]
   if isinstance(flag.default, list):
     def check(values):
+      if paper and values == [sweep.PAPER]:
+        return
       if not values and not empty_means_zero:
         raise ValueError(f"no value given; expected {bound.describe()}, e.g. --{flag.name}=0")
       _check_numbers(values, kind=int, valid=bound.contains, expected=bound.describe())
@@ -279,8 +284,8 @@ def _check_manual_dir(value):
 
 
 _bounded(_SEEDS, "seed")
-_bounded(_TRAIN_STEPS, "train_steps", empty_means_zero=True)
-_bounded(_EXAMPLES_PER_CLASS, "examples_per_class", empty_means_zero=True)
+_bounded(_TRAIN_STEPS, "train_steps", empty_means_zero=True, paper=True)
+_bounded(_EXAMPLES_PER_CLASS, "examples_per_class", empty_means_zero=True, paper=True)
 _bounded(_IMAGE_SIZE, "image_size")
 _bounded(_BATCH_SIZE, "batch_size")
 _bounded(_MAX_TRIALS, "max_trials")
@@ -339,11 +344,10 @@ def _grid():
                                    cache_dir=workdir_lib.Workdir(_WORKDIR.value).folders)
   for regime in regime_flag:
     regimes.get_regime_spec(regime)
-  return sweep.Grid(models=tuple(_MODEL.value), datasets=tuple(_DATASET.value),
-                    regimes=tuple(regime_flag), seeds=seeds,
-                    shard=sweep.parse_shard(_SHARD.value),
-                    examples_per_class=_counts(_EXAMPLES_PER_CLASS),
-                    train_steps=_counts(_TRAIN_STEPS))
+  return sweep.make_grid(models=_MODEL.value, datasets=_DATASET.value, regimes=regime_flag,
+                         seeds=seeds, shard=sweep.parse_shard(_SHARD.value),
+                         examples_per_class=_counts(_EXAMPLES_PER_CLASS),
+                         train_steps=_counts(_TRAIN_STEPS))
 
 
 def _check_fits_memory(spec):
@@ -359,9 +363,10 @@ def _check_fits_memory(spec):
         f"{memory // (spec.image_size**2 * 12):,} (or --image_size).")
 
 
-def _counts(flag) -> tuple[int, ...]:
-  """A comma list of integers >= 0, checked at parse time (the empty list means 0)."""
-  return _ints(flag.value, flag.name) or (0,)
+def _counts(flag):
+  """A comma list of integers >= 0, checked at parse time (the empty list means 0), or
+  `sweep.PAPER`."""
+  return sweep.PAPER if flag.value == [sweep.PAPER] else _ints(flag.value, flag.name) or (0,)
 
 
 def base_config(grid) -> ExperimentConfig:
@@ -502,7 +507,7 @@ def _plan(cells) -> int:
   for config in cells:
     ok = stored is not None and stored.has_ok(*config.cell)
     done += ok
-    print(f"{'done' if ok else 'to run':6}  {sweep.cell_label(config)}")
+    print(f"{'done' if ok else 'to run':6}  {sweep.plan_line(config)}")
   print(f"plan: {len(cells)} cells, {done} already done, {len(cells) - done} to run")
   return 0
 

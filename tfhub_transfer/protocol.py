@@ -36,9 +36,36 @@ def l2_grid(size: int = L2_GRID_SIZE) -> np.ndarray:
 # Fine-tuning: 7 learning rates in [1e-4, 0.1] x (no weight decay + 7 in [1e-6, 1e-3]).
 FINETUNE_LEARNING_RATES = log_grid(1e-4, 1e-1, 7)
 FINETUNE_WEIGHT_DECAYS = (0.0,) + log_grid(1e-6, 1e-3, 7)
-# From random init: 7 learning rates in [1e-3, 1] x (none + 7 in [1e-5, 10^-1.5]).
+# From random init: 7 learning rates in [1e-3, 1] x 8 weight decays in [1e-5, 10^-1.5] (no
+# "none"). SimCLR B.8: "8 logarithmically spaced values of weight decay between 10^-5 and
+# 10^-1.5".
 SCRATCH_LEARNING_RATES = log_grid(1e-3, 1.0, 7)
-SCRATCH_WEIGHT_DECAYS = (0.0,) + log_grid(1e-5, 10 ** -1.5, 7)
+SCRATCH_WEIGHT_DECAYS = log_grid(1e-5, 10 ** -1.5, 8)
+
+# Figure 9 (low data): K = 1, 2, 4, ... training examples per class up to each dataset's
+# maximum, read off the figure's x axes (its top axes, K x classes, agree: Food-101 51,712 =
+# 512 x 101). VOC 2007 is not in the figure. Three subsets (seeds) per K.
+PAPER_LOW_DATA_MAX_EXAMPLES = {
+    "food101": 512, "cifar10": 4096, "cifar100": 256, "birdsnap": 64, "sun397": 32,
+    "stanford_cars": 16, "fgvc_aircraft": 32, "dtd": 32, "oxford_pets": 64, "caltech101": 16,
+    "oxford_flowers": 8}
+# Figure 8 (convergence): the step budgets of its x axis at batch 256, 76 to 78,125 (20M
+# images), each half the next (rounded down), on all 12 datasets.
+PAPER_CONVERGENCE_BUDGETS = (76, 152, 305, 610, 1220, 2441, 4882, 9765, 19531, 39062, 78125)
+
+
+def paper_examples_per_class(dataset: str) -> tuple[int, ...]:
+  """Figure 9's K values for `dataset`: 1, 2, 4, ... up to its maximum on the figure.
+
+  Raises:
+    ValueError: a dataset the figure does not show (the message lists those it shows).
+  """
+  if dataset not in PAPER_LOW_DATA_MAX_EXAMPLES:
+    raise ValueError(f"The paper's Figure 9 has no K values for dataset {dataset!r}; it shows "
+                     f"{', '.join(PAPER_LOW_DATA_MAX_EXAMPLES)}. Pass --examples_per_class="
+                     f"K,... for it instead of 'paper'.")
+  top = PAPER_LOW_DATA_MAX_EXAMPLES[dataset]
+  return tuple(2 ** i for i in range(top.bit_length()))
 
 
 def l2_coefficient(*, weight_decay: float, learning_rate: float) -> float:

@@ -29,7 +29,7 @@ from tfhub_transfer.results import store as store_lib
 from tfhub_transfer.results.records import ScoreKey, ScoreRecord
 
 # Bump when a change makes the same settings give different scores.
-SCORE_VERSION = 1
+SCORE_VERSION = 2  # 2: LogME in float64 sums, multi-label -1 as a negative.
 SCORED_SPLITS = ("train", "val")  # trainval, read from the train and val cache entries.
 FEATURE_REGIME = "logreg"  # Whose features (weights rule, cache entries) are scored.
 

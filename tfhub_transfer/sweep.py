@@ -14,10 +14,12 @@ import dataclasses
 import hashlib
 import itertools
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from absl import logging
 
+from tfhub_transfer import protocol
+from tfhub_transfer import regimes as regimes_lib
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import store as store_lib
@@ -44,6 +46,10 @@ class Grid:
       base config's value.
     train_steps: step budgets of finetune/scratch cells; empty: the base config's value.
     shard: (i, n): run every n-th cell of the grid, starting at the i-th.
+    examples_per_class_by_dataset: a dataset's own K values, in place of
+      `examples_per_class` (the paper's Figure 9 goes to a different K on each dataset, so
+      its grid is no full cross product).
+    train_steps_by_regime: a regime's own budget, in place of `train_steps`.
   """
   models: tuple[str, ...]
   datasets: tuple[str, ...]
@@ -52,25 +58,30 @@ class Grid:
   shard: tuple[int, int] = (0, 1)
   examples_per_class: tuple[int, ...] = ()
   train_steps: tuple[int, ...] = ()
+  examples_per_class_by_dataset: Mapping[str, tuple[int, ...]] = dataclasses.field(
+      default_factory=dict)
+  train_steps_by_regime: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
   def cells(self, base: ExperimentConfig) -> list[ExperimentConfig]:
     """The grid's cells in a fixed order (dataset-major, so feature caches are reused early),
     each `base` with its (model, dataset, regime, examples per class, budget, seed); this
     shard's share. Cells that differ only in a setting their regime does not depend on (a
     step budget of `logreg`) are one cell, listed once."""
-    grid = itertools.product(self.datasets, self.models, self.regimes,
-                             self.examples_per_class or (base.examples_per_class,),
-                             self.train_steps or (base.train_steps,), self.seeds)
     cells = {}
-    for d, m, r, k, t, s in grid:
-      config = dataclasses.replace(base, model=m, dataset=d, regime=r, examples_per_class=k,
-                                   train_steps=t, seed=s)
-      cells.setdefault(config.names, config)
+    for d, m, r in itertools.product(self.datasets, self.models, self.regimes):
+      sizes = (self.examples_per_class_by_dataset.get(d) or self.examples_per_class
+               or (base.examples_per_class,))
+      budgets = ((self.train_steps_by_regime[r],) if r in self.train_steps_by_regime
+                 else self.train_steps or (base.train_steps,))
+      for k, t, s in itertools.product(sizes, budgets, self.seeds):
+        config = dataclasses.replace(base, model=m, dataset=d, regime=r, examples_per_class=k,
+                                     train_steps=t, seed=s)
+        cells.setdefault(config.names, config)
     index, count = self.shard
     return list(cells.values())[index::count]
 
 
-def cell_label(config: ExperimentConfig) -> str:
+def cell_label(config: ExperimentConfig, *, study: Sequence[str] = ()) -> str:
   """A cell for logs: readable names, regime, seed and protocol id; where a local file or
   folder is named by its content, a short hash of the key tells two `best.h5`s apart."""
   identity = config.identity
@@ -78,8 +89,47 @@ def cell_label(config: ExperimentConfig) -> str:
   by_content = key.model != identity.model_label or key.dataset.startswith("folder:")
   digest = hashlib.sha256(repr(tuple(key)).encode()).hexdigest()[:8]
   return (f"{identity.model_label} / {identity.dataset_label} / {config.regime} / "
-          f"seed {config.seed} / protocol {key.protocol}" + (f" #{digest}" if by_content
-                                                              else ""))
+          f"seed {config.seed}" + "".join(f" / {s}" for s in study)
+          + f" / protocol {key.protocol}" + (f" #{digest}" if by_content else ""))
+
+
+# The value of --examples_per_class / --train_steps that asks for the paper's own: Figure 9's
+# K = 1, 2, 4, ... up to each dataset's maximum; each regime's budget at batch 256.
+PAPER = "paper"
+
+
+def make_grid(*, models: Sequence[str], datasets: Sequence[str], regimes: Sequence[str],
+              seeds: Sequence[int], shard: tuple[int, int] = (0, 1),
+              examples_per_class: Union[str, Sequence[int]] = (),
+              train_steps: Union[str, Sequence[int]] = ()) -> Grid:
+  """A `Grid`; `examples_per_class` and `train_steps` are integers or `PAPER`.
+
+  Raises:
+    ValueError: `PAPER` K values for a dataset the paper's Figure 9 does not show.
+  """
+  by_dataset, by_regime = {}, {}
+  if examples_per_class == PAPER:
+    by_dataset = {d: protocol.paper_examples_per_class(d) for d in datasets}
+    examples_per_class = tuple(sorted({k for ks in by_dataset.values() for k in ks}))
+  if train_steps == PAPER:
+    by_regime = {r: regimes_lib.get_regime_spec(r).paper_train_steps or 0 for r in regimes}
+    train_steps = tuple(sorted(set(by_regime.values())))
+  return Grid(models=tuple(models), datasets=tuple(datasets), regimes=tuple(regimes),
+              seeds=tuple(seeds), shard=shard, examples_per_class=tuple(examples_per_class),
+              train_steps=tuple(train_steps), examples_per_class_by_dataset=by_dataset,
+              train_steps_by_regime=by_regime)
+
+
+def plan_line(config: ExperimentConfig) -> str:
+  """A cell as `--mode=plan` lists it: model / dataset / regime / seed, then the study
+  settings that are not their default (K examples per class, the step budget), then the
+  protocol id."""
+  study = []
+  if config.examples_per_class:
+    study.append(f"K={config.examples_per_class}")
+  if config.regime_spec.searches_with_tuner and config.train_steps:
+    study.append(f"steps={config.train_steps}")
+  return cell_label(config, study=study)
 
 
 @dataclasses.dataclass(frozen=True)

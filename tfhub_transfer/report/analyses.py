@@ -2,13 +2,17 @@
 size, and how often fine-tuning beats logistic regression. Each returns its number with the
 reason it could not be computed ("too few results: ...") instead of a number from too little.
 
-- Figure 1 error bars, within-subject (Morey 2008, correcting Cousineau 2005), datasets as
-  the subjects and models as the conditions: with y_md the log-odds of model m on dataset d
-  (M models x N datasets, the datasets every model has), normalise
-  z_md = y_md - mean_m'(y_m'd) + mean_m'd'(y_m'd'), take each model's standard error
-  sd_d(z_md) / sqrt(N), multiply by sqrt(M / (M - 1)) (Morey's correction) and by the
-  Student t quantile t_{0.975, N - 1}: a 95% confidence interval of the model's average
-  log-odds with the datasets' common difficulty removed.
+- Figure 1 error bars (the paper's Figure 2, right: "Error bars are standard error"),
+  within-subject (Morey 2008, correcting Cousineau 2005), datasets as the subjects and models
+  as the conditions: with y_md the log-odds of model m on dataset d (M models x N datasets,
+  the datasets every model has), normalise z_md = y_md - mean_m'(y_m'd) + mean_m'd'(y_m'd'),
+  take each model's standard error sd_d(z_md) / sqrt(N) and multiply by sqrt(M / (M - 1))
+  (Morey's correction): the standard error of the model's average log-odds with the
+  datasets' common difficulty removed, drawn by default; times the Student t quantile
+  t_{0.975, N - 1}, a 95% confidence interval.
+- Figure 1's markers (the paper's Figure 2, right, green points): the models not
+  significantly different from the best on the average, by a paired t-test of their
+  per-dataset log-odds against the best model's (two-sided p > 0.05, `average_significance`).
 - Figure 2: per dataset and regime, transfer accuracy vs ImageNet top-1 with a least-squares
   line fitted in log-odds and a 95% percentile-bootstrap band (resampling models).
 - r split by dataset size (the paper's appendix): the Figure-1 correlation over the datasets
@@ -32,17 +36,26 @@ MIN_MODELS_FOR_LINE = 3
 PAPER_FINETUNE_WINS = (179, 192)
 
 
+ALPHA = 0.05  # Two-sided level of the average test (as the paper's "p > 0.05").
+
+
 @dataclasses.dataclass(frozen=True)
 class ErrorBars:
-  """Morey's within-subject 95% CI half-widths of each model's average log-odds."""
+  """Morey's within-subject error bars of each model's average log-odds.
+
+  Attributes:
+    standard_errors: the standard errors (what the paper draws, and Figure 1 by default).
+    half_widths: 95% confidence-interval half-widths (t_{0.975, N-1} x the standard error).
+  """
   regime: str
   models: tuple[str, ...]
   half_widths: tuple[float, ...]
   reason: Optional[str]
+  standard_errors: tuple[float, ...] = ()
 
 
-def morey_half_widths(logodds: np.ndarray, level: float = 0.95) -> np.ndarray:
-  """Within-subject CI half-widths per row of `logodds` [M models, N datasets] (module doc).
+def morey_standard_errors(logodds: np.ndarray) -> np.ndarray:
+  """Within-subject standard errors per row of `logodds` [M models, N datasets] (module doc).
 
   Raises:
     ValueError: fewer than 2 models or 2 datasets.
@@ -53,7 +66,17 @@ def morey_half_widths(logodds: np.ndarray, level: float = 0.95) -> np.ndarray:
   num_models, num_datasets = y.shape
   normalised = y - y.mean(axis=0, keepdims=True) + y.mean()
   standard_error = normalised.std(axis=1, ddof=1) / math.sqrt(num_datasets)
-  corrected = standard_error * math.sqrt(num_models / (num_models - 1))
+  return standard_error * math.sqrt(num_models / (num_models - 1))
+
+
+def morey_half_widths(logodds: np.ndarray, level: float = 0.95) -> np.ndarray:
+  """Within-subject CI half-widths per row of `logodds` [M models, N datasets] (module doc).
+
+  Raises:
+    ValueError: fewer than 2 models or 2 datasets.
+  """
+  num_datasets = np.shape(logodds)[1] if np.ndim(logodds) == 2 else 0
+  corrected = morey_standard_errors(logodds)
   return corrected * stats.t.ppf(0.5 + level / 2, num_datasets - 1)
 
 
@@ -64,9 +87,58 @@ def error_bars(cells, corr: correlation.Correlation) -> ErrorBars:
     return ErrorBars(corr.regime, models, (), (
         f"too few results: {len(models)} model(s) on {len(datasets)} common dataset(s) "
         f"(within-subject error bars need at least 2 of each)"))
+  matrix = _logodds_matrix(cells, corr)
+  return ErrorBars(corr.regime, models, tuple(morey_half_widths(matrix)), None,
+                   tuple(morey_standard_errors(matrix)))
+
+
+def _logodds_matrix(cells, corr: correlation.Correlation) -> np.ndarray:
+  """[models, datasets] log-odds of the correlation's models on its common datasets."""
   rows = correlation.cells_by_model(cells, corr.regime)
-  matrix = [[float(correlation.logodds(rows[m][d].mean)) for d in datasets] for m in models]
-  return ErrorBars(corr.regime, models, tuple(morey_half_widths(np.array(matrix))), None)
+  return np.array([[float(correlation.logodds(rows[m][d].mean)) for d in corr.datasets]
+                   for m in corr.models])
+
+
+@dataclasses.dataclass(frozen=True)
+class AverageSignificance:
+  """Which models are not significantly worse than the best on the average (Figure 2,
+  right, of the paper): paired t-tests of per-dataset log-odds across the common datasets.
+
+  Attributes:
+    best: the model with the highest average log-odds over the common datasets.
+    p_values: model -> two-sided p of the paired t-test against `best` (the best: 1.0).
+    not_different: `best` and the models with p > ALPHA.
+    reason: why nothing was tested, or None.
+  """
+  regime: str
+  best: Optional[str]
+  p_values: dict[str, float]
+  not_different: tuple[str, ...]
+  reason: Optional[str]
+
+
+def average_significance(cells, corr: correlation.Correlation) -> AverageSignificance:
+  """Paired t-tests (`scipy.stats.ttest_rel`) of each model's log-odds on the correlation's
+  common datasets against the best model's. The paper tests on its 12 datasets; with N
+  datasets the test has N - 1 degrees of freedom."""
+  models, datasets = corr.models, corr.datasets
+  if len(models) < 2 or len(datasets) < 2:
+    return AverageSignificance(corr.regime, None, {}, (), (
+        f"too few results: {len(models)} model(s) on {len(datasets)} common dataset(s) (a "
+        f"paired t-test across datasets needs at least 2 of each)"))
+  matrix = _logodds_matrix(cells, corr)
+  best = int(np.argmax(matrix.mean(axis=1)))
+  p_values = {}
+  for i, model in enumerate(models):
+    differences = matrix[best] - matrix[i]
+    if i == best or not np.any(differences != differences[0]):
+      # The best itself, or a constant gap (t undefined): equal means are not different,
+      # a constant nonzero gap on every dataset is.
+      p_values[model] = 1.0 if not differences[0] else 0.0
+    else:
+      p_values[model] = float(stats.ttest_rel(matrix[best], matrix[i]).pvalue)
+  not_different = tuple(m for m in models if p_values[m] > ALPHA)
+  return AverageSignificance(corr.regime, models[best], p_values, not_different, None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,6 +103,15 @@ def average_cells(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str
                     n_seeds=len(group)) for key, group in groups.items()}
 
 
+def weights_used(records: Iterable[dict[str, Any]], regime: str,
+                 models: Iterable[str]) -> set[Optional[str]]:
+  """The `--weights` values of `regime`'s records of `models` (None: the regime's default;
+  a record without a config counts as None)."""
+  models = set(models)
+  return {(r.get("config") or {}).get("weights") for r in records
+          if r["regime"] == regime and r["model"] in models}
+
+
 def cells_by_model(cells: Mapping[tuple[str, str, str], Cell],
                    regime: str) -> dict[str, dict[str, Cell]]:
   """The cells of `regime` as model -> dataset -> Cell."""

@@ -40,7 +40,7 @@ from tfhub_transfer.results.workdir import Workdir
 
 SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds",
                   "n_common_datasets", "avg_logodds_common", "paper_avg_logodds",
-                  "avg_logodds_common_ci95")
+                  "avg_logodds_common_ci95", "avg_logodds_common_se", "p_vs_best_average")
 SIGNIFICANCE_FIELDS = ("regime", "dataset", "model", "test_metric", "best_model", "p_value",
                        "not_different_from_best", "note")
 TOP1_FIELDS = ("model", "imagenet_top1", "source", "paper_imagenet_top1")
@@ -87,11 +87,13 @@ class _Report:
   top1_sources: dict[str, str]
   error_bars: dict[str, analyses.ErrorBars]
   significance: dict[tuple[str, str], significance.DatasetSignificance]
+  average_significance: dict[str, analyses.AverageSignificance]
   by_size: dict[str, dict[str, correlation.Correlation]]
   sizes: dict[str, tuple[int, str]]
   finetune_wins: analyses.FinetuneWins
   unconverged: list[dict[str, Any]]
   permutation_samples: int
+  weights: dict[str, set]
   everything: tuple[dict[str, Any], ...] = ()
   superseded: tuple[dict[str, Any], ...] = ()
 
@@ -142,11 +144,15 @@ def _build(display: variants.Display, imagenet_top1, samples, seed, store_dir,
                   for regime, corr in correlations.items()},
       significance=significance.per_dataset(loaded, cells, store_dir,
                                             samples=permutation_samples, seed=seed),
+      average_significance={regime: analyses.average_significance(cells, corr)
+                            for regime, corr in correlations.items()},
       by_size={regime: analyses.correlation_by_size(cells, regime, top1, sizes,
                                                     samples=samples, seed=seed)
                for regime in regimes.REGIMES},
       sizes=sizes, finetune_wins=analyses.finetune_beats_logreg(cells),
       unconverged=variants.unconverged(loaded), permutation_samples=permutation_samples,
+      weights={regime: correlation.weights_used(loaded, regime, corr.models + corr.excluded)
+               for regime, corr in correlations.items()},
       everything=tuple(everything), superseded=tuple(display.superseded))
 
 
@@ -181,7 +187,11 @@ def _summary_rows(report) -> list[dict[str, Any]]:
                                 if model in networks else None),
           "avg_logodds_common_ci95": dict(zip(report.error_bars[regime].models,
                                               report.error_bars[regime].half_widths)
-                                          ).get(model)})
+                                          ).get(model),
+          "avg_logodds_common_se": dict(zip(report.error_bars[regime].models,
+                                            report.error_bars[regime].standard_errors)
+                                        ).get(model),
+          "p_vs_best_average": report.average_significance[regime].p_values.get(model)})
   return out
 
 
@@ -264,14 +274,18 @@ def _regime_section(report, regime, summary) -> list[str]:
       cells.append(f"**{text}**" if c and tested[d] and model in tested[d].not_different
                    else text)
     s = summary[(regime, model)]
+    average = f"{s['avg_logodds']:.2f}"
+    if model in report.average_significance[regime].not_different:
+      average = f"**{average}**"
     lines.append(f"| {model} | {_fmt(report.top1.get(model))} | " + " | ".join(cells)
-                 + f" | {s['avg_logodds']:.2f} ({s['n_datasets']}) |")
+                 + f" | {average} ({s['n_datasets']}) |")
     if not referenced and sections.is_reference_network(model):
       lines.append(sections.reference_row(regime, datasets))
       referenced = True
   lines += ["", sections.significance_note(list(tested.values()),
                                            samples=report.permutation_samples,
-                                           seed=report.seed)]
+                                           seed=report.seed),
+            "", sections.average_significance_note(report.average_significance[regime])]
   if referenced:
     lines += ["", sections.reference_note()]
   if unconverged:
@@ -282,14 +296,14 @@ def _regime_section(report, regime, summary) -> list[str]:
 
 def _correlation_line(corr: correlation.Correlation, report) -> str:
   head = "Pearson r (ImageNet top-1 vs average log-odds)"
-  paper = f"paper: {reference.PAPER_CORRELATIONS[corr.regime]:.2f}"
+  paper = sections.correlation_references(corr.regime, report.weights[corr.regime])
   if corr.r is None:
-    text = f"{head}: not computed, {corr.reason} ({paper})."
+    text = f"{head}: not computed, {corr.reason}. {paper}"
   else:
     text = (f"{head}: {corr.r:.2f}, 95% CI [{corr.ci_low:.2f}, {corr.ci_high:.2f}] "
             f"(bootstrap over models, {report.samples} resamples, seed {report.seed}); "
             f"{len(corr.models)} models on the {len(corr.datasets)} dataset(s) all of them "
-            f"have ({paper}).")
+            f"have. {paper}")
   if corr.excluded:
     text += (f" Excluded, ImageNet top-1 unknown: {', '.join(corr.excluded)} "
              f"(give them with --imagenet_top1=NAME=TOP1,... or imagenet_top1={{name: top1}} "
@@ -399,7 +413,8 @@ def write_report(store_or_records: Union[merged.ResultsReader, Iterable[Mapping[
       report.significance.values(), {k: 100 * c.mean for k, c in report.cells.items()}))
   _write_csv(paths.top1_csv, TOP1_FIELDS,
              _top1_rows(report, {m for (_, m, _) in report.cells}))
-  plots.plot_figure1(report.correlations, paths.figure_png, error_bars=report.error_bars)
+  plots.plot_figure1(report.correlations, paths.figure_png, error_bars=report.error_bars,
+                     significance=report.average_significance)
   plots.plot_figure2(analyses.figure2_panels(report.cells, report.top1, seed=seed,
                                              samples=bootstrap_samples), paths.figure2_png)
   if display.scores:

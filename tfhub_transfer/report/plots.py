@@ -14,6 +14,7 @@ from tfhub_transfer.report import reference
 
 _OURS = "tab:blue"
 _PAPER = "0.65"
+_NOT_DIFFERENT = "tab:green"  # As the paper's Figure 2 (right) colours them.
 # Models without a known ImageNet top-1: one colour and marker each, the same in every
 # panel; the markers sit at different places along the lines, so equal lines stay apart.
 _UNPLACED_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
@@ -24,19 +25,32 @@ _UNPLACED_MARKERS = ("s", "^", "D", "v", "P", "X", "h", "*")
 _REGIME_COLORS = {"logreg": "tab:blue", "finetune": "tab:orange", "scratch": "tab:green"}
 
 
+# What Figure 1's error bars show: `ErrorBars` field -> legend text.
+ERROR_BAR_KINDS = {"standard_errors": "error bars: within-subject standard error (Morey)",
+                   "half_widths": "error bars: within-subject 95% CI (Morey)"}
+
+
 def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str, *,
-                 error_bars: Optional[Mapping[str, analyses.ErrorBars]] = None) -> None:
-  """Writes `make_figure1(correlations, error_bars=error_bars)` to `path` (PNG)."""
-  make_figure1(correlations, error_bars=error_bars).savefig(path, dpi=110)
+                 error_bars: Optional[Mapping[str, analyses.ErrorBars]] = None,
+                 significance: Optional[Mapping[str, analyses.AverageSignificance]] = None,
+                 bars: str = "standard_errors") -> None:
+  """Writes `make_figure1(...)` to `path` (PNG)."""
+  make_figure1(correlations, error_bars=error_bars, significance=significance,
+               bars=bars).savefig(path, dpi=110)
 
 
 def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
-                 error_bars: Optional[Mapping[str, analyses.ErrorBars]] = None):
-  """The paper's Figure 1: ImageNet top-1 vs average log-odds, one panel per regime.
+                 error_bars: Optional[Mapping[str, analyses.ErrorBars]] = None,
+                 significance: Optional[Mapping[str, analyses.AverageSignificance]] = None,
+                 bars: str = "standard_errors"):
+  """The paper's Figure 1 (and Figure 2, right): ImageNet top-1 vs average log-odds, one
+  panel per regime.
 
   The paper's 16 networks (approximate) are grey points; ours are labelled blue points with
-  a least-squares line once r is computed, and, where given, Morey's within-subject 95%
-  error bars. A model whose ImageNet top-1 is unknown is a
+  a least-squares line once r is computed, and, where given, Morey's within-subject error
+  bars (`bars`: `standard_errors`, as the paper draws, or `half_widths`, 95% intervals;
+  the legend says which) and green points for the models not significantly different from
+  the best on the average (`significance`). A model whose ImageNet top-1 is unknown is a
   horizontal dashed line at its average log-odds, with its own marker, named in the legend;
   the legend's title says how to place it. Every message sits in a panel's title or under
   the panels, never over the data. Draws on an Agg canvas, leaving pyplot's backend alone.
@@ -56,14 +70,25 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
                 _UNPLACED_MARKERS[i % len(_UNPLACED_MARKERS)], (i + 1) / (len(unplaced) + 1))
             for i, m in enumerate(unplaced)}
   panels = list(zip(fig.subplots(1, len(names), squeeze=False)[0], names))
+  if bars not in ERROR_BAR_KINDS:
+    raise ValueError(f"bars={bars!r}: expected one of {', '.join(ERROR_BAR_KINDS)}.")
   for ax, regime in panels:
+    bar = (error_bars or {}).get(regime)
     _panel(ax, regime, correlations[regime], paper, styles,
-           (error_bars or {}).get(regime))
+           getattr(bar, bars) if bar is not None and bar.models == correlations[regime].models
+           else (), (significance or {}).get(regime))
   handles = [lines.Line2D([], [], ls="", marker="o", ms=5, color=_PAPER,
                           label="the paper's 16 networks (approx., read off its Figure 1)")]
   if any(correlations[r].logodds for r in names):
     handles.append(lines.Line2D([], [], ls="--", marker="o", ms=6, color=_OURS,
                                 label="ours (least-squares line once r is computed)"))
+  if any(getattr(b, bars) for b in (error_bars or {}).values()):
+    handles.append(lines.Line2D([], [], ls="", marker="|", ms=10, color=_OURS,
+                                label=ERROR_BAR_KINDS[bars]))
+  if any(s.best for s in (significance or {}).values()):
+    handles.append(lines.Line2D([], [], ls="", marker="o", ms=6, color=_NOT_DIFFERENT,
+                                label=f"ours, not significantly below the best on the average "
+                                      f"(paired t-test over datasets, p > {analyses.ALPHA})"))
   handles += [lines.Line2D([], [], ls="--", lw=1.5, color=styles[m][0], marker=styles[m][1],
                            ms=6, label=f"{m}: ImageNet top-1 unknown") for m in unplaced]
   note = ("A dashed line is a model's average log-odds over its own datasets (its marker only "
@@ -80,24 +105,27 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
   return fig
 
 
-def _panel(ax, regime, corr, paper, styles, bars) -> None:
-  """One regime: the paper's points, ours (with error bars where given), the unplaced
-  models' lines; the status as title."""
+def _panel(ax, regime, corr, paper, styles, bars, tested) -> None:
+  """One regime: the paper's points, ours (with error bars `bars` where given, green where
+  `tested` finds them not significantly below the best), the unplaced models' lines; the
+  status as title."""
   paper_x = [n.imagenet_top1 for n in paper]
   paper_y = [n.avg_logodds(regime) for n in paper]
   ax.scatter(paper_x, paper_y, s=22, color=_PAPER, zorder=1)
   if corr.logodds:
-    ax.scatter(corr.top1, corr.logodds, s=34, color=_OURS, zorder=3)
-    if bars is not None and bars.half_widths and bars.models == corr.models:
-      ax.errorbar(corr.top1, corr.logodds, yerr=bars.half_widths, fmt="none", ecolor=_OURS,
+    level = set(tested.not_different) if tested is not None else set()
+    ax.scatter(corr.top1, corr.logodds, s=34, zorder=3,
+               color=[_NOT_DIFFERENT if m in level else _OURS for m in corr.models])
+    if bars:
+      ax.errorbar(corr.top1, corr.logodds, yerr=bars, fmt="none", ecolor=_OURS,
                   elinewidth=1, capsize=2, zorder=3)
   if corr.r is not None:
     slope, intercept = np.polyfit(corr.top1, corr.logodds, 1)
     xs = np.array([min(corr.top1), max(corr.top1)])
     ax.plot(xs, slope * xs + intercept, "--", color=_OURS, lw=1, zorder=2)
   ys = paper_y + list(corr.logodds) + list(corr.excluded_logodds)
-  if bars is not None and bars.half_widths and bars.models == corr.models:
-    ys += [y + s * h for y, h in zip(corr.logodds, bars.half_widths) for s in (-1, 1)]
+  if bars:
+    ys += [y + s * h for y, h in zip(corr.logodds, bars) for s in (-1, 1)]
   low, high = min(ys), max(ys)
   pad = max(0.08 * (high - low), 0.15)
   ax.set_ylim(low - pad, high + pad)
@@ -109,7 +137,10 @@ def _panel(ax, regime, corr, paper, styles, bars) -> None:
     ax.axhline(value, ls="--", lw=1.5, color=color, zorder=2)
     ax.plot([left + where * (right - left)], [value], ls="", marker=marker, ms=7, color=color,
             zorder=3)
-  paper_r = f"paper: r = {reference.PAPER_CORRELATIONS[regime]:.2f}"
+  paper_r = f"paper, retrained: r = {reference.PAPER_CORRELATIONS[regime]:.2f}"
+  if regime in reference.PUBLIC_CHECKPOINT_R2:
+    paper_r += (f"; v1, public checkpoints: r² = "
+                f"{reference.PUBLIC_CHECKPOINT_R2[regime]:.2f}")
   if corr.r is not None:
     status = (f"ours: r = {corr.r:.2f} [{corr.ci_low:.2f}, {corr.ci_high:.2f}] over "
               f"{len(corr.models)} models, {len(corr.datasets)} dataset(s); {paper_r}")

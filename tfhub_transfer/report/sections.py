@@ -15,11 +15,13 @@ REFERENCE_NETWORK = "resnet_50"
 REFERENCE_LABEL = "SimCLR 2020 ResNet-50 (reference)"
 
 MOREY_FORMULA = (
-    "Error bars in Figure 1: 95% within-subject confidence intervals (Cousineau 2005 with "
-    "Morey's 2008 correction), datasets as subjects and models as conditions. With y_md the "
-    "log-odds of model m on dataset d (M models x N datasets, those every model has): "
-    "z_md = y_md - mean_m'(y_m'd) + mean_m'd'(y_m'd'); half-width_m = t_{0.975, N-1} x "
-    "sqrt(M / (M - 1)) x sd_d(z_md) / sqrt(N).")
+    "Error bars in Figure 1: within-subject standard errors (Cousineau 2005 with Morey's "
+    "2008 correction), as the paper's Figure 2 (right) draws (\"Error bars are standard "
+    "error\"), datasets as subjects and models as conditions. With y_md the log-odds of "
+    "model m on dataset d (M models x N datasets, those every model has): "
+    "z_md = y_md - mean_m'(y_m'd) + mean_m'd'(y_m'd'); se_m = sqrt(M / (M - 1)) x "
+    "sd_d(z_md) / sqrt(N). The 95% confidence interval is t_{0.975, N-1} x se_m (both in "
+    "summary.csv).")
 
 
 def is_reference_network(model: str) -> bool:
@@ -62,6 +64,44 @@ def significance_note(tested: Iterable[Optional[significance.DatasetSignificance
   return text
 
 
+def average_significance_note(tested: analyses.AverageSignificance) -> str:
+  """Says what the bold average means, with each model's p, or why nothing was tested."""
+  head = ("**Bold average**: the best model on the average log-odds and every model not "
+          "significantly below it (paired t-test of per-dataset log-odds over the datasets "
+          f"all models have, two-sided p > {analyses.ALPHA}; the green points of Figure 1, "
+          "as the paper's Figure 2, right)")
+  if tested.reason:
+    return f"{head}: not tested, {tested.reason}."
+  others = ", ".join(f"{m} p = {p:.3g}" for m, p in tested.p_values.items()
+                     if m != tested.best)
+  return f"{head}. Best: {tested.best}; {others}."
+
+
+def correlation_references(regime: str, weights: set) -> str:
+  """The paper's correlations to set beside ours, each labelled with the checkpoints it
+  used, and which one a run with `weights` (`correlation.weights_used`) compares with."""
+  retrained = (f"{reference.RETRAINED_SOURCE}: r = "
+               f"{reference.PAPER_CORRELATIONS[regime]:.2f}")
+  if regime not in reference.PUBLIC_CHECKPOINT_R2:
+    return (f"Reference: {retrained}. Random init loads no checkpoint, so this is the "
+            f"comparable reference (its x axis is the retrained networks' top-1).")
+  r2 = reference.PUBLIC_CHECKPOINT_R2[regime]
+  public = f"{reference.PUBLIC_CHECKPOINT_SOURCE}: r² = {r2:.2f} (r = {r2 ** 0.5:.2f})"
+  if not weights:
+    which = ""
+  elif weights <= {None, "imagenet"}:
+    which = ("Ours pairs public ImageNet checkpoints with their published top-1: compare "
+             "with the public-checkpoint reference; the retrained one needs networks "
+             "trained under one setup.")
+  elif "random" in weights:
+    which = "Some of ours use random weights: neither reference applies to them."
+  else:
+    which = ("Ours loads weights files: the retrained reference applies only if they were "
+             "trained under one common setup, as the paper's; otherwise the "
+             "public-checkpoint one.")
+  return f"References: {retrained}; {public}." + (f" {which}" if which else "")
+
+
 def convergence_lines(unconverged: Sequence[Mapping[str, Any]]) -> list[str]:
   """`†` marks: logreg cells whose L-BFGS fit did not converge, with the iterations run."""
   lines = ["†: L-BFGS did not converge (largest gradient entry above tol within max_iter) "
@@ -95,7 +135,8 @@ def statistics_lines(error_bars: Mapping[str, analyses.ErrorBars],
     if bars.reason:
       lines.append(f"- `{regime}`: no error bars, {bars.reason}.")
     else:
-      widths = ", ".join(f"{m} ±{w:.2f}" for m, w in zip(bars.models, bars.half_widths))
+      widths = ", ".join(f"{m} ±{se:.3f} (95% CI ±{w:.2f})" for m, se, w
+                         in zip(bars.models, bars.standard_errors, bars.half_widths))
       lines.append(f"- `{regime}` ({len(bars.models)} models x "
                    f"{len(correlations[regime].datasets)} datasets): {widths}.")
   lines += ["", f"Pearson r of ImageNet top-1 vs average log-odds by dataset size (the "

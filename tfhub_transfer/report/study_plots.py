@@ -81,7 +81,9 @@ def plot_low_data(points: list[studies.Point], path: str) -> None:
         if not p.x:
           ax.axhline(100 * p.mean, color=colour, ls=":", lw=1, label=f"{label}, all data")
     _log_ticks(ax, sorted({p.x for line in lines.values() for p in line if p.x}))
-    ax.set_title(f"{dataset}: accuracy vs examples per class", fontsize=9)
+    subsets = sorted({p.n for line in lines.values() for p in line if p.x})
+    ax.set_title(f"{dataset}: accuracy vs examples per class\nerror bars: standard error "
+                 f"over {'/'.join(map(str, subsets))} subsets", fontsize=9)
     ax.set_xlabel("training examples per class (log scale)")
     ax.set_ylabel(f"test {next(iter(lines.values()))[0].metric} (%)")
     ax.grid(alpha=0.3, which="both")

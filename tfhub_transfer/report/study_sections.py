@@ -14,6 +14,7 @@ import math
 import os
 from typing import Any, Optional, Sequence
 
+from tfhub_transfer import protocol
 from tfhub_transfer.report import feature_maps
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import studies
@@ -133,13 +134,39 @@ def _low_data(loaded, out_dir):
            "drawn with the cell's seed, so each seed is an independent subset. "
            "Hyperparameters are chosen on the whole validation split; the final model is "
            "trained on the subset alone (no refit on validation) and tested once on the "
-           "whole test split. Accuracy: mean over seeds ± standard error (std / sqrt(n)); "
+           "whole test split. Accuracy: mean over seeds ± standard error (std / sqrt(n)), "
+           "the figure's error bars as in the paper's (\"standard error over 3 subsets\"); "
            "K = all is the same line's full-data cell.", ""]
+  lines += _paper_k_coverage(points)
   lines += _points_table(points, "examples/class", lambda x: str(x) if x else "all")
   figure = os.path.join(out_dir, "figure9.png")
   study_plots.plot_low_data(points, figure)
   table = _points_csv(os.path.join(out_dir, "low_data.csv"), points, "examples_per_class")
   return lines + ["", "![Figure 9](figure9.png)"], [table, figure]
+
+
+def _paper_k_coverage(points):
+  """Per dataset of the paper's Figure 9, its K values and those of them measured."""
+  shown = [d for d in studies.ordered_datasets({p.dataset for p in points})
+           if d in protocol.PAPER_LOW_DATA_MAX_EXAMPLES]
+  if not shown:
+    return []
+  lines = ["The paper's K per dataset (1, 2, 4, ... up to the maximum on its Figure 9; "
+           "`--examples_per_class=paper`) and how many of them each line has:", "",
+           "| dataset | paper's K | model (regime): paper's K measured, seeds |",
+           "|---|---|---|"]
+  for dataset in shown:
+    paper_k = protocol.paper_examples_per_class(dataset)
+    lines_of = sorted({(p.model, p.regime) for p in points if p.dataset == dataset})
+    have = []
+    for model, regime in lines_of:
+      measured = [p for p in points if (p.dataset, p.model, p.regime) == (dataset, model, regime)
+                  and p.x in paper_k]
+      seeds = sorted({p.n for p in measured})
+      have.append(f"{model} ({regime}): {len(measured)}/{len(paper_k)}"
+                  + (f", {'/'.join(map(str, seeds))} seeds" if seeds else ""))
+    lines.append(f"| {dataset} | 1 … {paper_k[-1]:,} ({len(paper_k)}) | {'; '.join(have)} |")
+  return lines + [""]
 
 
 def _budgets(loaded, out_dir, threshold):
@@ -168,6 +195,8 @@ def _budgets(loaded, out_dir, threshold):
   lines += [f"| {s.dataset} | {s.network} | {_steps(s.finetune_steps)} | "
             f"{_steps(s.scratch_steps)} | "
             f"{'–' if s.ratio is None else f'{s.ratio:.3g}x'} |" for s in speedups]
+  average_lines, averages = _convergence_average(converged, threshold)
+  lines += average_lines
   figure = os.path.join(out_dir, "figure8.png")
   study_plots.plot_budgets(points, converged, speedups, figure)
   table = _points_csv(os.path.join(out_dir, "budgets.csv"), points, "train_steps")
@@ -177,7 +206,46 @@ def _budgets(loaded, out_dir, threshold):
        "converged_accuracy", "threshold"),
       [(c.dataset, c.model, c.regime, c.best_steps, 100 * c.best_mean, c.steps, 100 * c.mean,
         threshold) for c in converged])
-  return lines + ["", "![Figure 8](figure8.png)"], [table, summary, figure]
+  average = _write_csv(
+      os.path.join(out_dir, "convergence_average.csv"),
+      ("network", "datasets", "finetune_steps", "scratch_steps", "ratio_steps",
+       "finetune_epochs", "scratch_epochs", "ratio_epochs", "threshold"),
+      [(a.network, " ".join(a.datasets), a.steps["finetune"], a.steps["scratch"],
+        a.ratio_steps, a.epochs and a.epochs["finetune"], a.epochs and a.epochs["scratch"],
+        a.ratio_epochs, threshold) for a in averages])
+  return lines + ["", "![Figure 8](figure8.png)"], [table, summary, average, figure]
+
+
+def _convergence_average(converged, threshold):
+  """Figure 8's headline: per network, the geometric means over datasets, beside the
+  paper's."""
+  averages = studies.convergence_averages(converged)
+  paper = reference.PAPER_CONVERGENCE
+  lines = ["", "**Over datasets (the paper's headline).** Per network, over the datasets "
+           "where both regimes have a curve: the geometric mean of each regime's converged "
+           "budget, in steps and in epochs (steps x batch / the final model's training "
+           "images), and scratch's mean / fine-tuning's. The paper (Inception v4, 12 "
+           f"datasets): fine-tuning {paper['finetune']['steps']:,} steps "
+           f"({paper['finetune']['epochs']} epochs), random init "
+           f"{paper['scratch']['steps']:,} steps ({paper['scratch']['epochs']} epochs), about "
+           f"{reference.PAPER_CONVERGENCE_RATIO}x. Threshold: odds reaching {threshold:g} x the "
+           f"best budget's, {studies.THRESHOLD_RULE}.", ""]
+  if not averages:
+    return lines + ["No network has both a finetune and a scratch curve yet."], averages
+  lines += ["| network | datasets | finetune steps | scratch steps | ratio | finetune epochs "
+            "| scratch epochs | ratio |", "|---" * 8 + "|"]
+  for a in averages:
+    epochs = ([f"{a.epochs['finetune']:.3g}", f"{a.epochs['scratch']:.3g}",
+               f"{a.ratio_epochs:.3g}x"] if a.epochs else ["–", "–", "–"])
+    lines.append(f"| {a.network} | {len(a.datasets)}: {', '.join(a.datasets)} | "
+                 f"{a.steps['finetune']:,.0f} | {a.steps['scratch']:,.0f} | "
+                 f"{a.ratio_steps:.3g}x | " + " | ".join(epochs) + " |")
+  ratio = paper["scratch"]["steps"] / paper["finetune"]["steps"]
+  ratio_epochs = paper["scratch"]["epochs"] / paper["finetune"]["epochs"]
+  lines.append(f"| paper: inception_v4 | 12 | {paper['finetune']['steps']:,} | "
+               f"{paper['scratch']['steps']:,} | {ratio:.3g}x | {paper['finetune']['epochs']} "
+               f"| {paper['scratch']['epochs']} | {ratio_epochs:.3g}x |")
+  return lines, averages
 
 
 def _steps(steps):
