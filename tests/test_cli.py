@@ -4,6 +4,7 @@ import contextlib
 import glob
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,7 +170,9 @@ class CliTest(tf.test.TestCase):
     """Figure 9's grid: 11 datasets, 3 regimes, K = 1, 2, 4, ... up to each dataset's maximum
     on the figure (typed in from its axes), 3 seeds; Figure 8's: 12 datasets x 2 regimes x 11
     budgets."""
-    cells = [line[len("to run  "):].split(" [protocol ")[0].split(" / ") for line in lines]
+    cells = [re.sub(r" / protocol \w+( #\w+)?$", "", line[len("to run  "):]).split(" / ")
+             for line in lines]
+    cells = [c[:3] + [c[3].removeprefix("seed ")] + c[4:] for c in cells]
     if name == "paper_convergence.cfg":
       self.assertLen({c[1] for c in cells}, 12)
       self.assertLen(cells, 12 * 2 * 11)
