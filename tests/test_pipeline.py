@@ -10,6 +10,7 @@ import tensorflow as tf
 from tests import dummy_data_images as dummy
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import preprocessing
+from tfhub_transfer.data import transforms
 
 
 def _identity(images):
@@ -95,12 +96,12 @@ class EvalTransformTest(parameterized.TestCase):
     top, left = (size[0] - image_size) // 2, (size[1] - image_size) // 2
     reference = tf.image.resize(image, size, antialias=True).numpy()[
         top:top + image_size, left:left + image_size]
-    x = pipeline.resize_central_crop(tf.constant(image), image_size).numpy()
+    x = transforms.resize_central_crop(tf.constant(image), image_size).numpy()
     np.testing.assert_allclose(x, reference, atol=0.01)
 
   def test_square_exact_size_crop_is_the_centre(self):
     image = dummy.gradient_image(64, 64)
-    x = pipeline.resize_central_crop(tf.constant(image), 56).numpy()
+    x = transforms.resize_central_crop(tf.constant(image), 56).numpy()
     np.testing.assert_allclose(x, image[4:60, 4:60].astype(np.float32), atol=1e-3)
 
   def test_backbone_preprocessing_is_applied_last(self):

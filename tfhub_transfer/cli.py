@@ -31,6 +31,7 @@ from absl import logging as absl_logging
 from tfhub_transfer import regimes
 from tfhub_transfer import sweep
 from tfhub_transfer.config import PRECISIONS, STRATEGIES, TUNERS, ExperimentConfig, FrozenKwargs
+from tfhub_transfer.data import crops
 from tfhub_transfer.report import storage
 from tfhub_transfer.report import stores
 
@@ -98,6 +99,16 @@ _PRECISION = flags.DEFINE_enum(
 _JIT_COMPILE = flags.DEFINE_bool(
     "jit_compile", False, "Compile the training step and the feature extractor with XLA. "
     "Part of each result's key.")
+_EVAL_PREPROCESSING = flags.DEFINE_enum(
+    "eval_preprocessing", crops.DEFAULT_EVAL_PREPROCESSING, list(crops.EVAL_PREPROCESSINGS),
+    "Evaluation resize and crop: slim = shorter side to S/0.875, central S crop, bilinear "
+    "(the default: the ImageNet evaluation crop; every earlier result used it); simclr = "
+    "shorter side to S, central crop, bicubic (SimCLR B.8, whose numbers the report shows). "
+    "Part of each result's key.")
+_FAST_DECODE = flags.DEFINE_bool(
+    "fast_decode", False, "Decode JPEGs by the fast path: only the crop window, at a reduced "
+    "DCT scale where the source is 2x the target or more, antialiased only from a 2x "
+    "downscale on (BENCHMARKS.md, figure 9). Other pixels: part of each result's key.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
@@ -129,7 +140,7 @@ FLAG_GROUPS = (
              _BATCH_SIZE, _TRAIN_STEPS, _EXAMPLES_PER_CLASS, _MODE, _LIST_MODELS,
              _LIST_DATASETS)),
     ("search", (_LEARNING_RATES, _WEIGHT_DECAYS, _TUNER, _MAX_TRIALS, _L2_GRID_SIZE)),
-    ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES)),
+    ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES, _EVAL_PREPROCESSING, _FAST_DECODE)),
     ("scale-out", (_STRATEGY, _SHARD, _PARALLEL_TRIALS, _GPUS_PER_TRIAL)),
     ("compute", (_PRECISION, _JIT_COMPILE)),
     ("report (--mode=report)", (_IMAGENET_TOP1, _REPORT_DIR, _TSNE, _CONVERGENCE_THRESHOLD)),
@@ -337,7 +348,8 @@ def base_config(grid) -> ExperimentConfig:
       weight_decays=_floats(_WEIGHT_DECAYS.value, "weight_decays"), tuner=_TUNER.value,
       max_trials=_MAX_TRIALS.value, l2_grid_size=_L2_GRID_SIZE.value,
       strategy=_STRATEGY.value, max_examples=_MAX_EXAMPLES.value,
-      precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value)
+      precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value,
+      eval_preprocessing=_EVAL_PREPROCESSING.value, fast_decode=_FAST_DECODE.value)
 
 
 def child_args() -> list[str]:

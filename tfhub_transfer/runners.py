@@ -24,6 +24,7 @@ from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer import logreg
 from tfhub_transfer import metrics
+from tfhub_transfer.data import crops
 from tfhub_transfer.data import datasets
 from tfhub_transfer.data import loading
 from tfhub_transfer.data import pipeline
@@ -82,7 +83,9 @@ class CellContext:
         preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
         batch_size=self.config.batch_size, training=training_mode, seed=self.config.seed,
         cache=self.cache_mode(split) if training_mode else None,
-        repeat=repeat, drop_remainder=repeat, start_batch=start_batch)
+        repeat=repeat, drop_remainder=repeat, start_batch=start_batch,
+        eval_preprocessing=self.config.eval_preprocessing,
+        fast_decode=self.config.fast_decode)
 
   def training_stream(self, split: str):
     """first_batch -> the repeated training batches of `split` from that batch on."""
@@ -139,6 +142,10 @@ class CellContext:
       parts["precision"] = self.config.precision
     if self.config.jit_compile:
       parts["jit_compile"] = True
+    if self.config.eval_preprocessing != crops.DEFAULT_EVAL_PREPROCESSING:
+      parts["eval_preprocessing"] = self.config.eval_preprocessing
+    if self.config.fast_decode:
+      parts["fast_decode"] = True
     return parts
 
   def make_feature_fn(self):
