@@ -135,10 +135,10 @@ def dct_scale_index(source_side: tf.Tensor, target_side) -> tf.Tensor:
   return tf.add_n([tf.cast(f, tf.int32) for f in fits])
 
 
-def fast_jpeg_window(encoded: tf.Tensor, window: tf.Tensor, image_size: int, *,
-                     method: str = "bilinear") -> tf.Tensor:
-  """The fast path: a JPEG's `window` (source pixels, float64 [top, left, height, width])
-  resampled onto an image_size square, decoding only that window, at a reduced DCT scale
+def fast_jpeg_window(encoded: tf.Tensor, shape: tf.Tensor, window: tf.Tensor,
+                     image_size: int, *, method: str = "bilinear") -> tf.Tensor:
+  """The fast path: a JPEG's `window` (source pixels, float64 [top, left, height, width];
+  `shape`: the JPEG's [height, width]) resampled onto an image_size square, decoding only that window, at a reduced DCT scale
   where the window's shorter side is at least twice image_size.
 
   Where the downscale left after DCT scaling is below `ANTIALIAS_FROM_DOWNSCALE` and the
@@ -150,7 +150,7 @@ def fast_jpeg_window(encoded: tf.Tensor, window: tf.Tensor, image_size: int, *,
   Returns:
     float32 [image_size, image_size, 3].
   """
-  shape = tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.float64)
+  shape = tf.cast(shape, tf.float64)
   index = dct_scale_index(tf.reduce_min(window[2:]), image_size)
   ratio = tf.cast(2 ** index, tf.float64)
   decoded_shape = tf.math.ceil(shape / ratio)
@@ -219,7 +219,8 @@ def eval_image(image: tf.Tensor, image_size: int, *, decoded: bool = False,
 
   def fast():
     shape = tf.image.extract_jpeg_shape(image)[:2]
-    return fast_jpeg_window(image, _central_window(shape, image_size, spec.crop_fraction),
+    return fast_jpeg_window(image, shape,
+                            _central_window(shape, image_size, spec.crop_fraction),
                             image_size, method=spec.method)
 
   if decoded or not fast_decode:
@@ -246,9 +247,10 @@ def train_image(image: tf.Tensor, image_size: int, seed: tf.Tensor, *,
                                crop_seed)
 
   def fast():
-    begin, size = _sample_crop_box(tf.image.extract_jpeg_shape(image)[:2], crop_seed)
-    window = tf.cast(tf.concat([begin, size], 0), tf.float64)
-    return fast_jpeg_window(image, window, image_size)
+    shape = tf.image.extract_jpeg_shape(image)[:2]
+    begin, size = _sample_crop_box(shape, crop_seed)
+    return fast_jpeg_window(image, shape, tf.cast(tf.concat([begin, size], 0), tf.float64),
+                            image_size)
 
   if decoded or not fast_decode:
     out = reference()
