@@ -36,6 +36,7 @@ from typing import Callable, Mapping, Optional
 import tensorflow as tf
 
 from tfhub_transfer.data import crops
+from tfhub_transfer.data import threads
 from tfhub_transfer.data.transforms import decode_rgb
 from tfhub_transfer.data.transforms import eval_image
 from tfhub_transfer.data.transforms import make_eval_fn
@@ -160,8 +161,16 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
                 num_parallel_calls=tf.data.AUTOTUNE)
   # 5. Batch.
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  # 6. Prefetch.
-  return ds.prefetch(tf.data.AUTOTUNE)
+  # 6. Prefetch; the pipeline's threads are its own, one per core this process may use (a
+  # --parallel_trials worker's share: threads.py).
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(cpu_share_options())
+
+
+def cpu_share_options() -> tf.data.Options:
+  """A private thread pool of `threads.usable_cpus()` threads."""
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = threads.usable_cpus()
+  return options
 
 
 def _epoch_stream(ds: tf.data.Dataset, first_epoch: int, seed: tf.Tensor,
@@ -233,7 +242,7 @@ def make_shared_eval_pipeline(ds: tf.data.Dataset, *, image_size: int,
     return {name: fn(image) for name, fn in preprocess_fns.items()}, example["label"]
 
   ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(cpu_share_options())
 
 
 def measure_bytes(ds: tf.data.Dataset) -> tuple[int, int]:
