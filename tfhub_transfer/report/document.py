@@ -267,7 +267,8 @@ def _regime_section(report, regime, summary) -> list[str]:
                                            samples=report.permutation_samples,
                                            seed=report.seed)]
   if referenced:
-    lines += ["", sections.reference_note()]
+    lines += ["", sections.reference_note(sections.eval_preprocessings(
+        report.everything, regime=regime, reference_only=True))]
   if unconverged:
     lines += [""] + sections.convergence_lines(
         [r for r in report.unconverged if r["regime"] == regime])
