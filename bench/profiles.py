@@ -211,7 +211,7 @@ PROFILES = {
         precision_steps=1, precision_repetitions=1,
         # A tiny Hub backbone runs in float32 only: the test times XLA alone.
         precision_settings=(("float32", True),),
-        preprocess_image_size=32, preprocess_photos=4, preprocess_synthetic=4,
+        preprocess_image_size=32, preprocess_photos=8, preprocess_synthetic=8,
         preprocess_repetitions=1),
 }
 

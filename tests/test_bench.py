@@ -123,7 +123,7 @@ class TinyRunTest(tf.test.TestCase):
         precision_model=hub)
     result = run.run_benchmarks(profile, workdir=os.path.join(tmp, "work"),
                                 progress=lambda line: None)
-    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a"]
+    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a", "9a", "9b", "9c", "9d"]
     curve_keys = ["7a", "7b", "7c", "7d"]
     self.assertEqual([f.key for f in result.figures], figure_keys)
     self.assertEqual([c.key for c in result.curves], curve_keys)
