@@ -5,13 +5,13 @@ Two paths give the pixels a network sees; which one is a protocol setting (`fast
     (bilinear or bicubic: `crops.EvalPreprocessing.method`; training: bilinear);
   - the fast path (JPEGs) decodes only the window the output is resampled from
     (`decode_and_crop_jpeg`), at a reduced DCT scale (1/2, 1/4, 1/8) where the source is at
-    least twice the target, then resamples without antialiasing where the downscale left
-    is below 2x (bilinear's two taps then still read every source pixel); at 2x or more it
-    antialiases as the reference does. The output geometry is the reference's: each output
-    pixel samples the same source point.
-Both sample at half-pixel centres. The fast path's pixels differ from the reference's where
-it skips antialiasing or decodes at a reduced scale (and, on a few JPEGs, by a few levels at
-window edges where libjpeg's chroma upsampling sees fewer neighbours), so it is keyed.
+    least twice the target, then resizes that window, rounded to whole decoded pixels, with
+    a box filter where it downscales (antialiased, at a fraction of the triangle kernel's
+    cost) and bilinear where it upscales (`fast_jpeg_window`).
+Both sample at half-pixel centres, with the same geometry up to the window's rounding. The
+fast path's pixels differ from the reference's (filter, rounding, DCT scaling, and on a few
+JPEGs a few levels at window edges where libjpeg's chroma upsampling sees fewer
+neighbours), so it is a protocol setting; its accuracy is measured in BENCHMARKS.md.
 """
 
 from typing import Callable
@@ -25,8 +25,6 @@ CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 CROP_MAX_ATTEMPTS = 10
 # TensorFlow's kernels for the two resampling methods (tf.image.resize uses the same).
 _KERNELS = {"bilinear": "triangle", "bicubic": "keyscubic"}
-# The fast path antialiases where the downscale left after DCT scaling is at least this.
-ANTIALIAS_FROM_DOWNSCALE = 2.0
 
 
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
@@ -138,14 +136,16 @@ def dct_scale_index(source_side: tf.Tensor, target_side) -> tf.Tensor:
 def fast_jpeg_window(encoded: tf.Tensor, shape: tf.Tensor, window: tf.Tensor,
                      image_size: int, *, method: str = "bilinear") -> tf.Tensor:
   """The fast path: a JPEG's `window` (source pixels, float64 [top, left, height, width];
-  `shape`: the JPEG's [height, width]) resampled onto an image_size square, decoding only that window, at a reduced DCT scale
-  where the window's shorter side is at least twice image_size.
+  `shape`: the JPEG's [height, width]) resampled onto an image_size square, decoding only
+  that window, at a reduced DCT scale where the window's shorter side is at least twice
+  image_size.
 
-  Where the downscale left after DCT scaling is below `ANTIALIAS_FROM_DOWNSCALE` and the
-  method is bilinear, the window is rounded to whole decoded pixels (its samples move by
-  at most half a decoded pixel) and resized by `tf.image.resize` without antialiasing (a
-  fraction of the antialiased kernel's cost). Otherwise it is resampled exactly, with the
-  reference kernel, antialiased from that downscale on.
+  Bilinear: the window is rounded to whole decoded pixels (its samples move by at most half a
+  decoded pixel) and resized by `tf.image.resize`, with the box filter (`area`: each output
+  pixel the mean of the window pixels it covers) where the window is downscaled in both
+  dimensions, else bilinear (an upscale needs no antialiasing). Both cost a fraction of the
+  reference's antialiased triangle kernel. Bicubic: resampled exactly, with the reference's
+  kernel, antialiased where it downscales.
 
   Returns:
     float32 [image_size, image_size, 3].
@@ -155,8 +155,6 @@ def fast_jpeg_window(encoded: tf.Tensor, shape: tf.Tensor, window: tf.Tensor,
   ratio = tf.cast(2 ** index, tf.float64)
   decoded_shape = tf.math.ceil(shape / ratio)
   scaled = window / ratio  # The window in the decoded image's pixels.
-  downscale = tf.reduce_max(scaled[2:]) / image_size
-  antialias = downscale >= ANTIALIAS_FROM_DOWNSCALE
 
   def decode(low, high, ratio):
     image = tf.io.decode_and_crop_jpeg(
@@ -165,34 +163,30 @@ def fast_jpeg_window(encoded: tf.Tensor, shape: tf.Tensor, window: tf.Tensor,
     image.set_shape([None, None, 3])
     return image
 
-  def rounded(ratio):
+  def rounded(ratio, resize_method):
     low = tf.clip_by_value(tf.round(scaled[:2]), 0.0, decoded_shape - 1.0)
     high = tf.clip_by_value(tf.round(scaled[:2] + scaled[2:]), low + 1.0, decoded_shape)
     image = tf.image.resize(decode(low, high, ratio), [image_size, image_size],
-                            method="bilinear", antialias=False)
+                            method=resize_method)
     image.set_shape([image_size, image_size, 3])
     return image
 
-  def exact(antialias):
-    # A margin for the kernel's support (antialiased: widened by the downscale), so that
-    # no sample sees the window's edge where the image goes on.
-    margin = tf.math.ceil(2.0 * tf.maximum(downscale, 1.0)) + 1.0
-    low = tf.maximum(tf.floor(scaled[:2]) - margin, 0.0)
-    high = tf.minimum(tf.math.ceil(scaled[:2] + scaled[2:]) + margin, decoded_shape)
-    image = tf.switch_case(index, [lambda r=2 ** k: decode(low, high, r) for k in range(4)])
-    image.set_shape([None, None, 3])
-    return _resample(image, tf.concat([scaled[:2] - low, scaled[2:]], 0), image_size,
-                     kernel=_KERNELS[method], antialias=antialias)
-
-  # One branch per case (control flow costs per call): the rounded bilinear path at each
-  # DCT scale, or the exact one (antialiased, or bicubic).
-  branches = [lambda r=2 ** k: rounded(r) for k in range(4)]
-  branches += [lambda: exact(True), lambda: exact(False)]
   if method == "bilinear":
-    branch = tf.where(antialias, 4, index)
-  else:
-    branch = tf.where(antialias, 4, 5)
-  return tf.switch_case(branch, branches)
+    # One branch per case (control flow costs per call): DCT scale x filter.
+    downscaled = tf.reduce_min(scaled[2:]) > image_size
+    return tf.switch_case(index + 4 * tf.cast(downscaled, tf.int32), [
+        lambda r=2 ** k, m=resize_method: rounded(r, m)
+        for resize_method in ("bilinear", "area") for k in range(4)])
+  # A margin for the kernel's support (widened by the downscale), so that no sample sees the
+  # window's edge where the image goes on.
+  downscale = tf.reduce_max(scaled[2:]) / image_size
+  margin = tf.math.ceil(2.0 * tf.maximum(downscale, 1.0)) + 1.0
+  low = tf.maximum(tf.floor(scaled[:2]) - margin, 0.0)
+  high = tf.minimum(tf.math.ceil(scaled[:2] + scaled[2:]) + margin, decoded_shape)
+  image = tf.switch_case(index, [lambda r=2 ** k: decode(low, high, r) for k in range(4)])
+  image.set_shape([None, None, 3])
+  return _resample(image, tf.concat([scaled[:2] - low, scaled[2:]], 0), image_size,
+                   kernel=_KERNELS[method], antialias=True)
 
 
 def eval_image(image: tf.Tensor, image_size: int, *, decoded: bool = False,
