@@ -101,6 +101,17 @@ class HarnessTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "'about 1'"):
       harness.meets(1.0, "about 1")
 
+  def test_notes_are_kept_in_the_markdown_in_name_order(self):
+    results_dir = self.create_tempdir()
+    results_dir.create_file("figure9.md", "## Figure 9\n\nmeasured apart\n")
+    results_dir.create_file("a_first.md", "## First\n")
+    results_dir.create_file("cpu.json", "{}")  # Not a note.
+    notes = report.read_notes(results_dir.full_path)
+    self.assertEqual(notes, ["## First\n", "## Figure 9\n\nmeasured apart\n"])
+    markdown = report.render_markdown({"cpu": None, "device": None}, notes)
+    self.assertLess(markdown.index("## First"), markdown.index("## Figure 9"))
+    self.assertLess(markdown.index("measured apart"), markdown.index("## CPU run"))
+
   def test_interleave_alternates_and_counts_per_function(self):
     calls = []
     seconds = harness.interleave([lambda: calls.append("a"), lambda: calls.append("b")],
