@@ -323,14 +323,14 @@ class LabelsAndDistributionTest(tf.test.TestCase):
 
 class FastDecodeTest(parameterized.TestCase):
   """The fast JPEG path (`fast_decode`) against the reference path, where they should agree:
-  on linear ramps, which bilinear sampling, antialiasing and DCT-scaled decoding (a box
-  average) all leave linear, so only the fast path's rounding of its window to whole decoded
+  on linear ramps, which bilinear sampling, box and triangle filters and DCT-scaled decoding
+  (a box average) all leave linear, so only the fast path's rounding of its window to whole decoded
   pixels (a shift of at most half a decoded pixel, r / 2 source pixels at DCT scale 1 / r)
   and JPEG's rounding tell them apart."""
 
   @parameterized.named_parameters(
       ("upscale", 50, 70, 48, 0),  # 50 -> 55: full decode, no antialiasing either way.
-      ("below_2x", 90, 120, 48, 0),  # 90 -> 55: 1.6x, bilinear without antialiasing.
+      ("below_2x", 90, 120, 48, 0),  # 90 -> 55: 1.6x, box filter.
       ("dct_half", 150, 200, 48, 1),  # Window 131 px >= 2 x 48: decoded at 1/2.
       ("dct_quarter", 200, 260, 32, 2),  # Window 173 px >= 4 x 32: decoded at 1/4.
       ("dct_eighth", 400, 300, 32, 3))  # Window 259 px >= 8 x 32: decoded at 1/8.

@@ -107,8 +107,8 @@ _EVAL_PREPROCESSING = flags.DEFINE_enum(
     "Part of each result's key.")
 _FAST_DECODE = flags.DEFINE_bool(
     "fast_decode", False, "Decode JPEGs by the fast path: only the crop window, at a reduced "
-    "DCT scale where the source is 2x the target or more, antialiased only from a 2x "
-    "downscale on (BENCHMARKS.md, figure 9). Other pixels: part of each result's key.")
+    "DCT scale where the source is 2x the target or more, resized with a box filter "
+    "(BENCHMARKS.md, figure 9). Other pixels: part of each result's key.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "

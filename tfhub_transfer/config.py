@@ -136,7 +136,7 @@ class ExperimentConfig:
     jit_compile: compile the training step and the feature extractor with XLA.
     eval_preprocessing: the evaluation resize and crop, a `crops.EVAL_PREPROCESSINGS` name.
     fast_decode: JPEGs decoded by the input pipeline's fast path (window only, reduced DCT
-      scale, antialiasing only where needed: `data/transforms.py`); other pixels.
+      scale, box filter: `data/transforms.py`); other pixels.
   """
   model: str
   dataset: str
