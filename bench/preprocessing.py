@@ -99,7 +99,9 @@ def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
   preprocessing on the same. Each: the reference path's CPU seconds over the fast path's
   (a speed-up in images per second per core)."""
   size = profile.preprocess_image_size
-  sets = {"pets37 photos (original sizes)": read_photos(profile.preprocess_photos),
+  photos = profile.preprocess_photos_dir or PHOTOS
+  sets = {("pets37 photos (original sizes)" if photos == PHOTOS else f"photos of {photos}"):
+              read_photos(profile.preprocess_photos, photos),
           "synthetic TFDS-size JPEGs (longer side 300-512)":
               synthetic_jpegs(profile.preprocess_synthetic)}
   figures = []

@@ -76,6 +76,8 @@ class Profile:
     preprocess_photos: pets37 photos per pass of figure 9 (0: all 370).
     preprocess_synthetic: synthetic TFDS-size JPEGs per pass of figure 9.
     preprocess_repetitions: timed passes of each side of figure 9.
+    preprocess_photos_dir: figure 9's photos, `<dir>/<class>/*.jpg` (empty: pets37 in the
+      shared data beside the repository).
   """
   name: str
   image_size: int
@@ -124,6 +126,7 @@ class Profile:
   preprocess_photos: int
   preprocess_synthetic: int
   preprocess_repetitions: int
+  preprocess_photos_dir: str = ""
 
 
 # Figure 8: each mixed precision, then XLA (in float32), against float32 without XLA.

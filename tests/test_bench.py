@@ -128,10 +128,16 @@ class TinyRunTest(tf.test.TestCase):
     hub = "hub:" + fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8)
     other = "hub:" + fakes.make_tiny_savedmodel(os.path.join(tmp, "hub2"), feature_dim=4,
                                                 seed=1)
+    photos = os.path.join(tmp, "photos")  # Figure 9's real photos stand-in (hermetic).
+    rng = np.random.default_rng(0)
+    for i in range(8):
+      os.makedirs(os.path.join(photos, f"class{i % 2}"), exist_ok=True)
+      with open(os.path.join(photos, f"class{i % 2}", f"{i}.jpg"), "wb") as f:
+        f.write(data.encode_jpeg(rng, 60 + 10 * i, 80))
     profile = dataclasses.replace(
         profiles.get_profile("tiny"), extract_models=((hub, 8),), cell_model=hub,
         train_model=hub, memory_model=hub, shared_models=(hub, other), curve_train_model=hub,
-        precision_model=hub)
+        precision_model=hub, preprocess_photos_dir=photos)
     result = run.run_benchmarks(profile, workdir=os.path.join(tmp, "work"),
                                 progress=lambda line: None)
     figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a", "9a", "9b", "9c", "9d"]
