@@ -100,6 +100,8 @@ class CellContext:
       return self._cache_modes[split]
     encoded, decoded = pipeline.measure_bytes(getattr(self.splits, split))
     mode = pipeline.choose_cache(encoded_bytes=encoded, decoded_bytes=decoded)
+    if mode == pipeline.CACHE_DECODED and self.config.fast_decode:
+      mode = pipeline.CACHE_ENCODED  # The fast path decodes from the bytes (make_pipeline).
     logging.info("%s split: %d images, %.3g GiB encoded, %.3g GiB decoded: %s.", split,
                  self.splits.sizes[split], encoded / 2**30, decoded / 2**30,
                  f"cached in memory ({mode})" if mode else "too large to cache in memory")
