@@ -166,8 +166,10 @@ def fast_jpeg_window(encoded: tf.Tensor, shape: tf.Tensor, window: tf.Tensor,
   def rounded(ratio, resize_method):
     low = tf.clip_by_value(tf.round(scaled[:2]), 0.0, decoded_shape - 1.0)
     high = tf.clip_by_value(tf.round(scaled[:2] + scaled[2:]), low + 1.0, decoded_shape)
-    image = tf.image.resize(decode(low, high, ratio), [image_size, image_size],
-                            method=resize_method)
+    image = decode(low, high, ratio)
+    if resize_method == "area":  # The same values, ~20% sooner from float32 than uint8.
+      image = tf.cast(image, tf.float32)
+    image = tf.image.resize(image, [image_size, image_size], method=resize_method)
     image.set_shape([image_size, image_size, 3])
     return image
 
