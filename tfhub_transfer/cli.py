@@ -101,14 +101,11 @@ _JIT_COMPILE = flags.DEFINE_bool(
     "Part of each result's key.")
 _EVAL_PREPROCESSING = flags.DEFINE_enum(
     "eval_preprocessing", crops.DEFAULT_EVAL_PREPROCESSING, list(crops.EVAL_PREPROCESSINGS),
-    "Evaluation resize and crop: slim = shorter side to S/0.875, central S crop, bilinear "
-    "(the default: the ImageNet evaluation crop; every earlier result used it); simclr = "
-    "shorter side to S, central crop, bicubic (SimCLR B.8, whose numbers the report shows). "
-    "Part of each result's key.")
+    "Evaluation crop: slim = shorter side to S/0.875, central S, bilinear (the ImageNet "
+    "evaluation crop); simclr = shorter side to S, central S, bicubic (SimCLR B.8). Keyed.")
 _FAST_DECODE = flags.DEFINE_bool(
-    "fast_decode", False, "Decode JPEGs by the fast path: only the crop window, at a reduced "
-    "DCT scale where the source is 2x the target or more, resized with a box filter "
-    "(BENCHMARKS.md, figure 9). Other pixels: part of each result's key.")
+    "fast_decode", False, "Decode only each JPEG's crop window, at a reduced DCT scale from "
+    "2x the target on; resize with a box filter (BENCHMARKS.md, figure 9). Keyed.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
