@@ -111,7 +111,7 @@ def store_full(result, mode: str) -> None:
   reports = {m: report.load_json(os.path.join(RESULTS_DIR, f"{m}.json"))
              for m in report.MODES}
   with open(MARKDOWN, "w") as f:
-    f.write(report.render_markdown(reports))
+    f.write(report.render_markdown(reports, report.read_notes(RESULTS_DIR)))
   print(f"\nWrote {os.path.relpath(MARKDOWN, ROOT)} and "
         f"{os.path.relpath(RESULTS_DIR, ROOT)}/{mode}.json")
 

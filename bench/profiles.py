@@ -3,7 +3,7 @@ minutes) and `tiny` (the test: seconds, numbers meaningless)."""
 
 import dataclasses
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 # `python -m bench --part=NAME`: the figures in named parts, each meant to take at most about
 # 8 minutes of the `device` profile (an estimate from the CPU run's figure times scaled by the
@@ -15,6 +15,7 @@ PARTS = {
     "cells": ("3", "4"),
     "memory": ("5", "7"),
     "precision": ("8",),
+    "preprocessing": ("9",),
 }
 
 # The `metrics.METRICS` that figure 2 can compare: scikit-learn's side is one softmax.
@@ -84,6 +85,12 @@ class Profile:
       training steps (steps per timed run).
     precision_settings: (precision, jit_compile) pairs compared with float32 without XLA.
     precision_repetitions: timed runs of each setting of figure 8.
+    preprocess_image_size: figure 9's output resolution.
+    preprocess_photos: pets37 photos per pass of figure 9 (0: all 370).
+    preprocess_synthetic: synthetic TFDS-size JPEGs per pass of figure 9.
+    preprocess_repetitions: timed passes of each side of figure 9.
+    preprocess_photos_dir: figure 9's photos, `<dir>/<class>/*.jpg` (empty: pets37 in the
+      shared data beside the repository).
   """
   name: str
   image_size: int
@@ -128,6 +135,11 @@ class Profile:
   precision_steps: int
   precision_settings: tuple[tuple[str, bool], ...]
   precision_repetitions: int
+  preprocess_image_size: int
+  preprocess_photos: int
+  preprocess_synthetic: int
+  preprocess_repetitions: int
+  preprocess_photos_dir: str = ""
 
 
 # Figure 8: each mixed precision, then XLA (in float32), against float32 without XLA.
@@ -163,7 +175,9 @@ PROFILES = {
         precision_model="mobilenet_v1", precision_image_size=96, precision_batch=16,
         precision_steps=2, precision_repetitions=3,
         # float16 has no fast CPU kernels (a MobileNetV2 step took 30 times float32's).
-        precision_settings=(("mixed_bfloat16", False), ("float32", True))),
+        precision_settings=(("mixed_bfloat16", False), ("float32", True)),
+        preprocess_image_size=224, preprocess_photos=0, preprocess_synthetic=256,
+        preprocess_repetitions=5),
     "device": Profile(
         name="device", image_size=0,
         extract_models=(("mobilenet_v2", 2048), ("resnet_50", 1024)), extract_batch=256,
@@ -189,7 +203,9 @@ PROFILES = {
         curve_train_batches=(32, 64, 128), curve_train_steps=10, curve_repetitions=2,
         precision_model="resnet_50", precision_image_size=224, precision_batch=128,
         precision_steps=10, precision_repetitions=3,
-        precision_settings=_PRECISION_SETTINGS),
+        precision_settings=_PRECISION_SETTINGS,
+        preprocess_image_size=224, preprocess_photos=0, preprocess_synthetic=256,
+        preprocess_repetitions=5),
     "tiny": Profile(
         name="tiny", image_size=32,
         extract_models=(("mobilenet_v2", 8),), extract_batch=4, extract_repetitions=2,
@@ -210,7 +226,9 @@ PROFILES = {
         precision_model="mobilenet_v2", precision_image_size=32, precision_batch=4,
         precision_steps=1, precision_repetitions=1,
         # A tiny Hub backbone runs in float32 only: the test times XLA alone.
-        precision_settings=(("float32", True),)),
+        precision_settings=(("float32", True),),
+        preprocess_image_size=32, preprocess_photos=8, preprocess_synthetic=8,
+        preprocess_repetitions=1),
 }
 
 

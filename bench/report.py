@@ -5,7 +5,7 @@ import dataclasses
 import json
 import os
 import statistics
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from bench import growth
 from bench import harness
@@ -222,8 +222,9 @@ def format_failures(report: Report) -> list[str]:
       report.failures.items(), key=lambda item: _figure_order(item[0]))]
 
 
-def render_markdown(reports: dict[str, Optional[Report]]) -> str:
-  """BENCHMARKS.md: a summary with one column per mode, then each run in full."""
+def render_markdown(reports: dict[str, Optional[Report]], notes: Sequence[str] = ()) -> str:
+  """BENCHMARKS.md: a summary with one column per mode, then `notes` (Markdown sections of
+  measurements made apart from a full run, `read_notes`), then each run in full."""
   keys, titles, baselines, goals = [], {}, {}, {}
   for report in reports.values():
     for f in report.figures if report else []:
@@ -253,6 +254,8 @@ def render_markdown(reports: dict[str, Optional[Report]]) -> str:
       row += [_ratio_cell(f), _met_cell(f)] if f else ["not run", ""]
     out.append("| " + " | ".join(row) + " |")
   out += _curves_summary(reports)
+  for note in notes:
+    out += ["", note.strip()]
   for mode, report in reports.items():
     out += ["", f"## {MODES.get(mode, mode)} run", ""]
     if report is None:
@@ -282,6 +285,17 @@ def render_markdown(reports: dict[str, Optional[Report]]) -> str:
       out.append(format_curves_raw(report.curves))
     out.append("```")
   return "\n".join(out) + "\n"
+
+
+def read_notes(results_dir: str) -> list[str]:
+  """The Markdown files of `results_dir` (bench/results/*.md), in name order: sections kept
+  in BENCHMARKS.md across full runs, each saying how and when it was measured."""
+  notes = []
+  for name in sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []:
+    if name.endswith(".md"):
+      with open(os.path.join(results_dir, name)) as f:
+        notes.append(f.read())
+  return notes
 
 
 def _curves_summary(reports: dict[str, Optional[Report]]) -> list[str]:

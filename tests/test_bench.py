@@ -101,6 +101,17 @@ class HarnessTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "'about 1'"):
       harness.meets(1.0, "about 1")
 
+  def test_notes_are_kept_in_the_markdown_in_name_order(self):
+    results_dir = self.create_tempdir()
+    results_dir.create_file("figure9.md", "## Figure 9\n\nmeasured apart\n")
+    results_dir.create_file("a_first.md", "## First\n")
+    results_dir.create_file("cpu.json", "{}")  # Not a note.
+    notes = report.read_notes(results_dir.full_path)
+    self.assertEqual(notes, ["## First\n", "## Figure 9\n\nmeasured apart\n"])
+    markdown = report.render_markdown({"cpu": None, "device": None}, notes)
+    self.assertLess(markdown.index("## First"), markdown.index("## Figure 9"))
+    self.assertLess(markdown.index("measured apart"), markdown.index("## CPU run"))
+
   def test_interleave_alternates_and_counts_per_function(self):
     calls = []
     seconds = harness.interleave([lambda: calls.append("a"), lambda: calls.append("b")],
@@ -117,13 +128,19 @@ class TinyRunTest(tf.test.TestCase):
     hub = "hub:" + fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8)
     other = "hub:" + fakes.make_tiny_savedmodel(os.path.join(tmp, "hub2"), feature_dim=4,
                                                 seed=1)
+    photos = os.path.join(tmp, "photos")  # Figure 9's real photos stand-in (hermetic).
+    rng = np.random.default_rng(0)
+    for i in range(8):
+      os.makedirs(os.path.join(photos, f"class{i % 2}"), exist_ok=True)
+      with open(os.path.join(photos, f"class{i % 2}", f"{i}.jpg"), "wb") as f:
+        f.write(data.encode_jpeg(rng, 60 + 10 * i, 80))
     profile = dataclasses.replace(
         profiles.get_profile("tiny"), extract_models=((hub, 8),), cell_model=hub,
         train_model=hub, memory_model=hub, shared_models=(hub, other), curve_train_model=hub,
-        precision_model=hub)
+        precision_model=hub, preprocess_photos_dir=photos)
     result = run.run_benchmarks(profile, workdir=os.path.join(tmp, "work"),
                                 progress=lambda line: None)
-    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a"]
+    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a", "9a", "9b", "9c", "9d"]
     curve_keys = ["7a", "7b", "7c", "7d"]
     self.assertEqual([f.key for f in result.figures], figure_keys)
     self.assertEqual([c.key for c in result.curves], curve_keys)

@@ -151,7 +151,8 @@ class SweepTest(tf.test.TestCase):
     self.assertEqual(multi_extract.decode_group(
         ExperimentConfig(**{**base.to_dict(), "model": "resnet_50"})), group)  # Both 224 px.
     for other in ({"weights": "random"},  # Each drawn from its cell's seed when it runs.
-                  {"regime": "finetune"}, {"examples_per_class": 2}, {"seed": 1}):
+                  {"regime": "finetune"}, {"examples_per_class": 2}, {"seed": 1},
+                  {"eval_preprocessing": "simclr"}, {"fast_decode": True}):
       self.assertNotEqual(multi_extract.decode_group(
           ExperimentConfig(**{**base.to_dict(), **other})), group, other)
 

@@ -1,6 +1,7 @@
 """The input pipeline: colour modes, the eval transform against PIL, seeded augmentation."""
 
 import io
+from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
@@ -10,6 +11,8 @@ import tensorflow as tf
 from tests import dummy_data_images as dummy
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import preprocessing
+from tfhub_transfer.data import threads
+from tfhub_transfer.data import transforms
 
 
 def _identity(images):
@@ -27,13 +30,13 @@ def _batches(ds, **kwargs):
   return [(x.numpy(), y.numpy()) for x, y in pipeline.make_pipeline(ds, **kwargs)]
 
 
-def _pil_eval_reference(rgb, image_size, crop_fraction=0.875):
+def _pil_eval_reference(rgb, image_size, crop_fraction=0.875, resample=Image.BILINEAR):
   """Resize the shorter side to round(S / fraction) with PIL, then crop the centre S x S."""
   height, width = rgb.shape[:2]
   shorter = round(image_size / crop_fraction)
   scale = shorter / min(height, width)
   new_height, new_width = round(height * scale), round(width * scale)
-  resized = np.asarray(Image.fromarray(rgb).resize((new_width, new_height), Image.BILINEAR),
+  resized = np.asarray(Image.fromarray(rgb).resize((new_width, new_height), resample),
                        np.float32)
   top, left = (new_height - image_size) // 2, (new_width - image_size) // 2
   return resized[top:top + image_size, left:left + image_size]
@@ -95,12 +98,30 @@ class EvalTransformTest(parameterized.TestCase):
     top, left = (size[0] - image_size) // 2, (size[1] - image_size) // 2
     reference = tf.image.resize(image, size, antialias=True).numpy()[
         top:top + image_size, left:left + image_size]
-    x = pipeline.resize_central_crop(tf.constant(image), image_size).numpy()
+    x = transforms.resize_central_crop(tf.constant(image), image_size).numpy()
     np.testing.assert_allclose(x, reference, atol=0.01)
+
+  @parameterized.parameters(((40, 60, 16),), ((61, 23, 16),), ((10, 14, 32),))
+  def test_simclr_matches_pil_bicubic_resize_and_central_crop(self, shape):
+    # SimCLR B.8: the shorter side to S (bicubic), then the central S x S. PIL's BICUBIC is
+    # Keys' cubic (a = -0.5), antialiased when reducing, like TensorFlow's keyscubic.
+    height, width, image_size = shape
+    image = dummy.gradient_image(height, width, seed=height)
+    [(x, _)] = _batches(_dataset([dummy.encode(image, "PNG")]), image_size=image_size,
+                        batch_size=1, eval_preprocessing="simclr")
+    reference = np.clip(_pil_eval_reference(image, image_size, crop_fraction=1.0,
+                                            resample=Image.BICUBIC), 0, 255)
+    self.assertLess(np.abs(x[0] - reference).max(), 2.5)
+    self.assertLess(np.abs(x[0] - reference).mean(), 0.6)
+
+  def test_unknown_eval_preprocessing_names_the_choices(self):
+    with self.assertRaisesRegex(ValueError, "'inception'.*slim, simclr"):
+      _batches(_dataset([dummy.encode(dummy.gradient_image(8, 8), "PNG")]), image_size=8,
+               batch_size=1, eval_preprocessing="inception")
 
   def test_square_exact_size_crop_is_the_centre(self):
     image = dummy.gradient_image(64, 64)
-    x = pipeline.resize_central_crop(tf.constant(image), 56).numpy()
+    x = transforms.resize_central_crop(tf.constant(image), 56).numpy()
     np.testing.assert_allclose(x, image[4:60, 4:60].astype(np.float32), atol=1e-3)
 
   def test_backbone_preprocessing_is_applied_last(self):
@@ -298,6 +319,82 @@ class LabelsAndDistributionTest(tf.test.TestCase):
 
     batches = list(strategy.distribute_datasets_from_function(dataset_fn))
     self.assertEqual([tuple(x.shape) for x, _ in batches], [(3, 8, 8, 3)] * 2)
+
+
+class FastDecodeTest(parameterized.TestCase):
+  """The fast JPEG path (`fast_decode`) against the reference path, where they should agree:
+  on linear ramps, which bilinear sampling, box and triangle filters and DCT-scaled decoding
+  (a box average) all leave linear, so only the fast path's rounding of its window to whole decoded
+  pixels (a shift of at most half a decoded pixel, r / 2 source pixels at DCT scale 1 / r)
+  and JPEG's rounding tell them apart."""
+
+  @parameterized.named_parameters(
+      ("upscale", 50, 70, 48, 0),  # 50 -> 55: full decode, no antialiasing either way.
+      ("below_2x", 90, 120, 48, 0),  # 90 -> 55: 1.6x, box filter.
+      ("dct_half", 150, 200, 48, 1),  # Window 131 px >= 2 x 48: decoded at 1/2.
+      ("dct_quarter", 200, 260, 32, 2),  # Window 173 px >= 4 x 32: decoded at 1/4.
+      ("dct_eighth", 400, 300, 32, 3))  # Window 259 px >= 8 x 32: decoded at 1/8.
+  def test_eval_agrees_with_the_reference_path(self, height, width, image_size, scale_index):
+    encoded = tf.constant(dummy.encode(_coordinate_image(height, width), "JPEG"))
+    reference = transforms.eval_image(encoded, image_size).numpy()[..., :2]
+    fast = transforms.eval_image(encoded, image_size, fast_decode=True).numpy()[..., :2]
+    window_side = image_size * min(height, width) / round(image_size / 0.875)
+    self.assertEqual(int(transforms.dct_scale_index(window_side, image_size)), scale_index)
+    # Half a decoded pixel of the steeper ramp, plus 2.5 levels of JPEG rounding (quality
+    # 95; the two sides decode at different DCT scales).
+    slope = 255 / (min(height, width) - 1)
+    self.assertLess(np.abs(fast - reference).max(), 0.5 * 2**scale_index * slope + 2.5)
+    self.assertLess(np.abs(fast - reference).mean(), 1.2)
+
+  def test_dct_scale_index_is_the_largest_that_keeps_the_target(self):
+    for source, target, expected in ((447, 224, 0), (448, 224, 1), (895, 224, 1),
+                                     (896, 224, 2), (1792, 224, 3), (10_000, 224, 3),
+                                     (100, 224, 0)):
+      self.assertEqual(int(transforms.dct_scale_index(source, target)), expected,
+                       (source, target))
+
+  def test_training_crops_the_same_box_as_the_reference(self):
+    # Red = row, green = column: the mean colour of a crop says where it came from.
+    encoded = tf.constant(dummy.encode(_coordinate_image(240, 320), "JPEG"))
+    for seed in range(6):
+      seed = tf.constant([seed, 1], tf.int64)
+      reference = transforms.train_image(encoded, 24, seed).numpy()
+      fast = transforms.train_image(encoded, 24, seed, fast_decode=True).numpy()
+      np.testing.assert_allclose(fast[..., :2].mean((0, 1)), reference[..., :2].mean((0, 1)),
+                                 atol=2.0)
+
+  def test_other_formats_take_the_reference_path(self):
+    encoded = dummy.encode(dummy.gradient_image(40, 60), "PNG")
+    for training in (False, True):
+      [(fast, _)] = _batches(_dataset([encoded]), image_size=16, batch_size=1,
+                             training=training, fast_decode=True)
+      [(reference, _)] = _batches(_dataset([encoded]), image_size=16, batch_size=1,
+                                  training=training)
+      np.testing.assert_array_equal(fast, reference)
+
+  def test_a_decoded_cache_request_keeps_the_fast_path(self):
+    encoded = [dummy.encode(dummy.gradient_image(60, 80, seed=s), "JPEG") for s in range(3)]
+    kwargs = dict(image_size=16, batch_size=3, training=True, seed=1, fast_decode=True)
+    cached = _batches(_dataset(encoded), cache=pipeline.CACHE_DECODED, **kwargs)
+    np.testing.assert_array_equal(cached[0][0], _batches(_dataset(encoded), **kwargs)[0][0])
+
+
+class CpuShareTest(tf.test.TestCase):
+
+  def test_shares_are_disjoint_slices_covering_the_cpus(self):
+    cpus = [0, 1, 2, 3, 4, 5, 8]
+    shares = [threads.cpu_share(w, 3, cpus) for w in range(3)]
+    self.assertEqual(shares, [(0, 1), (2, 3), (4, 5, 8)])
+    self.assertEqual([threads.cpu_share(w, 3, [6, 7]) for w in range(3)], [(6,), (7,), (6,)])
+    with self.assertRaisesRegex(ValueError, "worker=3 must be in \\[0, 3\\)"):
+      threads.cpu_share(3, 3, cpus)
+
+  def test_pipelines_get_a_private_pool_of_the_process_cpus(self):
+    encoded = [dummy.encode(dummy.gradient_image(8, 8), "PNG")]
+    with mock.patch.object(threads.os, "sched_getaffinity", return_value={2, 5, 7}):
+      ds = pipeline.make_pipeline(_dataset(encoded), image_size=8, preprocess_fn=_identity,
+                                  batch_size=1, training=False)
+    self.assertEqual(ds.options().threading.private_threadpool_size, 3)
 
 
 if __name__ == "__main__":

@@ -400,8 +400,14 @@ class SignificanceInReportTest(absltest.TestCase):
   def test_reference_rows_beside_resnet_50_with_source_and_caveat(self):
     records = _synthetic("scratch", models=("mobilenet_v2", "resnet_50", "inception_v3"))
     records.append(_record("resnet_50@32px", "dtd", "scratch", 1, 0.3))
+    records[-1]["config"] = {"eval_preprocessing": "simclr"}
     text = report.write_report(records, self.create_tempdir().full_path,
                                bootstrap_samples=50).markdown
+    # Each side's evaluation preprocessing is named (records without the field: the default).
+    self.assertIn("Evaluation preprocessing: SimCLR's shorter side to S, central S crop, "
+                  "bicubic (simclr); our resnet_50 rows' shorter side to S, central S crop, "
+                  "bicubic (simclr); shorter side to S / 0.875, central S crop, bilinear "
+                  "(slim) (`--eval_preprocessing`)", text)
     # SimCLR's Table B.5, Random init: CIFAR-10 95.9, DTD 64.8, Flowers 92.0 (typed in).
     self.assertIn("| *SimCLR 2020 ResNet-50 (reference)* | – | *95.9* | *64.8* | *92.0* | – |",
                   text)

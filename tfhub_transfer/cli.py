@@ -39,6 +39,7 @@ from tfhub_transfer.config import (BOUNDS, PRECISIONS, STRATEGIES, TUNERS, Exper
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import storage
 from tfhub_transfer.results import workdir as workdir_lib
+from tfhub_transfer.data import crops
 
 _MODE = flags.DEFINE_enum(
     "mode", "run", ["run", "plan", "report", "score", "forget"],
@@ -101,9 +102,15 @@ _PRECISION = flags.DEFINE_enum(
     "Part of each result's key.")
 _JIT_COMPILE = flags.DEFINE_bool(
     "jit_compile", False, "Compile the training step and the feature extractor with XLA "
-    "(one replica only: refused with --strategy=mirrored or auto on 2+ GPUs). Part of each "
-    "result's key. TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR keeps compiles "
-    "across processes.")
+    "(one replica only). Keyed. TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR keeps "
+    "compiles across processes.")
+_EVAL_PREPROCESSING = flags.DEFINE_enum(
+    "eval_preprocessing", crops.DEFAULT_EVAL_PREPROCESSING, list(crops.EVAL_PREPROCESSINGS),
+    "Evaluation crop: slim = shorter side to S/0.875, central S, bilinear (the ImageNet "
+    "evaluation crop); simclr = shorter side to S, central S, bicubic (SimCLR B.8). Keyed.")
+_FAST_DECODE = flags.DEFINE_bool(
+    "fast_decode", False, "Decode only each JPEG's crop window, at a reduced DCT scale from "
+    "2x the target on; resize with a box filter (BENCHMARKS.md, figure 9). Keyed.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
@@ -135,7 +142,7 @@ FLAG_GROUPS = (
              _BATCH_SIZE, _TRAIN_STEPS, _EXAMPLES_PER_CLASS, _MODE, _LIST_MODELS,
              _LIST_DATASETS)),
     ("search", (_LEARNING_RATES, _WEIGHT_DECAYS, _TUNER, _MAX_TRIALS, _L2_GRID_SIZE)),
-    ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES)),
+    ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES, _EVAL_PREPROCESSING, _FAST_DECODE)),
     ("scale-out", (_STRATEGY, _SHARD, _PARALLEL_TRIALS, _GPUS_PER_TRIAL)),
     ("compute", (_PRECISION, _JIT_COMPILE)),
     ("report (--mode=report)", (_IMAGENET_TOP1, _REPORT_DIR, _TSNE, _CONVERGENCE_THRESHOLD)),
@@ -381,7 +388,8 @@ def base_config(grid) -> ExperimentConfig:
       weight_decays=_floats(_WEIGHT_DECAYS.value, "weight_decays"), tuner=_TUNER.value,
       max_trials=_MAX_TRIALS.value, l2_grid_size=_L2_GRID_SIZE.value,
       strategy=_STRATEGY.value, max_examples=_MAX_EXAMPLES.value,
-      precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value)
+      precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value,
+      eval_preprocessing=_EVAL_PREPROCESSING.value, fast_decode=_FAST_DECODE.value)
 
 
 def child_args() -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping, Optional
 from tfhub_transfer import identity as identity_lib
 from tfhub_transfer import protocol
 from tfhub_transfer import regimes
+from tfhub_transfer.data import crops
 
 STRATEGIES = ("auto", "mirrored", "default", "one_device", "tpu")
 TUNERS = ("grid", "bayesian")
@@ -78,6 +79,10 @@ BOUNDS = {
 # 3: the L2 coefficient is weight_decay / learning_rate (SimCLR B.8); VOC2007 trains on
 # labels_no_difficult and ignores difficult-only classes in mAP.
 PROTOCOL_VERSION = 3
+
+# Protocol fields added after results were stored: keyed only when not at their default, so
+# that every result measured before they existed keeps its protocol id.
+_KEYED_WHEN_SET = ("eval_preprocessing", "fast_decode")
 
 
 class FrozenKwargs(Mapping[str, Any]):
@@ -173,6 +178,9 @@ class ExperimentConfig:
       training and feature extraction (the head, the loss and the variables stay float32;
       float16 losses are scaled).
     jit_compile: compile the training step and the feature extractor with XLA.
+    eval_preprocessing: the evaluation resize and crop, a `crops.EVAL_PREPROCESSINGS` name.
+    fast_decode: JPEGs decoded by the input pipeline's fast path (window only, reduced DCT
+      scale, box filter: `data/transforms.py`); other pixels.
   """
   model: str
   dataset: str
@@ -196,6 +204,8 @@ class ExperimentConfig:
   examples_per_class: int = 0
   precision: str = "float32"
   jit_compile: bool = False
+  eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING
+  fast_decode: bool = False
 
   def __post_init__(self):
     regimes.get_regime_spec(self.regime)
@@ -225,6 +235,7 @@ class ExperimentConfig:
     if self.precision not in PRECISIONS:
       raise ValueError(f"Unknown --precision={self.precision!r}. Valid choices: "
                        f"{', '.join(PRECISIONS)}.")
+    crops.get_eval_preprocessing(self.eval_preprocessing)
 
   @property
   def regime_spec(self) -> regimes.RegimeSpec:
@@ -273,8 +284,10 @@ class ExperimentConfig:
     """The resolved settings the outcome depends on besides the cell (defaults filled in)."""
     resolved = {"train_steps": self.steps, "learning_rates": list(self.learning_rate_grid),
                 "weight_decays": list(self.weight_decay_grid)}
+    defaults = {f.name: f.default for f in dataclasses.fields(self)}
     settings = {name: resolved.get(name, getattr(self, name))
-                for name in self.regime_spec.protocol_fields}
+                for name in self.regime_spec.protocol_fields
+                if name not in _KEYED_WHEN_SET or getattr(self, name) != defaults[name]}
     return {"protocol_version": PROTOCOL_VERSION, **settings}
 
   @property

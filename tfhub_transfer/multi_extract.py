@@ -42,6 +42,7 @@ from tfhub_transfer import progress
 from tfhub_transfer import regimes
 from tfhub_transfer import runners
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.data import crops
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
 
@@ -128,7 +129,9 @@ class _Consumer:
 
 def extract_shared(ds: tf.data.Dataset, *, image_size: int, batch_size: int,
                    targets: Sequence[Target], cache_dir: str, description: str = "",
-                   num_batches: Optional[int] = None) -> list[features_lib.CachedFeatures]:
+                   num_batches: Optional[int] = None,
+                   eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING,
+                   fast_decode: bool = False) -> list[features_lib.CachedFeatures]:
   """Decodes `ds` once and writes every target's feature-cache entry from that one pass.
 
   Args:
@@ -139,6 +142,7 @@ def extract_shared(ds: tf.data.Dataset, *, image_size: int, batch_size: int,
     cache_dir: the feature-cache root.
     description: what is decoded, for the log.
     num_batches: for the progress bars' ETA.
+    eval_preprocessing, fast_decode: as for `pipeline.make_pipeline`.
 
   Returns:
     Each target's cached features, in the order of `targets`.
@@ -150,7 +154,9 @@ def extract_shared(ds: tf.data.Dataset, *, image_size: int, batch_size: int,
   conventions = {t.preprocessing: get_preprocess_fn(t.preprocessing) for t in targets}
   batches = pipeline.make_shared_eval_pipeline(ds, image_size=image_size,
                                                preprocess_fns=conventions,
-                                               batch_size=batch_size)
+                                               batch_size=batch_size,
+                                               eval_preprocessing=eval_preprocessing,
+                                               fast_decode=fast_decode)
   consumers = [
       _Consumer(functools.partial(
           features_lib.extract_features, t.feature_fn, cache_dir=cache_dir, key=t.key,
@@ -216,7 +222,7 @@ def decode_group(config: ExperimentConfig) -> Optional[Hashable]:
     return None
   return (config.workdir, config.dataset, config.data_dir, config.manual_dir, config.seed,
           config.max_examples, config.examples_per_class, config.batch_size, config.strategy,
-          spec.image_size)
+          spec.image_size, config.eval_preprocessing, config.fast_decode)
 
 
 def extract_cells(configs: Sequence[ExperimentConfig]) -> int:
@@ -264,7 +270,8 @@ def extract_cells(configs: Sequence[ExperimentConfig]) -> int:
     start = time.perf_counter()
     extract_shared(getattr(splits, split), image_size=image_size,
                    batch_size=first.batch_size, targets=targets, cache_dir=cache_dir,
-                   description=what, num_batches=contexts[0].num_batches(split))
+                   description=what, num_batches=contexts[0].num_batches(split),
+                   eval_preprocessing=first.eval_preprocessing, fast_decode=first.fast_decode)
     logging.info("Decode pass over %s done in %.1f s.", what, time.perf_counter() - start)
     written += len(targets)
   return written

@@ -19,8 +19,10 @@ RANDOM = "random"
 
 # Config fields every regime's outcome depends on (besides the cell key and the backbone).
 # `precision` and `jit_compile` change the numbers a backbone computes (features, gradients);
-# `examples_per_class` the data a cell trains on.
-_COMMON_FIELDS = ("max_examples", "examples_per_class", "precision", "jit_compile")
+# `examples_per_class` the data a cell trains on; `eval_preprocessing` and `fast_decode` the
+# pixels every image becomes.
+_COMMON_FIELDS = ("max_examples", "examples_per_class", "precision", "jit_compile",
+                  "eval_preprocessing", "fast_decode")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer import logreg
 from tfhub_transfer import metrics
+from tfhub_transfer.data import crops
 from tfhub_transfer.data import datasets
 from tfhub_transfer.data import folder
 from tfhub_transfer.data import loading
@@ -84,7 +85,9 @@ class CellContext:
         preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
         batch_size=self.config.batch_size, training=training_mode, seed=self.config.seed,
         cache=self.cache_mode(split) if training_mode else None,
-        repeat=repeat, drop_remainder=repeat, start_batch=start_batch)
+        repeat=repeat, drop_remainder=repeat, start_batch=start_batch,
+        eval_preprocessing=self.config.eval_preprocessing,
+        fast_decode=self.config.fast_decode)
 
   def training_stream(self, split: str):
     """first_batch -> the repeated training batches of `split` from that batch on."""
@@ -99,6 +102,8 @@ class CellContext:
       return self._cache_modes[split]
     encoded, decoded = pipeline.measure_bytes(getattr(self.splits, split))
     mode = pipeline.choose_cache(encoded_bytes=encoded, decoded_bytes=decoded)
+    if mode == pipeline.CACHE_DECODED and self.config.fast_decode:
+      mode = pipeline.CACHE_ENCODED  # The fast path decodes from the bytes (make_pipeline).
     logging.info("%s split: %d images, %.3g GiB encoded, %.3g GiB decoded: %s.", split,
                  self.splits.sizes[split], encoded / 2**30, decoded / 2**30,
                  f"cached in memory ({mode})" if mode else "too large to cache in memory")
@@ -142,6 +147,10 @@ class CellContext:
       parts["precision"] = self.config.precision
     if self.config.jit_compile:
       parts["jit_compile"] = True
+    if self.config.eval_preprocessing != crops.DEFAULT_EVAL_PREPROCESSING:
+      parts["eval_preprocessing"] = self.config.eval_preprocessing
+    if self.config.fast_decode:
+      parts["fast_decode"] = True
     return parts
 
   def make_feature_fn(self):

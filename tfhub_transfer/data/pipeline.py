@@ -17,13 +17,14 @@ in this fixed order:
        - training: Inception-style random-resized crop (area 8%-100%, aspect 3/4-4/3),
          resize to image_size, random horizontal flip; randomness is stateless, seeded by
          (seed, input pipeline, position in the stream), so a run is reproducible;
-       - evaluation / feature extraction: resize the shorter side to
-         round(image_size / EVAL_CROP_FRACTION) then take the central image_size square
-         (crop fraction 0.875, as Inception and ResNet evaluation: 256 -> 224);
+       - evaluation / feature extraction: resize the shorter side, then take the central
+         image_size square, as `eval_preprocessing` says (`crops.EVAL_PREPROCESSINGS`;
+         default crop fraction 0.875, bilinear: 256 -> 224);
        - float32 [0, 255] -> the backbone's own `preprocess_fn`;
   5. batch;
   6. prefetch.
-Resizing is bilinear with antialiasing.
+Resizing is antialiased (the reference path of `transforms.py`); `fast_decode` takes its
+fast path for JPEGs: other pixels, so it is a protocol setting.
 
 `make_shared_eval_pipeline` is the evaluation path for several backbones of one resolution at
 once (`multi_extract`): each image is decoded, resized and cropped once, then given to each
@@ -34,10 +35,13 @@ from typing import Callable, Mapping, Optional
 
 import tensorflow as tf
 
-EVAL_CROP_FRACTION = 0.875
-CROP_AREA_RANGE = (0.08, 1.0)
-CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
-CROP_MAX_ATTEMPTS = 10
+from tfhub_transfer.data import crops
+from tfhub_transfer.data import threads
+from tfhub_transfer.data.transforms import decode_rgb
+from tfhub_transfer.data.transforms import eval_image
+from tfhub_transfer.data.transforms import make_eval_fn
+from tfhub_transfer.data.transforms import make_train_fn
+
 DEFAULT_SHUFFLE_BUFFER = 10_000
 
 # In-memory caching of training data (`choose_cache`). VTAB caches every training set of up to
@@ -53,115 +57,15 @@ DECODED_CACHE_MAX_BYTES = 1 << 30
 ENCODED_CACHE_MAX_BYTES = 2 << 30
 
 
-def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
-  """Encoded JPEG/PNG/GIF/BMP/WebP bytes, any colour mode -> uint8 [H, W, 3] RGB.
-
-  Grayscale is replicated, alpha dropped, CMYK converted by libjpeg, 16-bit scaled to 8-bit,
-  and only the first frame of an animation is kept. JPEGs use the accurate integer IDCT
-  (the same pixels as PIL), not TF's default fast one.
-  """
-  def decode_jpeg():
-    return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
-
-  def decode_any():
-    return tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
-
-  image = tf.cond(tf.io.is_jpeg(encoded), decode_jpeg, decode_any)
-  image.set_shape([None, None, 3])
-  return image
-
-
-def _resize(image, size):
-  return tf.image.resize(image, size, method="bilinear", antialias=True)
-
-
-def resize_central_crop(image: tf.Tensor, image_size: int, *,
-                        crop_fraction: float = EVAL_CROP_FRACTION) -> tf.Tensor:
-  """Evaluation transform: shorter side to round(image_size / crop_fraction), central crop.
-
-  Args:
-    image: [H, W, 3] image, any dtype.
-    image_size: side of the square output.
-    crop_fraction: share of the resized shorter side kept.
-
-  Returns:
-    float32 [image_size, image_size, 3], values in the input's range.
-  """
-  input_shape = tf.shape(image)[:2]
-  shape = tf.cast(input_shape, tf.float64)
-  shorter_side = float(round(image_size / crop_fraction))
-  scaled = tf.cast(tf.round(shape * (shorter_side / tf.reduce_min(shape))), tf.int32)
-  offset = (scaled - image_size) // 2  # Top, left of the crop in the scaled image.
-  # Resample straight into the central window: the kernel `tf.image.resize` runs (bilinear,
-  # antialiased), with the same scale, shifted by the crop offset. Each output pixel depends
-  # only on its position in the scaled image, so these are the pixels of resize-then-crop,
-  # without computing the ~40% of the scaled image that the crop drops.
-  image = tf.raw_ops.ScaleAndTranslate(
-      images=image[None], size=[image_size, image_size],
-      scale=tf.cast(scaled, tf.float32) / tf.cast(input_shape, tf.float32),
-      translation=-tf.cast(offset, tf.float32), kernel_type="triangle", antialias=True)[0]
-  image.set_shape([image_size, image_size, 3])
-  return image
-
-
-def random_resized_crop(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
-  """Training transform: Inception-style random crop resized to a square.
-
-  Args:
-    image: [H, W, 3] image.
-    image_size: side of the square output.
-    seed: stateless seed, int [2].
-
-  Returns:
-    float32 [image_size, image_size, 3].
-  """
-  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-      min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT_RANGE,
-      area_range=CROP_AREA_RANGE, max_attempts=CROP_MAX_ATTEMPTS,
-      use_image_if_no_bounding_boxes=True)
-  image = tf.slice(image, begin, crop_size)
-  image = _resize(image, [image_size, image_size])
-  image.set_shape([image_size, image_size, 3])
-  return image
-
-
-def eval_image(image: tf.Tensor, image_size: int, *, decoded: bool = False) -> tf.Tensor:
-  """Encoded bytes (or, `decoded`, a uint8 [H, W, 3] image) -> float32 RGB [S, S, 3] in
-  [0, 255], resized and centrally cropped: the evaluation transform before `preprocess_fn`."""
-  image = resize_central_crop(image if decoded else decode_rgb(image), image_size)
-  return tf.clip_by_value(image, 0.0, 255.0)
-
-
-def make_eval_fn(image_size: int, preprocess_fn: Callable[[tf.Tensor], tf.Tensor], *,
-                 decoded: bool = False):
-  """encoded bytes (or a decoded uint8 image) -> preprocessed float32 [S, S, 3], no
-  augmentation."""
-  def eval_fn(image):
-    return preprocess_fn(eval_image(image, image_size, decoded=decoded))
-  return eval_fn
-
-
-def make_train_fn(image_size: int, preprocess_fn: Callable[[tf.Tensor], tf.Tensor], *,
-                  decoded: bool = False):
-  """(encoded bytes or, `decoded`, a uint8 image; stateless seed [2]) -> augmented,
-  preprocessed float32 [S, S, 3]."""
-  def train_fn(image, seed):
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = random_resized_crop(image if decoded else decode_rgb(image), image_size,
-                                crop_seed)
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return preprocess_fn(tf.clip_by_value(image, 0.0, 255.0))
-  return train_fn
-
-
 def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
                   preprocess_fn: Callable[[tf.Tensor], tf.Tensor], batch_size: int,
                   training: bool, seed: int = 0, cache: Optional[str] = None,
                   shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, repeat: bool = False,
                   drop_remainder: bool = False,
                   input_context: Optional[tf.distribute.InputContext] = None,
-                  start_batch: int = 0) -> tf.data.Dataset:
+                  start_batch: int = 0,
+                  eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING,
+                  fast_decode: bool = False) -> tf.data.Dataset:
   """Turns encoded examples into batches of (images, labels).
 
   Under `strategy.distribute_datasets_from_function`, call it inside the dataset function
@@ -190,6 +94,10 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
     input_context: a `tf.distribute.InputContext`, to shard and batch per replica.
     start_batch: a repeated training stream starts at this batch, with the order and
       augmentation it has there (to resume training); needs `training` and `repeat`.
+    eval_preprocessing: the evaluation resize and crop (`crops.EVAL_PREPROCESSINGS`).
+    fast_decode: decode JPEGs by the fast path (`transforms.fast_jpeg_window`). A decoded
+      cache would skip it, so with `fast_decode` a `CACHE_DECODED` request caches the
+      encoded bytes instead (the batches stay those of no cache).
 
   Returns:
     Dataset of (float32 [B, S, S, 3], labels [B] int64 or [B, C] float32).
@@ -210,6 +118,8 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
   # once, here) or encoded bytes.
   if cache is not None and cache not in CACHE_MODES:
     raise ValueError(f"cache={cache!r}: expected None or one of {CACHE_MODES}.")
+  if fast_decode and cache == CACHE_DECODED:
+    cache = CACHE_ENCODED
   decoded = cache == CACHE_DECODED
   if decoded:
     ds = ds.map(lambda ex: {**ex, "image": decode_rgb(ex["image"])},
@@ -235,7 +145,8 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
   # 4. Decode (unless cached decoded) + preprocess in parallel (order kept, so runs are
   # reproducible).
   if training:
-    train_fn = make_train_fn(image_size, preprocess_fn, decoded=decoded)
+    train_fn = make_train_fn(image_size, preprocess_fn, decoded=decoded,
+                             fast_decode=fast_decode)
     base_seed = tf.constant([seed, pipeline_id], tf.int64)
 
     def augment(position, example):
@@ -244,13 +155,22 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
 
     ds = ds.enumerate(start=position).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
   else:
-    eval_fn = make_eval_fn(image_size, preprocess_fn, decoded=decoded)
+    eval_fn = make_eval_fn(image_size, preprocess_fn, decoded=decoded,
+                           eval_preprocessing=eval_preprocessing, fast_decode=fast_decode)
     ds = ds.map(lambda ex: (eval_fn(ex["image"]), ex["label"]),
                 num_parallel_calls=tf.data.AUTOTUNE)
   # 5. Batch.
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  # 6. Prefetch.
-  return ds.prefetch(tf.data.AUTOTUNE)
+  # 6. Prefetch; the pipeline's threads are its own, one per core this process may use (a
+  # --parallel_trials worker's share: threads.py).
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(cpu_share_options())
+
+
+def cpu_share_options() -> tf.data.Options:
+  """A private thread pool of `threads.usable_cpus()` threads."""
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = threads.usable_cpus()
+  return options
 
 
 def _epoch_stream(ds: tf.data.Dataset, first_epoch: int, seed: tf.Tensor,
@@ -296,7 +216,9 @@ def _num_examples(ds: tf.data.Dataset, *, count: bool) -> int:
 
 def make_shared_eval_pipeline(ds: tf.data.Dataset, *, image_size: int,
                               preprocess_fns: Mapping[str, Callable[[tf.Tensor], tf.Tensor]],
-                              batch_size: int) -> tf.data.Dataset:
+                              batch_size: int,
+                              eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING,
+                              fast_decode: bool = False) -> tf.data.Dataset:
   """Evaluation batches for several backbones of one resolution from one decode per image.
 
   Each image is decoded, resized and centrally cropped once (`eval_image`), then given to
@@ -309,16 +231,18 @@ def make_shared_eval_pipeline(ds: tf.data.Dataset, *, image_size: int,
     preprocess_fns: name -> float32 RGB [0, 255] -> a backbone's input (one per input
       convention; backbones that share one share its images).
     batch_size: batch size.
+    eval_preprocessing, fast_decode: as for `make_pipeline`.
 
   Returns:
     Dataset of ({name: float32 [B, S, S, 3]}, labels), in the order of `ds`.
   """
   def convert(example):
-    image = eval_image(example["image"], image_size)
+    image = eval_image(example["image"], image_size, eval_preprocessing=eval_preprocessing,
+                       fast_decode=fast_decode)
     return {name: fn(image) for name, fn in preprocess_fns.items()}, example["label"]
 
   ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(cpu_share_options())
 
 
 def measure_bytes(ds: tf.data.Dataset) -> tuple[int, int]:

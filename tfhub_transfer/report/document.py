@@ -287,7 +287,8 @@ def _regime_section(report, regime, summary) -> list[str]:
                                            seed=report.seed),
             "", sections.average_significance_note(report.average_significance[regime])]
   if referenced:
-    lines += ["", sections.reference_note()]
+    lines += ["", sections.reference_note(sections.eval_preprocessings(
+        report.everything, regime=regime, reference_only=True))]
   if unconverged:
     lines += [""] + sections.convergence_lines(
         [r for r in report.unconverged if r["regime"] == regime])

@@ -6,6 +6,7 @@ them). Each statistic that could not be computed says why ("too few results: ...
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from tfhub_transfer.data import crops
 from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import reference
@@ -38,9 +39,27 @@ def reference_row(regime: str, datasets: Sequence[str]) -> str:
                                                     for v in values) + " | – |"
 
 
-def reference_note() -> str:
+def eval_preprocessings(records: Iterable[Mapping[str, Any]], *, regime: Optional[str] = None,
+                        reference_only: bool = False) -> str:
+  """How the evaluation images of `records` (ok; of `regime`; of ResNet-50 only if
+  `reference_only`) were resized and cropped (`crops.EvalPreprocessing.describe`), each
+  convention once. Records older than the option used the default."""
+  names = sorted({(r.get("config") or {}).get("eval_preprocessing",
+                                              crops.DEFAULT_EVAL_PREPROCESSING)
+                  for r in records if r.get("status") == "ok"
+                  and (regime is None or r.get("regime") == regime)
+                  and (not reference_only or is_reference_network(r.get("model", "")))})
+  return "; ".join(crops.EVAL_PREPROCESSINGS[n].describe() if n in crops.EVAL_PREPROCESSINGS
+                   else n for n in names) or "none"
+
+
+def reference_note(ours: str) -> str:
+  """The reference rows' source and caveat, and each side's evaluation preprocessing
+  (`ours`: `eval_preprocessings` of our ResNet-50 rows)."""
   return (f"*{REFERENCE_LABEL}*: {reference.SIMCLR_SOURCE}. Caveat: "
-          f"{reference.SIMCLR_CAVEAT}. Not our result; not in any statistic.")
+          f"{reference.SIMCLR_CAVEAT}. Not our result; not in any statistic. Evaluation "
+          f"preprocessing: SimCLR's {crops.EVAL_PREPROCESSINGS['simclr'].describe()}; our "
+          f"{REFERENCE_NETWORK} rows' {ours} (`--eval_preprocessing`).")
 
 
 def significance_note(tested: Iterable[Optional[significance.DatasetSignificance]], *,

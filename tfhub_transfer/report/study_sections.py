@@ -15,8 +15,10 @@ import os
 from typing import Any, Optional, Sequence
 
 from tfhub_transfer import protocol
+from tfhub_transfer.data import crops
 from tfhub_transfer.report import feature_maps
 from tfhub_transfer.report import reference
+from tfhub_transfer.report import sections
 from tfhub_transfer.report import studies
 from tfhub_transfer.report import study_plots
 
@@ -85,7 +87,9 @@ def _per_dataset(loaded, out_dir):
            "accuracy (%, each model's mean over seeds), ± the standard deviation over models, "
            "[min, max] and `(n)` models; a row the main tables label with its settings counts "
            f"as a model. SimCLR ResNet-50: {reference.SIMCLR_SOURCE}; "
-           f"{reference.SIMCLR_CAVEAT}.", "",
+           f"{reference.SIMCLR_CAVEAT}. Evaluation preprocessing: SimCLR's "
+           f"{crops.EVAL_PREPROCESSINGS['simclr'].describe()}; ours "
+           f"{sections.eval_preprocessings(studies.main_table_records(loaded))}.", "",
            "| dataset | " + " | ".join(present) + " | SimCLR ResNet-50 ("
            + " / ".join(present) + ") |", "|---" * (len(present) + 2) + "|"]
   for dataset in studies.ordered_datasets({b.dataset for b in bars}):

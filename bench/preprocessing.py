@@ -1,0 +1,133 @@
+"""Figure 9: images per second per core of the input pipeline's preprocessing, the fast JPEG
+path (`--fast_decode`) against the reference path, on real photos and on synthetic JPEGs.
+
+Per core: each pipeline runs on one thread (tf.data private thread pool of 1, intra-op
+parallelism 1), and each side is timed in CPU seconds of the whole process
+(`time.process_time`, every thread), not wall seconds, so other processes on a shared
+machine do not count; images per CPU-second is images per second on one core. The encoded
+bytes are held in memory: reading files is not measured.
+"""
+
+import glob
+import os
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from bench import data
+from bench import harness
+from bench.profiles import Profile
+from tfhub_transfer.data import pipeline
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Real photos, beside the repository (never copied into it): 370 Oxford-IIIT Pet JPEGs at
+# their original sizes (133-1725 px wide, median 500 x 375).
+PHOTOS = os.path.join(_ROOT, "..", "shared", "data", "pets37")
+_BATCH = 32  # At most: a small test set runs at a quarter of its size.
+
+
+def read_photos(num_images: int, folder: str = PHOTOS) -> list[bytes]:
+  """The first `num_images` JPEGs of `folder/<class>/` in name order (0: all).
+
+  Raises:
+    FileNotFoundError: no JPEG there (the message names the folder).
+  """
+  paths = sorted(glob.glob(os.path.join(folder, "*", "*.jpg")))
+  if not paths:
+    raise FileNotFoundError(f"Figure 9 reads real photos from {os.path.normpath(folder)}/"
+                            f"<class>/*.jpg and found none: place the shared data beside "
+                            f"the repository (../shared/data/pets37).")
+  paths = paths[:num_images] if num_images else paths
+  result = []
+  for path in paths:
+    with open(path, "rb") as f:
+      result.append(f.read())
+  return result
+
+
+def synthetic_jpegs(num_images: int, seed: int = 9) -> list[bytes]:
+  """Figure 1's kind of synthetic JPEGs (TFDS sizes: longer side 300-512 px)."""
+  rng = np.random.default_rng(seed)
+  return [data.encode_jpeg(rng, *data.image_shape(rng)) for _ in range(num_images)]
+
+
+def single_thread(ds: tf.data.Dataset) -> tf.data.Dataset:
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = 1
+  options.threading.max_intra_op_parallelism = 1
+  return ds.with_options(options)
+
+
+def _pass_fn(encoded: list[bytes], image_size: int, batch: int, *, training: bool,
+             fast: bool):
+  """A call makes one pass over `encoded` through `make_pipeline` (identity backbone
+  scaling) and returns the CPU seconds of all but its first batch (start-up: iterator,
+  functions). The stream is not repeated, so no work is left running when a pass ends to be
+  counted against the next side."""
+  source = tf.data.Dataset.from_tensor_slices(
+      {"image": tf.constant(encoded), "label": tf.zeros([len(encoded)], tf.int64)})
+  ds = single_thread(pipeline.make_pipeline(
+      source, image_size=image_size, preprocess_fn=lambda images: images,
+      batch_size=batch, training=training, seed=0, fast_decode=fast))
+
+  def run():
+    iterator = iter(ds)
+    next(iterator)
+    start = time.process_time()
+    for _ in iterator:
+      pass
+    return time.process_time() - start
+  return run
+
+
+def _cpu_seconds(fns, repetitions: int) -> list[list[float]]:
+  """Like `harness.interleave`, in the CPU seconds each call returns: one untimed call of
+  each, then `repetitions` alternating timed calls."""
+  for fn in fns:
+    fn()
+  seconds = [[] for _ in fns]
+  for _ in range(repetitions):
+    for fn, out in zip(fns, seconds):
+      out.append(fn())
+  return seconds
+
+
+def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
+  """9a/9b: evaluation preprocessing on real photos / synthetic JPEGs; 9c/9d: training
+  preprocessing on the same. Each: the reference path's CPU seconds over the fast path's
+  (a speed-up in images per second per core)."""
+  size = profile.preprocess_image_size
+  photos = profile.preprocess_photos_dir or PHOTOS
+  sets = {("pets37 photos (original sizes)" if photos == PHOTOS else f"photos of {photos}"):
+              read_photos(profile.preprocess_photos, photos),
+          "synthetic TFDS-size JPEGs (longer side 300-512)":
+              synthetic_jpegs(profile.preprocess_synthetic)}
+  figures = []
+  letters = iter("abcd")
+  for training, goal in ((False, ">= 2"), (True, "")):
+    kind = "training (random-resized crop + flip)" if training else "evaluation (slim crop)"
+    for name, encoded in sets.items():
+      batch = min(_BATCH, max(1, len(encoded) // 4))
+      reference, fast = _cpu_seconds(
+          [_pass_fn(encoded, size, batch, training=training, fast=fast)
+           for fast in (False, True)], profile.preprocess_repetitions)
+      n = len(encoded) - batch  # The first batch is not timed.
+      rate = lambda seconds: f"{n / statistics.median(seconds):.0f}"
+      figures.append(harness.Figure(
+          key=f"9{next(letters)}",
+          title=f"{kind} preprocessing per core, {name}: --fast_decode / reference",
+          measured=harness.Measurement(
+              f"make_pipeline(fast_decode=True), {n} images after an untimed first batch, CPU s "
+              f"of the process", "s", fast),
+          baseline=harness.Measurement(
+              f"make_pipeline (reference path), {n} images after an untimed first batch, CPU s "
+              f"of the process", "s",
+              reference),
+          ratio_of=harness.BASELINE_OVER_MEASURED, goal=goal,
+          setup=(f"{size} px, batch {batch}, identity backbone scaling, encoded bytes in "
+                 f"memory; one thread (tf.data private thread pool 1, intra-op 1), timed in "
+                 f"CPU seconds of the whole process: reference {rate(reference)}, fast "
+                 f"{rate(fast)} images per CPU-second (= per core)")))
+  return figures
