@@ -85,6 +85,13 @@ PROTOCOL_VERSION = 3
 _KEYED_WHEN_SET = ("eval_preprocessing", "fast_decode")
 
 
+def unkeyed_defaults() -> dict[str, Any]:
+  """The settings a protocol id leaves out while they hold their default, with it: a record
+  without one was run with the default."""
+  defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+  return {name: defaults[name] for name in _KEYED_WHEN_SET}
+
+
 class FrozenKwargs(Mapping[str, Any]):
   """An immutable, hashable mapping of JSON values: keras.applications constructor kwargs.
 

@@ -11,6 +11,8 @@ protocol, under another identity) is superseded: it leaves the tables and is lis
 import hashlib
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
+from tfhub_transfer import config as config_lib
+
 _Row = dict[str, Any]
 
 
@@ -114,7 +116,9 @@ def label_protocol_variants(loaded: list[Mapping[str, Any]]) -> list[_Row]:
     groups.setdefault((r["regime"], r["model"]), []).append(r)
   out = []
   for group in groups.values():
-    settings = {r.get("protocol", ""): r.get("protocol_settings") or {} for r in group}
+    defaults = config_lib.unkeyed_defaults()
+    settings = {r.get("protocol", ""): {**defaults, **(r.get("protocol_settings") or {})}
+                for r in group}
     if len(settings) < 2:
       out += [dict(r) for r in group]
       continue
