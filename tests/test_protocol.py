@@ -227,30 +227,30 @@ class ProtocolKeyTest(tf.test.TestCase):
 
   def test_preprocessing_options_key_every_regime_and_keep_the_default_ids(self):
     for regime in PAPER_REGIMES:
-      base = ExperimentConfig(model="m", dataset="d", regime=regime)
+      base = ExperimentConfig(model="m", dataset="digits", regime=regime)
       for change in (dict(eval_preprocessing="simclr"), dict(fast_decode=True)):
-        other = ExperimentConfig(model="m", dataset="d", regime=regime, **change)
+        other = ExperimentConfig(model="m", dataset="digits", regime=regime, **change)
         self.assertNotEqual(other.cell, base.cell, (regime, change))
         self.assertEqual(other.protocol_settings()[next(iter(change))],
                          next(iter(change.values())))
         self.assertEqual(other.to_dict()[next(iter(change))], next(iter(change.values())))
-      both = ExperimentConfig(model="m", dataset="d", regime=regime,
+      both = ExperimentConfig(model="m", dataset="digits", regime=regime,
                               eval_preprocessing="simclr", fast_decode=True)
       self.assertNotEqual(both.protocol, ExperimentConfig(
-          model="m", dataset="d", regime=regime, eval_preprocessing="simclr").protocol)
+          model="m", dataset="digits", regime=regime, eval_preprocessing="simclr").protocol)
     # The defaults leave the protocol id as it was before the options existed: the hash of
     # the settings without them, written out here.
     before = {"protocol_version": 3, "max_examples": 0, "examples_per_class": 0,
               "precision": "float32", "jit_compile": False, "l2_grid_size": 45}
     expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
-    config = ExperimentConfig(model="m", dataset="d", regime="logreg",
+    config = ExperimentConfig(model="m", dataset="digits", regime="logreg",
                               eval_preprocessing=crops.DEFAULT_EVAL_PREPROCESSING)
     self.assertEqual(config.protocol, expected)
     self.assertEqual(config.to_dict()["eval_preprocessing"], "slim")  # Still recorded.
 
   def test_unknown_eval_preprocessing_names_the_choices(self):
     with self.assertRaisesRegex(ValueError, "--eval_preprocessing='bicubic'.*slim, simclr"):
-      ExperimentConfig(model="m", dataset="d", regime="logreg", eval_preprocessing="bicubic")
+      ExperimentConfig(model="m", dataset="digits", regime="logreg", eval_preprocessing="bicubic")
 
   def test_unknown_precision_names_the_choices(self):
     with self.assertRaisesRegex(ValueError, "'float64'.*float32, mixed_bfloat16, mixed_float16"):

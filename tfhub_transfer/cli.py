@@ -101,9 +101,7 @@ _PRECISION = flags.DEFINE_enum(
     "feature extraction; the head and the loss stay float32, float16 losses are scaled. "
     "Part of each result's key.")
 _JIT_COMPILE = flags.DEFINE_bool(
-    "jit_compile", False, "Compile the training step and the feature extractor with XLA "
-    "(one replica only). Keyed. TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR keeps "
-    "compiles across processes.")
+    "jit_compile", False, "XLA for training and feature extraction (1 replica; keyed).")
 _EVAL_PREPROCESSING = flags.DEFINE_enum(
     "eval_preprocessing", crops.DEFAULT_EVAL_PREPROCESSING, list(crops.EVAL_PREPROCESSINGS),
     "Evaluation crop: slim = shorter side to S/0.875, central S, bilinear (the ImageNet "
