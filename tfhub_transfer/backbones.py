@@ -284,13 +284,15 @@ _RESERVED_KWARGS = ("include_top", "weights", "input_shape", "input_tensor", "po
 
 
 def check_backbone(model: str, *, model_kwargs: Optional[Mapping[str, Any]] = None,
-                   image_size: int = 0, weights: Optional[str] = None) -> BackboneSpec:
+                   image_size: int = 0, weights: Optional[str] = None,
+                   build: bool = True) -> BackboneSpec:
   """Checks before any cell runs that `model` can be built as asked; returns its spec.
 
   The weights path must hold what this network reads (`weights_format`). A keras.applications
   network given kwargs or a resolution has its kwargs checked against the constructor's
   signature (names, and a value of the kind its default has), then is built once without
-  weights, so a resolution it refuses ("at least 32x32") is refused here.
+  weights, so a resolution it refuses ("at least 32x32") is refused here; `build=False`
+  skips that part (it imports TensorFlow): the `--parallel_trials` launcher's children do it.
 
   Raises:
     ValueError: one line naming the flag and what it accepts.
@@ -309,7 +311,7 @@ def check_backbone(model: str, *, model_kwargs: Optional[Mapping[str, Any]] = No
   if spec.source == BUILT and spec.keras_kwargs:
     raise ValueError(f"--model_kwargs={spec.keras_kwargs.json()} only applies to keras: "
                      f"models; --model={model} takes no constructor arguments.")
-  if spec.source != KERAS or not (model_kwargs or image_size):
+  if spec.source != KERAS or not (model_kwargs or image_size) or not build:
     return spec
   import keras  # pylint: disable=g-import-not-at-top
   parameters = inspect.signature(getattr(keras.applications, spec.keras_app)).parameters

@@ -324,8 +324,9 @@ def _existing_workdir() -> str:
   return _WORKDIR.value
 
 
-def _grid():
-  """The sweep's dimensions, each name checked against its registry before anything runs."""
+def _grid(*, build_models: bool = True):
+  """The sweep's dimensions, each name checked against its registry before anything runs
+  (`build_models`: Keras models given kwargs or a size are built once to check them)."""
   regime_flag = _REGIME.value
   if _MODE.value == "score":
     # Scores read the logreg regime's frozen features (its weights rule and feature cache).
@@ -339,7 +340,7 @@ def _grid():
   kwargs = FrozenKwargs.parse(_MODEL_KWARGS.value)
   for model in _MODEL.value:
     spec = backbones.check_backbone(model, model_kwargs=kwargs, image_size=_IMAGE_SIZE.value,
-                                    weights=_WEIGHTS.value)
+                                    weights=_WEIGHTS.value, build=build_models)
     _check_fits_memory(spec)
   seeds = _ints(_SEEDS.value, "seeds")
   for dataset in _DATASET.value:
@@ -461,15 +462,19 @@ def _dispatch() -> int:
     print(f"{len(forgotten)} stored result(s) forgotten in {_WORKDIR.value}"
           + ("" if _FORGET_OK.value else " (failed ones only; --forget_ok for ok ones)"))
     return 0
-  grid = _grid()
+  launching = _MODE.value == "run" and _PARALLEL_TRIALS.value
+  # TensorFlow starts quietly before the checks of the grid, which may build a Keras model;
+  # the launcher's process never starts it (its children check the model).
+  devices_line = None if launching else devices.import_tensorflow_quietly(
+      keep_all=flags.FLAGS["verbosity"].value > 0)
+  grid = _grid(build_models=not launching)
   config = base_config(grid)
   if "KERASTUNER_ORACLE_IP" in os.environ:  # A chief or worker of a distributed search.
     from tfhub_transfer import oracle_auth  # pylint: disable=g-import-not-at-top
     oracle_auth.token_from_env()  # Its secret is set, or one line before the first cell.
-  if _MODE.value == "run" and _PARALLEL_TRIALS.value:
+  if launching:
     return _launch(grid, config)  # Without TensorFlow in this process: see the launcher.
-  absl_logging.info("tfhub_transfer %s: %s.", _version(), devices.import_tensorflow_quietly(
-      keep_all=flags.FLAGS["verbosity"].value > 0))
+  absl_logging.info("tfhub_transfer %s: %s.", _version(), devices_line)
   if _MODE.value != "plan":  # Before any work: a GPU strategy without a GPU, XLA x replicas.
     devices.check_local_strategy(config.strategy, jit_compile=config.jit_compile)
   if _MODE.value == "plan":

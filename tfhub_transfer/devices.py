@@ -31,7 +31,7 @@ CUDA_CACHE_ENV = "CUDA_CACHE_MAXSIZE"
 # CUDA's largest JIT cache (4 GiB): a PTX-only architecture compiles every kernel on first
 # use, and a smaller cache evicts them (TensorFlow warns the JIT can take 30 minutes).
 CUDA_CACHE_BYTES = str(4 * 2**30)
-GPU_FIX = "pip install '.[gpu]' (TensorFlow's CUDA and cuDNN wheels; see the README's GPU section)"
+GPU_FIX = "pip install '.[gpu]' (TensorFlow's CUDA and cuDNN wheels; see docs/gpu.md)"
 DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"
 
 # The known start-up lines, with nothing to act on; anything else is passed through.
@@ -198,7 +198,7 @@ def no_gpu_reason(*, driver: bool, cuda_build: bool, visible: Optional[str],
   if visible is not None and not [d for d in visible.split(",") if d.strip()]:
     return f" (no GPU visible: CUDA_VISIBLE_DEVICES={visible!r} hides them)"
   if not driver:
-    return " (no GPU visible: no NVIDIA driver; see the README's GPU section)"
+    return " (no GPU visible: no NVIDIA driver; see docs/gpu.md)"
   if not cuda_build:
     return (" (no GPU visible: an NVIDIA driver is present but this TensorFlow build has "
             "no CUDA support; install the Linux x86-64 or aarch64 wheel)")

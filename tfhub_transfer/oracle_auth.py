@@ -8,7 +8,7 @@ carries an interceptor that refuses (UNAUTHENTICATED) every call without the sea
 and each worker's client sends it as gRPC metadata. The secret comes from the environment
 (`TOKEN_ENV`): the launcher makes a fresh one per search; across hosts, the user sets the same
 value on each. It is not encryption: the calls travel in clear, so a multi-host oracle must run
-on a trusted network or through an SSH tunnel (README, Scaling out).
+on a trusted network or through an SSH tunnel (docs/scaling.md).
 
 The hooks: `tuning`'s tuner serves the oracle with `serve_chief` instead of keras-tuner's
 `oracle_chief.start_server` (same servicer and stopping rule, plus the interceptor), and gives

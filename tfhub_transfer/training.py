@@ -130,7 +130,7 @@ def make_optimizer(learning_rate: float, train_steps: int) -> keras.optimizers.O
 
   The initial rate is a variable, not a constant in the training step: every trial of a
   search (one learning rate each) traces the same step, so with XLA and a persistent
-  compilation cache (README, GPU section) a trial's compiled step serves the others.
+  compilation cache (docs/gpu.md) a trial's compiled step serves the others.
   """
   initial = keras.Variable(learning_rate, trainable=False, dtype="float32",
                            name="initial_learning_rate")

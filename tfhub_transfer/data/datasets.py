@@ -218,5 +218,5 @@ def format_datasets_table() -> str:
         f"{spec.tfds_name}: {spec.status}"))
   return (columns.align(rows, rule=True) + "\ntrain/test: the paper's sizes (train = train + "
           f"val). Also: {FOLDER_PREFIX}<path>: <path>/<class>/*, or <path>/train/<class>/* "
-          f"with <path>/val/ (or valid/, validation/) and/or <path>/test/ (README: Your own "
+          f"with <path>/val/ (or valid/, validation/) and/or <path>/test/ (docs/data.md: Your own "
           f"images).")
