@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from absl import flags
 from absl.testing import flagsaver
 import tensorflow as tf
 
@@ -97,6 +98,23 @@ class CliTest(tf.test.TestCase):
       self.assertEqual(code, 2, lines)
       self.assertLen(lines, 1)
       self.assertIn(message, lines[0])
+
+  def test_the_docs_flag_reference_is_the_help(self):
+    # docs/cli.md's reference is `--help` itself (tools/cli_doc.py), and every flag its table
+    # of the main flags names is one of this tool's.
+    sys.path.insert(0, os.path.join(fakes.REPO_ROOT, "tools"))
+    try:
+      import cli_doc  # pylint: disable=g-import-not-at-top
+    finally:
+      sys.path.pop(0)
+    self.assertEqual(cli_doc.main(["--check"]), 0, "run python tools/cli_doc.py")
+    with open(cli_doc.DOC) as f:
+      table = f.read().split(cli_doc.BEGIN)[0]
+    named = set(re.findall(r"`--(\w+)", table))
+    known = {flag.name for flag in flags.FLAGS.get_flags_for_module(cli)} | {
+        "verbosity", "flagfile", "help", "helpfull"}
+    self.assertTrue(named, "no flag found in the table")
+    self.assertEqual(named - known, set())
 
   def test_help_exits_0_with_this_tools_flags_grouped(self):
     done = run_cli("--help")

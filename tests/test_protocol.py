@@ -153,13 +153,18 @@ class PaperStudiesTest(tf.test.TestCase):
     self.assertEqual(budgets, [78125 // 2 ** i for i in range(10, -1, -1)])
     self.assertEqual(tuple(budgets), protocol.PAPER_CONVERGENCE_BUDGETS)
 
-  def test_readme_cost_table_matches_the_flagfiles_grids(self):
+  def test_docs_cost_table_and_readme_match_the_flagfiles_grids(self):
     # Each README row: cells as the plan lists them, and training steps = cells x (56 trials
     # + 1 refit) x budget, counted here from the grid each flagfile expands to.
-    with open(os.path.join(fakes.REPO_ROOT, "README.md")) as f:
+    with open(os.path.join(fakes.REPO_ROOT, "docs", "studies.md")) as f:
       rows = {m.group(1): (int(m.group(2)), m.group(3)) for m in re.finditer(
           r"^  \| `(paper_\w+\.cfg)`[^|]*\| (\d+)[^|]*\| ([0-9.]+M?) \|", f.read(), re.M)}
     self.assertLen(rows, 5)
+    # The README's "Reproduce the paper" commands give the same cell counts.
+    with open(os.path.join(fakes.REPO_ROOT, "README.md")) as f:
+      readme = {m.group(1): int(m.group(2)) for m in re.finditer(
+          r"--flagfile=flags/(paper_\w+\.cfg) .*: (\d+) cells$", f.read(), re.M)}
+    self.assertEqual(readme, {name: cells for name, (cells, _) in rows.items()})
     for name, (cells_in_readme, steps_in_readme) in rows.items():
       flags = _flagfile(name)
       values = {k: v if v == sweep.PAPER else tuple(int(x) for x in v.split(","))

@@ -253,15 +253,15 @@ class SweepCliTest(tf.test.TestCase):
 
 
 def _readme_slurm_script():
-  """The README's job-array script: the shell block after the comment naming this test."""
-  with open(os.path.join(fakes.REPO_ROOT, "README.md")) as f:
+  """docs/scaling.md's job-array script: the shell block after the comment naming this test."""
+  with open(os.path.join(fakes.REPO_ROOT, "docs", "scaling.md")) as f:
     readme = f.read()
   after = readme[readme.index("tests/test_sweep.py (SlurmArrayTest)"):]
   return re.search(r"```sh\n(.*?)```", after, re.S).group(1)
 
 
 class SlurmArrayTest(tf.test.TestCase):
-  """The README's SLURM job array, run as separate local processes: one per array task,
+  """docs/scaling.md's SLURM job array, run as separate local processes: one per array task,
   two tasks per (faked) node, as SLURM places them."""
 
   def test_readme_job_array(self):
