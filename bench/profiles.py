@@ -3,7 +3,7 @@ minutes) and `tiny` (the test: seconds, numbers meaningless)."""
 
 import dataclasses
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 # `python -m bench --part=NAME`: the figures in named parts, each meant to take at most about
 # 8 minutes of the `device` profile (an estimate from the CPU run's figure times scaled by the
@@ -15,6 +15,7 @@ PARTS = {
     "cells": ("3", "4"),
     "memory": ("5", "7"),
     "precision": ("8",),
+    "study": ("9",),
 }
 
 # The `metrics.METRICS` that figure 2 can compare: scikit-learn's side is one softmax.
@@ -84,6 +85,12 @@ class Profile:
       training steps (steps per timed run).
     precision_settings: (precision, jit_compile) pairs compared with float32 without XLA.
     precision_repetitions: timed runs of each setting of figure 8.
+    study_image_size, study_batch, study_steps: figure 9's mini-study: resolution, batch
+      size and step budget of each trial and refit.
+    study_learning_rates: its trials (one per learning rate; weight decay 0).
+    study_l2_grid_size: its logreg cells' L2 path length.
+    study_max_examples: cap on each split of its datasets (0: all).
+    study_datasets: its folders in ../shared/data/.
   """
   name: str
   image_size: int
@@ -128,6 +135,13 @@ class Profile:
   precision_steps: int
   precision_settings: tuple[tuple[str, bool], ...]
   precision_repetitions: int
+  study_image_size: int = 64
+  study_batch: int = 32
+  study_steps: int = 40
+  study_learning_rates: tuple[float, ...] = (0.01, 0.1)
+  study_l2_grid_size: int = 12
+  study_max_examples: int = 0
+  study_datasets: tuple[str, ...] = ("cub_birds20", "pets37")
 
 
 # Figure 8: each mixed precision, then XLA (in float32), against float32 without XLA.
@@ -189,7 +203,8 @@ PROFILES = {
         curve_train_batches=(32, 64, 128), curve_train_steps=10, curve_repetitions=2,
         precision_model="resnet_50", precision_image_size=224, precision_batch=128,
         precision_steps=10, precision_repetitions=3,
-        precision_settings=_PRECISION_SETTINGS),
+        precision_settings=_PRECISION_SETTINGS,
+        study_image_size=224, study_batch=64, study_steps=200),
     "tiny": Profile(
         name="tiny", image_size=32,
         extract_models=(("mobilenet_v2", 8),), extract_batch=4, extract_repetitions=2,
@@ -210,7 +225,9 @@ PROFILES = {
         precision_model="mobilenet_v2", precision_image_size=32, precision_batch=4,
         precision_steps=1, precision_repetitions=1,
         # A tiny Hub backbone runs in float32 only: the test times XLA alone.
-        precision_settings=(("float32", True),)),
+        precision_settings=(("float32", True),),
+        study_image_size=32, study_batch=4, study_steps=1, study_learning_rates=(0.01,),
+        study_l2_grid_size=3, study_max_examples=8, study_datasets=("pets37",)),
 }
 
 

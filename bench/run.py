@@ -23,6 +23,7 @@ from bench import logreg_path
 from bench import precision
 from bench import report as report_lib
 from bench import shared
+from bench import study
 from bench.profiles import FIGURES
 from bench.profiles import Profile
 from tfhub_transfer import experiment
@@ -50,6 +51,7 @@ def _figure_fns(profile: Profile, workdir: str) -> dict[str, Callable[[], list]]
       "7": lambda: ([curves.curve_extraction(profile, memory_runs())]
                     + curves.curves_logreg(profile) + [curves.curve_training(profile)]),
       "8": lambda: precision.figures_precision(profile),
+      "9": lambda: [study.figure_study(profile, workdir)],
   }
 
 
