@@ -91,6 +91,8 @@ class Profile:
     study_l2_grid_size: its logreg cells' L2 path length.
     study_max_examples: cap on each split of its datasets (0: all).
     study_datasets: its folders in ../shared/data/.
+    study_reference_rate: also time ResNet-50's forward pass, for the rates the study
+      records for `tfhub_transfer.estimate` (off in the test: a ResNet-50 build).
   """
   name: str
   image_size: int
@@ -142,6 +144,7 @@ class Profile:
   study_l2_grid_size: int = 12
   study_max_examples: int = 0
   study_datasets: tuple[str, ...] = ("cub_birds20", "pets37")
+  study_reference_rate: bool = True
 
 
 # Figure 8: each mixed precision, then XLA (in float32), against float32 without XLA.
@@ -227,7 +230,8 @@ PROFILES = {
         # A tiny Hub backbone runs in float32 only: the test times XLA alone.
         precision_settings=(("float32", True),),
         study_image_size=32, study_batch=4, study_steps=1, study_learning_rates=(0.01,),
-        study_l2_grid_size=3, study_max_examples=8, study_datasets=("pets37",)),
+        study_l2_grid_size=3, study_max_examples=8, study_datasets=("pets37",),
+        study_reference_rate=False),
 }
 
 

@@ -272,6 +272,26 @@ def compute_baseline(profile: Profile, study: Study
   return dict(seconds), dict(first_calls), work
 
 
+REFERENCE_MODEL, REFERENCE_BATCH, REFERENCE_BATCHES = "resnet_50", 8, 3
+
+
+def reference_forward_s_per_gmac() -> float:
+  """Seconds per image and billion multiply-adds of a typical backbone's forward pass
+  (ResNet-50 at 224 px, random init): the rate `estimate` scales every backbone by. A light
+  network (the study's) computes far fewer multiply-adds per second on a CPU, so its own
+  rate would overstate a heavy network's time."""
+  spec = backbones.get_backbone_spec(REFERENCE_MODEL)
+  strategy = training.make_strategy("auto")
+  with strategy.scope():
+    model = build_transfer_head(spec, regime="logreg", num_classes=2, weights=regimes.RANDOM)
+    feature_fn = features_lib.make_feature_fn(model, strategy, batch_size=REFERENCE_BATCH)
+  images = np.random.default_rng(0).uniform(
+      -1.0, 1.0, (REFERENCE_BATCH, spec.image_size, spec.image_size, 3)).astype(np.float32)
+  np.asarray(feature_fn(images))  # Traces (untimed).
+  seconds = _timed(lambda: [np.asarray(feature_fn(images)) for _ in range(REFERENCE_BATCHES)])
+  return seconds / (REFERENCE_BATCH * REFERENCE_BATCHES * estimate.GMACS[REFERENCE_MODEL])
+
+
 def _make_predict_fn(model, size: int):
   """As `training.predict_scores` runs a model: one trace for every batch size."""
 
@@ -308,6 +328,7 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
   study = run_study(profile, study_dir, clock)
   wall = time.perf_counter() - start
   baseline, first_calls, work = compute_baseline(profile, study)
+  reference = reference_forward_s_per_gmac() if profile.study_reference_rate else 0.0
   phases = dict(clock.seconds)
   phases["other"] = wall - sum(phases.values())
   device = ", ".join(training.devices_of(tf.distribute.get_strategy()))
@@ -322,6 +343,10 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
                                 f"summed over {len(profile.study_datasets)} datasets", "s",
                                 [value])
             for name, value in sorted(first_calls.items())]
+  if reference:
+    extra.append(harness.Measurement(
+        f"for the estimate: {REFERENCE_MODEL} forward at 224 px, batch {REFERENCE_BATCH}, "
+        f"seconds per image per billion multiply-adds", "s", [reference]))
   extra.append(harness.Measurement("sum of the records' timings.total_s (run_experiment "
                                    "inside, as each record states it)", "s", [records_total]))
   return harness.Figure(
@@ -334,7 +359,8 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
           "the same forward passes, training steps and L-BFGS paths on in-memory inputs",
           "s", [sum(baseline.values())]),
       ratio_of=harness.BASELINE_OVER_MEASURED, goal=">= 0.85",
-      extra=extra, rates=study_rates(profile, study, wall, phases, baseline, work),
+      extra=extra, rates=study_rates(profile, study, wall, phases, baseline, work,
+                                          reference) if reference else {},
       setup=(f"{MODEL}{MODEL_KWARGS} at {profile.study_image_size} px, batch "
              f"{profile.study_batch}, on {device}: ImageNet weights ({WEIGHTS_FILE}) x (logreg, finetune) and random init x "
              f"(logreg, scratch), on ../shared/data/{{{','.join(profile.study_datasets)}}}"
@@ -353,10 +379,12 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
 
 
 def study_rates(profile: Profile, study: Study, wall: float, phases: dict[str, float],
-                baseline: dict[str, float], work: collections.Counter) -> dict[str, float]:
+                baseline: dict[str, float], work: collections.Counter,
+                reference_s_per_gmac: float) -> dict[str, float]:
   """The rates `tfhub_transfer.estimate` costs a grid with (its `Rates` fields): compute per
-  image and billion multiply-adds, and the fixed costs around it, per training and per
-  cell."""
+  image and billion multiply-adds (`reference_forward_s_per_gmac`, and the study's measured
+  cost of a training image in forward passes), and the fixed costs around it, per training
+  and per cell."""
   gmacs = estimate.GMACS[MODEL + FrozenKwargs.parse(MODEL_KWARGS).json()] * (
       profile.study_image_size / 224) ** 2
   forward = baseline.get("forward (extraction)", 0.0) + baseline.get("forward (evaluation)",
@@ -368,9 +396,12 @@ def study_rates(profile: Profile, study: Study, wall: float, phases: dict[str, f
                           / max(1, work["trainings"]))
   cell_overhead = max(0.0, (wall - sum(baseline.values())
                             - training_overhead * work["trainings"]) / len(study.records))
-  return {"forward_s_per_gmac": forward / max(1, work["forward images"]) / gmacs,
-          "train_s_per_gmac": baseline.get("training steps", 0.0)
-                              / max(1, work["train images"]) / gmacs,
+  own_forward = forward / max(1, work["forward images"]) / gmacs
+  own_train = baseline.get("training steps", 0.0) / max(1, work["train images"]) / gmacs
+  # A training image costs own_train / own_forward forward passes (measured on the study's
+  # network); the forward rate itself is the reference network's.
+  return {"forward_s_per_gmac": reference_s_per_gmac,
+          "train_s_per_gmac": reference_s_per_gmac * own_train / own_forward,
           "lbfgs_s_per_example": baseline.get("L-BFGS path", 0.0)
                                  / max(1, work["logreg examples"]),
           "training_overhead_s": training_overhead, "cell_overhead_s": cell_overhead}
