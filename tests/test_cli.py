@@ -160,8 +160,8 @@ class CliTest(tf.test.TestCase):
         self.assertEqual(done.returncode, 0, f"{path}: {done.stderr[-2000:]}")
         lines = done.stdout.splitlines()
         self.assertRegex(lines[-2], r"^plan: (\d+) cells, 0 already done, \1 to run$", path)
-        self.assertRegex(lines[-1], r"^estimate: about [\d.]+ (s|min|h|days) on this host",
-                         path)
+        self.assertRegex(lines[-1], r"^estimate: (about [\d.,]+ (s|min|h|days|years) on this "
+                                    r"host|none \(1 cell\(s\) to run)", path)  # Digits: none.
         self.assertGreater(len(lines), 2, path)
         self.assertTrue(all(line.startswith("to run  ") for line in lines[:-2]), path)
 

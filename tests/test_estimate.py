@@ -85,8 +85,14 @@ class RatesTest(parameterized.TestCase):
       self.assertIs(estimate.load_rates(path), estimate.DEFAULT_RATES, path)
 
   def test_format_duration(self):
-    self.assertEqual([estimate.format_duration(s) for s in (0.2, 89, 600, 3 * 3600, 4 * 86400)],
-                     ["1 s", "89 s", "10 min", "3.0 h", "4.0 days"])
+    self.assertEqual([estimate.format_duration(s)
+                      for s in (0.2, 89, 600, 3 * 3600, 4 * 86400, 3000 * 365 * 86400)],
+                     ["1 s", "89 s", "10 min", "3.0 h", "4.0 days", "3,000 years"])
+
+  def test_nothing_of_known_size(self):
+    self.assertEqual(estimate.Estimate(0.0, 0, 2, (), "x").line(),
+                     "estimate: none (2 cell(s) to run, each on a dataset of unknown size)")
+    self.assertEqual(estimate.Estimate(0.0, 0, 0, (), "x").line(), "estimate: nothing to run")
 
 
 class PlanTest(parameterized.TestCase):

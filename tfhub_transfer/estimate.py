@@ -62,10 +62,11 @@ class Rates:
                   if f.name != "source"}, source=source)
 
 
-# Figure 9 on 2 shared CPU cores (bench/results/cpu.json; see BENCHMARKS.md).
-DEFAULT_RATES = Rates(forward_s_per_gmac=0.22, train_s_per_gmac=0.60,
-                      lbfgs_s_per_example=0.0015, training_overhead_s=8.0,
-                      cell_overhead_s=3.0,
+# Figure 9 as measured on 2 shared CPU cores (load average 5.5-7.7), 2026-12-05: the rates
+# stored in bench/results/cpu.json, rounded, for a checkout without it.
+DEFAULT_RATES = Rates(forward_s_per_gmac=0.036, train_s_per_gmac=0.18,
+                      lbfgs_s_per_example=0.0012, training_overhead_s=16.0,
+                      cell_overhead_s=2.5,
                       source="DEFAULT_RATES (figure 9, 2 shared CPU cores)")
 
 STUDY_FIGURE = "9"
@@ -162,6 +163,9 @@ class Estimate:
 
   def line(self) -> str:
     """One line for `--mode=plan`, labelled as an estimate."""
+    if not self.cells:
+      return (f"estimate: none ({self.unknown_size} cell(s) to run, each on a dataset of "
+              f"unknown size)" if self.unknown_size else "estimate: nothing to run")
     text = (f"estimate: about {format_duration(self.seconds)} on this host for "
             f"{self.cells} cell(s) to run (rates: {self.source}; an estimate, not a "
             f"measurement")
@@ -189,14 +193,16 @@ def estimate_cells(cells: Sequence[ExperimentConfig], rates: Rates) -> Estimate:
 
 
 def format_duration(seconds: float) -> str:
-  """'40 s', '12 min', '3.1 h', '2.5 days'."""
+  """'40 s', '12 min', '3.1 h', '2.5 days', '12 years'."""
   if seconds < 90:
     return f"{max(1, math.ceil(seconds))} s"
   if seconds < 5400:
     return f"{seconds / 60:.0f} min"
   if seconds < 172800:
     return f"{seconds / 3600:.1f} h"
-  return f"{seconds / 86400:.1f} days"
+  if seconds < 2 * 365 * 86400:
+    return f"{seconds / 86400:.1f} days"
+  return f"{seconds / (365 * 86400):,.0f} years"
 
 
 def plan_line(cells: Sequence[ExperimentConfig], results_path: Optional[str] = None) -> str:
