@@ -79,6 +79,8 @@ class Figure:
     setup: how it was measured (sizes, backbone, data), for the report.
     checks: secondary conditions that must also hold.
     extra: further raw measurements of the same run that explain the ratio (not part of it).
+    rates: named rates derived from the run, read by other tools (figure 9's feed
+      `tfhub_transfer.estimate`).
   """
   key: str
   title: str
@@ -89,6 +91,7 @@ class Figure:
   setup: str = ""
   checks: list[Check] = dataclasses.field(default_factory=list)
   extra: list[Measurement] = dataclasses.field(default_factory=list)
+  rates: dict[str, float] = dataclasses.field(default_factory=dict)
 
   def _numerator_denominator(self):
     if self.ratio_of == BASELINE_OVER_MEASURED:
@@ -140,7 +143,8 @@ class Figure:
                baseline=Measurement(**d["baseline"]), ratio_of=d["ratio_of"],
                goal=d["goal"], setup=d.get("setup", ""),
                checks=[Check(**c) for c in d.get("checks", [])],
-               extra=[Measurement(**m) for m in d.get("extra", [])])
+               extra=[Measurement(**m) for m in d.get("extra", [])],
+               rates=dict(d.get("rates", {})))
 
 
 def meets(value: float, goal: str) -> bool:

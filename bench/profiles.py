@@ -3,7 +3,7 @@ minutes) and `tiny` (the test: seconds, numbers meaningless)."""
 
 import dataclasses
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
 
 # `python -m bench --part=NAME`: the figures in named parts, each meant to take at most about
 # 8 minutes of the `device` profile (an estimate from the CPU run's figure times scaled by the
@@ -16,6 +16,7 @@ PARTS = {
     "memory": ("5", "7"),
     "precision": ("8",),
     "preprocessing": ("9",),
+    "study": ("10",),
 }
 
 # The `metrics.METRICS` that figure 2 can compare: scikit-learn's side is one softmax.
@@ -91,6 +92,14 @@ class Profile:
     preprocess_repetitions: timed passes of each side of figure 9.
     preprocess_photos_dir: figure 9's photos, `<dir>/<class>/*.jpg` (empty: pets37 in the
       shared data beside the repository).
+    study_image_size, study_batch, study_steps: figure 10's mini-study: resolution, batch
+      size and step budget of each trial and refit.
+    study_learning_rates: its trials (one per learning rate; weight decay 0).
+    study_l2_grid_size: its logreg cells' L2 path length.
+    study_max_examples: cap on each split of its datasets (0: all).
+    study_datasets: its folders in ../shared/data/.
+    study_reference_rate: also time ResNet-50's forward pass, for the rates the study
+      records for `tfhub_transfer.estimate` (off in the test: a ResNet-50 build).
   """
   name: str
   image_size: int
@@ -140,6 +149,14 @@ class Profile:
   preprocess_synthetic: int
   preprocess_repetitions: int
   preprocess_photos_dir: str = ""
+  study_image_size: int = 64
+  study_batch: int = 32
+  study_steps: int = 40
+  study_learning_rates: tuple[float, ...] = (0.01, 0.1)
+  study_l2_grid_size: int = 12
+  study_max_examples: int = 0
+  study_datasets: tuple[str, ...] = ("cub_birds20", "pets37")
+  study_reference_rate: bool = True
 
 
 # Figure 8: each mixed precision, then XLA (in float32), against float32 without XLA.
@@ -205,7 +222,8 @@ PROFILES = {
         precision_steps=10, precision_repetitions=3,
         precision_settings=_PRECISION_SETTINGS,
         preprocess_image_size=224, preprocess_photos=0, preprocess_synthetic=256,
-        preprocess_repetitions=5),
+        preprocess_repetitions=5,
+        study_image_size=224, study_batch=64, study_steps=200),
     "tiny": Profile(
         name="tiny", image_size=32,
         extract_models=(("mobilenet_v2", 8),), extract_batch=4, extract_repetitions=2,
@@ -228,7 +246,10 @@ PROFILES = {
         # A tiny Hub backbone runs in float32 only: the test times XLA alone.
         precision_settings=(("float32", True),),
         preprocess_image_size=32, preprocess_photos=8, preprocess_synthetic=8,
-        preprocess_repetitions=1),
+        preprocess_repetitions=1,
+        study_image_size=32, study_batch=4, study_steps=1, study_learning_rates=(0.01,),
+        study_l2_grid_size=3, study_max_examples=8, study_datasets=("pets37",),
+        study_reference_rate=False),
 }
 
 

@@ -242,7 +242,10 @@ def render_markdown(reports: dict[str, Optional[Report]], notes: Sequence[str] =
          "recomputed. Figure 1a (one light backbone extracting alone) may stay below its goal "
          "on 2 CPU cores, where decoding shares the cores with the forward pass; a sweep "
          "decodes once for all its backbones of one resolution, which figure 6 measures "
-         "(see [Reading the numbers](bench/README.md#reading-the-numbers)).", ""]
+         "(see [Reading the numbers](bench/README.md#reading-the-numbers)). Figure 10 runs a "
+         "whole mini-study (`python -m bench --part=study`); its wall time by phase, what the "
+         "phases cost against their compute and what was removed are in [Figure 10: a study, "
+         "start to report](bench/README.md#figure-10-a-study-start-to-report).", ""]
   header = ["#", "Figure", "Baseline (same run)", "Goal"]
   for mode in reports:
     header += [f"{MODES.get(mode, mode)}: ratio (range)", "met"]

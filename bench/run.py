@@ -24,6 +24,7 @@ from bench import precision
 from bench import preprocessing
 from bench import report as report_lib
 from bench import shared
+from bench import study
 from bench.profiles import FIGURES
 from bench.profiles import Profile
 from tfhub_transfer import experiment
@@ -52,6 +53,7 @@ def _figure_fns(profile: Profile, workdir: str) -> dict[str, Callable[[], list]]
                     + curves.curves_logreg(profile) + [curves.curve_training(profile)]),
       "8": lambda: precision.figures_precision(profile),
       "9": lambda: preprocessing.figures_preprocessing(profile),
+      "10": lambda: [study.figure_study(profile, workdir)],
   }
 
 

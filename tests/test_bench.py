@@ -9,6 +9,8 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
+from unittest import mock
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from bench import logreg_path
 from bench import profiles
 from bench import report
 from bench import run
+from bench import study
 from tfhub_transfer import features
 from tests import fakes
 
@@ -120,6 +123,33 @@ class HarnessTest(tf.test.TestCase):
     self.assertEqual([len(s) for s in seconds], [3, 1])
 
 
+class PhaseClockTest(tf.test.TestCase):
+  """Figure 9's breakdown: each moment counted once, for the innermost phase."""
+
+  def test_nested_phases_are_exclusive_and_add_up(self):
+    clock = study.PhaseClock()
+    inner = clock.wrap("inner", lambda: None)
+
+    def outer_fn():
+      inner()
+      inner()
+    outer = clock.wrap("outer", outer_fn)
+    # perf_counter at: enter outer 10, enter inner 13, leave 14, enter 20, leave 22, leave 30.
+    with mock.patch.object(study.time, "perf_counter", side_effect=[10, 13, 14, 20, 22, 30]):
+      outer()
+    self.assertEqual(dict(clock.seconds), {"outer": 3 + 6 + 8, "inner": 1 + 2})
+    self.assertEqual(dict(clock.calls), {"outer": 1, "inner": 2})
+
+  def test_calls_from_other_threads_are_not_counted(self):
+    clock = study.PhaseClock()
+    wrapped = clock.wrap("x", lambda: 7)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(wrapped()))
+    thread.start()
+    thread.join()
+    self.assertEqual((results, dict(clock.seconds)), ([7], {}))
+
+
 class TinyRunTest(tf.test.TestCase):
   """Every figure end to end on a tiny SavedModel backbone at 32 px."""
 
@@ -140,7 +170,7 @@ class TinyRunTest(tf.test.TestCase):
         precision_model=hub, preprocess_photos_dir=photos)
     result = run.run_benchmarks(profile, workdir=os.path.join(tmp, "work"),
                                 progress=lambda line: None)
-    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a", "9a", "9b", "9c", "9d"]
+    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a", "9a", "9b", "9c", "9d", "10"]
     curve_keys = ["7a", "7b", "7c", "7d"]
     self.assertEqual([f.key for f in result.figures], figure_keys)
     self.assertEqual([c.key for c in result.curves], curve_keys)

@@ -178,11 +178,13 @@ class CliTest(tf.test.TestCase):
       else:
         self.assertEqual(done.returncode, 0, f"{path}: {done.stderr[-2000:]}")
         lines = done.stdout.splitlines()
-        self.assertRegex(lines[-1], r"^plan: (\d+) cells, 0 already done, \1 to run$", path)
-        self.assertGreater(len(lines), 1, path)
-        self.assertTrue(all(line.startswith("to run  ") for line in lines[:-1]), path)
+        self.assertRegex(lines[-2], r"^plan: (\d+) cells, 0 already done, \1 to run$", path)
+        self.assertRegex(lines[-1], r"^estimate: (about [\d.,]+ (s|min|h|days|years) on this "
+                                    r"host|none \(1 cell\(s\) to run)", path)  # Digits: none.
+        self.assertGreater(len(lines), 2, path)
+        self.assertTrue(all(line.startswith("to run  ") for line in lines[:-2]), path)
         if os.path.basename(path) in ("paper_low_data.cfg", "paper_convergence.cfg"):
-          self._check_study_plan(os.path.basename(path), lines[:-1])
+          self._check_study_plan(os.path.basename(path), lines[:-2])
 
   def _check_study_plan(self, name, lines):
     """Figure 9's grid: 11 datasets, 3 regimes, K = 1, 2, 4, ... up to each dataset's maximum
@@ -218,10 +220,11 @@ class CliTest(tf.test.TestCase):
         {**key._asdict(), "status": "ok", "metric": "top1", "val_metric": 0.5,
          "test_metric": 0.5})
     done = run_cli(*cell, "--mode=plan")
-    self.assertEqual(done.stdout.splitlines(), [
+    self.assertEqual(done.stdout.splitlines()[:-1], [
         f"to run  resnet_50 / dtd / logreg / seed 0 / protocol {key.protocol}",
         f"done    resnet_50 / dtd / logreg / seed 1 / protocol {key.protocol}",
         "plan: 2 cells, 1 already done, 1 to run"])
+    self.assertIn("for 1 cell(s) to run", done.stdout.splitlines()[-1])  # The one to run.
     self.assertLen(stores.read_workdir(workdir).records(), 1)  # Nothing ran.
 
   def test_bad_values_are_one_line_before_the_first_cell_and_leave_no_row(self):

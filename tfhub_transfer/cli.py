@@ -520,6 +520,8 @@ def _plan(cells) -> int:
     done += ok
     print(f"{'done' if ok else 'to run':6}  {sweep.plan_line(config)}")
   print(f"plan: {len(cells)} cells, {done} already done, {len(cells) - done} to run")
+  from tfhub_transfer import estimate  # pylint: disable=g-import-not-at-top
+  print(estimate.plan_line([c for c in cells if stored is None or not stored.has_ok(*c.cell)]))
   return 0
 
 

@@ -203,6 +203,24 @@ class _CheckResumeStep(keras.callbacks.Callback):
                       self.first_step)
 
 
+class _BackupAndRestore(keras.callbacks.BackupAndRestore):
+  """Keras's `BackupAndRestore`, without the backup after the last epoch: its
+  `on_train_end` deletes the backups at once, so that one could only serve a run killed in
+  between, which now repeats its last epoch instead (the input is positioned from the
+  backup, so it sees the same batches). A budget of up to 200 steps is one epoch: no backup
+  is written at all."""
+
+  def __init__(self, backup_dir: str, *, epochs: int):
+    super().__init__(backup_dir)
+    self.epochs = epochs
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch + 1 < self.epochs:
+      super().on_epoch_end(epoch, logs)
+    else:
+      self._current_epoch, self._last_batch_seen = epoch + 1, 0
+
+
 TrainData = Union[tf.data.Dataset, Callable[[int], tf.data.Dataset]]
 
 
@@ -226,7 +244,7 @@ def train(model, train_data: TrainData, setup: TrainSetup, *, backup_dir: str,
     TrainingDiverged: the loss became NaN or infinite.
   """
   chunk = _steps_per_fit_epoch(setup.train_steps)
-  callbacks = [keras.callbacks.BackupAndRestore(backup_dir)]
+  callbacks = [_BackupAndRestore(backup_dir, epochs=setup.train_steps // chunk)]
   if callable(train_data):
     first_step = backed_up_epoch(backup_dir) * chunk
     train_data = train_data(first_step)
