@@ -1,9 +1,11 @@
 """`--mode=score` end to end on digits: the stored row, the feature cache shared with logreg
-(no backbone built on a hit), the CLI, and real ImageNet weights against random ones."""
+(no backbone built on a hit), and the CLI. Real ImageNet weights against random ones, on
+real photos: tests/test_real_data.py."""
 
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -16,15 +18,6 @@ from tfhub_transfer import scoring
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import store as results
-
-# The real Keras MobileNet v1 (alpha 0.25) ImageNet no-top weights, never in the repository:
-# in ../shared/weights/ next to the checkout, or the shared folder of a worktree under /work.
-_WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
-IMAGENET_WEIGHTS = next(
-    (p for p in (os.path.join(os.path.dirname(fakes.REPO_ROOT), "shared", "weights",
-                              _WEIGHTS_FILE),
-                 os.path.join("/work/shared/weights", _WEIGHTS_FILE)) if os.path.exists(p)),
-    _WEIGHTS_FILE)
 
 
 def _tiny_config(tmp, **overrides):
@@ -64,12 +57,9 @@ class ScoreCellTest(tf.test.TestCase):
     self.assertEqual(transferability.score_features(trainval).values, record["scores"])
 
     # Scoring again builds no backbone: every entry is a cache hit; the scores are the same.
-    real_build = runners.CellContext.build_model
-    runners.CellContext.build_model = lambda *a, **k: self.fail("backbone built on a hit")
-    try:
+    with mock.patch.object(runners.CellContext, "build_model",
+                           side_effect=AssertionError("backbone built on a hit")):
       again = scoring.score_cell(config).record
-    finally:
-      runners.CellContext.build_model = real_build
     self.assertTrue(all(c["hit"] for c in again["feature_cache"].values()))
     self.assertEqual(again["scores"], record["scores"])
 
@@ -112,22 +102,6 @@ class ScoreCliTest(tf.test.TestCase):
                              timeout=300, check=False)
     self.assertEqual(refused.returncode, 2)
     self.assertIn("--mode=score scores frozen features", refused.stderr)
-
-
-class RealWeightsTest(tf.test.TestCase):
-
-  def test_every_score_prefers_imagenet_weights_to_random_ones(self):
-    if not os.path.exists(IMAGENET_WEIGHTS):
-      self.skipTest(f"{IMAGENET_WEIGHTS} is absent (the real MobileNet v1 0.25 weights).")
-    tmp = self.get_temp_dir()
-    base = dict(model="keras:MobileNet", model_kwargs={"alpha": 0.25}, image_size=64,
-                max_examples=400, dataset="digits", regime="logreg",
-                workdir=os.path.join(tmp, "work"), data_dir=os.path.join(tmp, "data"))
-    scores = {w: scoring.score_cell(ExperimentConfig(weights=w, **base)).record["scores"]
-              for w in (IMAGENET_WEIGHTS, "random")}
-    for name in transferability.ESTIMATORS:
-      self.assertGreater(scores[IMAGENET_WEIGHTS][name], scores["random"][name],
-                         (name, scores))
 
 
 if __name__ == "__main__":
