@@ -311,30 +311,39 @@ class RunOutputTest(tf.test.TestCase):
     self.assertEmpty(stored.trials())
 
   def _signal_mid_training(self, signum, *, expect_code):
-    """Runs a long trial, sends `signum` once it trains; the output after it."""
+    """Runs a long trial, sends `signum` once it trains; its stderr after the signal.
+
+    stdout goes to a file of its own: a pipe's buffered stdout (TFDS prints "Dataset digits
+    downloaded and prepared" there) is flushed at exit, so in a merged stream it can land
+    after the tool's last stderr line.
+    """
     tmp = self.get_temp_dir()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tfhub_transfer.cli",
-         *self._args(tmp, train_steps=100000, learning_rates="0.1")],
-        cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+    stdout_path = os.path.join(self.create_tempdir().full_path, "stdout")
+    with open(stdout_path, "w") as stdout:
+      process = subprocess.Popen(
+          [sys.executable, "-m", "tfhub_transfer.cli",
+           *self._args(tmp, train_steps=100000, learning_rates="0.1")],
+          cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=stdout,
+          stderr=subprocess.PIPE, text=True)
     try:
       seen = []
-      for line in process.stdout:  # Until the trial's training starts.
+      for line in process.stderr:  # Until the trial's training starts.
         seen.append(line)
         if "training 100000 steps." in line:
           break
       self.assertTrue(seen and "training 100000 steps." in seen[-1], "".join(seen)[-3000:])
       time.sleep(2)
       process.send_signal(signum)
-      rest, _ = process.communicate(timeout=120)
+      _, rest = process.communicate(timeout=120)
     finally:
       if process.poll() is None:
         process.kill()
+    with open(stdout_path) as f:
+      out = f.read()
     self.assertEqual(process.returncode, expect_code, rest[-3000:])
-    self.assertNotIn("Traceback", rest)
-    self.assertNotIn("KeyboardInterrupt", rest)
-    self.assertNotIn("Terminated", rest)
+    for text in ("Traceback", "KeyboardInterrupt", "Terminated"):
+      self.assertNotIn(text, rest)
+      self.assertNotIn(text, out)
     return rest
 
 

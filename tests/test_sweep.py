@@ -3,6 +3,7 @@ results store; then through the real CLI: killed with SIGKILL and rerun, a faili
 
 import collections
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -253,10 +254,19 @@ class SweepCliTest(tf.test.TestCase):
 
 
 def _readme_slurm_script():
-  """The README's job-array script: the shell block after the comment naming this test."""
-  with open(os.path.join(fakes.REPO_ROOT, "README.md")) as f:
-    readme = f.read()
-  after = readme[readme.index("tests/test_sweep.py (SlurmArrayTest)"):]
+  """The README's job-array script: the shell block after the comment naming this test, in
+  README.md or a page of docs/ (BUILD declares both as the test's data)."""
+  marker = "tests/test_sweep.py (SlurmArrayTest)"
+  pages = [os.path.join(fakes.REPO_ROOT, "README.md")]
+  pages += sorted(glob.glob(os.path.join(fakes.REPO_ROOT, "docs", "*.md")))
+  texts = []
+  for page in pages:
+    with open(page) as f:
+      texts.append(f.read())
+  readme = next((text for text in texts if marker in text), None)
+  if readme is None:
+    raise AssertionError(f"no page of {pages} names {marker!r} above the job-array script")
+  after = readme[readme.index(marker):]
   return re.search(r"```sh\n(.*?)```", after, re.S).group(1)
 
 
