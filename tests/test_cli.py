@@ -38,15 +38,25 @@ def run_in_process(*args):
   Returns:
     (exit code, the lines printed to stderr).
   """
-  stderr = io.StringIO()
+  code, _, errors = run_in_process_with_stdout(*args)
+  return code, errors
+
+
+def run_in_process_with_stdout(*args):
+  """`run_in_process`, also returning what was printed to stdout.
+
+  Returns:
+    (exit code, stdout text, the lines printed to stderr).
+  """
+  stdout, stderr = io.StringIO(), io.StringIO()
   with flagsaver.flagsaver(), contextlib.redirect_stderr(stderr), \
-      contextlib.redirect_stdout(io.StringIO()):
+      contextlib.redirect_stdout(stdout):
     try:
       argv = cli._parse_flags(["tfhub_transfer", *args])  # pylint: disable=protected-access
       code = cli.main(argv)
     except SystemExit as e:
       code = e.code
-  return code, stderr.getvalue().splitlines()
+  return code, stdout.getvalue(), stderr.getvalue().splitlines()
 
 
 def env_without_tensorflow(tmp):
@@ -151,14 +161,15 @@ class CliTest(tf.test.TestCase):
     with open(bad, "w") as f:
       f.write("--regime=logreg\n--model=resnet_50,mobilenet_v2\n--dataset=dtd,imagenet\n")
     for path in shipped + [bad]:
-      done = run_cli(f"--flagfile={path}", "--mode=plan",
-                     "--workdir=" + os.path.join(self.get_temp_dir(), "none"))
+      code, out, errors = run_in_process_with_stdout(
+          f"--flagfile={path}", "--mode=plan",
+          "--workdir=" + os.path.join(self.get_temp_dir(), "none"))
       if path == bad:
-        self.assertEqual(done.returncode, 2)
-        self.assertIn("Unknown --dataset='imagenet'", done.stderr)
+        self.assertEqual(code, 2)
+        self.assertIn("Unknown --dataset='imagenet'", "\n".join(errors))
       else:
-        self.assertEqual(done.returncode, 0, f"{path}: {done.stderr[-2000:]}")
-        lines = done.stdout.splitlines()
+        self.assertEqual(code, 0, f"{path}: {errors[-20:]}")
+        lines = out.splitlines()
         self.assertRegex(lines[-1], r"^plan: (\d+) cells, 0 already done, \1 to run$", path)
         self.assertGreater(len(lines), 1, path)
         self.assertTrue(all(line.startswith("to run  ") for line in lines[:-1]), path)
@@ -167,15 +178,16 @@ class CliTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     cell = ["--model=resnet_50", "--dataset=dtd", "--regime=logreg", "--seeds=0,1",
             "--workdir=" + workdir]
-    first = run_cli(*cell, "--mode=plan")
-    self.assertEqual(first.returncode, 0, first.stderr[-2000:])
+    code, first, errors = run_in_process_with_stdout(*cell, "--mode=plan")
+    self.assertEqual(code, 0, errors)
     key = ExperimentConfig(model="resnet_50", dataset="dtd", regime="logreg", seed=1).cell
-    self.assertIn(f"protocol {key.protocol}", first.stdout)
+    self.assertIn(f"protocol {key.protocol}", first)
     results.ResultsStore.for_workdir(workdir, host="a").put(
         {**key._asdict(), "status": "ok", "metric": "top1", "val_metric": 0.5,
          "test_metric": 0.5})
-    done = run_cli(*cell, "--mode=plan")
-    self.assertEqual(done.stdout.splitlines(), [
+    code, out, errors = run_in_process_with_stdout(*cell, "--mode=plan")
+    self.assertEqual((code, errors), (0, []))
+    self.assertEqual(out.splitlines(), [
         f"to run  resnet_50 / dtd / logreg / seed 0 / protocol {key.protocol}",
         f"done    resnet_50 / dtd / logreg / seed 1 / protocol {key.protocol}",
         "plan: 2 cells, 1 already done, 1 to run"])
