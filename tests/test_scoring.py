@@ -3,14 +3,13 @@
 real photos: tests/test_real_data.py."""
 
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 
 from tests import fakes
+from tests import test_cli
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
@@ -85,23 +84,20 @@ class ScoreCellTest(tf.test.TestCase):
 
 
 class ScoreCliTest(tf.test.TestCase):
+  """--mode=score through the parse step and cli.main, in this process."""
 
   def test_score_mode_prints_name_value(self):
     tmp = self.get_temp_dir()
     hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=4)
-    args = [sys.executable, "-m", "tfhub_transfer.cli", "--mode=score", f"--model=hub:{hub}",
-            "--dataset=digits", "--image_size=16", "--max_examples=30",
-            f"--data_dir={tmp}/data", f"--workdir={tmp}/work"]
-    done = subprocess.run(args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-    self.assertRegex(done.stdout, r"/ digits \(seed 0\): logme=-?[0-9.]+ hscore=-?[0-9.]+ "
-                                  r"knn=[0-9.]+ \(60 x 4 trainval features")
-    refused = subprocess.run(args + ["--regime=finetune"], cwd=fakes.REPO_ROOT,
-                             env=fakes.subprocess_env(), capture_output=True, text=True,
-                             timeout=300, check=False)
-    self.assertEqual(refused.returncode, 2)
-    self.assertIn("--mode=score scores frozen features", refused.stderr)
+    args = ["--mode=score", f"--model=hub:{hub}", "--dataset=digits", "--image_size=16",
+            "--max_examples=30", f"--data_dir={tmp}/data", f"--workdir={tmp}/work"]
+    code, out, errors = test_cli.run_in_process_with_stdout(*args)
+    self.assertEqual(code, 0, errors[-30:])
+    self.assertRegex(out, r"/ digits \(seed 0\): logme=-?[0-9.]+ hscore=-?[0-9.]+ "
+                          r"knn=[0-9.]+ \(60 x 4 trainval features")
+    code, errors = test_cli.run_in_process(*args, "--regime=finetune")
+    self.assertEqual(code, 2)
+    self.assertIn("--mode=score scores frozen features", "\n".join(errors))
 
 
 if __name__ == "__main__":
