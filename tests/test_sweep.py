@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tests import fakes
+from tests import test_cli
 from tfhub_transfer import experiment
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
@@ -231,11 +232,11 @@ class SweepCliTest(tf.test.TestCase):
     args = [a.replace("--dataset=digits", "--dataset=stanford_cars,digits")
             .replace("--seeds=0,1,2", "--seeds=0") for a in self.args]
     args += ["--manual_dir=" + manual]
-    done = subprocess.run(args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(done.returncode, 1)
-    self.assertIn("sweep: 1 cells run, 0 already done, 1 failed", done.stdout)
-    self.assertIn("FAILED", done.stderr)
+    # In this process: the exit code is cli.main's; no signal or process is involved.
+    code, out, errors = test_cli.run_in_process_with_stdout(*args[3:])
+    self.assertEqual(code, 1, errors[-30:])
+    self.assertIn("sweep: 1 cells run, 0 already done, 1 failed", out)
+    self.assertTrue(any(line.startswith("FAILED ") for line in errors), errors[-30:])
     by_dataset = {r.dataset_label: r for r in self._store().records()}
     self.assertEqual(by_dataset["digits"]["status"], "ok")
     failed = by_dataset["stanford_cars"]
