@@ -4,6 +4,7 @@ import contextlib
 import glob
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from tfhub_transfer import cli
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import store as results
 from tfhub_transfer.results import merged as stores
+
+# absl's log prefix: severity, MMDD, time, thread id, file:line].
+_ABSL_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^ ]+:\d+\] ")
 
 # Modules a TF-free command must not need: each is made to fail on import.
 _HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_hub", "keras_tuner")
@@ -45,6 +49,10 @@ def run_in_process(*args):
 def run_in_process_with_stdout(*args):
   """`run_in_process`, also returning what was printed to stdout.
 
+  absl log records (`I1205 10:29:22.469274 ... cli.py:460] ...`) are left out of the stderr
+  lines: under `tf.test.main()` (Bazel) absl's handler writes them to sys.stderr, under
+  pytest it does not; the tool's own lines are printed, never logged.
+
   Returns:
     (exit code, stdout text, the lines printed to stderr).
   """
@@ -56,7 +64,8 @@ def run_in_process_with_stdout(*args):
       code = cli.main(argv)
     except SystemExit as e:
       code = e.code
-  return code, stdout.getvalue(), stderr.getvalue().splitlines()
+  printed = [line for line in stderr.getvalue().splitlines() if not _ABSL_LOG_LINE.match(line)]
+  return code, stdout.getvalue(), printed
 
 
 def env_without_tensorflow(tmp):
