@@ -24,7 +24,7 @@ def _tiny_config(tmp, **overrides):
   if not os.path.exists(hub):
     fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=3)  # 72 features.
   fields = dict(model="hub:" + hub, dataset="digits", regime="logreg", image_size=16,
-                workdir=os.path.join(tmp, "work"), data_dir=os.path.join(tmp, "data"),
+                workdir=os.path.join(tmp, "work"), data_dir=fakes.digits_data_dir(),
                 max_examples=60, batch_size=32, l2_grid_size=4)
   fields.update(overrides)
   return ExperimentConfig(**fields)
@@ -90,7 +90,8 @@ class ScoreCliTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=4)
     args = ["--mode=score", f"--model=hub:{hub}", "--dataset=digits", "--image_size=16",
-            "--max_examples=30", f"--data_dir={tmp}/data", f"--workdir={tmp}/work"]
+            "--max_examples=30", f"--data_dir={fakes.digits_data_dir()}",
+            f"--workdir={tmp}/work"]
     code, out, errors = test_cli.run_in_process_with_stdout(*args)
     self.assertEqual(code, 0, errors[-30:])
     self.assertRegex(out, r"/ digits \(seed 0\): logme=-?[0-9.]+ hscore=-?[0-9.]+ "
