@@ -1,27 +1,23 @@
-"""The command line as a user runs it: a subprocess per invocation."""
+"""The command line as a user runs it: a subprocess where a process is the point (exit codes
+of TF-free commands, signals, a piped run), the parse step and cli.main in this process
+(tests/cli_runner.py) for flag checks and plans."""
 
-import contextlib
 import glob
-import io
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 
-from absl.testing import flagsaver
 import tensorflow as tf
 
+from tests import cli_runner
 from tests import fakes
 from tfhub_transfer import backbones
 from tfhub_transfer import cli
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import store as results
 from tfhub_transfer.results import merged as stores
-
-# absl's log prefix: severity, MMDD, time, thread id, file:line].
-_ABSL_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^ ]+:\d+\] ")
 
 # Modules a TF-free command must not need: each is made to fail on import.
 _HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_hub", "keras_tuner")
@@ -31,41 +27,6 @@ def run_cli(*args, timeout=300, env=None):
   return subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", *args],
                         cwd=fakes.REPO_ROOT, env=env or fakes.subprocess_env(),
                         capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def run_in_process(*args):
-  """The CLI in this process, up to the first cell: parses `args` and runs `cli.main`.
-
-  For checks that refuse a value before any cell runs (a cell that did run would store its
-  row, which the caller can look for). Flags are restored afterwards.
-
-  Returns:
-    (exit code, the lines printed to stderr).
-  """
-  code, _, errors = run_in_process_with_stdout(*args)
-  return code, errors
-
-
-def run_in_process_with_stdout(*args):
-  """`run_in_process`, also returning what was printed to stdout.
-
-  absl log records (`I1205 10:29:22.469274 ... cli.py:460] ...`) are left out of the stderr
-  lines: under `tf.test.main()` (Bazel) absl's handler writes them to sys.stderr, under
-  pytest it does not; the tool's own lines are printed, never logged.
-
-  Returns:
-    (exit code, stdout text, the lines printed to stderr).
-  """
-  stdout, stderr = io.StringIO(), io.StringIO()
-  with flagsaver.flagsaver(), contextlib.redirect_stderr(stderr), \
-      contextlib.redirect_stdout(stdout):
-    try:
-      argv = cli._parse_flags(["tfhub_transfer", *args])  # pylint: disable=protected-access
-      code = cli.main(argv)
-    except SystemExit as e:
-      code = e.code
-  printed = [line for line in stderr.getvalue().splitlines() if not _ABSL_LOG_LINE.match(line)]
-  return code, stdout.getvalue(), printed
 
 
 def env_without_tensorflow(tmp):
@@ -110,8 +71,9 @@ class CliTest(tf.test.TestCase):
                                          "an integer in [1, 2,147,483,647], or 0 (all)"),
         ("--train_steps", "20,x", "flag --train_steps=['20', 'x']: 'x' is not an integer in "
                                   "[1, 2,147,483,647], or 0 (a quick default)")):
-      code, lines = run_in_process("--model=resnet_50", "--dataset=dtd", "--regime=finetune",
-                                   f"{flag}={value}", "--workdir=" + self.get_temp_dir())
+      code, lines = cli_runner.run_in_process(
+          "--model=resnet_50", "--dataset=dtd", "--regime=finetune", f"{flag}={value}",
+          "--workdir=" + self.get_temp_dir())
       self.assertEqual(code, 2, lines)
       self.assertLen(lines, 1)
       self.assertIn(message, lines[0])
@@ -170,7 +132,7 @@ class CliTest(tf.test.TestCase):
     with open(bad, "w") as f:
       f.write("--regime=logreg\n--model=resnet_50,mobilenet_v2\n--dataset=dtd,imagenet\n")
     for path in shipped + [bad]:
-      code, out, errors = run_in_process_with_stdout(
+      code, out, errors = cli_runner.run_in_process_with_stdout(
           f"--flagfile={path}", "--mode=plan",
           "--workdir=" + os.path.join(self.get_temp_dir(), "none"))
       if path == bad:
@@ -187,14 +149,14 @@ class CliTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     cell = ["--model=resnet_50", "--dataset=dtd", "--regime=logreg", "--seeds=0,1",
             "--workdir=" + workdir]
-    code, first, errors = run_in_process_with_stdout(*cell, "--mode=plan")
+    code, first, errors = cli_runner.run_in_process_with_stdout(*cell, "--mode=plan")
     self.assertEqual(code, 0, errors)
     key = ExperimentConfig(model="resnet_50", dataset="dtd", regime="logreg", seed=1).cell
     self.assertIn(f"protocol {key.protocol}", first)
     results.ResultsStore.for_workdir(workdir, host="a").put(
         {**key._asdict(), "status": "ok", "metric": "top1", "val_metric": 0.5,
          "test_metric": 0.5})
-    code, out, errors = run_in_process_with_stdout(*cell, "--mode=plan")
+    code, out, errors = cli_runner.run_in_process_with_stdout(*cell, "--mode=plan")
     self.assertEqual((code, errors), (0, []))
     self.assertEqual(out.splitlines(), [
         f"to run  resnet_50 / dtd / logreg / seed 0 / protocol {key.protocol}",
@@ -215,7 +177,8 @@ class CliTest(tf.test.TestCase):
     # A cell that, if a bad value got through, would run here (and fail) and store a row.
     cell = ["--model=mobilenet_v1", "--dataset=digits", "--regime=finetune",
             f"--data_dir={tmp.full_path}/tfds", "--weights=random", "--workdir=" + workdir]
-    self.assertEqual(run_in_process(*cell, "--mode=plan"), (0, []))  # The cell itself is fine.
+    # The cell itself is fine.
+    self.assertEqual(cli_runner.run_in_process(*cell, "--mode=plan"), (0, []))
     expected = "an integer in [{}], or 0 ({})".format
     for bad, says in (
         ("--image_size=-1", expected("16, 2,048", "the model's own")),
@@ -254,7 +217,7 @@ class CliTest(tf.test.TestCase):
         ("--manual_dir=/no/such/dir", "no such directory"),
         ("--parallel_trials=-2", "-2 is not a non-negative integer"),
         ("--gpus_per_trial=0", "0 is not a positive integer")):
-      code, lines = run_in_process(*cell, bad)
+      code, lines = cli_runner.run_in_process(*cell, bad)
       self.assertEqual(code, 2, f"{bad}: {lines}")
       self.assertLen(lines, 1, bad)  # One line, naming the flag; no usage text.
       self.assertStartsWith(lines[0], "tfhub_transfer: ")

@@ -8,8 +8,8 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
+from tests import cli_runner
 from tests import fakes
-from tests import test_cli
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
@@ -92,11 +92,11 @@ class ScoreCliTest(tf.test.TestCase):
     args = ["--mode=score", f"--model=hub:{hub}", "--dataset=digits", "--image_size=16",
             "--max_examples=30", f"--data_dir={fakes.digits_data_dir()}",
             f"--workdir={tmp}/work"]
-    code, out, errors = test_cli.run_in_process_with_stdout(*args)
+    code, out, errors = cli_runner.run_in_process_with_stdout(*args)
     self.assertEqual(code, 0, errors[-30:])
     self.assertRegex(out, r"/ digits \(seed 0\): logme=-?[0-9.]+ hscore=-?[0-9.]+ "
                           r"knn=[0-9.]+ \(60 x 4 trainval features")
-    code, errors = test_cli.run_in_process(*args, "--regime=finetune")
+    code, errors = cli_runner.run_in_process(*args, "--regime=finetune")
     self.assertEqual(code, 2)
     self.assertIn("--mode=score scores frozen features", "\n".join(errors))
 

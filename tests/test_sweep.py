@@ -16,8 +16,8 @@ import time
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tests import cli_runner
 from tests import fakes
-from tests import test_cli
 from tfhub_transfer import experiment
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
@@ -233,7 +233,7 @@ class SweepCliTest(tf.test.TestCase):
             .replace("--seeds=0,1,2", "--seeds=0") for a in self.args]
     args += ["--manual_dir=" + manual]
     # In this process: the exit code is cli.main's; no signal or process is involved.
-    code, out, errors = test_cli.run_in_process_with_stdout(*args[3:])
+    code, out, errors = cli_runner.run_in_process_with_stdout(*args[3:])
     self.assertEqual(code, 1, errors[-30:])
     self.assertIn("sweep: 1 cells run, 0 already done, 1 failed", out)
     self.assertTrue(any(line.startswith("FAILED ") for line in errors), errors[-30:])
