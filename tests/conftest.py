@@ -12,6 +12,13 @@ Bazel needs none of this: it runs each test with HOME set to the test's TEST_TMP
 TFDS's default data_dir (~/tensorflow_datasets) is deliberately not redirected: a test that
 builds a dataset passes a data_dir of its own, and CI, which runs pytest with HOME set to an
 empty directory, fails when anything appears there.
+
+Two more pieces of glue:
+  * `tf.test.TestCase` has a `test_session` method (a TF1 session helper, not a test); pytest
+    collects it in every such class and reports it as skipped. It is deselected here.
+  * The tests marked `shared_data.uses_shared` (real weights and photos in ../shared) are
+    counted, and the terminal summary ends with one line saying how many passed, skipped and
+    failed (`.ci/run` shows it), so a run that skipped them says so.
 """
 
 import os
@@ -19,6 +26,9 @@ import shutil
 import tempfile
 
 from absl import flags
+import pytest
+
+from tests import shared_data
 
 # Environment variable -> the subdirectory of the session's directory it names.
 LIBRARY_HOMES = {
@@ -33,6 +43,8 @@ LIBRARY_HOMES = {
 }
 
 _session = {}
+_SHARED_PROPERTY = "uses_shared_data"
+_shared_outcomes = {"passed": 0, "skipped": 0, "failed": 0}
 
 
 def pytest_configure(config):
@@ -55,3 +67,31 @@ def pytest_unconfigure(config):
     else:
       os.environ[name] = value
   shutil.rmtree(_session.pop("root"), ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Deselects tf.test.TestCase's `test_session` helper; tags tests on ../shared."""
+  ghosts = [item for item in items if item.name == "test_session"]
+  if ghosts:
+    config.hook.pytest_deselected(items=ghosts)
+    items[:] = [item for item in items if item.name != "test_session"]
+  for item in items:
+    if any(getattr(owner, shared_data.MARK, False)
+           for owner in (getattr(item, "cls", None), getattr(item, "obj", None))):
+      # user_properties travel with each report, also from pytest-xdist's workers.
+      item.user_properties.append((_SHARED_PROPERTY, True))
+
+
+def pytest_runtest_logreport(report):
+  if (_SHARED_PROPERTY, True) not in report.user_properties:
+    return
+  # One outcome per test: the call's, or the setup's when setup did not pass (a skip or an
+  # error in setUpClass).
+  if report.when == "call" or (report.when == "setup" and not report.passed):
+    _shared_outcomes[report.outcome] += 1
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+  counts = ", ".join(f"{n} {outcome}" for outcome, n in _shared_outcomes.items())
+  terminalreporter.write_line(f"tests on the real weights and photos (../shared): {counts}")

@@ -13,6 +13,7 @@ from absl.testing import parameterized
 from sklearn.datasets import load_sample_images
 
 from tests import fakes
+from tests import shared_data
 from tfhub_transfer import backbones
 
 # Adding a backbone to the registry without adding it here fails test_registry_is_complete.
@@ -65,10 +66,6 @@ PUBLISHED_FEATURE_DIM = {
     "nasnet_mobile": 1056,
     "nasnet_large": 4032,
 }
-
-SHARED_WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "weights",
-                              "mobilenet_2_5_224_tf_no_top.h5")
-
 
 class RegistryTest(parameterized.TestCase):
 
@@ -207,12 +204,12 @@ class BuildTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "does not fit --model=keras:MobileNet"):
       backbones.build_backbone(spec, weights=path)
 
+  @shared_data.uses_shared
   def test_real_imagenet_weights_give_meaningful_features(self):
-    if not os.path.exists(SHARED_WEIGHTS):
-      self.skipTest(f"{SHARED_WEIGHTS} is not on this machine.")
+    weights = shared_data.path(shared_data.MOBILENET_WEIGHTS)
     spec = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.25},
                                        image_size=96)
-    model = backbones.build_backbone(spec, weights=SHARED_WEIGHTS)
+    model = backbones.build_backbone(spec, weights=weights)
     # scikit-learn's two bundled photographs (a temple, a flower), and a mirror image.
     photos = tf.image.resize(np.stack(load_sample_images().images).astype("float32"),
                              (96, 96))

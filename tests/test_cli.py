@@ -1,8 +1,8 @@
-"""The command line as a user runs it: a subprocess per invocation."""
+"""The command line as a user runs it: a subprocess where a process is the point (exit codes
+of TF-free commands, signals, a piped run), the parse step and cli.main in this process
+(tests/cli_runner.py) for flag checks and plans."""
 
-import contextlib
 import glob
-import io
 import os
 import re
 import signal
@@ -11,9 +11,9 @@ import sys
 import time
 
 from absl import flags
-from absl.testing import flagsaver
 import tensorflow as tf
 
+from tests import cli_runner
 from tests import fakes
 from tfhub_transfer import backbones
 from tfhub_transfer import cli
@@ -29,26 +29,6 @@ def run_cli(*args, timeout=300, env=None):
   return subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", *args],
                         cwd=fakes.REPO_ROOT, env=env or fakes.subprocess_env(),
                         capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def run_in_process(*args):
-  """The CLI in this process, up to the first cell: parses `args` and runs `cli.main`.
-
-  For checks that refuse a value before any cell runs (a cell that did run would store its
-  row, which the caller can look for). Flags are restored afterwards.
-
-  Returns:
-    (exit code, the lines printed to stderr).
-  """
-  stderr = io.StringIO()
-  with flagsaver.flagsaver(), contextlib.redirect_stderr(stderr), \
-      contextlib.redirect_stdout(io.StringIO()):
-    try:
-      argv = cli._parse_flags(["tfhub_transfer", *args])  # pylint: disable=protected-access
-      code = cli.main(argv)
-    except SystemExit as e:
-      code = e.code
-  return code, stderr.getvalue().splitlines()
 
 
 def env_without_tensorflow(tmp):
@@ -93,8 +73,9 @@ class CliTest(tf.test.TestCase):
                                          "an integer in [1, 2,147,483,647], or 0 (all)"),
         ("--train_steps", "20,x", "flag --train_steps=['20', 'x']: 'x' is not an integer in "
                                   "[1, 2,147,483,647], or 0 (a quick default)")):
-      code, lines = run_in_process("--model=resnet_50", "--dataset=dtd", "--regime=finetune",
-                                   f"{flag}={value}", "--workdir=" + self.get_temp_dir())
+      code, lines = cli_runner.run_in_process(
+          "--model=resnet_50", "--dataset=dtd", "--regime=finetune", f"{flag}={value}",
+          "--workdir=" + self.get_temp_dir())
       self.assertEqual(code, 2, lines)
       self.assertLen(lines, 1)
       self.assertIn(message, lines[0])
@@ -170,14 +151,15 @@ class CliTest(tf.test.TestCase):
     with open(bad, "w") as f:
       f.write("--regime=logreg\n--model=resnet_50,mobilenet_v2\n--dataset=dtd,imagenet\n")
     for path in shipped + [bad]:
-      done = run_cli(f"--flagfile={path}", "--mode=plan",
-                     "--workdir=" + os.path.join(self.get_temp_dir(), "none"))
+      code, out, errors = cli_runner.run_in_process_with_stdout(
+          f"--flagfile={path}", "--mode=plan",
+          "--workdir=" + os.path.join(self.get_temp_dir(), "none"))
       if path == bad:
-        self.assertEqual(done.returncode, 2)
-        self.assertIn("Unknown --dataset='imagenet'", done.stderr)
+        self.assertEqual(code, 2)
+        self.assertIn("Unknown --dataset='imagenet'", "\n".join(errors))
       else:
-        self.assertEqual(done.returncode, 0, f"{path}: {done.stderr[-2000:]}")
-        lines = done.stdout.splitlines()
+        self.assertEqual(code, 0, f"{path}: {errors[-20:]}")
+        lines = out.splitlines()
         self.assertRegex(lines[-2], r"^plan: (\d+) cells, 0 already done, \1 to run$", path)
         self.assertRegex(lines[-1], r"^estimate: (about [\d.,]+ (s|min|h|days|years) on this "
                                     r"host|none \(1 cell\(s\) to run)", path)  # Digits: none.
@@ -212,19 +194,20 @@ class CliTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     cell = ["--model=resnet_50", "--dataset=dtd", "--regime=logreg", "--seeds=0,1",
             "--workdir=" + workdir]
-    first = run_cli(*cell, "--mode=plan")
-    self.assertEqual(first.returncode, 0, first.stderr[-2000:])
+    code, first, errors = cli_runner.run_in_process_with_stdout(*cell, "--mode=plan")
+    self.assertEqual(code, 0, errors)
     key = ExperimentConfig(model="resnet_50", dataset="dtd", regime="logreg", seed=1).cell
-    self.assertIn(f"protocol {key.protocol}", first.stdout)
+    self.assertIn(f"protocol {key.protocol}", first)
     results.ResultsStore.for_workdir(workdir, host="a").put(
         {**key._asdict(), "status": "ok", "metric": "top1", "val_metric": 0.5,
          "test_metric": 0.5})
-    done = run_cli(*cell, "--mode=plan")
-    self.assertEqual(done.stdout.splitlines()[:-1], [
+    code, out, errors = cli_runner.run_in_process_with_stdout(*cell, "--mode=plan")
+    self.assertEqual((code, errors), (0, []))
+    self.assertEqual(out.splitlines()[:-1], [
         f"to run  resnet_50 / dtd / logreg / seed 0 / protocol {key.protocol}",
         f"done    resnet_50 / dtd / logreg / seed 1 / protocol {key.protocol}",
         "plan: 2 cells, 1 already done, 1 to run"])
-    self.assertIn("for 1 cell(s) to run", done.stdout.splitlines()[-1])  # The one to run.
+    self.assertIn("for 1 cell(s) to run", out.splitlines()[-1])  # The one to run.
     self.assertLen(stores.read_workdir(workdir).records(), 1)  # Nothing ran.
 
   def test_bad_values_are_one_line_before_the_first_cell_and_leave_no_row(self):
@@ -240,7 +223,8 @@ class CliTest(tf.test.TestCase):
     # A cell that, if a bad value got through, would run here (and fail) and store a row.
     cell = ["--model=mobilenet_v1", "--dataset=digits", "--regime=finetune",
             f"--data_dir={tmp.full_path}/tfds", "--weights=random", "--workdir=" + workdir]
-    self.assertEqual(run_in_process(*cell, "--mode=plan"), (0, []))  # The cell itself is fine.
+    # The cell itself is fine.
+    self.assertEqual(cli_runner.run_in_process(*cell, "--mode=plan"), (0, []))
     expected = "an integer in [{}], or 0 ({})".format
     for bad, says in (
         ("--image_size=-1", expected("16, 2,048", "the model's own")),
@@ -279,7 +263,7 @@ class CliTest(tf.test.TestCase):
         ("--manual_dir=/no/such/dir", "no such directory"),
         ("--parallel_trials=-2", "-2 is not a non-negative integer"),
         ("--gpus_per_trial=0", "0 is not a positive integer")):
-      code, lines = run_in_process(*cell, bad)
+      code, lines = cli_runner.run_in_process(*cell, bad)
       self.assertEqual(code, 2, f"{bad}: {lines}")
       self.assertLen(lines, 1, bad)  # One line, naming the flag; no usage text.
       self.assertStartsWith(lines[0], "tfhub_transfer: ")
@@ -357,30 +341,39 @@ class RunOutputTest(tf.test.TestCase):
     self.assertEmpty(stored.trials())
 
   def _signal_mid_training(self, signum, *, expect_code):
-    """Runs a long trial, sends `signum` once it trains; the output after it."""
+    """Runs a long trial, sends `signum` once it trains; its stderr after the signal.
+
+    stdout goes to a file of its own: a pipe's buffered stdout (TFDS prints "Dataset digits
+    downloaded and prepared" there) is flushed at exit, so in a merged stream it can land
+    after the tool's last stderr line.
+    """
     tmp = self.get_temp_dir()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tfhub_transfer.cli",
-         *self._args(tmp, train_steps=100000, learning_rates="0.1")],
-        cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+    stdout_path = os.path.join(self.create_tempdir().full_path, "stdout")
+    with open(stdout_path, "w") as stdout:
+      process = subprocess.Popen(
+          [sys.executable, "-m", "tfhub_transfer.cli",
+           *self._args(tmp, train_steps=100000, learning_rates="0.1")],
+          cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=stdout,
+          stderr=subprocess.PIPE, text=True)
     try:
       seen = []
-      for line in process.stdout:  # Until the trial's training starts.
+      for line in process.stderr:  # Until the trial's training starts.
         seen.append(line)
         if "training 100000 steps." in line:
           break
       self.assertTrue(seen and "training 100000 steps." in seen[-1], "".join(seen)[-3000:])
       time.sleep(2)
       process.send_signal(signum)
-      rest, _ = process.communicate(timeout=120)
+      _, rest = process.communicate(timeout=120)
     finally:
       if process.poll() is None:
         process.kill()
+    with open(stdout_path) as f:
+      out = f.read()
     self.assertEqual(process.returncode, expect_code, rest[-3000:])
-    self.assertNotIn("Traceback", rest)
-    self.assertNotIn("KeyboardInterrupt", rest)
-    self.assertNotIn("Terminated", rest)
+    for text in ("Traceback", "KeyboardInterrupt", "Terminated"):
+      self.assertNotIn(text, rest)
+      self.assertNotIn(text, out)
     return rest
 
 

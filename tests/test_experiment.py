@@ -79,12 +79,9 @@ class LogregCellTest(tf.test.TestCase):
     self.assertNear(record["test_metric"], sk_test, 0.034)  # At most 2 of 60 test images.
 
     # A second run reuses every cache entry, never builds the backbone, gives the same answer.
-    real_build = runners.CellContext.build_model
-    runners.CellContext.build_model = lambda *a, **k: self.fail("backbone built on a hit")
-    try:
+    with mock.patch.object(runners.CellContext, "build_model",
+                           side_effect=AssertionError("backbone built on a hit")):
       again = experiment.run_experiment(config)
-    finally:
-      runners.CellContext.build_model = real_build
     self.assertTrue(all(c["hit"] for c in again.record["feature_cache"].values()))
     self.assertEqual(again.test_metric, result.test_metric)
     # The rerun replaced the record: its predictions file replaced the first one's.
@@ -234,12 +231,9 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         raise KeyboardInterrupt  # Ctrl-C (or a preempted host) during the third trial.
       return real_train(*args, **kwargs)
 
-    training.train = train_then_interrupt
-    try:
-      with self.assertRaises(KeyboardInterrupt):
-        experiment.run_experiment(config)
-    finally:
-      training.train = real_train
+    with mock.patch.object(training, "train", train_then_interrupt), \
+        self.assertRaises(KeyboardInterrupt):
+      experiment.run_experiment(config)
     store = results.ResultsStore.for_workdir(config.workdir)
     first = {t["trial_id"]: t["stored_at"] for t in store.trials(*config.cell)}
     self.assertLen(first, 2)
@@ -277,20 +271,13 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         return real_train(model, *args, **kwargs)
       return train
 
-    training.train = train_with(lambda call: _InterruptAtStep(
-        30 if call == interrupted_trial else -1))
-    try:
-      with self.assertRaises(KeyboardInterrupt):
-        experiment.run_experiment(config)
-    finally:
-      training.train = real_train
+    with mock.patch.object(training, "train", train_with(lambda call: _InterruptAtStep(
+        30 if call == interrupted_trial else -1))), self.assertRaises(KeyboardInterrupt):
+      experiment.run_experiment(config)
     store = results.ResultsStore.for_workdir(config.workdir)
     self.assertLen(store.trials(*config.cell), interrupted_trial)
-    training.train = train_with(lambda call: _RecordStart(starts))
-    try:
+    with mock.patch.object(training, "train", train_with(lambda call: _RecordStart(starts))):
       resumed = experiment.run_experiment(config)
-    finally:
-      training.train = real_train
     # The interrupted trial resumed at its backup, the next trial (if any) and the refit
     # started at step 0.
     self.assertEqual(starts, [20] + [0] * (2 - interrupted_trial))

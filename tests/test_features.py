@@ -12,8 +12,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from tests import cli_runner
 from tests import fakes
-from tests import test_cli
 from tfhub_transfer import experiment
 from tfhub_transfer import faults
 from tfhub_transfer import features as features_lib
@@ -254,7 +254,7 @@ class DiskFullTest(tf.test.TestCase):
                          "/w/results/h.sqlite. Free space on that disk, then rerun the same "
                          "command to resume")):
       with mock.patch.object(sweep, "run_grid", side_effect=error):
-        self.assertEqual(test_cli.run_in_process(*cell), (1, [line]))
+        self.assertEqual(cli_runner.run_in_process(*cell), (1, [line]))
 
 
 class CellWithDamagedCacheTest(tf.test.TestCase):

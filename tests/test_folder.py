@@ -13,9 +13,9 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tests import cli_runner
 from tests import dummy_data_images as dummy
 from tests import fakes
-from tests import test_cli
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
@@ -299,7 +299,7 @@ class UnreadableFileTest(parameterized.TestCase):
   def test_a_class_folder_name_that_is_not_utf8_is_one_line(self):
     root = dummy.write_image_folder(self.create_tempdir().full_path)
     os.rename(os.path.join(root, "owl"), os.fsencode(root) + b"/\xe9t\xe9")
-    code, lines = test_cli.run_in_process(
+    code, lines = cli_runner.run_in_process(
         "--model=mobilenet_v1", "--dataset=folder:" + root, "--regime=logreg",
         "--weights=random", "--workdir=" + self.create_tempdir().full_path)
     self.assertEqual(code, 2)
@@ -319,7 +319,7 @@ class SmallFolderTest(parameterized.TestCase):
 
   def _cli(self, root):
     workdir = self.create_tempdir().full_path
-    code, lines = test_cli.run_in_process(
+    code, lines = cli_runner.run_in_process(
         "--model=mobilenet_v1", "--dataset=folder:" + root, "--regime=logreg",
         "--weights=random", "--workdir=" + workdir)
     self.assertEqual(results.store_paths(workdir), [])  # No row: nothing ran.

@@ -1,14 +1,15 @@
 """The Colab quickstart notebook, executed top to bottom offline, as a new user would."""
 
 import os
+import unittest
+from unittest import mock
 
 import tensorflow as tf
 
 from tests import fakes
+from tests import shared_data
 
 _NOTEBOOK = os.path.join(fakes.REPO_ROOT, "notebooks", "quickstart.ipynb")
-_SHARED_WEIGHTS = os.path.join(fakes.REPO_ROOT, "..", "shared", "weights",
-                               "mobilenet_2_5_224_tf_no_top.h5")
 
 
 class QuickstartNotebookTest(tf.test.TestCase):
@@ -18,27 +19,23 @@ class QuickstartNotebookTest(tf.test.TestCase):
     import nbformat
     notebook = nbformat.read(_NOTEBOOK, as_version=4)
     workdir = self.get_temp_dir()
-    # The real ImageNet file where this machine has it; otherwise random weights, which run
-    # the same code path offline.
-    weights = _SHARED_WEIGHTS if os.path.exists(_SHARED_WEIGHTS) else "random"
+    # The real ImageNet file where this machine has it (always under CI=true); otherwise
+    # random weights, which run the same code path offline.
+    try:
+      weights = shared_data.path(shared_data.MOBILENET_WEIGHTS)
+    except unittest.SkipTest:
+      weights = "random"
     # TFDS's own variable for its default data_dir: the notebook builds digits there, not
     # in ~/tensorflow_datasets.
     env = fakes.subprocess_env(TFHUB_TRANSFER_WEIGHTS=weights,
                                TFHUB_TRANSFER_WORKDIR=workdir,
                                TFDS_DATA_DIR=self.create_tempdir().full_path)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # The kernel inherits this process's environment.
-    try:
+    # The kernel inherits this process's environment.
+    with mock.patch.dict(os.environ, env):
       client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                        resources={"metadata": {"path": os.path.dirname(
                                            _NOTEBOOK)}})
       client.execute()
-    finally:
-      for k, v in old.items():
-        if v is None:
-          os.environ.pop(k, None)
-        else:
-          os.environ[k] = v
     outputs = "\n".join(o.get("text", "") for cell in notebook.cells
                         if cell.cell_type == "code" for o in cell.outputs)
     self.assertIn("digits / logreg (seed 0): test top1 =", outputs)

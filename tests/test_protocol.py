@@ -1,6 +1,7 @@
 """The protocol's constants and the regime registry, each checked against the paper's numbers
 (Kornblith et al. 2019, Appendix A; SimCLR's Appendix B.8) and against the flagfiles."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -185,7 +186,7 @@ class PaperStudiesTest(tf.test.TestCase):
 class ProtocolKeyTest(tf.test.TestCase):
 
   def test_settings_that_change_the_outcome_change_the_key(self):
-    base = ExperimentConfig(model="m", dataset="digits", regime="finetune", train_steps=10)
+    base = ExperimentConfig(model="resnet_50", dataset="dtd", regime="finetune", train_steps=10)
     for change in (dict(train_steps=20), dict(batch_size=32), dict(learning_rates=(0.1,)),
                    dict(weight_decays=(0.0,)), dict(tuner="bayesian"), dict(max_trials=3),
                    dict(max_examples=5), dict(precision="mixed_bfloat16"),
@@ -201,34 +202,32 @@ class ProtocolKeyTest(tf.test.TestCase):
 
   def test_examples_per_class_keys_every_regime(self):
     for regime in PAPER_REGIMES:
-      full = ExperimentConfig(model="m", dataset="digits", regime=regime)
-      low = ExperimentConfig(model="m", dataset="digits", regime=regime, examples_per_class=5)
+      full = ExperimentConfig(model="resnet_50", dataset="dtd", regime=regime)
+      low = ExperimentConfig(model="resnet_50", dataset="dtd", regime=regime, examples_per_class=5)
       self.assertNotEqual(low.cell, full.cell, regime)
       self.assertEqual(low.protocol_settings()["examples_per_class"], 5)
     with self.assertRaisesRegex(ValueError,
                                 r"examples_per_class=-1 must be an integer in \[1, .*or 0"):
-      ExperimentConfig(model="m", dataset="digits", regime="logreg", examples_per_class=-1)
+      ExperimentConfig(model="resnet_50", dataset="dtd", regime="logreg", examples_per_class=-1)
 
   def test_defaults_are_keyed_by_their_values(self):
     spec = regimes.get_regime_spec("scratch")
-    implicit = ExperimentConfig(model="m", dataset="digits", regime="scratch")
-    explicit = ExperimentConfig(model="m", dataset="digits", regime="scratch",
+    implicit = ExperimentConfig(model="resnet_50", dataset="dtd", regime="scratch")
+    explicit = ExperimentConfig(model="resnet_50", dataset="dtd", regime="scratch",
                                 train_steps=protocol.QUICK_TRAIN_STEPS,
                                 learning_rates=spec.learning_rates,
                                 weight_decays=spec.weight_decays)
     self.assertEqual(implicit.protocol, explicit.protocol)
 
   def test_logreg_ignores_the_training_settings(self):
-    a = ExperimentConfig(model="m", dataset="digits", regime="logreg", train_steps=10)
-    b = ExperimentConfig(model="m", dataset="digits", regime="logreg", train_steps=20,
+    a = ExperimentConfig(model="resnet_50", dataset="dtd", regime="logreg", train_steps=10)
+    b = ExperimentConfig(model="resnet_50", dataset="dtd", regime="logreg", train_steps=20,
                          learning_rates=(0.5,))
     self.assertEqual(a.protocol, b.protocol)
-    self.assertNotEqual(a.protocol, ExperimentConfig(model="m", dataset="digits", regime="logreg",
-                                                     l2_grid_size=5).protocol)
+    self.assertNotEqual(a.protocol, dataclasses.replace(a, l2_grid_size=5).protocol)
     # Features computed in another precision or by XLA are other numbers.
     for change in (dict(precision="mixed_float16"), dict(jit_compile=True)):
-      self.assertNotEqual(a.protocol, ExperimentConfig(model="m", dataset="digits", regime="logreg",
-                                                       train_steps=10, **change).protocol)
+      self.assertNotEqual(a.protocol, dataclasses.replace(a, **change).protocol)
 
   def test_preprocessing_options_key_every_regime_and_keep_the_default_ids(self):
     for regime in PAPER_REGIMES:
@@ -259,7 +258,7 @@ class ProtocolKeyTest(tf.test.TestCase):
 
   def test_unknown_precision_names_the_choices(self):
     with self.assertRaisesRegex(ValueError, "'float64'.*float32, mixed_bfloat16, mixed_float16"):
-      ExperimentConfig(model="m", dataset="digits", regime="finetune", precision="float64")
+      ExperimentConfig(model="resnet_50", dataset="dtd", regime="finetune", precision="float64")
 
   def test_model_kwargs_are_frozen_and_parsed_once(self):
     config = ExperimentConfig(model="keras:MobileNet", dataset="digits", regime="logreg",
@@ -271,7 +270,7 @@ class ProtocolKeyTest(tf.test.TestCase):
         model="keras:MobileNet", dataset="digits", regime="logreg", model_kwargs={"alpha": 0.25})))
     self.assertEqual(config.to_dict()["model_kwargs"], {"alpha": 0.25})
     with self.assertRaisesRegex(TypeError, "FrozenKwargs.parse"):
-      ExperimentConfig(model="m", dataset="digits", regime="logreg", model_kwargs='{"a": 1}')
+      ExperimentConfig(model="resnet_50", dataset="dtd", regime="logreg", model_kwargs='{"a": 1}')
 
 
   def test_out_of_range_settings_are_refused_naming_the_flag(self):
@@ -284,7 +283,7 @@ class ProtocolKeyTest(tf.test.TestCase):
                              ("learning_rates", (0.1, 0.0), "--learning_rates"),
                              ("weight_decays", (-1e-4,), "--weight_decays")):
       with self.assertRaisesRegex(ValueError, f"{field}=.*must be.*\\({flag}\\)", msg=field):
-        ExperimentConfig(model="m", dataset="digits", regime="finetune", **{field: bad})
+        ExperimentConfig(model="resnet_50", dataset="dtd", regime="finetune", **{field: bad})
 
 
 if __name__ == "__main__":

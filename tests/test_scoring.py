@@ -1,13 +1,14 @@
 """`--mode=score` end to end on digits: the stored row, the feature cache shared with logreg
-(no backbone built on a hit), the CLI, and real ImageNet weights against random ones."""
+(no backbone built on a hit), and the CLI. Real ImageNet weights against random ones, on
+real photos: tests/test_real_data.py."""
 
 import os
-import subprocess
-import sys
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 
+from tests import cli_runner
 from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
@@ -17,22 +18,13 @@ from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import store as results
 
-# The real Keras MobileNet v1 (alpha 0.25) ImageNet no-top weights, never in the repository:
-# in ../shared/weights/ next to the checkout, or the shared folder of a worktree under /work.
-_WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
-IMAGENET_WEIGHTS = next(
-    (p for p in (os.path.join(os.path.dirname(fakes.REPO_ROOT), "shared", "weights",
-                              _WEIGHTS_FILE),
-                 os.path.join("/work/shared/weights", _WEIGHTS_FILE)) if os.path.exists(p)),
-    _WEIGHTS_FILE)
-
 
 def _tiny_config(tmp, **overrides):
   hub = os.path.join(tmp, "hub")
   if not os.path.exists(hub):
     fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=3)  # 72 features.
   fields = dict(model="hub:" + hub, dataset="digits", regime="logreg", image_size=16,
-                workdir=os.path.join(tmp, "work"), data_dir=os.path.join(tmp, "data"),
+                workdir=os.path.join(tmp, "work"), data_dir=fakes.digits_data_dir(),
                 max_examples=60, batch_size=32, l2_grid_size=4)
   fields.update(overrides)
   return ExperimentConfig(**fields)
@@ -64,12 +56,9 @@ class ScoreCellTest(tf.test.TestCase):
     self.assertEqual(transferability.score_features(trainval).values, record["scores"])
 
     # Scoring again builds no backbone: every entry is a cache hit; the scores are the same.
-    real_build = runners.CellContext.build_model
-    runners.CellContext.build_model = lambda *a, **k: self.fail("backbone built on a hit")
-    try:
+    with mock.patch.object(runners.CellContext, "build_model",
+                           side_effect=AssertionError("backbone built on a hit")):
       again = scoring.score_cell(config).record
-    finally:
-      runners.CellContext.build_model = real_build
     self.assertTrue(all(c["hit"] for c in again["feature_cache"].values()))
     self.assertEqual(again["scores"], record["scores"])
 
@@ -95,39 +84,21 @@ class ScoreCellTest(tf.test.TestCase):
 
 
 class ScoreCliTest(tf.test.TestCase):
+  """--mode=score through the parse step and cli.main, in this process."""
 
   def test_score_mode_prints_name_value(self):
     tmp = self.get_temp_dir()
     hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=4)
-    args = [sys.executable, "-m", "tfhub_transfer.cli", "--mode=score", f"--model=hub:{hub}",
-            "--dataset=digits", "--image_size=16", "--max_examples=30",
-            f"--data_dir={tmp}/data", f"--workdir={tmp}/work"]
-    done = subprocess.run(args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-    self.assertRegex(done.stdout, r"/ digits \(seed 0\): logme=-?[0-9.]+ hscore=-?[0-9.]+ "
-                                  r"knn=[0-9.]+ \(60 x 4 trainval features")
-    refused = subprocess.run(args + ["--regime=finetune"], cwd=fakes.REPO_ROOT,
-                             env=fakes.subprocess_env(), capture_output=True, text=True,
-                             timeout=300, check=False)
-    self.assertEqual(refused.returncode, 2)
-    self.assertIn("--mode=score scores frozen features", refused.stderr)
-
-
-class RealWeightsTest(tf.test.TestCase):
-
-  def test_every_score_prefers_imagenet_weights_to_random_ones(self):
-    if not os.path.exists(IMAGENET_WEIGHTS):
-      self.skipTest(f"{IMAGENET_WEIGHTS} is absent (the real MobileNet v1 0.25 weights).")
-    tmp = self.get_temp_dir()
-    base = dict(model="keras:MobileNet", model_kwargs={"alpha": 0.25}, image_size=64,
-                max_examples=400, dataset="digits", regime="logreg",
-                workdir=os.path.join(tmp, "work"), data_dir=os.path.join(tmp, "data"))
-    scores = {w: scoring.score_cell(ExperimentConfig(weights=w, **base)).record["scores"]
-              for w in (IMAGENET_WEIGHTS, "random")}
-    for name in transferability.ESTIMATORS:
-      self.assertGreater(scores[IMAGENET_WEIGHTS][name], scores["random"][name],
-                         (name, scores))
+    args = ["--mode=score", f"--model=hub:{hub}", "--dataset=digits", "--image_size=16",
+            "--max_examples=30", f"--data_dir={fakes.digits_data_dir()}",
+            f"--workdir={tmp}/work"]
+    code, out, errors = cli_runner.run_in_process_with_stdout(*args)
+    self.assertEqual(code, 0, errors[-30:])
+    self.assertRegex(out, r"/ digits \(seed 0\): logme=-?[0-9.]+ hscore=-?[0-9.]+ "
+                          r"knn=[0-9.]+ \(60 x 4 trainval features")
+    code, errors = cli_runner.run_in_process(*args, "--regime=finetune")
+    self.assertEqual(code, 2)
+    self.assertIn("--mode=score scores frozen features", "\n".join(errors))
 
 
 if __name__ == "__main__":

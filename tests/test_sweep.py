@@ -3,6 +3,7 @@ results store; then through the real CLI: killed with SIGKILL and rerun, a faili
 
 import collections
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import time
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tests import cli_runner
 from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import sweep
@@ -230,11 +232,11 @@ class SweepCliTest(tf.test.TestCase):
     args = [a.replace("--dataset=digits", "--dataset=stanford_cars,digits")
             .replace("--seeds=0,1,2", "--seeds=0") for a in self.args]
     args += ["--manual_dir=" + manual]
-    done = subprocess.run(args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(done.returncode, 1)
-    self.assertIn("sweep: 1 cells run, 0 already done, 1 failed", done.stdout)
-    self.assertIn("FAILED", done.stderr)
+    # In this process: the exit code is cli.main's; no signal or process is involved.
+    code, out, errors = cli_runner.run_in_process_with_stdout(*args[3:])
+    self.assertEqual(code, 1, errors[-30:])
+    self.assertIn("sweep: 1 cells run, 0 already done, 1 failed", out)
+    self.assertTrue(any(line.startswith("FAILED ") for line in errors), errors[-30:])
     by_dataset = {r.dataset_label: r for r in self._store().records()}
     self.assertEqual(by_dataset["digits"]["status"], "ok")
     failed = by_dataset["stanford_cars"]
@@ -253,10 +255,19 @@ class SweepCliTest(tf.test.TestCase):
 
 
 def _readme_slurm_script():
-  """docs/scaling.md's job-array script: the shell block after the comment naming this test."""
-  with open(os.path.join(fakes.REPO_ROOT, "docs", "scaling.md")) as f:
-    readme = f.read()
-  after = readme[readme.index("tests/test_sweep.py (SlurmArrayTest)"):]
+  """The README's job-array script: the shell block after the comment naming this test, in
+  README.md or a page of docs/ (BUILD declares both as the test's data)."""
+  marker = "tests/test_sweep.py (SlurmArrayTest)"
+  pages = [os.path.join(fakes.REPO_ROOT, "README.md")]
+  pages += sorted(glob.glob(os.path.join(fakes.REPO_ROOT, "docs", "*.md")))
+  texts = []
+  for page in pages:
+    with open(page) as f:
+      texts.append(f.read())
+  readme = next((text for text in texts if marker in text), None)
+  if readme is None:
+    raise AssertionError(f"no page of {pages} names {marker!r} above the job-array script")
+  after = readme[readme.index(marker):]
   return re.search(r"```sh\n(.*?)```", after, re.S).group(1)
 
 
