@@ -41,6 +41,13 @@ class RegimeSpec:
       key; they key its stored result, tuner state and checkpoints.
     runner: "module:function" running one cell, `(CellContext) -> Outcome | None`.
     paper_column: column of the paper's reference networks table (average log-odds).
+    paper_correlation: the paper's Pearson r between ImageNet top-1 and average transfer
+      log-odds over its 16 networks (Figure 1).
+    colour: its colour in every figure (a matplotlib colour).
+    line_style: its matplotlib line style where a figure draws it as a line.
+    marker: its matplotlib marker where a figure draws its points.
+
+  The registry's order is the order figures, tables and reports list the regimes in.
   """
   name: str
   title: str
@@ -53,6 +60,10 @@ class RegimeSpec:
   protocol_fields: tuple[str, ...]
   runner: str
   paper_column: str
+  paper_correlation: float
+  colour: str
+  line_style: str
+  marker: str
 
   @property
   def searches_with_tuner(self) -> bool:
@@ -87,21 +98,24 @@ REGIMES: dict[str, RegimeSpec] = {s.name: s for s in [
         default_weights=IMAGENET, pretrained_allowed=True, trains_backbone=False,
         learning_rates=(), weight_decays=(), paper_train_steps=None,
         protocol_fields=_COMMON_FIELDS + ("l2_grid_size",),
-        runner="tfhub_transfer.runners:run_logreg", paper_column="avg_logodds_logreg"),
+        runner="tfhub_transfer.runners:run_logreg", paper_column="avg_logodds_logreg",
+        paper_correlation=0.99, colour="tab:blue", line_style=":", marker="s"),
     RegimeSpec(
         name="finetune", title="Fine-tuned",
         default_weights=IMAGENET, pretrained_allowed=True, trains_backbone=True,
         learning_rates=protocol.FINETUNE_LEARNING_RATES,
         weight_decays=protocol.FINETUNE_WEIGHT_DECAYS,
         paper_train_steps=protocol.PAPER_FINETUNE_STEPS, protocol_fields=_TRAINED_FIELDS,
-        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_finetune"),
+        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_finetune",
+        paper_correlation=0.96, colour="tab:orange", line_style="-", marker="o"),
     RegimeSpec(
         name="scratch", title="Trained from random initialization",
         default_weights=RANDOM, pretrained_allowed=False, trains_backbone=True,
         learning_rates=protocol.SCRATCH_LEARNING_RATES,
         weight_decays=protocol.SCRATCH_WEIGHT_DECAYS,
         paper_train_steps=protocol.PAPER_SCRATCH_STEPS, protocol_fields=_TRAINED_FIELDS,
-        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_scratch"),
+        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_scratch",
+        paper_correlation=0.55, colour="tab:green", line_style="--", marker="^"),
 ]}
 
 

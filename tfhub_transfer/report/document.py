@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 
 from tfhub_transfer import backbones
+from tfhub_transfer import metrics
 from tfhub_transfer import regimes
 from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
@@ -44,8 +45,6 @@ SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds
 SIGNIFICANCE_FIELDS = ("regime", "dataset", "model", "test_metric", "best_model", "p_value",
                        "not_different_from_best", "note")
 TOP1_FIELDS = ("model", "imagenet_top1", "source", "paper_imagenet_top1")
-METRIC_NAMES = {"top1": "top-1 accuracy", "mean_per_class": "mean per-class accuracy",
-                "map_11point": "11-point mAP"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,11 +209,11 @@ def _markdown(report) -> str:
                  f"\"Accuracy vs training steps\" below.")
   paper = reference.paper_datasets()
   for d in _ordered_datasets({d for (_, _, d) in report.cells}):
-    metrics = "/".join(sorted({c.metric for (_, _, cd), c in report.cells.items() if cd == d}))
-    if "/" in metrics:
-      lines.append(f"- Note: {d} mixes metrics ({metrics}); its cells are not comparable.")
-    elif d in paper and paper[d].metric != metrics:
-      lines.append(f"- Note: {d} is in {metrics}; the paper reports {paper[d].metric}.")
+    used = "/".join(sorted({c.metric for (_, _, cd), c in report.cells.items() if cd == d}))
+    if "/" in used:
+      lines.append(f"- Note: {d} mixes metrics ({used}); its cells are not comparable.")
+    elif d in paper and paper[d].metric != used:
+      lines.append(f"- Note: {d} is in {used}; the paper reports {paper[d].metric}.")
   summary = {(r["regime"], r["model"]): r for r in _summary_rows(report)}
   for regime in regimes.REGIMES:
     lines += ["", f"## {regimes.REGIMES[regime].title} (`{regime}`)", ""]
@@ -246,8 +245,8 @@ def _regime_section(report, regime, summary) -> list[str]:
   if not rows:
     return ["No results in this regime."]
   datasets = _ordered_datasets({d for row in rows.values() for d in row})
-  metrics = {d: c.metric for row in rows.values() for d, c in row.items()}
-  lines = ["Metrics: " + ", ".join(f"{d} {METRIC_NAMES.get(metrics[d], metrics[d])}"
+  used = {d: c.metric for row in rows.values() for d, c in row.items()}
+  lines = ["Metrics: " + ", ".join(f"{d} {metrics.METRIC_TITLES.get(used[d], used[d])}"
                                    for d in datasets) + ".", "",
            "| model | ImageNet top-1 | " + " | ".join(datasets) + " | avg log-odds |",
            "|---" * (len(datasets) + 3) + "|"]
@@ -282,7 +281,7 @@ def _regime_section(report, regime, summary) -> list[str]:
 
 def _correlation_line(corr: correlation.Correlation, report) -> str:
   head = "Pearson r (ImageNet top-1 vs average log-odds)"
-  paper = f"paper: {reference.PAPER_CORRELATIONS[corr.regime]:.2f}"
+  paper = f"paper: {regimes.get_regime_spec(corr.regime).paper_correlation:.2f}"
   if corr.r is None:
     text = f"{head}: not computed, {corr.reason} ({paper})."
   else:

@@ -12,16 +12,13 @@ from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import reference
 
-_OURS = "tab:blue"
 _PAPER = "0.65"
 # Models without a known ImageNet top-1: one colour and marker each, the same in every
 # panel; the markers sit at different places along the lines, so equal lines stay apart.
-_UNPLACED_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-                    "tab:pink", "tab:olive", "tab:cyan")
-_UNPLACED_MARKERS = ("s", "^", "D", "v", "P", "X", "h", "*")
-
-
-_REGIME_COLORS = {"logreg": "tab:blue", "finetune": "tab:orange", "scratch": "tab:green"}
+# Never a regime's colour (`RegimeSpec.colour`): a colour means one regime in every figure
+# (tests/test_report.py checks both).
+_UNPLACED_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+_UNPLACED_MARKERS = ("D", "v", "P", "X", "h", "*", "s", "^")
 
 
 def plot_figure1(correlations: Mapping[str, correlation.Correlation], path: str, *,
@@ -34,8 +31,8 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
                  error_bars: Optional[Mapping[str, analyses.ErrorBars]] = None):
   """The paper's Figure 1: ImageNet top-1 vs average log-odds, one panel per regime.
 
-  The paper's 16 networks (approximate) are grey points; ours are labelled blue points with
-  a least-squares line once r is computed, and, where given, Morey's within-subject 95%
+  The paper's 16 networks (approximate) are grey points; ours are labelled points in the
+  regime's colour (`RegimeSpec.colour`) with a least-squares line once r is computed, and, where given, Morey's within-subject 95%
   error bars. A model whose ImageNet top-1 is unknown is a
   horizontal dashed line at its average log-odds, with its own marker, named in the legend;
   the legend's title says how to place it. Every message sits in a panel's title or under
@@ -61,9 +58,9 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
            (error_bars or {}).get(regime))
   handles = [lines.Line2D([], [], ls="", marker="o", ms=5, color=_PAPER,
                           label="the paper's 16 networks (approx., read off its Figure 1)")]
-  if any(correlations[r].logodds for r in names):
-    handles.append(lines.Line2D([], [], ls="--", marker="o", ms=6, color=_OURS,
-                                label="ours (least-squares line once r is computed)"))
+  handles += [lines.Line2D([], [], ls="--", marker="o", ms=6, color=regimes.REGIMES[r].colour,
+                           label=f"ours, {r} (least-squares line once r is computed)")
+              for r in names if correlations[r].logodds]
   handles += [lines.Line2D([], [], ls="--", lw=1.5, color=styles[m][0], marker=styles[m][1],
                            ms=6, label=f"{m}: ImageNet top-1 unknown") for m in unplaced]
   note = ("A dashed line is a model's average log-odds over its own datasets (its marker only "
@@ -86,15 +83,16 @@ def _panel(ax, regime, corr, paper, styles, bars) -> None:
   paper_x = [n.imagenet_top1 for n in paper]
   paper_y = [n.avg_logodds(regime) for n in paper]
   ax.scatter(paper_x, paper_y, s=22, color=_PAPER, zorder=1)
+  ours = regimes.get_regime_spec(regime).colour
   if corr.logodds:
-    ax.scatter(corr.top1, corr.logodds, s=34, color=_OURS, zorder=3)
+    ax.scatter(corr.top1, corr.logodds, s=34, color=ours, zorder=3)
     if bars is not None and bars.half_widths and bars.models == corr.models:
-      ax.errorbar(corr.top1, corr.logodds, yerr=bars.half_widths, fmt="none", ecolor=_OURS,
+      ax.errorbar(corr.top1, corr.logodds, yerr=bars.half_widths, fmt="none", ecolor=ours,
                   elinewidth=1, capsize=2, zorder=3)
   if corr.r is not None:
     slope, intercept = np.polyfit(corr.top1, corr.logodds, 1)
     xs = np.array([min(corr.top1), max(corr.top1)])
-    ax.plot(xs, slope * xs + intercept, "--", color=_OURS, lw=1, zorder=2)
+    ax.plot(xs, slope * xs + intercept, "--", color=ours, lw=1, zorder=2)
   ys = paper_y + list(corr.logodds) + list(corr.excluded_logodds)
   if bars is not None and bars.half_widths and bars.models == corr.models:
     ys += [y + s * h for y, h in zip(corr.logodds, bars.half_widths) for s in (-1, 1)]
@@ -109,7 +107,7 @@ def _panel(ax, regime, corr, paper, styles, bars) -> None:
     ax.axhline(value, ls="--", lw=1.5, color=color, zorder=2)
     ax.plot([left + where * (right - left)], [value], ls="", marker=marker, ms=7, color=color,
             zorder=3)
-  paper_r = f"paper: r = {reference.PAPER_CORRELATIONS[regime]:.2f}"
+  paper_r = f"paper: r = {regimes.get_regime_spec(regime).paper_correlation:.2f}"
   if corr.r is not None:
     status = (f"ours: r = {corr.r:.2f} [{corr.ci_low:.2f}, {corr.ci_high:.2f}] over "
               f"{len(corr.models)} models, {len(corr.datasets)} dataset(s); {paper_r}")
@@ -214,12 +212,14 @@ def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 
       ax.set_xticks([])
       ax.set_yticks([])
       continue
-    for panel in (p for p in panels if p.dataset == dataset):
-      color = _REGIME_COLORS.get(panel.regime, "tab:gray")
+    for panel in sorted((p for p in panels if p.dataset == dataset),
+                        key=lambda p: list(regimes.REGIMES).index(p.regime)):
+      color = regimes.get_regime_spec(panel.regime).colour
       if panel.models:
         ax.scatter(panel.top1, np.clip(panel.accuracy, correlation.LOGODDS_EPS,
                                        1 - correlation.LOGODDS_EPS),
-                   s=22, color=color, zorder=3, label=panel.regime)
+                   s=22, color=color, marker=regimes.get_regime_spec(panel.regime).marker,
+                   zorder=3, label=panel.regime)
       if panel.line is None:
         notes.append(f"{panel.regime}: {len(panel.models)} model(s), too few for a line")
         continue
