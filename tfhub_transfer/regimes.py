@@ -10,7 +10,7 @@ it cheaply; the runner of a regime is named as "module:function" and imported on
 
 import dataclasses
 import importlib
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from tfhub_transfer import protocol
 
@@ -117,6 +117,21 @@ REGIMES: dict[str, RegimeSpec] = {s.name: s for s in [
         runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_scratch",
         paper_correlation=0.55, colour="tab:green", line_style="--", marker="^"),
 ]}
+
+
+def score_regimes(given: Sequence[str]) -> tuple[str, ...]:
+  """The regimes of a transferability-score grid (`--mode=score`): scores read frozen
+  features, the ones of the regime that keeps its backbone frozen (its weights rule and
+  feature cache). `given` may be empty or name that regime.
+
+  Raises:
+    ValueError: `given` names another regime.
+  """
+  frozen = tuple(name for name, spec in REGIMES.items() if not spec.trains_backbone)
+  if given and tuple(given) != frozen:
+    raise ValueError(f"--mode=score scores frozen features (the {', '.join(frozen)} "
+                     f"regime's); got --regime={','.join(given)}. Drop --regime.")
+  return frozen
 
 
 def get_regime_spec(name: str) -> RegimeSpec:

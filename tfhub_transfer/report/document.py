@@ -22,6 +22,7 @@ import numpy as np
 
 from tfhub_transfer import backbones
 from tfhub_transfer import metrics
+from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
@@ -335,7 +336,7 @@ def write_report(store_or_records: Union[merged.ResultsReader, Iterable[Mapping[
                  permutation_samples: int = significance.PERMUTATION_SAMPLES,
                  score_records: Optional[Iterable[dict[str, Any]]] = None,
                  tsne: tuple[str, ...] = (),
-                 convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD,
+                 convergence_threshold: float = protocol.CONVERGENCE_THRESHOLD,
                  features_dir: Optional[str] = None) -> ReportPaths:
   """Writes report.md, the tables, summary.csv, significance.csv, imagenet_top1.csv,
   figure1.png and figure2.png to `out_dir`, and the study sections' tables and figures where
@@ -422,13 +423,26 @@ def write_workdir_report(workdir: str, *,
                          imagenet_top1: Optional[Mapping[str, float]] = None,
                          out_dir: Optional[str] = None,
                          tsne: tuple[str, ...] = (),
-                         convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD
+                         convergence_threshold: float = protocol.CONVERGENCE_THRESHOLD
                          ) -> ReportPaths:
   """`--mode=report`: the report of every results store of a workdir, read read-only, in
   `out_dir` (default `<workdir>/report/`), plus every stored record in full (results.csv,
   results.json) for other tools, written last so a failed report keeps the previous ones.
+  `tfhub_transfer.write_report`.
+
+  Args:
+    workdir: the `--workdir` of the runs (every host's store in it is read).
+    imagenet_top1: ImageNet top-1 (%) of models without a published checkpoint top-1, or
+      overrides of it, by the name the report shows (`--imagenet_top1`).
+    out_dir: where to write (default `<workdir>/report/`).
+    tsne: `MODEL/DATASET` pairs (or `all`) to draw t-SNE maps of (Figure 4).
+    convergence_threshold: Figure 8's convergence rule (`protocol.CONVERGENCE_THRESHOLD`).
+
+  Returns:
+    The paths written and the report's Markdown text (`ReportPaths.markdown`).
 
   Raises:
+    UsageError: a `tsne` pair has no cached features.
     StoreError: the workdir does not exist, a store cannot be read, or the report cannot be
       written (the message names the file and what to do; the stores are never written).
   """

@@ -32,10 +32,10 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
   """The paper's Figure 1: ImageNet top-1 vs average log-odds, one panel per regime.
 
   The paper's 16 networks (approximate) are grey points; ours are labelled points in the
-  regime's colour (`RegimeSpec.colour`) with a least-squares line once r is computed, and, where given, Morey's within-subject 95%
-  error bars. A model whose ImageNet top-1 is unknown is a
-  horizontal dashed line at its average log-odds, with its own marker, named in the legend;
-  the legend's title says how to place it. Every message sits in a panel's title or under
+  regime's colour (`RegimeSpec.colour`) with a least-squares line once r is computed, and,
+  where given, Morey's within-subject 95% error bars. A model whose ImageNet top-1 is
+  unknown is a horizontal dashed line at its average log-odds, with its own marker, named in
+  the legend; the legend's title says how to place it. Every message sits in a panel's title or under
   the panels, never over the data. Draws on an Agg canvas, leaving pyplot's backend alone.
 
   Returns:

@@ -154,7 +154,8 @@ def plot_per_dataset(bars: list[studies.Bar], path: str) -> None:
         ax.plot([x], [100 * b.reference], "D", color="black", ms=5,
                 label=None if reference_shown else "SimCLR ResNet-50 (reference)")
         reference_shown = True
-    ax.bar(xs, heights, width, yerr=[low, high], capsize=3, color=regimes.get_regime_spec(regime).colour,
+    ax.bar(xs, heights, width, yerr=[low, high], capsize=3,
+           color=regimes.get_regime_spec(regime).colour,
            label=f"{regime}: mean over models (whiskers: min-max)")
   ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", fontsize=8)
   ax.set_ylim(0, 105)

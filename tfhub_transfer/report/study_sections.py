@@ -14,6 +14,7 @@ import math
 import os
 from typing import Any, Optional, Sequence
 
+from tfhub_transfer import protocol
 from tfhub_transfer.report import feature_maps
 from tfhub_transfer.report import reference
 from tfhub_transfer.report import studies
@@ -40,7 +41,7 @@ def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
 
 
 def write_sections(loaded: list[dict[str, Any]], out_dir: str, *,
-                   convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD,
+                   convergence_threshold: float = protocol.CONVERGENCE_THRESHOLD,
                    tsne: Sequence[str] = (), features_dir: Optional[str] = None) -> Sections:
   """Writes the study sections' tables and figures to `out_dir`.
 
@@ -57,7 +58,7 @@ def write_sections(loaded: list[dict[str, Any]], out_dir: str, *,
   Raises:
     ValueError: a bad threshold, or a requested t-SNE pair without cached features.
   """
-  studies.check_threshold(convergence_threshold)
+  protocol.check_convergence_threshold(convergence_threshold)
   maps = {}
   if tsne:
     maps = feature_maps.select(
