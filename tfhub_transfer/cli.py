@@ -47,8 +47,9 @@ from tfhub_transfer.config import (BOUNDS, GRID_ITEMS, PRECISIONS, STRATEGIES, T
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import storage
 
-# Each flag that sets a config field defaults to the field's default.
+# Each flag that sets a config or grid field defaults to the field's default.
 _DEFAULT = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+_GRID_DEFAULT = {f.name: f.default for f in dataclasses.fields(sweep.Grid)}
 
 _MODE = flags.DEFINE_enum(
     "mode", "run", ["run", "plan", "report", "score", "forget"],
@@ -128,7 +129,8 @@ _CONVERGENCE_THRESHOLD = flags.DEFINE_float(
     "convergence_threshold", protocol.CONVERGENCE_THRESHOLD, "For --mode=report: a step "
     "budget has converged when the odds p/(1-p) of its test accuracy reach this fraction of "
     "the best budget's (Figure 8).")
-_SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell of the grid from i.")
+_SHARD = flags.DEFINE_string("shard", "{}/{}".format(*_GRID_DEFAULT["shard"]),
+                             "i/n: run every n-th cell of the grid from i.")
 _PARALLEL_TRIALS = flags.DEFINE_integer(
     "parallel_trials", 0, "Run the search as a keras-tuner chief plus N worker processes, "
     "one per GPU (0: in this process).", lower_bound=0)
