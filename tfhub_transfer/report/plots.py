@@ -35,8 +35,8 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
   regime's colour (`RegimeSpec.colour`) with a least-squares line once r is computed, and,
   where given, Morey's within-subject 95% error bars. A model whose ImageNet top-1 is
   unknown is a horizontal dashed line at its average log-odds, with its own marker, named in
-  the legend; the legend's title says how to place it. Every message sits in a panel's title or under
-  the panels, never over the data. Draws on an Agg canvas, leaving pyplot's backend alone.
+  the legend; the legend's title says how to place it. Every message sits in a panel's title
+  or under the panels, never over the data. Draws on an Agg canvas, leaving pyplot's backend alone.
 
   Returns:
     The matplotlib `Figure`, laid out.
