@@ -19,7 +19,7 @@ from tfhub_transfer import faults
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
 from tfhub_transfer import sweep
-from tfhub_transfer.report import results
+from tfhub_transfer.results import store as results
 from tfhub_transfer.config import ExperimentConfig
 
 # Extracts 40 batches of 2 rows, slowly, so that the test can SIGKILL it mid-way.

@@ -368,8 +368,10 @@ def main(argv: Sequence[str]) -> int:
   except UsageError as e:
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
-  except (storage.StoreError, faults.MachineFault, OSError, launcher.LaunchFailed) as e:
-    # A damaged, read-only or full store or disk, a missing file, a failed process.
+  except (storage.StoreError, faults.MachineFault, launcher.LaunchFailed) as e:
+    print(f"tfhub_transfer: {e}", file=sys.stderr)  # A damaged or full store or disk, a
+    return 1  # failed process: each names the file or log and what to do.
+  except OSError as e:  # A full disk no layer named, a missing or unreadable file.
     message = faults.describe_disk_full(e) if faults.is_disk_full(e) else str(e)
     print(f"tfhub_transfer: {message}", file=sys.stderr)
     return 1
