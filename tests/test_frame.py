@@ -1,11 +1,14 @@
-"""`tfhub_transfer.load_results`: the results store as a pandas DataFrame."""
+"""`tfhub_transfer.load_results` and `load_scores`: the stores as pandas DataFrames; the
+package's exports."""
 
+import inspect
 import math
 import os
 import subprocess
 import sys
 
 from absl.testing import absltest
+import pandas as pd
 
 import tfhub_transfer
 from tests import fakes
@@ -70,10 +73,44 @@ class LoadResultsTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "status='done'; expected one of"):
       tfhub_transfer.load_results(workdir, status="done")
 
+  def test_load_scores_one_row_per_scored_cell(self):
+    workdir = self.create_tempdir().full_path
+    store = results.ResultsStore.for_workdir(workdir)
+    for seed, logme in ((1, 0.5), (0, None)):
+      store.put_score({"model": "resnet_50", "dataset": "dtd", "seed": seed, "protocol": "s1",
+                       "model_label": "resnet_50", "dataset_label": "dtd",
+                       "scores": {"logme": logme, "knn": 0.25},
+                       "sizes": {"examples": 100, "dim": 2048}, "timings": {"total_s": 4.0}})
+    df = tfhub_transfer.load_scores(workdir)
+    self.assertIsInstance(df, pd.DataFrame)
+    self.assertEqual(list(df.columns), ["model", "dataset", "seed", "protocol", "model_label",
+                                        "dataset_label", "logme", "knn", "examples", "dim",
+                                        "total_s", "created_at"])
+    self.assertEqual(list(df["seed"]), [0, 1])
+    self.assertTrue(math.isnan(df["logme"][0]))  # The estimator refused: NaN.
+    self.assertEqual((df["logme"][1], df["knn"][1], df["dim"][1]), (0.5, 0.25, 2048))
+    empty = tfhub_transfer.load_scores(self.create_tempdir().full_path)
+    self.assertEqual((len(empty), list(empty.columns)[:4]),
+                     (0, ["model", "dataset", "seed", "protocol"]))
+    with self.assertRaisesRegex(FileNotFoundError, "No workdir .*nope"):
+      tfhub_transfer.load_scores(os.path.join(workdir, "nope"))
+
+  def test_every_export_is_typed_and_documented(self):
+    self.assertCountEqual(tfhub_transfer.__all__, [
+        "ExperimentConfig", "Grid", "run_experiment", "run_grid", "score", "load_results",
+        "load_scores", "write_report"])
+    for name in tfhub_transfer.__all__:
+      value = getattr(tfhub_transfer, name)
+      self.assertIn("Args:" if inspect.isfunction(value) else "Attributes:",
+                    inspect.getdoc(value), name)
+      if inspect.isfunction(value):
+        self.assertIn("return", inspect.get_annotations(value), name)
+
   def test_import_tfhub_transfer_loads_neither_pandas_nor_tensorflow(self):
     code = ("import sys, tfhub_transfer\n"
+            "tfhub_transfer.ExperimentConfig, tfhub_transfer.Grid, tfhub_transfer.run_grid\n"
             "before = [m for m in ('pandas', 'tensorflow') if m in sys.modules]\n"
-            "tfhub_transfer.load_results\n"
+            "tfhub_transfer.load_results, tfhub_transfer.load_scores\n"
             "after = [m for m in ('pandas', 'tensorflow') if m in sys.modules]\n"
             "print(before, after)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=fakes.REPO_ROOT,

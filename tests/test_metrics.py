@@ -110,6 +110,9 @@ class MetricsTest(parameterized.TestCase, tf.test.TestCase):
       paper_metrics = {row["metric"] for row in csv.DictReader(f)}
     self.assertEqual(set(metrics.METRICS), paper_metrics)
 
+  def test_every_metric_has_its_title(self):
+    self.assertEqual(set(metrics.METRIC_TITLES), set(metrics.METRICS))
+
   def test_unknown_metric_lists_valid_names(self):
     with self.assertRaisesRegex(ValueError, "'top5'.*top1, mean_per_class, map_11point"):
       metrics.get_metric_fn("top5")

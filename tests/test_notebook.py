@@ -1,4 +1,5 @@
-"""The Colab quickstart notebook, executed top to bottom offline, as a new user would."""
+"""The Colab quickstart notebook, executed top to bottom offline, as a new user would: it uses
+only the names `tfhub_transfer` exports."""
 
 import os
 import unittest
@@ -45,6 +46,7 @@ class QuickstartNotebookTest(tf.test.TestCase):
     self.assertIn("test_metric", tables)  # The load_results DataFrame, one row per cell.
     self.assertIn("logreg", tables)
     self.assertIn("scratch", tables)
+    self.assertIn("logme", tables)  # The load_scores DataFrame.
     images = [o for cell in notebook.cells if cell.cell_type == "code"
               for o in cell.outputs if "image/png" in o.get("data", {})]
     self.assertLen(images, 1)

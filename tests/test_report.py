@@ -3,17 +3,22 @@
 import csv
 import math
 import os
+import re
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
+from matplotlib import colors as colors_lib
+from matplotlib import figure as figure_lib
 from matplotlib import text as text_lib
 from PIL import Image
 from scipy import stats
 
 from tests import tf_free
 from tfhub_transfer import regimes
+from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
 from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.report import reference
@@ -21,6 +26,9 @@ from tfhub_transfer.report import document as report
 from tfhub_transfer.report import plots
 from tfhub_transfer.results import store as results
 from tfhub_transfer.report import significance
+from tfhub_transfer.report import studies
+from tfhub_transfer.report import study_plots
+from tfhub_transfer.report import transferability_check
 
 
 # ImageNet top-1 of a few zoo networks' checkpoints, typed in from keras.io/api/applications
@@ -126,7 +134,7 @@ class CorrelationTest(parameterized.TestCase):
                                    {n.name: n.imagenet_top1 for n in networks.values()},
                                    samples=100)
       self.assertLessEqual(abs(corr.r - published), 0.01, regime)
-      self.assertEqual(reference.PAPER_CORRELATIONS[regime], published)
+      self.assertEqual(regimes.REGIMES[regime].paper_correlation, published)
 
   def test_both_paper_references_labelled_and_the_comparable_one_named(self):
     public = _synthetic("logreg") + _synthetic("scratch")
@@ -479,6 +487,92 @@ class PaperStatisticsInReportTest(absltest.TestCase):
                   f"|gradient| 0.02) (tol 0.0001, max_iter 1000).", text)
     self.assertIn(f"{100 * records[0]['test_metric']:.1f}†", text)
     self.assertEqual(text.count("†:"), 1)
+
+
+class RegimeColoursTest(absltest.TestCase):
+  """Every figure draws each regime in its `RegimeSpec.colour`, and no other entry in it."""
+
+  def _rgba(self, artist):
+    if hasattr(artist, "get_facecolor") and len(np.atleast_2d(artist.get_facecolor())):
+      return colors_lib.to_rgba(np.atleast_2d(artist.get_facecolor())[0])
+    return colors_lib.to_rgba(artist.get_color())
+
+  def _check_legends(self, fig, drawn):
+    """Each legend entry naming a regime has its colour; any other entry no regime's."""
+    colours = {colors_lib.to_rgba(s.colour): s.name for s in regimes.REGIMES.values()}
+    seen = set()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    for legend in legends:
+      for handle, text in zip(legend.legend_handles, legend.get_texts()):
+        named = [r for r in regimes.REGIMES if re.search(rf"\b{r}\b", text.get_text())]
+        rgba = self._rgba(handle)
+        if named:
+          self.assertLen(named, 1, text.get_text())
+          self.assertEqual(rgba, colors_lib.to_rgba(regimes.REGIMES[named[0]].colour),
+                           text.get_text())
+          seen.add(named[0])
+        else:
+          self.assertNotIn(rgba, colours, text.get_text())
+    self.assertEqual(seen, set(drawn))
+
+  def _saved(self, plot_fn, *args):
+    with mock.patch.object(figure_lib.Figure, "savefig", autospec=True) as savefig:
+      plot_fn(*args, os.path.join(self.create_tempdir().full_path, "f.png"))
+    return savefig.call_args.args[0]
+
+  def test_figure1(self):
+    records = [r for regime in regimes.REGIMES for r in _synthetic(regime)]
+    records += [_record("net_unplaced", d, "logreg", 0, 0.6) for d in _DATASETS]
+    cells = correlation.average_cells(records)
+    corrs = {regime: correlation.correlate(cells, regime, _TOP1, samples=20)
+             for regime in regimes.REGIMES}
+    fig = plots.make_figure1(corrs)
+    self._check_legends(fig, regimes.REGIMES)
+    for ax, spec in zip(fig.axes, regimes.REGIMES.values()):  # Ours: the regime's colour.
+      self.assertIn(colors_lib.to_rgba(spec.colour),
+                    [self._rgba(c) for c in ax.collections])
+
+  def test_figure2(self):
+    line = analyses.Line(1.0, 0.0, (70.0, 80.0), (0.1, 0.2), (0.3, 0.4))
+    panels = [analyses.Panel("dtd", regime, ("a", "b", "c"), (70.0, 75.0, 80.0),
+                             (0.5, 0.6, 0.7), line) for regime in regimes.REGIMES]
+    fig = self._saved(plots.plot_figure2, panels)
+    self._check_legends(fig, regimes.REGIMES)
+
+  def _points(self, first):
+    return [studies.Point("dtd", model, regime, model, x, 0.5 + 0.01 * x, 0.01, 2, "top1",
+                          100.0)
+            for regime in regimes.REGIMES for model in ("net_a", "net_b")
+            for x in (first, 2 * first)]
+
+  def test_study_figures(self):
+    fig = self._saved(study_plots.plot_low_data, self._points(5))
+    self._check_legends(fig, regimes.REGIMES)
+    fig = self._saved(study_plots.plot_budgets, self._points(100), [], [])
+    self._check_legends(fig, regimes.REGIMES)
+    bars = [studies.Bar("dtd", regime, "top1", 0.6, 0.1, 0.5, 0.7, 2, 0.65)
+            for regime in regimes.REGIMES]
+    fig = self._saved(study_plots.plot_per_dataset, bars)
+    self._check_legends(fig, regimes.REGIMES)
+
+  def test_transferability_check_figure(self):
+    agreement = transferability_check.Agreement("logme", (0.1, 0.2, 0.3), 1.0, 0.9, None)
+    groups = [transferability_check.Group("dtd", regime, "top1", ("a", "b", "c"),
+                                          (0.5, 0.6, 0.7), (agreement,))
+              for regime in regimes.REGIMES]
+    fig = self._saved(transferability_check.plot, groups)
+    for ax, spec in zip(fig.axes, regimes.REGIMES.values()):
+      self.assertEqual([self._rgba(c) for c in ax.collections],
+                       [colors_lib.to_rgba(spec.colour)])
+
+  def test_no_figure_module_spells_a_regime_colour(self):
+    report_dir = os.path.dirname(plots.__file__)
+    for name in sorted(os.listdir(report_dir)):
+      if name.endswith(".py"):
+        with open(os.path.join(report_dir, name)) as f:
+          source = f.read()
+        for spec in regimes.REGIMES.values():
+          self.assertNotIn(f'"{spec.colour}"', source, name)
 
 
 class ImportTest(absltest.TestCase):

@@ -1,15 +1,21 @@
-"""keras-tuner's distributed mode through the real CLI: chief + workers on 127.0.0.1."""
+"""keras-tuner's distributed mode: chief + workers on 127.0.0.1, by hand through the CLI and
+by the launcher (`launch_parallel_trials`) from Python."""
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from unittest import mock
 
 import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import launcher
+from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged as stores
 from tfhub_transfer import oracle_auth
 
@@ -80,35 +86,54 @@ class DistributedTuningTest(tf.test.TestCase):
     self.assertIn("test top1 =", chief_log)
     self._check_store(workdir)
 
-  def test_parallel_trials_launcher_survives_a_killed_worker(self):
+  def test_parallel_trials_from_python_survive_a_killed_worker(self):
     tmp = self.get_temp_dir()
     workdir = os.path.join(tmp, "launched")
-    args = [a.replace("--train_steps=2", "--train_steps=40") for a in _cell_args(tmp, workdir)]
-    launcher_process = subprocess.Popen(
-        # The value after a space, as people type it: the children get the parsed flags.
-        [sys.executable, "-m", "tfhub_transfer.cli", *args, "--parallel_trials", "2"],
-        cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    hub = os.path.join(tmp, "hub")
+    fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=2)
+    config = ExperimentConfig(
+        model="hub:" + hub, dataset="digits", regime="finetune", image_size=16,
+        max_examples=40, batch_size=8, train_steps=40, learning_rates=(0.01, 0.001),
+        weight_decays=(0.0, 0.0001), workdir=workdir, data_dir=fakes.digits_data_dir())
+    launched = {}
+    thread = threading.Thread(target=lambda: launched.update(record=(
+        launcher.launch_parallel_trials(config, num_workers=2, poll_s=0.2))))
+    # The children inherit this environment: this checkout, on CPU.
+    with mock.patch.dict(os.environ, fakes.subprocess_env()), \
+        self.assertLogs(logger="absl", level="INFO") as logs:
+      thread.start()
       # Kill worker0 (SIGKILL, as a crash or an OOM kill) once the search is under way.
       deadline = time.monotonic() + _DEADLINE_S
-      while time.monotonic() < deadline and launcher_process.poll() is None:
+      while time.monotonic() < deadline and thread.is_alive():
         if os.path.isdir(workdir) and stores.read_workdir(workdir).trials():
           break
         time.sleep(0.2)
       with open(os.path.join(workdir, "logs", "worker0.pid")) as f:
         os.killpg(int(f.read()), signal.SIGKILL)
-      stdout, stderr = launcher_process.communicate(timeout=_DEADLINE_S)
-    finally:
-      _stop_all([launcher_process])
-    self.assertEqual(launcher_process.returncode, 0, stdout[-2000:] + stderr[-2000:])
-    self.assertIn("worker0 FAILED with exit code -9", stdout)
-    self.assertIn("restarting it (1/2) to resume its trial", stdout)
-    self.assertIn("chief finished", stdout)
-    self.assertIn("test top1 =", stdout)  # The chief's summary line, relayed.
+      thread.join(timeout=_DEADLINE_S)
+    output = "\n".join(logs.output)
+    self.assertFalse(thread.is_alive())
+    self.assertEqual(launched["record"]["status"], "ok", output[-3000:])
+    self.assertIn("worker0 FAILED with exit code -9", output)
+    self.assertIn("restarting it (1/2) to resume its trial", output)
+    self.assertIn("chief finished", output)
+    with open(os.path.join(workdir, "logs", "config.json")) as f:  # What the children ran.
+      self.assertEqual(ExperimentConfig(**json.load(f)), config)
     self.assertContainsSubset(["chief.log", "worker0.log", "worker1.log"],
                               os.listdir(os.path.join(workdir, "logs")))
     self._check_store(workdir)  # Every trial once, the killed worker's included.
+
+  def test_parallel_trials_are_checked_before_anything_starts(self):
+    config = ExperimentConfig(model="mobilenet_v2", dataset="digits", regime="logreg")
+    with self.assertRaisesRegex(ValueError, "--regime=logreg has no trials"):
+      launcher.check_parallel_trials(config, num_workers=2, gpus_per_worker=1, gpu_ids=[])
+    finetune = dataclasses.replace(config, regime="finetune")
+    with self.assertRaisesRegex(ValueError, r"needs 3 GPUs; this process was given 2"):
+      launcher.check_parallel_trials(finetune, num_workers=3, gpus_per_worker=1,
+                                     gpu_ids=["0", "1"])
+    with self.assertRaisesRegex(ValueError, "got 2 cells. Run one cell at a time"):
+      launcher.one_cell([finetune, dataclasses.replace(finetune, seed=1)])
+    self.assertEqual(launcher.one_cell([finetune]), finetune)
 
   def test_gpu_pinning(self):
     ids = ["0", "1", "2", "3"]

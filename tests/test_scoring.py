@@ -2,6 +2,7 @@
 (no backbone built on a hit), and the CLI. Real ImageNet weights against random ones, on
 real photos: tests/test_real_data.py."""
 
+import dataclasses
 import os
 from unittest import mock
 
@@ -9,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import cli_runner
+import tfhub_transfer
 from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
@@ -81,6 +83,14 @@ class ScoreCellTest(tf.test.TestCase):
     self.assertIn("logme=", seen[1].summary_line())
     with self.assertRaisesRegex(ValueError, "Drop --regime"):
       scoring.score_cell(_tiny_config(self.get_temp_dir(), regime="finetune"))
+    # The Python API: the stored row read back (not scored again), as a DataFrame.
+    frame = tfhub_transfer.score(config, grid)
+    self.assertEqual(list(frame["model"]), [seen[0].record["model"]])
+    for name, value in seen[0].record["scores"].items():
+      self.assertEqual(frame[name][0], value, name)
+    self.assertEqual(scoring.run_score_grid(config, grid).skipped, 1)  # Nothing new stored.
+    with self.assertRaisesRegex(ValueError, "Drop --regime"):
+      tfhub_transfer.score(config, dataclasses.replace(grid, regimes=("finetune",)))
 
 
 class ScoreCliTest(tf.test.TestCase):

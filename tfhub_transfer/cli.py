@@ -1,4 +1,4 @@
-"""`tfhub_transfer`: the command line. Flags -> one frozen config -> one library call.
+r"""`tfhub_transfer`: the command line. Flags -> one frozen config -> one library call.
 
   tfhub_transfer --model=mobilenet_v2 --dataset=caltech101 --regime=logreg --workdir=W
   tfhub_transfer --flagfile=flags/quickstart.cfg
@@ -10,16 +10,19 @@
   tfhub_transfer --flagfile=flags/paper_low_data.cfg    # the paper's other experiments
   tfhub_transfer --list_models | --list_datasets
 
-Every choice list comes from the library's registries; library modules that import TensorFlow
-are imported where used, so `--help`, the listings, `--mode=report` and `--mode=forget` never
-import it. Every flag value is checked when the flags are parsed (bounds and validators),
-before anything runs: a bad one is one line naming the flag, exit 2. A storage fault
-(`storage.StoreError`) or a full disk (`faults.MachineFault`) is one line naming the file and
-what to do, exit 1. Ctrl-C is one line and exit 130; SIGTERM one line and exit 143.
+Every choice list, default and bound comes from the library (registries, `ExperimentConfig`,
+`config.BOUNDS`, `protocol`); library modules that import TensorFlow are imported where used,
+so `--help`, the listings, `--mode=report` and `--mode=forget` never import it. One error
+path: a usage error (a bad flag value, a stray argument, a name no registry knows, a setting
+the machine cannot run; `config.UsageError`) is one line and exit 2, before anything runs; a
+failure of a run (a failed cell, a storage fault `storage.StoreError`, a full disk
+`faults.MachineFault`, another OSError, a failed `--parallel_trials` process) is one line
+naming what failed and exit 1; anything else is a bug and shows its traceback. Ctrl-C is one
+line and exit 130; SIGTERM one line and exit 143.
 """
 
-import logging
-import math
+import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -28,18 +31,26 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
+from absl import logging
 
+import tfhub_transfer
 from tfhub_transfer import devices
 from tfhub_transfer import faults
+from tfhub_transfer import launcher
+from tfhub_transfer import oracle_auth
+from tfhub_transfer import progress
+from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer import sweep
-from tfhub_transfer.config import (BOUNDS, PRECISIONS, STRATEGIES, TUNERS, ExperimentConfig,
-                                   FrozenKwargs)
+from tfhub_transfer.config import (BOUNDS, GRID_ITEMS, PRECISIONS, STRATEGIES, TUNERS,
+                                   ExperimentConfig, FrozenKwargs, UsageError)
+from tfhub_transfer.data import crops
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import storage
-from tfhub_transfer.results import workdir as workdir_lib
-from tfhub_transfer.data import crops
+
+# Each flag that sets a config or grid field defaults to the field's default.
+_DEFAULT = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+_GRID_DEFAULT = {f.name: f.default for f in dataclasses.fields(sweep.Grid)}
 
 _MODE = flags.DEFINE_enum(
     "mode", "run", ["run", "plan", "report", "score", "forget"],
@@ -59,8 +70,9 @@ _DATASET = flags.DEFINE_list(
     "dataset", [], "Dataset(s): registry names (see --list_datasets), digits, or "
     "folder:<path>. Comma-separated for a sweep.")
 _REGIME = flags.DEFINE_list("regime", [], f"Regime(s): {', '.join(regimes.REGIMES)}.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seed(s) of splits, init and search.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdir",
+_SEEDS = flags.DEFINE_list("seeds", [str(_DEFAULT["seed"])],
+                           "Seed(s) of splits, init and search.")
+_WORKDIR = flags.DEFINE_string("workdir", _DEFAULT["workdir"],
                                "Results store, feature cache, checkpoints, tuner state, logs.")
 _WEIGHTS = flags.DEFINE_string(
     "weights", None, "imagenet, random, or a path (Keras weights file, SavedModel dir, or "
@@ -69,46 +81,52 @@ _WEIGHTS = flags.DEFINE_string(
         f"{name}: {spec.default_weights}" for name, spec in regimes.REGIMES.items()) + ").")
 _MODEL_KWARGS = flags.DEFINE_string("model_kwargs", "{}",
                                     "JSON keras.applications kwargs, e.g. '{\"alpha\": 0.25}'.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input resolution (0: the model's own).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", _DEFAULT["image_size"],
+                                   "Input resolution (0: the model's own).")
+_DATA_DIR = flags.DEFINE_string("data_dir", _DEFAULT["data_dir"], "TFDS data_dir.")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", _DEFAULT["manual_dir"],
                                   "TFDS manual_dir for datasets downloaded by hand.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULT["batch_size"], "Global batch size.")
 _TRAIN_STEPS = flags.DEFINE_list(
-    "train_steps", ["0"], "Steps per finetune/scratch trial (0: a quick default; the paper "
-    "flagfiles set the paper's budgets; 'paper': each regime's, finetune 20000, scratch "
-    "40000). Comma-separated for a step-budget study: each budget is a cell of its own, "
-    "with its own search.")
+    "train_steps", [str(_DEFAULT["train_steps"])], "Steps per finetune/scratch trial (0: a "
+    "quick default; the paper flagfiles set the paper's budgets; 'paper': each regime's, "
+    "finetune 20000, scratch 40000). Comma-separated for a step-budget study: each budget is "
+    "a cell of its own, with its own search.")
 _EXAMPLES_PER_CLASS = flags.DEFINE_list(
-    "examples_per_class", ["0"], "Train on a class-balanced random subset of K training "
-    "images per class, drawn with the cell's seed (0: all). Comma-separated for a low-data "
-    "study; with --seeds=0,1,2 each K gets three independent subsets. 'paper': the paper's "
-    "Figure 9, K = 1, 2, 4, ... up to each dataset's maximum on its axes.")
+    "examples_per_class", [str(_DEFAULT["examples_per_class"])], "Train on a class-balanced "
+    "random subset of K training images per class, drawn with the cell's seed (0: all). "
+    "Comma-separated for a low-data study; with --seeds=0,1,2 each K gets three independent "
+    "subsets. 'paper': the paper's Figure 9, K = 1, 2, 4, ... up to each dataset's maximum "
+    "on its axes.")
 _LEARNING_RATES = flags.DEFINE_list("learning_rates", [],
                                     "Learning-rate grid (empty: the paper's for the regime).")
 _WEIGHT_DECAYS = flags.DEFINE_list("weight_decays", [],
                                    "Weight-decay grid (empty: the paper's for the regime).")
-_TUNER = flags.DEFINE_enum("tuner", "grid", TUNERS, "keras-tuner oracle.")
-_MAX_TRIALS = flags.DEFINE_integer("max_trials", 0, "Cap on trials (0: the whole grid).")
-_L2_GRID_SIZE = flags.DEFINE_integer("l2_grid_size", 45,
-                                     "Log-spaced L2 strengths in [1e-6, 1e5] (logreg).")
-_STRATEGY = flags.DEFINE_enum("strategy", "auto", STRATEGIES,
+_TUNER = flags.DEFINE_enum("tuner", _DEFAULT["tuner"], TUNERS, "keras-tuner oracle.")
+_MAX_TRIALS = flags.DEFINE_integer("max_trials", _DEFAULT["max_trials"],
+                                   "Cap on trials (0: the whole grid).")
+_L2_GRID_SIZE = flags.DEFINE_integer(
+    "l2_grid_size", _DEFAULT["l2_grid_size"],
+    "Log-spaced L2 strengths in [{:g}, {:g}] (logreg).".format(*protocol.L2_RANGE))
+_STRATEGY = flags.DEFINE_enum("strategy", _DEFAULT["strategy"], STRATEGIES,
                               "tf.distribute strategy of one trial.")
-_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0,
+_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", _DEFAULT["max_examples"],
                                      "Cap on examples per split, for smoke runs (0: all).")
 _PRECISION = flags.DEFINE_enum(
-    "precision", "float32", PRECISIONS, "Keras dtype policy of the backbone in training and "
-    "feature extraction; the head and the loss stay float32, float16 losses are scaled. "
-    "Part of each result's key.")
+    "precision", _DEFAULT["precision"], PRECISIONS, "Keras dtype policy of the backbone in "
+    "training and feature extraction; the head and the loss stay float32, float16 losses "
+    "are scaled. Part of each result's key.")
 _JIT_COMPILE = flags.DEFINE_bool(
-    "jit_compile", False, "XLA for training and feature extraction (1 replica; keyed).")
+    "jit_compile", _DEFAULT["jit_compile"],
+    "XLA for training and feature extraction (1 replica; keyed).")
 _EVAL_PREPROCESSING = flags.DEFINE_enum(
-    "eval_preprocessing", crops.DEFAULT_EVAL_PREPROCESSING, list(crops.EVAL_PREPROCESSINGS),
+    "eval_preprocessing", _DEFAULT["eval_preprocessing"], list(crops.EVAL_PREPROCESSINGS),
     "Evaluation crop: slim = shorter side to S/0.875, central S, bilinear (the ImageNet "
     "evaluation crop); simclr = shorter side to S, central S, bicubic (SimCLR B.8). Keyed.")
 _FAST_DECODE = flags.DEFINE_bool(
-    "fast_decode", False, "Decode only each JPEG's crop window, at a reduced DCT scale from "
-    "2x the target on; resize with a box filter (BENCHMARKS.md, figure 9). Keyed.")
+    "fast_decode", _DEFAULT["fast_decode"], "Decode only each JPEG's crop window, at a "
+    "reduced DCT scale from 2x the target on; resize with a box filter (BENCHMARKS.md, "
+    "figure 9). Keyed.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
@@ -117,9 +135,11 @@ _TSNE = flags.DEFINE_list(
     "tsne", [], "For --mode=report: t-SNE maps of cached test features (Figure 4), as "
     "MODEL/DATASET items as the report names them, or 'all' for every cached pair.")
 _CONVERGENCE_THRESHOLD = flags.DEFINE_float(
-    "convergence_threshold", 0.9, "For --mode=report: a step budget has converged when the "
-    "odds p/(1-p) of its test accuracy reach this fraction of the best budget's (Figure 8).")
-_SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell of the grid from i.")
+    "convergence_threshold", protocol.CONVERGENCE_THRESHOLD, "For --mode=report: a step "
+    "budget has converged when the odds p/(1-p) of its test accuracy reach this fraction of "
+    "the best budget's (Figure 8).")
+_SHARD = flags.DEFINE_string("shard", "{}/{}".format(*_GRID_DEFAULT["shard"]),
+                             "i/n: run every n-th cell of the grid from i.")
 _PARALLEL_TRIALS = flags.DEFINE_integer(
     "parallel_trials", 0, "Run the search as a keras-tuner chief plus N worker processes, "
     "one per GPU (0: in this process).", lower_bound=0)
@@ -130,9 +150,6 @@ _REPORT_DIR = flags.DEFINE_string("report_dir", None,
                                   "For --mode=report: where to write (default <workdir>/report).")
 _FORGET_OK = flags.DEFINE_bool("forget_ok", False,
                                "For --mode=forget: remove ok results too, not only failed ones.")
-
-# Flags the launcher's children must not inherit: they would launch again.
-_LAUNCHER_FLAGS = (_PARALLEL_TRIALS, _GPUS_PER_TRIAL)
 
 # `--help`: this tool's flags by what they are for (absl's own: --helpfull).
 FLAG_GROUPS = (
@@ -161,9 +178,7 @@ def help_text(width: int = 80) -> str:
   usage = __doc__.split("\n\n")[1]
   lines = ["tfhub_transfer: how well do ImageNet models transfer? (Kornblith, Shlens & Le, "
            "CVPR 2019)", "", "Usage:", *usage.splitlines()]
-  grouped = {holder.name for _, holders in FLAG_GROUPS for holder in holders}
-  ungrouped = tuple(holder for holder in own_flags() if holder.name not in grouped)
-  for title, holders in FLAG_GROUPS + ((("other", ungrouped),) if ungrouped else ()):
+  for title, holders in FLAG_GROUPS:
     lines += ["", f"{title}:"]
     for holder in holders:
       flag = flags.FLAGS[holder.name]
@@ -179,10 +194,15 @@ def help_text(width: int = 80) -> str:
   return "\n".join(lines)
 
 
+def _usage_exit(message: str) -> None:
+  print(f"tfhub_transfer: {message} (see --help)", file=sys.stderr)
+  sys.exit(2)
+
+
 def _parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, but `--help` is `help_text` (absl's lists every module's flags
-  alphabetically and exits 1), and a bad value (a bound, a validator, an unknown flag) is one
-  line naming the flag and exit 2, not absl's usage text."""
+  alphabetically and exits 1), and a bad value (a bound, a validator, an unknown flag) or a
+  stray argument is one line and exit 2, not absl's usage text."""
   if any(arg in _HELP_ARGS for arg in argv[1:]):
     try:
       print(help_text(), flush=True)
@@ -190,51 +210,18 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"tfhub_transfer: {e} (see --help)", file=sys.stderr)
-    sys.exit(2)
+    _usage_exit(str(e))
+  if len(rest) > 1:
+    _usage_exit(f"unexpected argument(s) {' '.join(rest[1:])}: every option is a --flag")
+  return rest
 
 
-class UsageError(ValueError):
-  """A bad flag value: printed as one line, exit 2."""
-
-
-def _floats(values, flag) -> tuple[float, ...]:
-  try:
-    return tuple(float(v) for v in values)
-  except ValueError as e:
-    raise UsageError(f"--{flag}={','.join(values)}: {e}. Expected numbers.") from e
-
-
-def _ints(values, flag) -> tuple[int, ...]:
-  try:
-    return tuple(int(v) for v in values)
-  except ValueError as e:
-    raise UsageError(f"--{flag}={','.join(values)}: {e}. Expected integers, e.g. "
-                     f"--{flag}=0,1,2.") from e
-
-
-def _parse_top1(values) -> dict[str, float]:
-  """`--imagenet_top1` items NAME=TOP1 -> {NAME: TOP1}."""
-  top1 = {}
-  for item in values:
-    name, sep, value = item.rpartition("=")
-    try:
-      top1[name] = float(value)
-    except ValueError:
-      sep = ""
-    if not sep or not name:
-      raise UsageError(f"--imagenet_top1 item {item!r} is not NAME=TOP1 (e.g. "
-                       f"'keras:EfficientNetB0=77.1').")
-  return top1
-
-
-# Checked at parse time, before anything runs, by validators registered below, which raise
-# flags.ValidationError with a message naming the flag. The bounds of a setting the config
-# holds are the config's (`config.BOUNDS`), read here; a flag of the CLI's own carries its
-# bound (`lower_bound=`). The backbone, its kwargs, the weights file and the machine are
-# checked next, before the first cell (`_grid`, `_check_fits_memory`).
+# Every flag value is checked when the flags are parsed, before anything runs, by these
+# validators (flags.ValidationError names the flag): the bounds and checks are the library's
+# (`config.BOUNDS`, `config.GRID_ITEMS`, `sweep.parse_shard`, ...). The names of the grid
+# are checked next, before the first cell (`sweep.check_grid`).
 
 
 def _validator(flag, check):
@@ -248,7 +235,7 @@ def _validator(flag, check):
   flags.register_validator(flag.name, validate)
 
 
-def _check_numbers(values, *, kind, valid, expected):
+def _check_items(values, *, kind, valid, expected):
   """Each item of a list flag parses with `kind` and passes `valid`."""
   for value in values:
     try:
@@ -269,12 +256,18 @@ def _bounded(flag, field, *, empty_means_zero=False, paper=False):
         return
       if not values and not empty_means_zero:
         raise ValueError(f"no value given; expected {bound.describe()}, e.g. --{flag.name}=0")
-      _check_numbers(values, kind=int, valid=bound.contains, expected=bound.describe())
+      _check_items(values, kind=int, valid=bound.contains, expected=bound.describe())
   else:
     def check(value):
       if not bound.contains(value):
         raise ValueError(f"{value!r} is not {bound.describe()}")
   _validator(flag, check)
+
+
+def _grid_items(flag):
+  valid, expected = GRID_ITEMS[flag.name]
+  _validator(flag, lambda values: _check_items(values, kind=float, valid=valid,
+                                               expected=expected))
 
 
 def _check_weights(value):
@@ -288,6 +281,20 @@ def _check_manual_dir(value):
     raise ValueError("no such directory; create it and place the dataset's files there")
 
 
+def _parse_top1(values) -> dict[str, float]:
+  """`--imagenet_top1` items NAME=TOP1 -> {NAME: TOP1}."""
+  top1 = {}
+  for item in values:
+    name, sep, value = item.rpartition("=")
+    try:
+      top1[name] = float(value)
+    except ValueError:
+      sep = ""
+    if not sep or not name:
+      raise ValueError(f"item {item!r} is not NAME=TOP1 (e.g. 'keras:EfficientNetB0=77.1')")
+  return top1
+
+
 _bounded(_SEEDS, "seed")
 _bounded(_TRAIN_STEPS, "train_steps", empty_means_zero=True, paper=True)
 _bounded(_EXAMPLES_PER_CLASS, "examples_per_class", empty_means_zero=True, paper=True)
@@ -296,22 +303,31 @@ _bounded(_BATCH_SIZE, "batch_size")
 _bounded(_MAX_TRIALS, "max_trials")
 _bounded(_L2_GRID_SIZE, "l2_grid_size")
 _bounded(_MAX_EXAMPLES, "max_examples")
-_validator(_LEARNING_RATES, lambda v: _check_numbers(
-    v, kind=float, valid=lambda x: 0 < x < math.inf, expected="a positive number, e.g. 0.1,0.01"))
-_validator(_WEIGHT_DECAYS, lambda v: _check_numbers(
-    v, kind=float, valid=lambda x: 0 <= x < math.inf,
-    expected="a non-negative number, e.g. 0,1e-4"))
+_grid_items(_LEARNING_RATES)
+_grid_items(_WEIGHT_DECAYS)
 _validator(_SHARD, sweep.parse_shard)
 _validator(_MODEL_KWARGS, FrozenKwargs.parse)
 _validator(_WEIGHTS, _check_weights)
 _validator(_MANUAL_DIR, _check_manual_dir)
 _validator(_IMAGENET_TOP1, _parse_top1)
+_validator(_CONVERGENCE_THRESHOLD, protocol.check_convergence_threshold)
 
 
-def _require_grid_flags(regime_flag=None):
-  regime_flag = _REGIME.value if regime_flag is None else regime_flag
+@contextlib.contextmanager
+def _checking():
+  """Checks before anything runs: the ValueError of a registry getter or a library check
+  (each names the flag and the fix) is a usage error here, and only here."""
+  try:
+    yield
+  except UsageError:
+    raise
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+
+
+def _require_grid_flags(regime_values):
   missing = [f"--{f.name}" for f, value in ((_MODEL, _MODEL.value), (_DATASET, _DATASET.value),
-                                            (_REGIME, regime_flag)) if not value]
+                                            (_REGIME, regime_values)) if not value]
   if missing:
     raise UsageError(f"{', '.join(missing)} required (see --list_models, --list_datasets; "
                      f"regimes: {', '.join(regimes.REGIMES)}).")
@@ -324,106 +340,60 @@ def _existing_workdir() -> str:
   return _WORKDIR.value
 
 
-def _grid(*, build_models: bool = True):
-  """The sweep's dimensions, each name checked against its registry before anything runs
-  (`build_models`: Keras models given kwargs or a size are built once to check them)."""
-  regime_flag = _REGIME.value
-  if _MODE.value == "score":
-    # Scores read the logreg regime's frozen features (its weights rule and feature cache).
-    if regime_flag not in ([], ["logreg"]):
-      raise UsageError(f"--mode=score scores frozen features (the logreg regime's); got "
-                       f"--regime={','.join(regime_flag)}. Drop --regime.")
-    regime_flag = ["logreg"]
-  from tfhub_transfer import backbones  # pylint: disable=g-import-not-at-top
-  from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
-  _require_grid_flags(regime_flag)
-  kwargs = FrozenKwargs.parse(_MODEL_KWARGS.value)
-  for model in _MODEL.value:
-    spec = backbones.check_backbone(model, model_kwargs=kwargs, image_size=_IMAGE_SIZE.value,
-                                    weights=_WEIGHTS.value, build=build_models)
-    _check_fits_memory(spec)
-  seeds = _ints(_SEEDS.value, "seeds")
-  for dataset in _DATASET.value:
-    spec = datasets.get_dataset_spec(dataset)
-    if spec.source == datasets.FOLDER:  # Its images are validated once, for the cells too.
-      datasets.check_folder_splits(spec, seeds=seeds,
-                                   cache_dir=workdir_lib.Workdir(_WORKDIR.value).folders)
-  for regime in regime_flag:
-    regimes.get_regime_spec(regime)
-  return sweep.make_grid(models=_MODEL.value, datasets=_DATASET.value, regimes=regime_flag,
-                         seeds=seeds, shard=sweep.parse_shard(_SHARD.value),
-                         examples_per_class=_counts(_EXAMPLES_PER_CLASS),
-                         train_steps=_counts(_TRAIN_STEPS))
-
-
-def _check_fits_memory(spec):
-  """One batch of input pixels (float32) must fit in this machine's memory: a larger one
-  could only fail, cell after cell, once its data is loaded."""
-  pixels = _BATCH_SIZE.value * spec.image_size**2 * 3 * 4
-  memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  if pixels > memory:
-    raise UsageError(
-        f"--batch_size={_BATCH_SIZE.value} at {spec.image_size} px (--model={spec.name}): one "
-        f"input batch is {pixels / 2**30:,.1f} GiB of float32 pixels, more than this "
-        f"machine's {memory / 2**30:,.1f} GiB of memory; lower --batch_size to at most "
-        f"{memory // (spec.image_size**2 * 12):,} (or --image_size).")
+def _ints(flag) -> tuple[int, ...]:
+  """A list flag of integers, checked at parse time (the empty list means 0)."""
+  return tuple(int(v) for v in flag.value) or (0,)
 
 
 def _counts(flag):
-  """A comma list of integers >= 0, checked at parse time (the empty list means 0), or
-  `sweep.PAPER`."""
-  return sweep.PAPER if flag.value == [sweep.PAPER] else _ints(flag.value, flag.name) or (0,)
+  """`_ints`, or `sweep.PAPER` (a study dimension with the paper's own values)."""
+  return sweep.PAPER if flag.value == [sweep.PAPER] else _ints(flag)
 
 
-def base_config(grid) -> ExperimentConfig:
-  """The flags as one frozen config: the grid's first cell (a sweep varies the cell)."""
-  return ExperimentConfig(
-      model=grid.models[0], dataset=grid.datasets[0], regime=grid.regimes[0],
-      seed=grid.seeds[0], workdir=_WORKDIR.value, weights=_WEIGHTS.value or None,
-      model_kwargs=FrozenKwargs.parse(_MODEL_KWARGS.value), image_size=_IMAGE_SIZE.value,
-      data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, batch_size=_BATCH_SIZE.value,
-      train_steps=grid.train_steps[0], examples_per_class=grid.examples_per_class[0],
-      learning_rates=_floats(_LEARNING_RATES.value, "learning_rates"),
-      weight_decays=_floats(_WEIGHT_DECAYS.value, "weight_decays"), tuner=_TUNER.value,
-      max_trials=_MAX_TRIALS.value, l2_grid_size=_L2_GRID_SIZE.value,
-      strategy=_STRATEGY.value, max_examples=_MAX_EXAMPLES.value,
-      precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value,
-      eval_preprocessing=_EVAL_PREPROCESSING.value, fast_decode=_FAST_DECODE.value)
-
-
-def child_args() -> list[str]:
-  """This run's flags as the arguments of a launched chief or worker: every flag given on
-  the command line or in a flagfile, serialised from its parsed value, but the launcher's."""
-  skip = {holder.name for holder in _LAUNCHER_FLAGS}
-  return [flags.FLAGS[name].serialize() for name in flags.FLAGS
-          if flags.FLAGS[name].present and name not in skip]
-
-
-class _OwnInfoOnly(logging.Filter):
-  """At the default verbosity, INFO lines of other libraries (TFDS reads, TensorFlow
-  notices) are dropped: what is left is this tool's progress. --verbosity=1 shows all."""
-
-  def filter(self, record):
-    return (record.levelno > logging.INFO or
-            f"{os.sep}tfhub_transfer{os.sep}" in record.pathname)
+def _grid_and_config(*, build_models: bool = True) -> tuple[sweep.Grid, ExperimentConfig]:
+  """The flags as the sweep's grid and one frozen config (the grid's first cell), every name
+  checked against its registry before anything runs (`build_models`: see
+  `sweep.check_grid`)."""
+  with _checking():
+    regime_values = (regimes.score_regimes(_REGIME.value) if _MODE.value == "score"
+                     else tuple(_REGIME.value))
+    _require_grid_flags(regime_values)
+    grid = sweep.make_grid(models=_MODEL.value, datasets=_DATASET.value,
+                           regimes=regime_values, seeds=_ints(_SEEDS),
+                           shard=sweep.parse_shard(_SHARD.value),
+                           examples_per_class=_counts(_EXAMPLES_PER_CLASS),
+                           train_steps=_counts(_TRAIN_STEPS))
+    config = ExperimentConfig(
+        model=grid.models[0], dataset=grid.datasets[0], regime=grid.regimes[0],
+        seed=grid.seeds[0], workdir=_WORKDIR.value, weights=_WEIGHTS.value or None,
+        model_kwargs=FrozenKwargs.parse(_MODEL_KWARGS.value), image_size=_IMAGE_SIZE.value,
+        data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, batch_size=_BATCH_SIZE.value,
+        train_steps=grid.train_steps[0], examples_per_class=grid.examples_per_class[0],
+        learning_rates=tuple(float(v) for v in _LEARNING_RATES.value),
+        weight_decays=tuple(float(v) for v in _WEIGHT_DECAYS.value), tuner=_TUNER.value,
+        max_trials=_MAX_TRIALS.value, l2_grid_size=_L2_GRID_SIZE.value,
+        strategy=_STRATEGY.value, max_examples=_MAX_EXAMPLES.value,
+        precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value,
+        eval_preprocessing=_EVAL_PREPROCESSING.value, fast_decode=_FAST_DECODE.value)
+    sweep.check_grid(grid, config, build_models=build_models)
+  return grid, config
 
 
 def main(argv: Sequence[str]) -> int:
-  if flags.FLAGS["verbosity"].value <= 0:
-    absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
+  del argv  # `_parse_flags` refused any argument that is not a flag.
+  progress.show_own_info_only()
   try:
     return _dispatch()
-  except (storage.StoreError, faults.MachineFault) as e:  # A damaged, read-only or full
-    print(f"tfhub_transfer: {e}", file=sys.stderr)  # store or disk: the machine's fault.
-    return 1
-  except (UsageError, ValueError, OSError) as e:  # Bad names or values, a missing folder.
-    if faults.is_disk_full(e):  # A full disk that no layer named.
-      print(f"tfhub_transfer: {faults.describe_disk_full(e)}", file=sys.stderr)
-      return 1
+  except UsageError as e:
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
+  except (storage.StoreError, faults.MachineFault, launcher.LaunchFailed) as e:
+    print(f"tfhub_transfer: {e}", file=sys.stderr)  # A damaged or full store or disk, a
+    return 1  # failed process: each names the file or log and what to do.
+  except OSError as e:  # A full disk no layer named, a missing or unreadable file.
+    message = faults.describe_disk_full(e) if faults.is_disk_full(e) else str(e)
+    print(f"tfhub_transfer: {message}", file=sys.stderr)
+    return 1
   except faults.Terminated:  # SIGTERM (SLURM, Kubernetes): as Ctrl-C, with its own code.
     print(TERMINATED, file=sys.stderr)
     return faults.TERMINATED_EXIT_CODE
@@ -452,82 +422,61 @@ def _dispatch() -> int:
     print(f"Written to {paths.out_dir}/: {', '.join(paths.names())}", file=sys.stderr)
     return 0
   if _MODE.value == "forget":
-    _require_grid_flags()
+    _require_grid_flags(_REGIME.value)
     forgotten = merged.forget(_existing_workdir(), models=_MODEL.value,
                               datasets=_DATASET.value, regimes=_REGIME.value,
-                              seeds=_ints(_SEEDS.value, "seeds"), include_ok=_FORGET_OK.value)
-    for r in forgotten:
-      print(f"forgot {r.display_model} / {r.display_dataset} / {r.regime} / seed {r.seed} "
-            f"[protocol {r.protocol}]: {r.status}" + (f": {r.error}" if r.error else ""))
+                              seeds=_ints(_SEEDS), include_ok=_FORGET_OK.value)
+    for record in forgotten:
+      print(f"forgot {record.status_line()}")
     print(f"{len(forgotten)} stored result(s) forgotten in {_WORKDIR.value}"
           + ("" if _FORGET_OK.value else " (failed ones only; --forget_ok for ok ones)"))
     return 0
   launching = _MODE.value == "run" and _PARALLEL_TRIALS.value
-  # TensorFlow starts quietly before the checks of the grid, which may build a Keras model;
-  # the launcher's process never starts it (its children check the model).
+  # TensorFlow starts quietly before the grid's checks, which may build a Keras model; the
+  # launcher's process never starts it (its children check the model).
   devices_line = None if launching else devices.import_tensorflow_quietly(
       keep_all=flags.FLAGS["verbosity"].value > 0)
-  grid = _grid(build_models=not launching)
-  config = base_config(grid)
-  if "KERASTUNER_ORACLE_IP" in os.environ:  # A chief or worker of a distributed search.
-    from tfhub_transfer import oracle_auth  # pylint: disable=g-import-not-at-top
-    oracle_auth.token_from_env()  # Its secret is set, or one line before the first cell.
+  grid, config = _grid_and_config(build_models=not launching)
+  with _checking():  # A chief or worker of a distributed search has its secret.
+    oracle_auth.check_environment()
   if launching:
     return _launch(grid, config)  # Without TensorFlow in this process: see the launcher.
-  absl_logging.info("tfhub_transfer %s: %s.", _version(), devices_line)
-  if _MODE.value != "plan":  # Before any work: a GPU strategy without a GPU, XLA x replicas.
-    devices.check_local_strategy(config.strategy, jit_compile=config.jit_compile)
+  logging.info("tfhub_transfer %s: %s.", tfhub_transfer.__version__, devices_line)
   if _MODE.value == "plan":
-    return _plan(grid.cells(config))
+    print("\n".join(sweep.plan_lines(grid.cells(config), config.workdir)))
+    return 0
+  with _checking():  # Before any work: a GPU strategy without a GPU, XLA x replicas.
+    devices.check_local_strategy(config.strategy, jit_compile=config.jit_compile)
   if _MODE.value == "score":
     from tfhub_transfer import scoring  # pylint: disable=g-import-not-at-top
-    scored = scoring.run_score_grid(config, grid,
-                                    on_result=lambda result: print(result.summary_line()))
-    return _finish(scored, show_line=scored.cells > 1)
+    summary = scoring.run_score_grid(config, grid,
+                                     on_result=lambda result: print(result.summary_line()))
+    return _finish(summary, show_line=summary.cells > 1)
   summary = sweep.run_grid(config, grid, on_result=lambda result: print(result.summary_line()))
-  # A lone finished cell says so, too.
   return _finish(summary, show_line=summary.cells > 1 or summary.skipped)
 
 
 def _launch(grid, config) -> int:
-  """`--parallel_trials`: the launcher (it imports no TensorFlow)."""
-  from tfhub_transfer import launcher  # pylint: disable=g-import-not-at-top
-  cells = grid.cells(config)
-  if len(cells) != 1 or not config.regime_spec.searches_with_tuner:
-    raise UsageError(f"--parallel_trials spreads the trials of one finetune/scratch cell; "
-                     f"got {len(cells)} cells (regime {config.regime}). Run one cell at a "
-                     f"time, or use --shard to split a sweep between processes.")
-  return launcher.launch_parallel_trials(
-      child_args(), config=config, num_workers=_PARALLEL_TRIALS.value,
-      gpus_per_worker=_GPUS_PER_TRIAL.value)
+  """`--parallel_trials`: the launcher, without TensorFlow in this process."""
+  with _checking():
+    config = launcher.one_cell(grid.cells(config))
+    launcher.check_parallel_trials(config, num_workers=_PARALLEL_TRIALS.value,
+                                   gpus_per_worker=_GPUS_PER_TRIAL.value,
+                                   gpu_ids=devices.visible_gpu_ids())
+  record = launcher.launch_parallel_trials(config, num_workers=_PARALLEL_TRIALS.value,
+                                           gpus_per_worker=_GPUS_PER_TRIAL.value)
+  if record is not None:
+    print(record.summary_line())
+  return 0 if record is not None and record.status == "ok" else 1
 
 
 def _finish(summary, *, show_line: bool) -> int:
   """Prints a sweep's or a score grid's summary line and each failure; the exit code."""
   if show_line:
     print(summary.line())
-  for failure in summary.failures:
-    print(f"FAILED {failure}", file=sys.stderr)
+  for failure in summary.failures:  # Its first line; the stored record holds the rest.
+    print(f"tfhub_transfer: FAILED {failure.splitlines()[0]}", file=sys.stderr)
   return 1 if summary.failures else 0
-
-
-def _plan(cells) -> int:
-  """`--mode=plan`: one line per cell, `done` where any host stored it as ok."""
-  stored = merged.read_workdir(_WORKDIR.value) if os.path.isdir(_WORKDIR.value) else None
-  done = 0
-  for config in cells:
-    ok = stored is not None and stored.has_ok(*config.cell)
-    done += ok
-    print(f"{'done' if ok else 'to run':6}  {sweep.plan_line(config)}")
-  print(f"plan: {len(cells)} cells, {done} already done, {len(cells) - done} to run")
-  from tfhub_transfer import estimate  # pylint: disable=g-import-not-at-top
-  print(estimate.plan_line([c for c in cells if stored is None or not stored.has_ok(*c.cell)]))
-  return 0
-
-
-def _version() -> str:
-  import tfhub_transfer  # pylint: disable=g-import-not-at-top
-  return tfhub_transfer.__version__
 
 
 def run_main():

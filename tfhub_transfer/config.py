@@ -30,6 +30,14 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 _INT32_MAX = 2**31 - 1
 
 
+class UsageError(ValueError):
+  """A setting, name or input the caller must change; the message says which and how.
+
+  The CLI prints it as one line and exits 2 (a failure of a run exits 1, a bug is a
+  traceback). A ValueError, so library callers may catch either.
+  """
+
+
 @dataclasses.dataclass(frozen=True)
 class Bound:
   """The valid values of an integer setting: [low, high], and 0 where 0 means a default.
@@ -72,6 +80,13 @@ BOUNDS = {
     "l2_grid_size": Bound("l2_grid_size", 1, 10_000),
     "max_examples": Bound("max_examples", 1, _INT32_MAX, zero="all"),
     "examples_per_class": Bound("examples_per_class", 1, _INT32_MAX, zero="all"),
+}
+
+# The float grids' valid items: the config checks its fields with them, the CLI's validators
+# read them. name -> (check, what is expected).
+GRID_ITEMS = {
+    "learning_rates": (lambda v: 0 < v < float("inf"), "a positive number, e.g. 0.1,0.01"),
+    "weight_decays": (lambda v: 0 <= v < float("inf"), "a non-negative number, e.g. 0,1e-4"),
 }
 
 # Bump when a convention changes what the same settings measure (e.g. how weight decay is
@@ -233,12 +248,10 @@ class ExperimentConfig:
       if not bound.contains(getattr(self, name)):
         raise ValueError(f"{name}={getattr(self, name)!r} must be {bound.describe()} "
                          f"(--{bound.flag}).")
-    if not all(0 < v < float("inf") for v in self.learning_rates):
-      raise ValueError(f"learning_rates={list(self.learning_rates)}: each must be a positive "
-                       f"number (--learning_rates).")
-    if not all(0 <= v < float("inf") for v in self.weight_decays):
-      raise ValueError(f"weight_decays={list(self.weight_decays)}: each must be a "
-                       f"non-negative number (--weight_decays).")
+    for name, (valid, expected) in GRID_ITEMS.items():
+      if not all(valid(v) for v in getattr(self, name)):
+        raise ValueError(f"{name}={list(getattr(self, name))}: each must be {expected} "
+                         f"(--{name}).")
     if self.precision not in PRECISIONS:
       raise ValueError(f"Unknown --precision={self.precision!r}. Valid choices: "
                        f"{', '.join(PRECISIONS)}.")

@@ -206,6 +206,23 @@ def no_gpu_reason(*, driver: bool, cuda_build: bool, visible: Optional[str],
           f"CUDA {cuda or '?'} / cuDNN {cudnn or '?'}, see the lines above; fix: {GPU_FIX})")
 
 
+def check_batch_fits_memory(batch_size: int, image_size: int, *, model: str) -> None:
+  """One batch of input pixels (float32) must fit in this machine's memory: a larger one
+  could only fail, cell after cell, once its data is loaded.
+
+  Raises:
+    ValueError: it does not (the message says how far to lower --batch_size).
+  """
+  pixels = batch_size * image_size**2 * 3 * 4
+  memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if pixels > memory:
+    raise ValueError(
+        f"--batch_size={batch_size} at {image_size} px (--model={model}): one input batch "
+        f"is {pixels / 2**30:,.1f} GiB of float32 pixels, more than this machine's "
+        f"{memory / 2**30:,.1f} GiB of memory; lower --batch_size to at most "
+        f"{memory // (image_size**2 * 12):,} (or --image_size).")
+
+
 def resolve_strategy(name: str, *, num_gpus: int, num_cpus: int = 1,
                      jit_compile: bool = False) -> tuple[str, int]:
   """(strategy kind, replicas) that `--strategy=name` means on these devices.

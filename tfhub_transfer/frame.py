@@ -1,11 +1,17 @@
-"""`load_results(workdir)`: a workdir's stored results as a pandas DataFrame, one row per cell.
+"""A workdir's stored results and transferability scores as pandas DataFrames.
 
+`load_results(workdir)`: one row per cell.
 Columns: the key (`model`, `dataset`: content identities, `tfhub_transfer.identity`; `regime`,
 `seed`, `protocol`), their readable `model_label` and `dataset_label`, `status`, `metric`,
 `val_metric`, `test_metric` (fractions), then the chosen hyperparameters as `hparams.<name>`,
 the wall time per phase as `timings.<phase>` (seconds), the split sizes as `sizes.<split>`,
 and `weights`, `devices`, `host`, `created_at`, `error`. A field a record lacks is NaN/None.
-The full records stay in `merged.read_workdir(workdir).records()`. TF-free.
+The full records stay in `merged.read_workdir(workdir).records()`.
+
+`load_scores(workdir)`: one row per scored (model, dataset, seed, protocol) of `--mode=score`
+(`tfhub_transfer.score`): the key, `model_label`, `dataset_label`, one column per estimator
+(`transferability.ESTIMATORS`; NaN where it refused the dataset), `examples` and `dim` (the
+trainval features scored), `total_s`, `created_at`. TF-free.
 """
 
 import os
@@ -13,6 +19,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 
+from tfhub_transfer import transferability
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import records as records_lib
 
@@ -56,6 +63,48 @@ def results_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
   for column in ("val_metric", "test_metric"):
     frame[column] = frame[column].astype(float)
   return frame
+
+
+def scores_frame(records: Iterable[records_lib.ScoreRecord]) -> pd.DataFrame:
+  """Score records -> one row each; see the module docstring for the columns."""
+  records = list(records)
+  found = {name for r in records for name in r.scores}
+  estimators = [n for n in transferability.ESTIMATORS if n in found] + sorted(
+      found - set(transferability.ESTIMATORS))
+  rows = []
+  for r in records:
+    sizes = r.details.get("sizes") or {}
+    rows.append({**dict(zip(records_lib.SCORE_KEY_FIELDS, r.key)),
+                 "model_label": r.model_label or r.model,
+                 "dataset_label": r.dataset_label or r.dataset,
+                 **{n: r.scores.get(n) for n in estimators},
+                 "examples": sizes.get("examples"), "dim": sizes.get("dim"),
+                 "total_s": (r.details.get("timings") or {}).get("total_s"),
+                 "created_at": r.created_at})
+  columns = (list(records_lib.SCORE_KEY_FIELDS) + ["model_label", "dataset_label"] + estimators
+             + ["examples", "dim", "total_s", "created_at"])
+  frame = pd.DataFrame(rows, columns=columns)
+  for name in estimators:
+    frame[name] = frame[name].astype(float)
+  return frame
+
+
+def load_scores(workdir: str) -> pd.DataFrame:
+  """A workdir's transferability scores as a DataFrame, one row per scored cell, by key.
+
+  Args:
+    workdir: the `--workdir` of the `--mode=score` runs (or `tfhub_transfer.score` calls).
+
+  Returns:
+    The frame (see the module docstring for its columns); empty, with the key columns, when
+    nothing is scored yet.
+
+  Raises:
+    FileNotFoundError: `workdir` does not exist.
+  """
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"No workdir {workdir!r}: pass the --workdir of a run.")
+  return scores_frame(merged.read_workdir(workdir).score_records())
 
 
 def load_results(workdir: str, *, status: Optional[str] = None) -> pd.DataFrame:

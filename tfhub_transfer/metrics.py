@@ -14,6 +14,11 @@ import numpy as np
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
+# Metric names: a dataset's `DatasetSpec.metric`, a result's `metric`.
+TOP1 = "top1"
+MEAN_PER_CLASS = "mean_per_class"
+MAP_11POINT = "map_11point"
+
 
 def _check_single_label(labels, scores):
   labels, scores = np.asarray(labels), np.asarray(scores)
@@ -88,9 +93,16 @@ def map_11point(labels_multi_hot: np.ndarray, scores: np.ndarray) -> float:
 
 
 METRICS: dict[str, MetricFn] = {
-    "top1": top1_accuracy,
-    "mean_per_class": mean_per_class_accuracy,
-    "map_11point": map_11point,
+    TOP1: top1_accuracy,
+    MEAN_PER_CLASS: mean_per_class_accuracy,
+    MAP_11POINT: map_11point,
+}
+
+# How reports and figures name each metric.
+METRIC_TITLES: dict[str, str] = {
+    TOP1: "top-1 accuracy",
+    MEAN_PER_CLASS: "mean per-class accuracy",
+    MAP_11POINT: "11-point mAP",
 }
 
 

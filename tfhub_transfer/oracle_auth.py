@@ -32,6 +32,17 @@ def new_token() -> str:
   return secrets.token_hex(16)
 
 
+def check_environment() -> None:
+  """In a chief or worker of a distributed search (KERASTUNER_ORACLE_IP set), the secret
+  must be set too: checked before the first cell.
+
+  Raises:
+    ValueError: it is not set (one line saying how to set it).
+  """
+  if "KERASTUNER_ORACLE_IP" in os.environ:
+    token_from_env()
+
+
 def token_from_env() -> str:
   """The search's secret, from `TOKEN_ENV`.
 

@@ -7,6 +7,8 @@ gets Keras's live bar, anything else one plain absl log line every `LOG_INTERVAL
 and one at the end. TF-free until a live bar is drawn.
 """
 
+import logging as py_logging
+import os
 import sys
 import time
 from typing import Optional
@@ -14,6 +16,22 @@ from typing import Optional
 from absl import logging
 
 LOG_INTERVAL_S = 30.0
+
+
+class OwnInfoOnly(py_logging.Filter):
+  """Drops INFO lines of other libraries (TFDS reads, TensorFlow notices): what is left is
+  this package's progress, and every library's warnings and errors."""
+
+  def filter(self, record):
+    return (record.levelno > py_logging.INFO or
+            f"{os.sep}tfhub_transfer{os.sep}" in record.pathname)
+
+
+def show_own_info_only() -> None:
+  """At absl's default verbosity (0 or less), installs `OwnInfoOnly` on absl's handler;
+  --verbosity=1 shows every line."""
+  if logging.get_verbosity() <= logging.INFO:
+    logging.get_absl_handler().addFilter(OwnInfoOnly())
 
 
 def is_live() -> bool:

@@ -23,6 +23,19 @@ L2_GRID_SIZE = 45
 L2_RANGE = (1e-6, 1e5)
 
 
+# Figure 8: a step budget has converged when the odds p / (1 - p) of its test accuracy reach
+# this fraction of the best budget's odds (its log-odds within -ln(0.9) = 0.105 of the best).
+CONVERGENCE_THRESHOLD = 0.9
+
+
+def check_convergence_threshold(threshold: float) -> None:
+  """Raises ValueError unless 0 < `threshold` <= 1."""
+  if not 0.0 < threshold <= 1.0:
+    raise ValueError(f"--convergence_threshold={threshold!r} must be in (0, 1], e.g. "
+                     f"{CONVERGENCE_THRESHOLD}: the fraction of the best budget's odds "
+                     f"p/(1-p) a budget must reach.")
+
+
 def log_grid(low: float, high: float, num: int) -> tuple[float, ...]:
   """`num` log-spaced values from `low` to `high`, rounded to 3 significant digits."""
   return tuple(float(f"{v:.3g}") for v in np.logspace(math.log10(low), math.log10(high), num))

@@ -10,7 +10,7 @@ it cheaply; the runner of a regime is named as "module:function" and imported on
 
 import dataclasses
 import importlib
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from tfhub_transfer import protocol
 
@@ -43,6 +43,13 @@ class RegimeSpec:
       key; they key its stored result, tuner state and checkpoints.
     runner: "module:function" running one cell, `(CellContext) -> Outcome | None`.
     paper_column: column of the paper's reference networks table (average log-odds).
+    paper_correlation: the paper's Pearson r between ImageNet top-1 and average transfer
+      log-odds over its 16 networks (Figure 1).
+    colour: its colour in every figure (a matplotlib colour).
+    line_style: its matplotlib line style where a figure draws it as a line.
+    marker: its matplotlib marker where a figure draws its points.
+
+  The registry's order is the order figures, tables and reports list the regimes in.
   """
   name: str
   title: str
@@ -55,6 +62,10 @@ class RegimeSpec:
   protocol_fields: tuple[str, ...]
   runner: str
   paper_column: str
+  paper_correlation: float
+  colour: str
+  line_style: str
+  marker: str
 
   @property
   def searches_with_tuner(self) -> bool:
@@ -89,22 +100,40 @@ REGIMES: dict[str, RegimeSpec] = {s.name: s for s in [
         default_weights=IMAGENET, pretrained_allowed=True, trains_backbone=False,
         learning_rates=(), weight_decays=(), paper_train_steps=None,
         protocol_fields=_COMMON_FIELDS + ("l2_grid_size",),
-        runner="tfhub_transfer.runners:run_logreg", paper_column="avg_logodds_logreg"),
+        runner="tfhub_transfer.runners:run_logreg", paper_column="avg_logodds_logreg",
+        paper_correlation=0.99, colour="tab:blue", line_style=":", marker="s"),
     RegimeSpec(
         name="finetune", title="Fine-tuned",
         default_weights=IMAGENET, pretrained_allowed=True, trains_backbone=True,
         learning_rates=protocol.FINETUNE_LEARNING_RATES,
         weight_decays=protocol.FINETUNE_WEIGHT_DECAYS,
         paper_train_steps=protocol.PAPER_FINETUNE_STEPS, protocol_fields=_TRAINED_FIELDS,
-        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_finetune"),
+        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_finetune",
+        paper_correlation=0.96, colour="tab:orange", line_style="-", marker="o"),
     RegimeSpec(
         name="scratch", title="Trained from random initialization",
         default_weights=RANDOM, pretrained_allowed=False, trains_backbone=True,
         learning_rates=protocol.SCRATCH_LEARNING_RATES,
         weight_decays=protocol.SCRATCH_WEIGHT_DECAYS,
         paper_train_steps=protocol.PAPER_SCRATCH_STEPS, protocol_fields=_TRAINED_FIELDS,
-        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_scratch"),
+        runner="tfhub_transfer.runners:run_trained", paper_column="avg_logodds_scratch",
+        paper_correlation=0.55, colour="tab:green", line_style="--", marker="^"),
 ]}
+
+
+def score_regimes(given: Sequence[str]) -> tuple[str, ...]:
+  """The regimes of a transferability-score grid (`--mode=score`): scores read frozen
+  features, the ones of the regime that keeps its backbone frozen (its weights rule and
+  feature cache). `given` may be empty or name that regime.
+
+  Raises:
+    ValueError: `given` names another regime.
+  """
+  frozen = tuple(name for name, spec in REGIMES.items() if not spec.trains_backbone)
+  if given and tuple(given) != frozen:
+    raise ValueError(f"--mode=score scores frozen features (the {', '.join(frozen)} "
+                     f"regime's); got --regime={','.join(given)}. Drop --regime.")
+  return frozen
 
 
 def get_regime_spec(name: str) -> RegimeSpec:

@@ -15,18 +15,23 @@ import hashlib
 import json
 import platform
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from absl import logging
 
 from tfhub_transfer import experiment
 from tfhub_transfer import faults
+from tfhub_transfer import regimes
+from tfhub_transfer import sweep
 from tfhub_transfer import runners
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import store as store_lib
 from tfhub_transfer.results.records import ScoreKey, ScoreRecord
+
+if TYPE_CHECKING:
+  import pandas as pd
 
 # Bump when a change makes the same settings give different scores.
 SCORE_VERSION = 2  # 2: LogME in float64 sums, multi-label -1 as a negative.
@@ -120,6 +125,42 @@ class ScoreSummary:
   def line(self) -> str:
     return (f"score: {self.done} cells scored, {self.skipped} already scored, "
             f"{len(self.failures)} failed")
+
+
+class ScoringFailed(RuntimeError):
+  """Cells of a `score` grid failed (the others' rows are stored); the message lists them."""
+
+
+def score(base: ExperimentConfig, grid: Optional[sweep.Grid] = None) -> "pd.DataFrame":
+  """Transferability scores of a grid's cells from their frozen (cached) features.
+
+  Each (model, dataset, seed) of the grid is scored and stored in `base.workdir` (as
+  `--mode=score`), or read back where any host stored it under the same score protocol.
+
+  Args:
+    base: the settings of every cell (workdir, batch size, weights, ...); its cell is the
+      grid when `grid` is None.
+    grid: the models x datasets x seeds to score; its regimes must be empty or `logreg`
+      (scores read the frozen features of the regime that keeps its backbone frozen).
+
+  Returns:
+    The grid's scores as `tfhub_transfer.load_scores` returns them (a pandas DataFrame, one
+    row per cell, one column per estimator), in the grid's order.
+
+  Raises:
+    ValueError: the grid names a regime that trains its backbone.
+    ScoringFailed: a cell failed (the others are stored; a rerun retries only the failed).
+  """
+  from tfhub_transfer import frame  # pylint: disable=g-import-not-at-top
+  grid = grid or sweep.Grid.of_cell(base)
+  grid = dataclasses.replace(grid, regimes=regimes.score_regimes(grid.regimes))
+  base = dataclasses.replace(base, regime=grid.regimes[0])
+  scored = []
+  summary = run_score_grid(base, grid, on_result=lambda result: scored.append(result.record))
+  if summary.failures:
+    raise ScoringFailed(f"{len(summary.failures)} of {summary.cells} cell(s) failed to "
+                        f"score: {'; '.join(summary.failures)}")
+  return frame.scores_frame(scored)
 
 
 def run_score_grid(base: ExperimentConfig, grid, *,

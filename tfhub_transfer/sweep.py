@@ -13,6 +13,7 @@ store file, and every host reads them all.
 import dataclasses
 import hashlib
 import itertools
+import os
 import time
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -23,6 +24,7 @@ from tfhub_transfer import regimes as regimes_lib
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import store as store_lib
+from tfhub_transfer.results import workdir as workdir_lib
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -61,6 +63,12 @@ class Grid:
   examples_per_class_by_dataset: Mapping[str, tuple[int, ...]] = dataclasses.field(
       default_factory=dict)
   train_steps_by_regime: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def of_cell(cls, config: ExperimentConfig) -> "Grid":
+    """The grid of `config`'s one cell."""
+    return cls(models=(config.model,), datasets=(config.dataset,), regimes=(config.regime,),
+               seeds=(config.seed,))
 
   def cells(self, base: ExperimentConfig) -> list[ExperimentConfig]:
     """The grid's cells in a fixed order (dataset-major, so feature caches are reused early),
@@ -132,6 +140,50 @@ def plan_line(config: ExperimentConfig) -> str:
   return cell_label(config, study=study)
 
 
+def check_grid(grid: Grid, base: ExperimentConfig, *, build_models: bool = True) -> None:
+  """Checks every name of the grid before anything runs: each model builds as asked (kwargs,
+  resolution, weights file) and one batch of its input fits this machine's memory, each
+  dataset is known (a `folder:` dataset's images are validated once, for the cells too), each
+  regime is known. `build_models=False` skips building Keras models (it starts TensorFlow):
+  the `--parallel_trials` launcher leaves that to its children.
+
+  Raises:
+    ValueError: one line naming the flag and what it accepts.
+  """
+  from tfhub_transfer import backbones  # pylint: disable=g-import-not-at-top
+  from tfhub_transfer import devices  # pylint: disable=g-import-not-at-top
+  from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
+  for model in grid.models:
+    spec = backbones.check_backbone(model, model_kwargs=base.model_kwargs,
+                                    image_size=base.image_size, weights=base.weights,
+                                    build=build_models)
+    devices.check_batch_fits_memory(base.batch_size, spec.image_size, model=spec.name)
+  for dataset in grid.datasets:
+    spec = datasets.get_dataset_spec(dataset)
+    if spec.source == datasets.FOLDER:
+      datasets.check_folder_splits(spec, seeds=grid.seeds,
+                                   cache_dir=workdir_lib.Workdir(base.workdir).folders)
+  for regime in grid.regimes:
+    regimes_lib.get_regime_spec(regime)
+
+
+def plan_lines(cells: Iterable[ExperimentConfig], workdir: str) -> list[str]:
+  """`--mode=plan`: a line per cell (`plan_line`), `done` where any host of `workdir` stored
+  it as ok, then the counts and the estimated time of the cells to run (`estimate`)."""
+  from tfhub_transfer import estimate  # pylint: disable=g-import-not-at-top
+  stored = merged.read_workdir(workdir) if os.path.isdir(workdir) else None
+  lines, pending = [], []
+  cells = list(cells)
+  for config in cells:
+    ok = stored is not None and stored.has_ok(*config.cell)
+    if not ok:
+      pending.append(config)
+    lines.append(f"{'done' if ok else 'to run':6}  {plan_line(config)}")
+  done = len(cells) - len(pending)
+  return lines + [f"plan: {len(cells)} cells, {done} already done, {len(pending)} to run",
+                  estimate.plan_line(pending)]
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepSummary:
   done: int
@@ -183,7 +235,8 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: store_lib.ResultsStor
       result = run_fn(config, store=store)
     except experiment.ExperimentFailed as e:
       failures.append(f"{cell_label(config)}: {e}")
-      logging.error("Cell %s failed (recorded; the sweep goes on): %s", cell_label(config), e)
+      if number < len(cells):  # The last one's failure is the summary's (`failures`).
+        logging.error("Cell %s failed (recorded; the sweep goes on): %s", cell_label(config), e)
       continue
     done += 1
     if on_result is not None and result is not None:
@@ -194,10 +247,21 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: store_lib.ResultsStor
 def run_grid(base: ExperimentConfig, grid: Grid, *,
              on_result: Optional[Callable] = None) -> SweepSummary:
   """Runs this shard of the grid into this host's store in `base.workdir`, skipping the cells
-  any host of the workdir has finished (see `run_sweep`).
+  any host of the workdir has finished (see `run_sweep`); a failed cell is recorded and the
+  sweep goes on. `tfhub_transfer.run_grid`.
 
   Logreg cells of one dataset and resolution share one decode pass per split
-  (`multi_extract.with_shared_decoding`)."""
+  (`multi_extract.with_shared_decoding`).
+
+  Args:
+    base: the settings of every cell (workdir, batch size, grids, ...).
+    grid: the models x datasets x regimes x seeds (x budgets, x examples per class) to run,
+      and this process's shard of them.
+    on_result: called with each new `experiment.Result`.
+
+  Returns:
+    The counts of cells run, skipped and failed, and each failure's line.
+  """
   # TensorFlow is imported here, not with the module (see `run_sweep`).
   from tfhub_transfer import experiment  # pylint: disable=g-import-not-at-top
   from tfhub_transfer import multi_extract  # pylint: disable=g-import-not-at-top

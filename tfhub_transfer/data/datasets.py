@@ -15,12 +15,13 @@ import os
 from typing import Optional
 
 from tfhub_transfer import columns
+from tfhub_transfer import metrics
 from tfhub_transfer.data import folder
 from tfhub_transfer.data import manual_files
 
-TOP1 = "top1"
-MEAN_PER_CLASS = "mean_per_class"
-MAP_11POINT = "map_11point"
+TOP1 = metrics.TOP1
+MEAN_PER_CLASS = metrics.MEAN_PER_CLASS
+MAP_11POINT = metrics.MAP_11POINT
 
 TFDS = "tfds"
 PROJECT_BUILDER = "tfhub_transfer"  # A TFDS builder of this package (`builders/`).

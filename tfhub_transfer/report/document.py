@@ -21,6 +21,8 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 
 from tfhub_transfer import backbones
+from tfhub_transfer import metrics
+from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
@@ -44,8 +46,6 @@ SUMMARY_FIELDS = ("regime", "model", "imagenet_top1", "n_datasets", "avg_logodds
 SIGNIFICANCE_FIELDS = ("regime", "dataset", "model", "test_metric", "best_model", "p_value",
                        "not_different_from_best", "note")
 TOP1_FIELDS = ("model", "imagenet_top1", "source", "paper_imagenet_top1")
-METRIC_NAMES = {"top1": "top-1 accuracy", "mean_per_class": "mean per-class accuracy",
-                "map_11point": "11-point mAP"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +220,11 @@ def _markdown(report) -> str:
                  f"\"Accuracy vs training steps\" below.")
   paper = reference.paper_datasets()
   for d in _ordered_datasets({d for (_, _, d) in report.cells}):
-    metrics = "/".join(sorted({c.metric for (_, _, cd), c in report.cells.items() if cd == d}))
-    if "/" in metrics:
-      lines.append(f"- Note: {d} mixes metrics ({metrics}); its cells are not comparable.")
-    elif d in paper and paper[d].metric != metrics:
-      lines.append(f"- Note: {d} is in {metrics}; the paper reports {paper[d].metric}.")
+    used = "/".join(sorted({c.metric for (_, _, cd), c in report.cells.items() if cd == d}))
+    if "/" in used:
+      lines.append(f"- Note: {d} mixes metrics ({used}); its cells are not comparable.")
+    elif d in paper and paper[d].metric != used:
+      lines.append(f"- Note: {d} is in {used}; the paper reports {paper[d].metric}.")
   summary = {(r["regime"], r["model"]): r for r in _summary_rows(report)}
   for regime in regimes.REGIMES:
     lines += ["", f"## {regimes.REGIMES[regime].title} (`{regime}`)", ""]
@@ -256,8 +256,8 @@ def _regime_section(report, regime, summary) -> list[str]:
   if not rows:
     return ["No results in this regime."]
   datasets = _ordered_datasets({d for row in rows.values() for d in row})
-  metrics = {d: c.metric for row in rows.values() for d, c in row.items()}
-  lines = ["Metrics: " + ", ".join(f"{d} {METRIC_NAMES.get(metrics[d], metrics[d])}"
+  used = {d: c.metric for row in rows.values() for d, c in row.items()}
+  lines = ["Metrics: " + ", ".join(f"{d} {metrics.METRIC_TITLES.get(used[d], used[d])}"
                                    for d in datasets) + ".", "",
            "| model | ImageNet top-1 | " + " | ".join(datasets) + " | avg log-odds |",
            "|---" * (len(datasets) + 3) + "|"]
@@ -351,7 +351,7 @@ def write_report(store_or_records: Union[merged.ResultsReader, Iterable[Mapping[
                  permutation_samples: int = significance.PERMUTATION_SAMPLES,
                  score_records: Optional[Iterable[dict[str, Any]]] = None,
                  tsne: tuple[str, ...] = (),
-                 convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD,
+                 convergence_threshold: float = protocol.CONVERGENCE_THRESHOLD,
                  features_dir: Optional[str] = None) -> ReportPaths:
   """Writes report.md, the tables, summary.csv, significance.csv, imagenet_top1.csv,
   figure1.png and figure2.png to `out_dir`, and the study sections' tables and figures where
@@ -439,13 +439,26 @@ def write_workdir_report(workdir: str, *,
                          imagenet_top1: Optional[Mapping[str, float]] = None,
                          out_dir: Optional[str] = None,
                          tsne: tuple[str, ...] = (),
-                         convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD
+                         convergence_threshold: float = protocol.CONVERGENCE_THRESHOLD
                          ) -> ReportPaths:
   """`--mode=report`: the report of every results store of a workdir, read read-only, in
   `out_dir` (default `<workdir>/report/`), plus every stored record in full (results.csv,
   results.json) for other tools, written last so a failed report keeps the previous ones.
+  `tfhub_transfer.write_report`.
+
+  Args:
+    workdir: the `--workdir` of the runs (every host's store in it is read).
+    imagenet_top1: ImageNet top-1 (%) of models without a published checkpoint top-1, or
+      overrides of it, by the name the report shows (`--imagenet_top1`).
+    out_dir: where to write (default `<workdir>/report/`).
+    tsne: `MODEL/DATASET` pairs (or `all`) to draw t-SNE maps of (Figure 4).
+    convergence_threshold: Figure 8's convergence rule (`protocol.CONVERGENCE_THRESHOLD`).
+
+  Returns:
+    The paths written and the report's Markdown text (`ReportPaths.markdown`).
 
   Raises:
+    UsageError: a `tsne` pair has no cached features.
     StoreError: the workdir does not exist, a store cannot be read, or the report cannot be
       written (the message names the file and what to do; the stores are never written).
   """

@@ -21,6 +21,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from tfhub_transfer import config
+
 MAX_IMAGES = 2000
 KNN_K = 5
 PCA_DIMS = 50
@@ -87,15 +89,15 @@ def select(available: dict[str, CachedPair],
   """The requested `MODEL/DATASET` pairs (or `all`) among those with cached features.
 
   Raises:
-    ValueError: a requested pair has no cached test features (lists those that have).
+    UsageError: a requested pair has no cached test features (lists those that have).
   """
   if list(requested) == [ALL]:
     return dict(available)
   missing = [item for item in requested if item not in available]
   if missing:
-    raise ValueError(f"--tsne: no cached test features for {', '.join(missing)}. Pairs with "
-                     f"cached features (from logreg cells): "
-                     f"{', '.join(available) or 'none'}; or --tsne=all.")
+    raise config.UsageError(f"--tsne: no cached test features for {', '.join(missing)}. "
+                            f"Pairs with cached features (from logreg cells): "
+                            f"{', '.join(available) or 'none'}; or --tsne=all.")
   return {item: available[item] for item in requested}
 
 

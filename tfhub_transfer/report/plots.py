@@ -12,17 +12,16 @@ from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import reference
 
-_OURS = "tab:blue"
 _PAPER = "0.65"
-_NOT_DIFFERENT = "tab:green"  # As the paper's Figure 2 (right) colours them.
+# The ring around models not significantly below the best (the paper's Figure 2 (right)
+# colours them green, a regime's colour here).
+_NOT_DIFFERENT = "black"
 # Models without a known ImageNet top-1: one colour and marker each, the same in every
 # panel; the markers sit at different places along the lines, so equal lines stay apart.
-_UNPLACED_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-                    "tab:pink", "tab:olive", "tab:cyan")
-_UNPLACED_MARKERS = ("s", "^", "D", "v", "P", "X", "h", "*")
-
-
-_REGIME_COLORS = {"logreg": "tab:blue", "finetune": "tab:orange", "scratch": "tab:green"}
+# Never a regime's colour (`RegimeSpec.colour`): a colour means one regime in every figure
+# (tests/test_report.py checks both).
+_UNPLACED_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+_UNPLACED_MARKERS = ("D", "v", "P", "X", "h", "*", "s", "^")
 
 
 # What Figure 1's error bars show: `ErrorBars` field -> legend text.
@@ -46,14 +45,16 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
   """The paper's Figure 1 (and Figure 2, right): ImageNet top-1 vs average log-odds, one
   panel per regime.
 
-  The paper's 16 networks (approximate) are grey points; ours are labelled blue points with
-  a least-squares line once r is computed, and, where given, Morey's within-subject error
-  bars (`bars`: `standard_errors`, as the paper draws, or `half_widths`, 95% intervals;
-  the legend says which) and green points for the models not significantly different from
-  the best on the average (`significance`). A model whose ImageNet top-1 is unknown is a
-  horizontal dashed line at its average log-odds, with its own marker, named in the legend;
-  the legend's title says how to place it. Every message sits in a panel's title or under
-  the panels, never over the data. Draws on an Agg canvas, leaving pyplot's backend alone.
+  The paper's 16 networks (approximate) are grey points; ours are labelled points in the
+  regime's colour (`RegimeSpec.colour`) with a least-squares line once r is computed, and,
+  where given, Morey's within-subject error bars (`bars`: `standard_errors`, as the paper
+  draws, or `half_widths`, 95% intervals; the legend says which), and a black ring around
+  the models not significantly different from the best on the average (`significance`; the
+  paper colours them green, which is a regime's colour here). A model whose ImageNet top-1
+  is unknown is a horizontal dashed line at its average log-odds, with its own marker, named
+  in the legend; the legend's title says how to place it. Every message sits in a panel's
+  title or under the panels, never over the data. Draws on an Agg canvas, leaving pyplot's
+  backend alone.
 
   Returns:
     The matplotlib `Figure`, laid out.
@@ -79,16 +80,17 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
            else (), (significance or {}).get(regime))
   handles = [lines.Line2D([], [], ls="", marker="o", ms=5, color=_PAPER,
                           label="the paper's 16 networks (approx., read off its Figure 1)")]
-  if any(correlations[r].logodds for r in names):
-    handles.append(lines.Line2D([], [], ls="--", marker="o", ms=6, color=_OURS,
-                                label="ours (least-squares line once r is computed)"))
+  handles += [lines.Line2D([], [], ls="--", marker="o", ms=6, color=regimes.REGIMES[r].colour,
+                           label=f"ours, {r} (least-squares line once r is computed)")
+              for r in names if correlations[r].logodds]
   if any(getattr(b, bars) for b in (error_bars or {}).values()):
-    handles.append(lines.Line2D([], [], ls="", marker="|", ms=10, color=_OURS,
+    handles.append(lines.Line2D([], [], ls="", marker="|", ms=10, color=_PAPER,
                                 label=ERROR_BAR_KINDS[bars]))
   if any(s.best for s in (significance or {}).values()):
-    handles.append(lines.Line2D([], [], ls="", marker="o", ms=6, color=_NOT_DIFFERENT,
-                                label=f"ours, not significantly below the best on the average "
-                                      f"(paired t-test over datasets, p > {analyses.ALPHA})"))
+    handles.append(lines.Line2D([], [], ls="", marker="o", ms=9, mfc="none",
+                                mec=_NOT_DIFFERENT, label=f"ringed: not significantly below "
+                                f"the best on the average (paired t-test over datasets, "
+                                f"p > {analyses.ALPHA})"))
   handles += [lines.Line2D([], [], ls="--", lw=1.5, color=styles[m][0], marker=styles[m][1],
                            ms=6, label=f"{m}: ImageNet top-1 unknown") for m in unplaced]
   note = ("A dashed line is a model's average log-odds over its own datasets (its marker only "
@@ -106,23 +108,27 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
 
 
 def _panel(ax, regime, corr, paper, styles, bars, tested) -> None:
-  """One regime: the paper's points, ours (with error bars `bars` where given, green where
+  """One regime: the paper's points, ours (with error bars `bars` where given, ringed where
   `tested` finds them not significantly below the best), the unplaced models' lines; the
   status as title."""
   paper_x = [n.imagenet_top1 for n in paper]
   paper_y = [n.avg_logodds(regime) for n in paper]
   ax.scatter(paper_x, paper_y, s=22, color=_PAPER, zorder=1)
+  ours = regimes.get_regime_spec(regime).colour
   if corr.logodds:
     level = set(tested.not_different) if tested is not None else set()
-    ax.scatter(corr.top1, corr.logodds, s=34, zorder=3,
-               color=[_NOT_DIFFERENT if m in level else _OURS for m in corr.models])
+    ax.scatter(corr.top1, corr.logodds, s=34, color=ours, zorder=3)
+    ringed = [(x, y) for m, x, y in zip(corr.models, corr.top1, corr.logodds) if m in level]
+    if ringed:
+      ax.scatter(*zip(*ringed), s=110, facecolors="none", edgecolors=_NOT_DIFFERENT,
+                 linewidths=1.2, zorder=4)
     if bars:
-      ax.errorbar(corr.top1, corr.logodds, yerr=bars, fmt="none", ecolor=_OURS,
+      ax.errorbar(corr.top1, corr.logodds, yerr=bars, fmt="none", ecolor=ours,
                   elinewidth=1, capsize=2, zorder=3)
   if corr.r is not None:
     slope, intercept = np.polyfit(corr.top1, corr.logodds, 1)
     xs = np.array([min(corr.top1), max(corr.top1)])
-    ax.plot(xs, slope * xs + intercept, "--", color=_OURS, lw=1, zorder=2)
+    ax.plot(xs, slope * xs + intercept, "--", color=ours, lw=1, zorder=2)
   ys = paper_y + list(corr.logodds) + list(corr.excluded_logodds)
   if bars:
     ys += [y + s * h for y, h in zip(corr.logodds, bars) for s in (-1, 1)]
@@ -137,7 +143,7 @@ def _panel(ax, regime, corr, paper, styles, bars, tested) -> None:
     ax.axhline(value, ls="--", lw=1.5, color=color, zorder=2)
     ax.plot([left + where * (right - left)], [value], ls="", marker=marker, ms=7, color=color,
             zorder=3)
-  paper_r = f"paper, retrained: r = {reference.PAPER_CORRELATIONS[regime]:.2f}"
+  paper_r = f"paper, retrained: r = {regimes.get_regime_spec(regime).paper_correlation:.2f}"
   if regime in reference.PUBLIC_CHECKPOINT_R2:
     paper_r += (f"; v1, public checkpoints: r² = "
                 f"{reference.PUBLIC_CHECKPOINT_R2[regime]:.2f}")
@@ -245,12 +251,14 @@ def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 
       ax.set_xticks([])
       ax.set_yticks([])
       continue
-    for panel in (p for p in panels if p.dataset == dataset):
-      color = _REGIME_COLORS.get(panel.regime, "tab:gray")
+    for panel in sorted((p for p in panels if p.dataset == dataset),
+                        key=lambda p: list(regimes.REGIMES).index(p.regime)):
+      color = regimes.get_regime_spec(panel.regime).colour
       if panel.models:
         ax.scatter(panel.top1, np.clip(panel.accuracy, correlation.LOGODDS_EPS,
                                        1 - correlation.LOGODDS_EPS),
-                   s=22, color=color, zorder=3, label=panel.regime)
+                   s=22, color=color, marker=regimes.get_regime_spec(panel.regime).marker,
+                   zorder=3, label=panel.regime)
       if panel.line is None:
         notes.append(f"{panel.regime}: {len(panel.models)} model(s), too few for a line")
         continue

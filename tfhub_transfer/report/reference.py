@@ -3,7 +3,7 @@
 `kornblith2019_networks.csv` holds each network's ImageNet top-1 and its average transfer
 accuracy in log-odds per regime. Those averages are APPROXIMATE: they were measured off the
 paper's Figures 1 and 2 (about +-0.01 log-odds, ImageNet +-0.1 point). They reproduce the
-paper's published correlations (`PAPER_CORRELATIONS`) to within 0.01.
+paper's published correlations (`RegimeSpec.paper_correlation`) to within 0.01.
 `kornblith2019_datasets.csv` is the paper's Table 1.
 `simclr2020_resnet50.csv` holds the only per-dataset numbers under this protocol we have:
 ResNet-50 in the three regimes, from SimCLR's Appendix B.8 (`SIMCLR_SOURCE`, with the caveat
@@ -21,9 +21,8 @@ from tfhub_transfer import regimes
 APPROXIMATE_NOTE = ("approximate: read off the paper's Figures 1-2 "
                     "(about +-0.01 log-odds, ImageNet top-1 +-0.1 point)")
 
-# Pearson r between ImageNet top-1 and average transfer log-odds, as the paper prints them:
-# over its 16 networks, each retrained by the authors under one training setup.
-PAPER_CORRELATIONS = {"logreg": 0.99, "finetune": 0.96, "scratch": 0.55}
+# The paper's Pearson r (ImageNet top-1 vs average log-odds) over its 16 networks, each
+# retrained by the authors under one training setup: `RegimeSpec.paper_correlation`.
 RETRAINED_SOURCE = "the paper (CVPR 2019), its 16 networks retrained by the authors"
 # The same correlation over public checkpoints, from the paper's first version, which is why
 # the final one retrained every network: r^2 for fixed features (logreg) and fine-tuning.

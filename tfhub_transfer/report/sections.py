@@ -6,6 +6,7 @@ them). Each statistic that could not be computed says why ("too few results: ...
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from tfhub_transfer import regimes
 from tfhub_transfer.data import crops
 from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
@@ -100,7 +101,7 @@ def correlation_references(regime: str, weights: set) -> str:
   """The paper's correlations to set beside ours, each labelled with the checkpoints it
   used, and which one a run with `weights` (`correlation.weights_used`) compares with."""
   retrained = (f"{reference.RETRAINED_SOURCE}: r = "
-               f"{reference.PAPER_CORRELATIONS[regime]:.2f}")
+               f"{regimes.get_regime_spec(regime).paper_correlation:.2f}")
   if regime not in reference.PUBLIC_CHECKPOINT_R2:
     return (f"Reference: {retrained}. Random init loads no checkpoint, so this is the "
             f"comparable reference (its x axis is the retrained networks' top-1).")

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
+from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import correlation
@@ -31,9 +32,6 @@ from tfhub_transfer.report import reference
 
 LOW_DATA_SETTING = "examples_per_class"
 BUDGET_SETTING = "train_steps"
-# A budget has converged when the odds p / (1 - p) of its accuracy reach this fraction of the
-# best budget's odds (equivalently, its log-odds are within -ln(0.9) = 0.105 of the best).
-DEFAULT_CONVERGENCE_THRESHOLD = 0.9
 
 
 def setting(record: dict[str, Any], name: str) -> Any:
@@ -201,21 +199,15 @@ class Convergence:
   epochs: Optional[float] = None
 
 
-def check_threshold(threshold: float) -> None:
-  if not 0.0 < threshold <= 1.0:
-    raise ValueError(f"--convergence_threshold={threshold!r} must be in (0, 1], e.g. 0.9: "
-                     f"the fraction of the best budget's odds p/(1-p) a budget must reach.")
-
-
 def convergence(points: list[Point], *,
-                threshold: float = DEFAULT_CONVERGENCE_THRESHOLD) -> list[Convergence]:
+                threshold: float = protocol.CONVERGENCE_THRESHOLD) -> list[Convergence]:
   """Per curve, the smallest budget whose odds p/(1-p) reach `threshold` x the best odds.
 
   The threshold is each curve's own (`THRESHOLD_RULE`). Odds use `correlation.logodds` (p
   clipped to [1e-4, 1 - 1e-4]): a budget reaches the threshold when logodds(p) >=
   logodds(p_best) + ln(threshold).
   """
-  check_threshold(threshold)
+  protocol.check_convergence_threshold(threshold)
   out = []
   for (dataset, model, regime), line in sorted(_lines(points).items()):
     line = sorted(line, key=lambda p: p.x)

@@ -18,8 +18,9 @@ from tfhub_transfer import regimes
 from tfhub_transfer.report import feature_maps
 from tfhub_transfer.report import studies
 
-_REGIME_STYLE = {"logreg": ("tab:green", ":", "s"), "finetune": ("tab:blue", "-", "o"),
-                 "scratch": ("tab:orange", "--", "^")}
+# A regime's colour, line style and marker are its `RegimeSpec`'s, as in every figure; lines
+# of several models in one regime are told apart by these markers.
+_MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "*")
 
 
 def _figure(panels: int, *, columns: int = 3, size=(4.6, 3.6)):
@@ -33,10 +34,6 @@ def _figure(panels: int, *, columns: int = 3, size=(4.6, 3.6)):
   for ax in axes[panels:]:
     ax.set_visible(False)
   return fig, axes
-
-
-def _regime_style(regime):
-  return _REGIME_STYLE.get(regime, ("tab:gray", "-", "o"))
 
 
 def _wrap(text, width=50):
@@ -60,23 +57,24 @@ def _log_ticks(ax, values):
 
 def plot_low_data(points: list[studies.Point], path: str) -> None:
   """Figure 9: test accuracy vs examples per class (log x), one panel per dataset, one line
-  per (model, regime): mean over subsets with standard-error bars; the full-data cell, where
-  stored, is a dotted horizontal line of the same colour."""
+  per (model, regime): mean over subsets with standard-error bars, in the regime's colour and
+  line style, a marker per model; the full-data cell, where stored, is a thin dotted
+  horizontal line of the same colour."""
   by_dataset = collections.defaultdict(lambda: collections.defaultdict(list))
   for p in points:
     by_dataset[p.dataset][(p.model, p.regime)].append(p)
   fig, axes = _figure(len(by_dataset), size=(5.0, 5.4))
-  keys = sorted({(p.model, p.regime) for p in points})
-  colours = {key: f"C{i % 10}" for i, key in enumerate(keys)}
+  models = sorted({p.model for p in points})
+  markers = {m: _MODEL_MARKERS[i % len(_MODEL_MARKERS)] for i, m in enumerate(models)}
   for ax, (dataset, lines) in zip(axes, sorted(by_dataset.items())):
     for (model, regime), line in sorted(lines.items()):
       subset = sorted((p for p in line if p.x), key=lambda p: p.x)
-      _, style, marker = _regime_style(regime)
+      spec = regimes.get_regime_spec(regime)
       label = _wrap(f"{model} ({regime})")
-      colour = colours[(model, regime)]
+      colour = spec.colour
       ax.errorbar([p.x for p in subset], [100 * p.mean for p in subset],
                   yerr=[100 * (p.stderr or 0.0) for p in subset], color=colour,
-                  ls=style, marker=marker, ms=4, capsize=3, label=label)
+                  ls=spec.line_style, marker=markers[model], ms=4, capsize=3, label=label)
       for p in line:
         if not p.x:
           ax.axhline(100 * p.mean, color=colour, ls=":", lw=1, label=f"{label}, all data")
@@ -107,7 +105,8 @@ def plot_budgets(points: list[studies.Point], converged: list[studies.Convergenc
       for model in sorted({p.model for p in line_points if p.regime == regime}):
         line = sorted((p for p in line_points if (p.regime, p.model) == (regime, model)),
                       key=lambda p: p.x)
-        colour, style, marker = _regime_style(regime)
+        spec = regimes.get_regime_spec(regime)
+        colour, style, marker = spec.colour, spec.line_style, spec.marker
         label = regime if model == network else _wrap(f"{regime}: {model}")
         ax.errorbar([p.x for p in line], [100 * p.mean for p in line],
                     yerr=[100 * (p.stderr or 0.0) for p in line], color=colour, ls=style,
@@ -157,7 +156,8 @@ def plot_per_dataset(bars: list[studies.Bar], path: str) -> None:
         ax.plot([x], [100 * b.reference], "D", color="black", ms=5,
                 label=None if reference_shown else "SimCLR ResNet-50 (reference)")
         reference_shown = True
-    ax.bar(xs, heights, width, yerr=[low, high], capsize=3, color=_regime_style(regime)[0],
+    ax.bar(xs, heights, width, yerr=[low, high], capsize=3,
+           color=regimes.get_regime_spec(regime).colour,
            label=f"{regime}: mean over models (whiskers: min-max)")
   ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", fontsize=8)
   ax.set_ylim(0, 105)

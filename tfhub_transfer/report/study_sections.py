@@ -43,7 +43,7 @@ def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
 
 
 def write_sections(loaded: list[dict[str, Any]], out_dir: str, *,
-                   convergence_threshold: float = studies.DEFAULT_CONVERGENCE_THRESHOLD,
+                   convergence_threshold: float = protocol.CONVERGENCE_THRESHOLD,
                    tsne: Sequence[str] = (), features_dir: Optional[str] = None) -> Sections:
   """Writes the study sections' tables and figures to `out_dir`.
 
@@ -60,7 +60,7 @@ def write_sections(loaded: list[dict[str, Any]], out_dir: str, *,
   Raises:
     ValueError: a bad threshold, or a requested t-SNE pair without cached features.
   """
-  studies.check_threshold(convergence_threshold)
+  protocol.check_convergence_threshold(convergence_threshold)
   maps = {}
   if tsne:
     maps = feature_maps.select(

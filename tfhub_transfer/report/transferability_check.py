@@ -189,7 +189,7 @@ def plot(groups: list[Group], path: str) -> bool:
                 if s is not None]
       if points:
         xs, ys, labels = zip(*points)
-        ax.scatter(xs, ys, s=28, color="tab:blue", zorder=3)
+        ax.scatter(xs, ys, s=28, color=regimes.get_regime_spec(g.regime).colour, zorder=3)
         for x, y, label in zip(xs, ys, labels):
           ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
       title = (f"τw = {a.tau:.2f}, r = {a.r:.2f} ({len(g.models)} models)" if a.reason is None

@@ -199,6 +199,12 @@ class ResultRecord(_JsonMapping):
   def display_dataset(self) -> str:
     return self.dataset_label or self.dataset
 
+  def status_line(self) -> str:
+    """One line naming the stored cell, its protocol and its status (and error)."""
+    return (f"{self.display_model} / {self.display_dataset} / {self.regime} / seed "
+            f"{self.seed} [protocol {self.protocol}]: {self.status}"
+            + (f": {self.error}" if self.error else ""))
+
   def summary_line(self) -> str:
     """One line for a terminal: the cell, its test and validation metric, what was chosen."""
     cell = f"{self.display_model} / {self.display_dataset} / {self.regime}"

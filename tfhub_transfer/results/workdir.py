@@ -6,7 +6,7 @@
   <workdir>/folders/<key>.json        validated listings of `folder:` datasets
   <workdir>/runs/<cell>/              checkpoints, backups, TensorBoard logs of a cell
   <workdir>/tuner/<cell>/             keras-tuner's state of a cell's search
-  <workdir>/logs/                     `--parallel_trials` processes' logs and pid files
+  <workdir>/logs/                     `--parallel_trials`: its config, processes' logs, pids
   <workdir>/report/                   `--mode=report`'s default output
 
 A cell's folder name (`cell_dirname`) is readable and always ends in a hash of its whole key,
