@@ -56,11 +56,11 @@ MARKDOWN = os.path.join(ROOT, "BENCHMARKS.md")
 def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   from bench import logreg_path  # pylint: disable=g-import-not-at-top
   from bench import report  # pylint: disable=g-import-not-at-top
   from bench import run  # pylint: disable=g-import-not-at-top
-
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # Preparing `digits` for figure 3 would draw bars.
   # training.train leaves model.fit's shuffle default on a tf.data input; Keras says so.
   warnings.filterwarnings("ignore", message="`shuffle=True` was passed")

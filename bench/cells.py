@@ -8,14 +8,14 @@ import numpy as np
 from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer import backbones
-from tfhub_transfer import regimes
-from tfhub_transfer.data import datasets
-from tfhub_transfer.data import loading
 from tfhub_transfer import experiment
 from tfhub_transfer import logreg
-from tfhub_transfer import protocol
 from tfhub_transfer import metrics
+from tfhub_transfer import protocol
+from tfhub_transfer import regimes
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.data import datasets
+from tfhub_transfer.data import loading
 from tfhub_transfer.transfer_head import build_transfer_head
 
 

@@ -107,10 +107,12 @@ def _child(spec: dict) -> dict:
     extra = {"image_size": backbone.image_size,
              "devices": training.devices_of(strategy)}
   elif spec["kind"] == "logreg_examples":
-    run_fn = lambda n: _logreg_run(n, spec["dim"], spec["classes"])
+    def run_fn(n):
+      return _logreg_run(n, spec["dim"], spec["classes"])
     extra = {}
   else:
-    run_fn = lambda d: _logreg_run(spec["examples"], d, spec["classes"])
+    def run_fn(d):
+      return _logreg_run(spec["examples"], d, spec["classes"])
     extra = {}
   seconds, peaks, memory = _measure_sizes(spec["sizes"], run_fn, spec["repetitions"])
   return {"seconds": seconds, "peak_mib": peaks, "memory": memory, **extra}

@@ -14,8 +14,8 @@ import os
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
+import tensorflow as tf
 
 from tfhub_transfer import features as feature_cache
 

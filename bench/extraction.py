@@ -12,12 +12,13 @@ from bench import data
 from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer import backbones
-from tfhub_transfer import regimes
 from tfhub_transfer import features
-from tfhub_transfer.data import pipeline
+from tfhub_transfer import regimes
 from tfhub_transfer import training
+from tfhub_transfer.data import pipeline
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
 from tfhub_transfer.transfer_head import build_transfer_head
+
 
 def build_extractor(model: str, image_size: int):
   """(feature_fn, spec, strategy) of a random-init backbone as `run_logreg` builds it

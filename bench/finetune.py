@@ -11,8 +11,8 @@ from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer import backbones
 from tfhub_transfer import regimes
-from tfhub_transfer.data import pipeline
 from tfhub_transfer import training
+from tfhub_transfer.data import pipeline
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
 from tfhub_transfer.transfer_head import build_transfer_head
 

@@ -11,12 +11,12 @@ from sklearn.linear_model import LogisticRegression
 
 from bench import data
 from bench import harness
+from bench.profiles import SINGLE_LABEL_METRICS
 from bench.profiles import LogregCase
 from bench.profiles import Profile
-from bench.profiles import SINGLE_LABEL_METRICS
 from tfhub_transfer import logreg
-from tfhub_transfer import protocol
 from tfhub_transfer import metrics
+from tfhub_transfer import protocol
 from tfhub_transfer.data import splits
 
 GRID_SIZE = 45

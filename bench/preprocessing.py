@@ -114,7 +114,8 @@ def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
           [_pass_fn(encoded, size, batch, training=training, fast=fast)
            for fast in (False, True)], profile.preprocess_repetitions)
       n = len(encoded) - batch  # The first batch is not timed.
-      rate = lambda seconds: f"{n / statistics.median(seconds):.0f}"
+      def rate(seconds, n=n):
+        return f"{n / statistics.median(seconds):.0f}"
       figures.append(harness.Figure(
           key=f"9{next(letters)}",
           title=f"{kind} preprocessing per core, {name}: --fast_decode / reference",

@@ -10,8 +10,8 @@ import time
 import traceback
 from typing import Callable, Sequence
 
-import keras
 from absl import logging
+import keras
 
 from bench import cells
 from bench import curves

@@ -362,7 +362,8 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
       extra=extra, rates=study_rates(profile, study, wall, phases, baseline, work,
                                           reference) if reference else {},
       setup=(f"{MODEL}{MODEL_KWARGS} at {profile.study_image_size} px, batch "
-             f"{profile.study_batch}, on {device}: ImageNet weights ({WEIGHTS_FILE}) x (logreg, finetune) and random init x "
+             f"{profile.study_batch}, on {device}: ImageNet weights ({WEIGHTS_FILE}) x "
+             f"(logreg, finetune) and random init x "
              f"(logreg, scratch), on ../shared/data/{{{','.join(profile.study_datasets)}}}"
              + (f" (at most {profile.study_max_examples} per split)"
                 if profile.study_max_examples else "")

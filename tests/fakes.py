@@ -40,7 +40,8 @@ def digits_data_dir() -> str:
   test, and is never built by several subprocesses at once.
   """
   if not _DIGITS_DATA_DIR:
-    from tfhub_transfer.data import datasets, loading  # pylint: disable=g-import-not-at-top
+    from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
+    from tfhub_transfer.data import loading  # pylint: disable=g-import-not-at-top
     path = tempfile.mkdtemp(prefix="tfds.", dir=os.environ.get("TEST_TMPDIR"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     loading.load_splits(datasets.get_dataset_spec("digits"), data_dir=path)

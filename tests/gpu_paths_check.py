@@ -12,10 +12,10 @@ import json
 import os
 import sys
 
+from absl import flags
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
 
 def main(argv):
@@ -24,9 +24,12 @@ def main(argv):
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
   # pylint: disable=g-import-not-at-top
-  from tfhub_transfer import cli, experiment, features, training
-  from tfhub_transfer.config import ExperimentConfig
   from tests import test_gpu_paths
+  from tfhub_transfer import cli
+  from tfhub_transfer import experiment
+  from tfhub_transfer import features
+  from tfhub_transfer import training
+  from tfhub_transfer.config import ExperimentConfig
   # pylint: enable=g-import-not-at-top
   out = {"mirrored_replicas": training.make_strategy("mirrored").num_replicas_in_sync}
   try:

@@ -18,7 +18,9 @@ def main():
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-  from tfhub_transfer import backbones, training, transfer_head  # After device setup.
+  from tfhub_transfer import backbones  # After device setup.
+  from tfhub_transfer import training  # After device setup.
+  from tfhub_transfer import transfer_head  # After device setup.
   spec = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.25},
                                      image_size=32)
   rng = np.random.default_rng(0)

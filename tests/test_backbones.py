@@ -6,11 +6,11 @@ import os
 import re
 from unittest import mock
 
+from absl.testing import parameterized
 import keras
 import numpy as np
-import tensorflow as tf
-from absl.testing import parameterized
 from sklearn.datasets import load_sample_images
+import tensorflow as tf
 
 from tests import fakes
 from tests import shared_data

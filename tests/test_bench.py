@@ -13,7 +13,6 @@ import threading
 from unittest import mock
 
 import numpy as np
-
 import tensorflow as tf
 
 from bench import data
@@ -23,8 +22,8 @@ from bench import profiles
 from bench import report
 from bench import run
 from bench import study
-from tfhub_transfer import features
 from tests import fakes
+from tfhub_transfer import features
 
 _RAW_LINE = re.compile(r"^  (measured|baseline) \((s|MiB)\): ([^|]+)\|")
 _CURVE_LINE = re.compile(r"^  \w+ ([\d,]+): seconds ([^|]+)\| peak MiB (.+)$")

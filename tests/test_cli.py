@@ -21,9 +21,9 @@ from tfhub_transfer import cli
 from tfhub_transfer import experiment
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.results import store as results
 from tfhub_transfer.results import merged as stores
 from tfhub_transfer.results import storage
+from tfhub_transfer.results import store as results
 
 # Modules a TF-free command must not need: each is made to fail on import.
 _HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_hub", "keras_tuner")
@@ -125,34 +125,34 @@ class CliTest(tf.test.TestCase):
     cell = ("--model=mobilenet_v1", "--dataset=digits", "--regime=finetune",
             "--weights=random", "--workdir=" + workdir)
     # A usage error: one line, exit 2 (a stray argument, a setting that cannot run).
-    self.assertEqual(run_in_process("extra_arg"), (2, [
+    self.assertEqual(cli_runner.run_in_process("extra_arg"), (2, [
         "tfhub_transfer: unexpected argument(s) extra_arg: every option is a --flag "
         "(see --help)"]))
-    code, lines = run_in_process(*cell, "--parallel_trials=2", "--seeds=0,1")
+    code, lines = cli_runner.run_in_process(*cell, "--parallel_trials=2", "--seeds=0,1")
     self.assertEqual((code, len(lines)), (2, 1), lines)
     self.assertIn("got 2 cells. Run one cell at a time", lines[0])
-    code, lines = run_in_process(*cell, "--parallel_trials=2", "--regime=logreg")
+    code, lines = cli_runner.run_in_process(*cell, "--parallel_trials=2", "--regime=logreg")
     self.assertEqual((code, len(lines)), (2, 1), lines)
     self.assertIn("--regime=logreg has no trials", lines[0])
-    code, lines = run_in_process(*cell, "--mode=score")
+    code, lines = cli_runner.run_in_process(*cell, "--mode=score")
     self.assertEqual((code, len(lines)), (2, 1), lines)
     self.assertIn("--mode=score scores frozen features (the logreg regime's)", lines[0])
     # A failed cell: one line naming it and the first line of its error, exit 1.
     failed = experiment.ExperimentFailed({"error": "ValueError: no pixels\nmore detail"})
     with mock.patch.object(experiment, "run_experiment", side_effect=failed):
-      code, lines = run_in_process(*cell)
+      code, lines = cli_runner.run_in_process(*cell)
     self.assertEqual((code, len(lines)), (1, 1), lines)
     self.assertRegex(lines[0], r"^tfhub_transfer: FAILED mobilenet_v1.* / digits / finetune / "
                                r"seed 0 / protocol \w+: ValueError: no pixels$")
     # A storage fault: one line, exit 1.
     broken = storage.StoreError("s.sqlite", "damaged", "Move it away.")
     with mock.patch.object(sweep, "run_grid", side_effect=broken):
-      self.assertEqual(run_in_process(*cell),
+      self.assertEqual(cli_runner.run_in_process(*cell),
                        (1, ["tfhub_transfer: s.sqlite: damaged. Move it away."]))
     # A bug deep inside: its traceback, not a usage error.
     with mock.patch.object(sweep, "run_grid", side_effect=ValueError("a bug")):
       with self.assertRaisesRegex(ValueError, "a bug"):
-        run_in_process(*cell)
+        cli_runner.run_in_process(*cell)
 
   def test_every_flag_has_a_help_group(self):
     grouped = [holder.name for _, holders in cli.FLAG_GROUPS for holder in holders]

@@ -13,9 +13,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import dummy_data_images as dummy
+from tfhub_transfer import metrics
 from tfhub_transfer.data import datasets
 from tfhub_transfer.data import loading
-from tfhub_transfer import metrics
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import preprocessing
 from tfhub_transfer.data import readers

@@ -4,20 +4,20 @@ import dataclasses
 import os
 from unittest import mock
 
-import keras
 from absl.testing import parameterized
+import keras
 import numpy as np
-import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
+import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
-from tfhub_transfer.results import predictions as predictions_lib
-from tfhub_transfer.results import store as results
 from tfhub_transfer import training
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import store as results
 
 
 def _tiny_config(tmp, regime, **overrides):

@@ -19,8 +19,8 @@ from tfhub_transfer import faults
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
 from tfhub_transfer import sweep
-from tfhub_transfer.results import store as results
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.results import store as results
 
 # Extracts 40 batches of 2 rows, slowly, so that the test can SIGKILL it mid-way.
 _SLOW_EXTRACTION = """
@@ -63,7 +63,7 @@ class EntryIntegrityTest(tf.test.TestCase):
     with self.assertLogs(level="WARNING") as logs:
       again = features_lib.extract_features(_identity, self.data, cache_dir=self.cache_dir,
                                             key="k")
-    (line,) = [l for l in logs.output if "damaged" in l]
+    (line,) = [out for out in logs.output if "damaged" in out]
     self.assertIn(self.path, line)  # The entry's path,
     self.assertRegex(line, reason)  # what is wrong with it,
     (aside,) = [n for n in os.listdir(self.cache_dir) if features_lib.CORRUPT_MARK in n]

@@ -10,8 +10,8 @@ import sys
 from absl.testing import absltest
 import pandas as pd
 
-import tfhub_transfer
 from tests import fakes
+import tfhub_transfer
 from tfhub_transfer import frame
 from tfhub_transfer.results import store as results
 

@@ -13,11 +13,11 @@ import sys
 import textwrap
 from unittest import mock
 
+from absl import flags
+from absl.testing import flagsaver
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags
-from absl.testing import flagsaver
 
 from bench import harness
 from bench import profiles

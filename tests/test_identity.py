@@ -13,8 +13,8 @@ import tempfile
 from absl.testing import absltest
 import keras
 import numpy as np
-import tensorflow as tf
 from PIL import Image
+import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import experiment

@@ -11,8 +11,8 @@ import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
 from tfhub_transfer import logreg
-from tfhub_transfer import protocol
 from tfhub_transfer import metrics
+from tfhub_transfer import protocol
 
 _TIGHT = dict(max_iter=2000, tol=1e-6)
 

@@ -14,7 +14,7 @@ class ProgressTest(absltest.TestCase):
   def test_importing_ipykernel_is_not_a_notebook(self):
     # CI's pytest process had imported ipykernel (the notebook test drives a kernel) and took
     # itself for a notebook; a kernel is a running IPython shell with a `kernel`.
-    import ipykernel.kernelapp  # pylint: disable=g-import-not-at-top,unused-import
+    import ipykernel.kernelapp  # noqa: F401  pylint: disable=g-import-not-at-top
     self.assertFalse(progress.is_live())
 
   def test_plain_lines_every_interval_and_at_the_end(self):

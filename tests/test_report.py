@@ -9,10 +9,10 @@ from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import numpy as np
 from matplotlib import colors as colors_lib
 from matplotlib import figure as figure_lib
 from matplotlib import text as text_lib
+import numpy as np
 from PIL import Image
 from scipy import stats
 
@@ -20,16 +20,15 @@ from tests import tf_free
 from tfhub_transfer import regimes
 from tfhub_transfer.report import analyses
 from tfhub_transfer.report import correlation
-from tfhub_transfer.results import predictions as predictions_lib
-from tfhub_transfer.report import reference
 from tfhub_transfer.report import document as report
 from tfhub_transfer.report import plots
-from tfhub_transfer.results import store as results
+from tfhub_transfer.report import reference
 from tfhub_transfer.report import significance
 from tfhub_transfer.report import studies
 from tfhub_transfer.report import study_plots
 from tfhub_transfer.report import transferability_check
-
+from tfhub_transfer.results import predictions as predictions_lib
+from tfhub_transfer.results import store as results
 
 # ImageNet top-1 of a few zoo networks' checkpoints, typed in from keras.io/api/applications
 # and the TF-Slim table (not read from the package): what the report uses by default.
@@ -205,7 +204,7 @@ class WriteReportTest(absltest.TestCase):
     self.assertIn("\n![Figure 1](figure1.png)\n\n![Figure 2](figure2.png)\n", paths.markdown)
     self.assertTrue(paths.markdown.endswith("\n![Figure 6](figure6.png)\n"))  # Per dataset.
     self.assertIn("resnet_50 / cifar10 / scratch / seed 0: ValueError: x", paths.markdown)
-    corr_line = next(l for l in paths.markdown.splitlines() if l.startswith("Pearson r"))
+    corr_line = next(x for x in paths.markdown.splitlines() if x.startswith("Pearson r"))
     avg = _by_hand_avg_logodds(records, "logreg")
     models = sorted(_TOP1, key=_TOP1.get)
     expected = stats.pearsonr([_TOP1[m] for m in models], [avg[m] for m in models])
@@ -364,7 +363,7 @@ class TopOneTest(absltest.TestCase):
     self.assertRegex(text, r"\| resnet_50 \| 74.90 \| 76.90 \| [0-9.]+ \(3\) \| 1.35 \|")
     self.assertIn("| resnet_50 | 74.90 | keras.io/api/applications", text)
     self.assertIn("| hub:mine | – | unknown: excluded from the correlations", text)
-    corr_line = next(l for l in text.splitlines() if l.startswith("Pearson r"))
+    corr_line = next(x for x in text.splitlines() if x.startswith("Pearson r"))
     self.assertIn("Excluded, ImageNet top-1 unknown: hub:mine", corr_line)
     with open(paths.top1_csv, newline="") as f:
       rows = {r["model"]: r for r in csv.DictReader(f)}
@@ -466,7 +465,7 @@ class PaperStatisticsInReportTest(absltest.TestCase):
     logreg_section = text.split("## Fine-tuned")[0]
     for r in logreg:
       average = f"{float(r['avg_logodds']):.2f}"
-      line = next(l for l in logreg_section.splitlines() if l.startswith(f"| {r['model']} |"))
+      line = next(x for x in logreg_section.splitlines() if x.startswith(f"| {r['model']} |"))
       bold = float(r["p_vs_best_average"]) > 0.05
       self.assertIn(f"| **{average}** (3) |" if bold else f"| {average} (3) |", line)
     self.assertIn(f"Best: {best['model']};", logreg_section)

@@ -17,7 +17,6 @@ from absl.testing import absltest
 import numpy as np
 
 from tfhub_transfer.results import predictions as predictions_lib
-from tfhub_transfer.results import records
 from tfhub_transfer.results import store as results
 from tfhub_transfer.results import workdir as workdir_lib
 
@@ -31,7 +30,8 @@ from tfhub_transfer.results import store as results
 def record(model, i, payload_bytes, status="ok"):
   payload = os.urandom(payload_bytes // 2).hex()
   return {"model": model, "dataset": "cifar10", "regime": "logreg", "seed": i,
-          "protocol": "p", "status": status, "error": None if status == "ok" else "boom", "metric": "top1",
+          "protocol": "p", "status": status, "error": None if status == "ok" else "boom",
+          "metric": "top1",
           "val_metric": 0.5, "test_metric": (i % 100) / 100, "payload": payload,
           "sha256": hashlib.sha256(payload.encode()).hexdigest(), "writer": model}
 """
@@ -322,7 +322,8 @@ class ResultsStoreTest(absltest.TestCase):
   def test_trials_are_idempotent(self):
     store = results.ResultsStore(self.path)
     cell = ("resnet_50", "cifar10", "finetune", 0)
-    put = lambda trial_id, **kw: store.put_trial(*cell, trial_id, protocol="p", **kw)
+    def put(trial_id, **kw):
+      return store.put_trial(*cell, trial_id, protocol="p", **kw)
     put("t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=0.6, status="ok")
     put("t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=0.65, status="ok")
     self.assertFalse(put("t0", hparams={"lr": 0.1, "wd": 0.0}, val_metric=None,
@@ -369,7 +370,8 @@ class ResultsStoreTest(absltest.TestCase):
     merged = results.ResultsStore(os.path.join(self.dir, "other", "results.sqlite"))
     self.assertEqual(merged.import_json(json_path), 2)
     self.assertEqual(merged.records(), store.records())
-    strip = lambda trials: [{k: v for k, v in t.items() if k != "stored_at"} for t in trials]
+    def strip(trials):
+      return [{k: v for k, v in t.items() if k != "stored_at"} for t in trials]
     self.assertLen(store.trials(), 1)
     self.assertEqual(strip(merged.trials()), strip(store.trials()))
     self.assertTrue(math.isclose(merged.records()[1]["test_metric"], 0.123456789012345,

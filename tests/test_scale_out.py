@@ -15,9 +15,9 @@ import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import launcher
+from tfhub_transfer import oracle_auth
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged as stores
-from tfhub_transfer import oracle_auth
 
 _DEADLINE_S = 420
 

@@ -10,8 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests import cli_runner
-import tfhub_transfer
 from tests import fakes
+import tfhub_transfer
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners

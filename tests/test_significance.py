@@ -6,8 +6,8 @@ from absl.testing import parameterized
 import numpy as np
 from scipy import stats
 
-from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.report import significance
+from tfhub_transfer.results import predictions as predictions_lib
 
 
 def _single(labels, predicted):

@@ -15,9 +15,9 @@ import time
 from absl.testing import absltest
 
 from tests import fakes
-from tfhub_transfer.results import store as results
-from tfhub_transfer.results import storage
 from tfhub_transfer.results import merged as stores
+from tfhub_transfer.results import storage
+from tfhub_transfer.results import store as results
 from tfhub_transfer.results import workdir as workdir_lib
 
 # A host's writer: 30 cells of its own and 10 shared with the other host, written
@@ -33,7 +33,8 @@ while not os.path.exists(go):
 store = results.ResultsStore.for_workdir(workdir)
 def record(model, seed, status):
   return {"model": model, "dataset": "dtd", "regime": "finetune", "seed": seed,
-          "protocol": "p", "status": status, "error": None if status == "ok" else "OOM", "metric": "top1",
+          "protocol": "p", "status": status, "error": None if status == "ok" else "OOM",
+          "metric": "top1",
           "val_metric": 0.5 if status == "ok" else None,
           "test_metric": 0.25 if status == "ok" else None, "writer": host}
 for i in range(30):
@@ -72,7 +73,7 @@ def _cli(*args, env=None, timeout=300):
 def _one_error_line(test, stderr):
   """The tool's one error line (TensorFlow's start-up chatter aside), and no traceback."""
   test.assertNotIn("Traceback", stderr)
-  (line,) = [l for l in stderr.splitlines() if l.startswith("tfhub_transfer: ")]
+  (line,) = [x for x in stderr.splitlines() if x.startswith("tfhub_transfer: ")]
   return line
 
 

@@ -21,9 +21,8 @@ from tests import tf_free
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import document
 from tfhub_transfer.report import feature_maps
-from tfhub_transfer.results import store as results
 from tfhub_transfer.report import studies
-
+from tfhub_transfer.results import store as results
 
 
 def _record(model, dataset, regime, seed, p, *, metric="top1", train=100, **settings):

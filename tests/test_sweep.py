@@ -13,16 +13,16 @@ import subprocess
 import sys
 import time
 
-import tensorflow as tf
 from absl.testing import parameterized
+import tensorflow as tf
 
 from tests import cli_runner
 from tests import fakes
 from tfhub_transfer import experiment
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.results import store as results
 from tfhub_transfer.results import merged as stores
+from tfhub_transfer.results import store as results
 
 
 class _Crash(Exception):
@@ -283,7 +283,8 @@ class SlurmArrayTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=4, grid=2)
     workdir, data_dir = os.path.join(tmp, "array"), os.path.join(tmp, "data")
-    from tfhub_transfer.data import datasets, loading  # pylint: disable=g-import-not-at-top
+    from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
+    from tfhub_transfer.data import loading  # pylint: disable=g-import-not-at-top
     loading.load_splits(datasets.get_dataset_spec("digits"), data_dir=data_dir)  # Built once.
     # The script runs as written; `tfhub_transfer` is this checkout's CLI, with the paper's
     # models and datasets (not available offline) swapped for a tiny Hub model and digits.

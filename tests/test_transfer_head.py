@@ -1,9 +1,9 @@
 """TransferHead: the regime sets trainability and init; the head starts at zero."""
 
+from absl.testing import parameterized
 import keras
 import numpy as np
 import tensorflow as tf
-from absl.testing import parameterized
 
 from tests import fakes
 from tfhub_transfer import backbones

@@ -11,10 +11,9 @@ from PIL import Image
 from tests import tf_free
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import document
+from tfhub_transfer.report import transferability_check as check_lib
 from tfhub_transfer.results import records
 from tfhub_transfer.results import store as results
-from tfhub_transfer.report import transferability_check as check_lib
-
 
 
 def _result(model, dataset, p, regime="logreg", seed=0):

@@ -42,7 +42,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
   from tfhub_transfer.experiment import run_experiment
-  from tfhub_transfer.frame import load_results, load_scores
+  from tfhub_transfer.frame import load_results
+  from tfhub_transfer.frame import load_scores
   from tfhub_transfer.report.document import write_workdir_report as write_report
   from tfhub_transfer.scoring import score
 

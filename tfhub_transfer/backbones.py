@@ -16,7 +16,8 @@ from typing import Any, Mapping, Optional
 
 from tfhub_transfer import columns
 from tfhub_transfer.config import FrozenKwargs
-from tfhub_transfer.regimes import IMAGENET, RANDOM
+from tfhub_transfer.regimes import IMAGENET
+from tfhub_transfer.regimes import RANDOM
 
 # Keras and TF Hub (so TensorFlow) are imported by the functions that build a network, so the
 # registry itself (listing, checking names) is quick to import.

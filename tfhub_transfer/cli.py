@@ -42,8 +42,14 @@ from tfhub_transfer import progress
 from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer import sweep
-from tfhub_transfer.config import (BOUNDS, GRID_ITEMS, PRECISIONS, STRATEGIES, TUNERS,
-                                   ExperimentConfig, FrozenKwargs, UsageError)
+from tfhub_transfer.config import BOUNDS
+from tfhub_transfer.config import GRID_ITEMS
+from tfhub_transfer.config import PRECISIONS
+from tfhub_transfer.config import STRATEGIES
+from tfhub_transfer.config import TUNERS
+from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.config import FrozenKwargs
+from tfhub_transfer.config import UsageError
 from tfhub_transfer.data import crops
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import storage

@@ -8,13 +8,13 @@ import time
 import traceback
 from typing import Any, Optional
 
+from absl import logging
 import keras
 import tensorflow as tf
-from absl import logging
 
 from tfhub_transfer import backbones
-from tfhub_transfer import faults
 from tfhub_transfer import devices
+from tfhub_transfer import faults
 from tfhub_transfer import runners
 from tfhub_transfer import training
 from tfhub_transfer import tuning
@@ -63,6 +63,7 @@ def library_versions() -> dict[str, str]:
   import sklearn
   import tensorflow_datasets
   import tensorflow_hub
+
   import tfhub_transfer
   return {"tensorflow": tf.__version__, "keras": keras.__version__,
           "tensorflow_hub": tensorflow_hub.__version__,

@@ -23,13 +23,12 @@ import socket
 import tempfile
 import threading
 import time
-import zlib
 from typing import Any, Optional
-
-import numpy as np
-import tensorflow as tf
+import zlib
 
 from absl import logging
+import numpy as np
+import tensorflow as tf
 
 from tfhub_transfer import faults
 from tfhub_transfer import progress

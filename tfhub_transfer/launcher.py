@@ -21,7 +21,6 @@ chief put it.
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,8 +38,8 @@ from tfhub_transfer import progress
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged
-from tfhub_transfer.results.records import ResultRecord
 from tfhub_transfer.results import workdir as workdir_lib
+from tfhub_transfer.results.records import ResultRecord
 
 # How long workers may run on after the chief has exited before they are stopped.
 WORKER_GRACE_S = 60.0

@@ -236,6 +236,7 @@ def select_and_refit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
   problem = _to_problem(train_x, train_y, multi_label=multi_label, num_classes=num_classes)
   val_features = tf.cast(tf.convert_to_tensor(val_x), tf.float32)  # On the device, once.
   models, scores = [], []
+  grad = None  # The previous strength's gradient (none before the first fit).
   for l2 in order:
     # Where the previous solution is already within tol at this strength, the solver would
     # stop at once: take it (and its score) without the call.

@@ -31,9 +31,9 @@ import threading
 import time
 from typing import Any, Callable, Hashable, Iterator, Mapping, Optional, Sequence
 
+from absl import logging
 import keras
 import tensorflow as tf
-from absl import logging
 
 from tfhub_transfer import backbones
 from tfhub_transfer import faults

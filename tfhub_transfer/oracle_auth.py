@@ -106,6 +106,7 @@ def start_server(oracle, *, token: str, address: str):
     (the started grpc.Server, the servicer).
   """
   from concurrent import futures  # pylint: disable=g-import-not-at-top
+
   from keras_tuner.src import protos  # pylint: disable=g-import-not-at-top
   from keras_tuner.src.distribute import oracle_chief  # pylint: disable=g-import-not-at-top
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=1),

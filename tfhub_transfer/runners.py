@@ -14,26 +14,26 @@ import os
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
+
 from tfhub_transfer import backbones
 from tfhub_transfer import features as features_lib
-from tfhub_transfer import protocol
-from tfhub_transfer import regimes
+from tfhub_transfer import identity
 from tfhub_transfer import logreg
 from tfhub_transfer import metrics
-from tfhub_transfer.data import crops
-from tfhub_transfer.data import datasets
-from tfhub_transfer.data import folder
-from tfhub_transfer.data import loading
-from tfhub_transfer.data import pipeline
+from tfhub_transfer import protocol
+from tfhub_transfer import regimes
 from tfhub_transfer import training
 from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.data import crops
+from tfhub_transfer.data import datasets
+from tfhub_transfer.data import loading
+from tfhub_transfer.data import pipeline
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
-from tfhub_transfer import identity
 from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.results import workdir as workdir_lib
 from tfhub_transfer.transfer_head import build_transfer_head

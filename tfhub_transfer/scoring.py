@@ -22,13 +22,14 @@ from absl import logging
 from tfhub_transfer import experiment
 from tfhub_transfer import faults
 from tfhub_transfer import regimes
-from tfhub_transfer import sweep
 from tfhub_transfer import runners
+from tfhub_transfer import sweep
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import store as store_lib
-from tfhub_transfer.results.records import ScoreKey, ScoreRecord
+from tfhub_transfer.results.records import ScoreKey
+from tfhub_transfer.results.records import ScoreRecord
 
 if TYPE_CHECKING:
   import pandas as pd

@@ -13,10 +13,10 @@ import math
 import os
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from tfhub_transfer import devices
 from tfhub_transfer import progress

@@ -13,8 +13,8 @@ import dataclasses
 import os
 from typing import Callable, Optional
 
-import keras_tuner as kt
 from absl import logging
+import keras_tuner as kt
 from keras_tuner.src.distribute import utils as dist_utils
 
 from tfhub_transfer import oracle_auth

@@ -18,9 +18,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfhub_transfer import progress
-from tfhub_transfer.data import builders  # pylint: disable=unused-import (registers them)
-from tfhub_transfer.data import splits as splits_lib
+from tfhub_transfer.data import builders  # noqa: F401  (imported to register them)
 from tfhub_transfer.data import folder
+from tfhub_transfer.data import splits as splits_lib
 
 
 class TfdsReader:

@@ -137,7 +137,8 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = KNN_K) ->
 
 def tsne(features: np.ndarray, *, seed: int = 0) -> np.ndarray:
   """[n, 2] t-SNE of the features (after a PCA to at most `PCA_DIMS` dimensions)."""
-  from sklearn import decomposition, manifold  # pylint: disable=g-import-not-at-top
+  from sklearn import decomposition  # pylint: disable=g-import-not-at-top
+  from sklearn import manifold  # pylint: disable=g-import-not-at-top
   x = np.asarray(features, dtype=np.float64)
   if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
     x = decomposition.PCA(PCA_DIMS, random_state=seed).fit_transform(x)

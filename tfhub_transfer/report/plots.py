@@ -59,9 +59,9 @@ def make_figure1(correlations: Mapping[str, correlation.Correlation], *,
   Returns:
     The matplotlib `Figure`, laid out.
   """
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
   from matplotlib import lines  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   names = list(regimes.REGIMES)
   fig = figure.Figure(figsize=(5.0 * len(names), 5.4), layout="constrained")
   backend_agg.FigureCanvasAgg(fig)
@@ -224,9 +224,9 @@ def plot_figure2(panels: Sequence[analyses.Panel], path: str, *, columns: int = 
   """The paper's Figure 2: one panel per dataset, test accuracy (logit axis) vs ImageNet
   top-1, a color per regime, each with its least-squares line (fitted in log-odds) and 95%
   bootstrap band. Draws on an Agg canvas."""
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
   from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   datasets = sorted({p.dataset for p in panels})
   cols = max(1, min(columns, len(datasets)))
   rows = max(1, math.ceil(len(datasets) / cols))

@@ -27,8 +27,8 @@ from tfhub_transfer import protocol
 from tfhub_transfer import regimes
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import correlation
-from tfhub_transfer.report import variants
 from tfhub_transfer.report import reference
+from tfhub_transfer.report import variants
 
 LOW_DATA_SETTING = "examples_per_class"
 BUDGET_SETTING = "train_steps"

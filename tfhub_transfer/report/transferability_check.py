@@ -176,8 +176,8 @@ def plot(groups: list[Group], path: str) -> bool:
   checked = [g for g in groups if g.checked][:MAX_FIGURE_ROWS]
   if not checked:
     return False
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   columns = max(len(g.agreements) for g in checked)
   fig = figure.Figure(figsize=(4.4 * columns, 3.8 * len(checked)), layout="constrained")
   backend_agg.FigureCanvasAgg(fig)

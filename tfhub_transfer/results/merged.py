@@ -2,8 +2,9 @@
 
 `read_workdir(workdir)` is how everything but the writer reads results (the report, a sweep's
 "already done" check, the launcher): it lists `<workdir>/results/*.sqlite` (one file per
-writing host, `store.ResultsStore.for_workdir`), opens each read-only and merges them; where several files hold a key, the
-`ok` row wins over a failed one, then the latest. `forget` removes a grid's stored results.
+writing host, `store.ResultsStore.for_workdir`), opens each read-only and merges them; where
+several files hold a key, the `ok` row wins over a failed one, then the latest. `forget`
+removes a grid's stored results.
 """
 
 import contextlib
@@ -16,12 +17,17 @@ import time
 from typing import Any, Iterable, Optional, Protocol
 
 from tfhub_transfer.results import predictions as predictions_lib
-from tfhub_transfer.results import store as results
 from tfhub_transfer.results import storage
+from tfhub_transfer.results import store as results
 from tfhub_transfer.results import workdir as workdir_lib
-from tfhub_transfer.results.records import KEY_FIELDS, SCORE_KEY_FIELDS, TRIAL_KEY_FIELDS
-from tfhub_transfer.results.records import ResultRecord, ScoreRecord, TrialRecord
+from tfhub_transfer.results.records import KEY_FIELDS
+from tfhub_transfer.results.records import SCORE_KEY_FIELDS
+from tfhub_transfer.results.records import TRIAL_KEY_FIELDS
+from tfhub_transfer.results.records import ResultRecord
+from tfhub_transfer.results.records import ScoreRecord
+from tfhub_transfer.results.records import TrialRecord
 from tfhub_transfer.results.store import TRIAL_FIELDS
+
 
 class ResultsReader(Protocol):
   """What both readers offer: one host's file (`store.ResultsStore`) and a workdir's files

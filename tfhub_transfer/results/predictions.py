@@ -20,11 +20,11 @@ file a stored record points to. The store removes the file with its record
 import dataclasses
 import os
 import tempfile
-import uuid
 from typing import Any, Mapping, Optional
+import uuid
 
-import numpy as np
 from absl import logging
+import numpy as np
 
 from tfhub_transfer.results import workdir as workdir_lib
 

@@ -11,8 +11,8 @@ import errno
 import os
 import sqlite3
 import tempfile
-import urllib.parse
 from typing import Any, Iterator
+import urllib.parse
 
 
 class StoreError(RuntimeError):

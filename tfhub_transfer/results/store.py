@@ -39,8 +39,12 @@ from absl import logging
 from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.results import storage
 from tfhub_transfer.results import workdir as workdir_lib
-from tfhub_transfer.results.records import KEY_FIELDS, STATUSES, SCORE_KEY_FIELDS
-from tfhub_transfer.results.records import TRIAL_KEY_FIELDS, ResultRecord, ScoreRecord
+from tfhub_transfer.results.records import KEY_FIELDS
+from tfhub_transfer.results.records import SCORE_KEY_FIELDS
+from tfhub_transfer.results.records import STATUSES
+from tfhub_transfer.results.records import TRIAL_KEY_FIELDS
+from tfhub_transfer.results.records import ResultRecord
+from tfhub_transfer.results.records import ScoreRecord
 from tfhub_transfer.results.records import TrialRecord
 
 RESULTS_FILENAME = "results.sqlite"  # The file of a store opened on a directory.
