@@ -236,7 +236,8 @@ class SweepCliTest(tf.test.TestCase):
     code, out, errors = cli_runner.run_in_process_with_stdout(*args[3:])
     self.assertEqual(code, 1, errors[-30:])
     self.assertIn("sweep: 1 cells run, 0 already done, 1 failed", out)
-    self.assertTrue(any(line.startswith("FAILED ") for line in errors), errors[-30:])
+    self.assertTrue(any(line.startswith("tfhub_transfer: FAILED ") for line in errors),
+                    errors[-30:])
     by_dataset = {r.dataset_label: r for r in self._store().records()}
     self.assertEqual(by_dataset["digits"]["status"], "ok")
     failed = by_dataset["stanford_cars"]

@@ -117,7 +117,7 @@ _L2_GRID_SIZE = flags.DEFINE_integer(
 _STRATEGY = flags.DEFINE_enum("strategy", _DEFAULT["strategy"], STRATEGIES,
                               "tf.distribute strategy of one trial.")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", _DEFAULT["max_examples"],
-                                     "Cap on examples per split, for smoke runs (0: all).")
+                                     "Cap on examples per split (0: all).")
 _PRECISION = flags.DEFINE_enum(
     "precision", _DEFAULT["precision"], PRECISIONS, "Keras dtype policy of the backbone in "
     "training and feature extraction; the head and the loss stay float32, float16 losses "
@@ -130,9 +130,8 @@ _EVAL_PREPROCESSING = flags.DEFINE_enum(
     "Evaluation crop: slim = shorter side to S/0.875, central S, bilinear (the ImageNet "
     "evaluation crop); simclr = shorter side to S, central S, bicubic (SimCLR B.8). Keyed.")
 _FAST_DECODE = flags.DEFINE_bool(
-    "fast_decode", _DEFAULT["fast_decode"], "Decode only each JPEG's crop window, at a "
-    "reduced DCT scale from 2x the target on; resize with a box filter (BENCHMARKS.md, "
-    "figure 9). Keyed.")
+    "fast_decode", _DEFAULT["fast_decode"], "Decode only each JPEG's crop window, at "
+    "reduced DCT scale; box-filter resize (BENCHMARKS.md, figure 9). Keyed.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
