@@ -143,5 +143,26 @@ class DistributedTuningTest(tf.test.TestCase):
       launcher.worker_gpus(2, 1, ["4", "5"])
 
 
+class CpuShareTest(tf.test.TestCase):
+
+  def test_each_worker_runs_on_its_own_share_of_the_cpus(self):
+    cpus = sorted(os.sched_getaffinity(0))
+    shares = launcher.cpu_shares(2)
+    self.assertIsNone(shares["chief"])  # It serves the search, then refits on everything.
+    workers = [shares["worker0"], shares["worker1"]]
+    if len(cpus) >= 2:  # Two disjoint slices that together cover the CPUs.
+      self.assertFalse(set(workers[0]) & set(workers[1]))
+      self.assertEqual(sorted(workers[0] + workers[1]), cpus)
+    else:
+      self.assertEqual(workers, [tuple(cpus), tuple(cpus)])
+    # A child started with a share sees only it (TensorFlow sizes its pools from this).
+    log_dir = self.create_tempdir().full_path
+    command = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+    process = launcher._start("worker0", command, dict(os.environ), log_dir, workers[0])
+    self.assertEqual(process.wait(timeout=60), 0)
+    with open(os.path.join(log_dir, "worker0.log")) as f:
+      self.assertEqual(f.read().strip(), str(sorted(workers[0])))
+
+
 if __name__ == "__main__":
   tf.test.main()

@@ -19,6 +19,7 @@ chief put it.
 """
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ from tfhub_transfer import oracle_auth
 from tfhub_transfer import progress
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.data import threads
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import workdir as workdir_lib
 from tfhub_transfer.results.records import ResultRecord
@@ -133,15 +135,28 @@ class LaunchFailed(RuntimeError):
   """The chief, or a worker after its restarts, failed; the message names it and its log."""
 
 
-def _start(name, command, env, log_dir):
+def cpu_shares(num_workers: int) -> dict[str, Optional[tuple[int, ...]]]:
+  """name -> the CPUs a child is pinned to: each worker its own share of this process's CPUs
+  (`threads.cpu_share`), so that its TensorFlow and tf.data thread pools are sized to it; the
+  chief (idle while it serves the search, then the refit) keeps them all (None)."""
+  cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+  shares: dict[str, Optional[tuple[int, ...]]] = {"chief": None}
+  for i in range(num_workers):
+    shares[f"worker{i}"] = threads.cpu_share(i, num_workers, cpus) if cpus else None
+  return shares
+
+
+def _start(name, command, env, log_dir, cpus=None):
   log = open(os.path.join(log_dir, f"{name}.log"), "ab")
-  process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+  process = subprocess.Popen(
+      command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+      preexec_fn=functools.partial(threads.pin_to_cpus, cpus) if cpus else None)
   log.close()
   with open(os.path.join(log_dir, f"{name}.pid"), "w") as f:
     f.write(str(process.pid))  # For operators (and tests) that need to signal one process.
-  logging.info("Started %s (pid %d, CUDA_VISIBLE_DEVICES=%s), log %s", name, process.pid,
-               env.get("CUDA_VISIBLE_DEVICES", "unset"), os.path.join(log_dir, f"{name}.log"))
+  logging.info("Started %s (pid %d, CUDA_VISIBLE_DEVICES=%s, CPUs %s), log %s", name,
+               process.pid, env.get("CUDA_VISIBLE_DEVICES", "unset"),
+               ",".join(map(str, cpus)) if cpus else "all", os.path.join(log_dir, f"{name}.log"))
   return process
 
 
@@ -201,7 +216,9 @@ def launch_parallel_trials(config: ExperimentConfig, *, num_workers: int,
   with open(config_path, "w") as f:
     json.dump(config.to_dict(), f, indent=1, sort_keys=True)
   command = child_command(config_path)
-  processes = {name: _start(name, command, env, log_dir) for name, env in envs.items()}
+  shares = cpu_shares(num_workers)
+  processes = {name: _start(name, command, env, log_dir, shares.get(name))
+               for name, env in envs.items()}
   restarts = dict.fromkeys(processes, 0)
   finished = set()
   failed = None
@@ -219,7 +236,7 @@ def launch_parallel_trials(config: ExperimentConfig, *, num_workers: int,
           restarts[name] += 1
           logging.warning("%s FAILED with exit code %d (log: %s); restarting it (%d/%d) to "
                           "resume its trial.", name, code, log, restarts[name], max_restarts)
-          processes[name] = _start(name, command, envs[name], log_dir)
+          processes[name] = _start(name, command, envs[name], log_dir, shares.get(name))
         else:
           failed = (f"{name} FAILED with exit code {code} (log: {log}) {max_restarts + 1} "
                     f"times; the search state is kept in {workdir}: run the same command "
