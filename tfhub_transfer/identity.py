@@ -67,8 +67,8 @@ def file_digest(path: str) -> str:
   if not named:
     raise FileNotFoundError(f"No weights at {path!r} (no file, directory or checkpoint "
                             f"prefix with files {path}.*).")
-  states = tuple((name, os.path.realpath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns)
-                 for name, p in named)
+  stats = [(name, p, os.stat(p)) for name, p in named]
+  states = tuple((name, os.path.realpath(p), st.st_size, st.st_mtime_ns) for name, p, st in stats)
   return _digest_of(states)
 
 

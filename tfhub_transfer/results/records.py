@@ -69,12 +69,6 @@ def to_jsonable(value: Any) -> Any:
                   f"record: use str, int, float, bool, None, lists or dicts of them.")
 
 
-# ResultRecord fields left out of the JSON form while they hold their default (records made
-# by hand, e.g. in tests, need not carry them).
-_OMITTED_WHEN_DEFAULT = ("model_label", "dataset_label", "sources", "created_at", "hparams",
-                         "predictions")
-
-
 def _default(field: dataclasses.Field) -> Any:
   if field.default_factory is not dataclasses.MISSING:
     return field.default_factory()
@@ -100,6 +94,40 @@ class _JsonMapping(Mapping[str, Any]):
     raise NotImplementedError
 
 
+class _DetailedRecord(_JsonMapping):
+  """A record with typed fields plus `details` (every other field of its JSON form): one
+  check (`from_json`) and one JSON form (`to_json`) for results and score rows alike."""
+  _NOUN = ""  # e.g. "results record", in error messages.
+  _REQUIRED: tuple[str, ...] = ()  # Fields its JSON form must have.
+  _JSON_DEFAULTS: Mapping[str, Any] = {}  # Filled in where a JSON form leaves them out.
+  _OMITTED_WHEN_DEFAULT: tuple[str, ...] = ()  # Left out of `to_json` at their default.
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Any]):
+    """Checks a record's JSON form (or a record) and returns the record.
+
+    Raises:
+      ValueError: a required field is missing or has a bad value, or a field a bad type.
+    """
+    if isinstance(data, cls):
+      return data
+    if not isinstance(data, Mapping):
+      raise ValueError(f"A {cls._NOUN} must be a mapping, got {type(data).__name__}.")
+    data = {**cls._JSON_DEFAULTS, **data}
+    missing = [k for k in cls._REQUIRED if k not in data]
+    if missing:
+      raise ValueError(f"{cls._NOUN.capitalize()} lacks {missing}; every {cls._NOUN} needs "
+                       f"{list(cls._REQUIRED)}. Got keys {sorted(data)}.")
+    own, details = _split(cls, to_jsonable(data))
+    return cls(**own, details=details)
+
+  def to_json(self) -> dict[str, Any]:
+    own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+           if f.name != "details" and not (f.name in self._OMITTED_WHEN_DEFAULT
+                                            and getattr(self, f.name) == _default(f))}
+    return to_jsonable({**self.details, **own})
+
+
 def _split(cls, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
   """`data` as (the dataclass's own fields, everything else)."""
   names = {f.name for f in dataclasses.fields(cls)} - {"details"}
@@ -108,7 +136,7 @@ def _split(cls, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ResultRecord(_JsonMapping):
+class ResultRecord(_DetailedRecord):
   """One cell's stored outcome.
 
   Attributes:
@@ -125,6 +153,14 @@ class ResultRecord(_JsonMapping):
     predictions: the test predictions file (`predictions.entry`), relative to the workdir.
     details: every other field, plain JSON (config, sizes, timings, versions, ...).
   """
+  _NOUN = "results record"
+  _REQUIRED = KEY_FIELDS + ("status",)
+  _JSON_DEFAULTS = {"protocol": ""}  # Records made by hand may leave the protocol out.
+  # Left out of the JSON form while at their default (records made by hand, e.g. in tests,
+  # need not carry them).
+  _OMITTED_WHEN_DEFAULT = ("model_label", "dataset_label", "sources", "created_at",
+                           "hparams", "predictions")
+
   model: str
   dataset: str
   regime: str
@@ -165,31 +201,6 @@ class ResultRecord(_JsonMapping):
   @property
   def key(self) -> CellKey:
     return CellKey(self.model, self.dataset, self.regime, self.seed, self.protocol)
-
-  @classmethod
-  def from_json(cls, data: Mapping[str, Any]) -> "ResultRecord":
-    """Checks a record's JSON form (or a record) and returns the record.
-
-    Raises:
-      ValueError: a key field is missing or has a bad value, or a field a bad type.
-    """
-    if isinstance(data, ResultRecord):
-      return data
-    if not isinstance(data, Mapping):
-      raise ValueError(f"A results record must be a mapping, got {type(data).__name__}.")
-    data = {"protocol": "", **data}  # Records made by hand may leave the protocol out.
-    missing = [k for k in KEY_FIELDS + ("status",) if k not in data]
-    if missing:
-      raise ValueError(f"Results record lacks {missing}; every record needs "
-                       f"{list(KEY_FIELDS + ('status',))}. Got keys {sorted(data)}.")
-    own, details = _split(cls, to_jsonable(data))
-    return cls(**own, details=details)
-
-  def to_json(self) -> dict[str, Any]:
-    own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-           if f.name != "details" and not (f.name in _OMITTED_WHEN_DEFAULT
-                                            and getattr(self, f.name) == _default(f))}
-    return to_jsonable({**self.details, **own})
 
   @property
   def display_model(self) -> str:
@@ -270,7 +281,7 @@ class TrialRecord(_JsonMapping):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ScoreRecord(_JsonMapping):
+class ScoreRecord(_DetailedRecord):
   """One `--mode=score` row: transferability scores of a (model, dataset, seed) cell.
 
   Attributes:
@@ -280,6 +291,9 @@ class ScoreRecord(_JsonMapping):
     created_at: ISO time.
     details: every other field, plain JSON (sizes, timings, versions, ...).
   """
+  _NOUN = "score record"
+  _REQUIRED = SCORE_KEY_FIELDS + ("scores",)
+
   model: str
   dataset: str
   seed: int
@@ -309,29 +323,6 @@ class ScoreRecord(_JsonMapping):
   @property
   def key(self) -> ScoreKey:
     return ScoreKey(self.model, self.dataset, self.seed, self.protocol)
-
-  @classmethod
-  def from_json(cls, data: Mapping[str, Any]) -> "ScoreRecord":
-    """Checks a score row's JSON form and returns the record.
-
-    Raises:
-      ValueError: a key field is missing or bad, or `scores` is not name -> number or None.
-    """
-    if isinstance(data, ScoreRecord):
-      return data
-    if not isinstance(data, Mapping):
-      raise ValueError(f"A score record must be a mapping, got {type(data).__name__}.")
-    missing = [k for k in SCORE_KEY_FIELDS + ("scores",) if k not in data]
-    if missing:
-      raise ValueError(f"Score record lacks {missing}; every score record needs "
-                       f"{list(SCORE_KEY_FIELDS + ('scores',))}. Got keys {sorted(data)}.")
-    own, details = _split(cls, to_jsonable(data))
-    return cls(**own, details=details)
-
-  def to_json(self) -> dict[str, Any]:
-    own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-           if f.name != "details"}
-    return to_jsonable({**self.details, **own})
 
   def summary_line(self) -> str:
     """One line for a terminal: the cell, each score as name=value, sizes and time."""
