@@ -412,8 +412,9 @@ class FastDecodeTest(parameterized.TestCase):
       # 4:4:4: libjpeg decodes a window to the full decode's pixels: float32 rounding only.
       self.assertLess(difference.max(), 0.01)
     else:
-      # 4:2:0: chroma upsampling sees fewer neighbours at the decoded window's edges.
-      self.assertLess(difference.mean(), 0.5)
+      # 4:2:0: chroma upsampling may see fewer neighbours at the decoded window's edges (a
+      # few levels there; the reference path is 3-4 levels off on average).
+      self.assertLess(difference.mean(), 0.1)
       self.assertLess(difference.max(), 12.0)
 
   def test_dct_scale_index_is_the_largest_that_keeps_the_target(self):
