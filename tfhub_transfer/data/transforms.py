@@ -174,9 +174,8 @@ def fast_jpeg_window(encoded: tf.Tensor, shape: tf.Tensor, window: tf.Tensor,
         image = tf.cast(image, tf.float32)
       return tf.image.resize(image, [image_size, image_size], method=resize_method)
 
-    # One branch per case, DCT scale x filter, each only its decode and resize: the
-    # window's arithmetic is done once, before the switch (each op in a branch costs per
-    # call, taken or not).
+    # One branch per case, DCT scale x filter, each only its decode and resize (the window's
+    # arithmetic is done once, before the switch): the ratio is an attribute of the decode.
     image = tf.switch_case(index + 4 * tf.cast(downscaled, tf.int32), [
         lambda r=2 ** k, m=resize_method: resized(r, m)
         for resize_method in ("bilinear", "area") for k in range(4)])
