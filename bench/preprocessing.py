@@ -1,5 +1,6 @@
 """Figure 9: images per second per core of the input pipeline's preprocessing, the fast JPEG
 path (`--fast_decode`) against the reference path, on real photos and on synthetic JPEGs.
+`python -m bench.preprocessing` prints where the evaluation time goes (`op_costs`).
 
 Per core: each pipeline runs on one thread (tf.data private thread pool of 1, intra-op
 parallelism 1), and each side is timed in CPU seconds of the whole process
@@ -20,6 +21,7 @@ from bench import data
 from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer.data import pipeline
+from tfhub_transfer.data import transforms
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Real photos, beside the repository (never copied into it): 370 Oxford-IIIT Pet JPEGs at
@@ -132,3 +134,78 @@ def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
                  f"CPU seconds of the whole process: reference {rate(reference)}, fast "
                  f"{rate(fast)} images per CPU-second (= per core)")))
   return figures
+
+
+def _timed_map(inputs: tf.data.Dataset, fn):
+  """A call makes one single-threaded pass of map(fn) over `inputs` and returns its CPU
+  seconds; `fn` returns a scalar, so that only its own ops are timed."""
+  ds = single_thread(inputs.map(fn).batch(64))
+  def run():
+    start = time.process_time()
+    for _ in ds:
+      pass
+    return time.process_time() - start
+  return run
+
+
+def op_costs(encoded: list[bytes], image_size: int = 224, repetitions: int = 7,
+             crop_fraction: float = 0.875) -> list[tuple[str, float]]:
+  """Evaluation preprocessing taken apart: (step, CPU ms per image, median over
+  `repetitions` single-threaded passes) for each step timed alone on the same images, the
+  resampling steps from images decoded beforehand and held in memory."""
+  def crop_box(e):
+    shape = tf.image.extract_jpeg_shape(e)[:2]
+    window = transforms._central_window(shape, image_size, crop_fraction)  # pylint: disable=protected-access
+    low, high = tf.round(window[:2]), tf.round(window[:2] + window[2:])
+    return tf.cast(tf.concat([low, high - low], 0), tf.int32)
+
+  def window(e):
+    return tf.io.decode_and_crop_jpeg(e, crop_box(e), channels=3,
+                                      dct_method="INTEGER_ACCURATE")
+
+  def first(x):
+    return tf.reshape(x, [-1])[0]
+
+  source = tf.data.Dataset.from_tensor_slices(tf.constant(encoded))
+  windows = source.map(window).cache()
+  whole = source.map(transforms.decode_rgb).cache()
+  outputs = tf.data.Dataset.from_tensors(tf.zeros([image_size, image_size, 3])).repeat(
+      len(encoded))
+  steps = {
+      "tf.data per element (map + batch of a scalar)": (source, tf.strings.length),
+      "extract_jpeg_shape": (source, lambda e: first(tf.image.extract_jpeg_shape(e))),
+      "decode whole JPEG (reference path)":
+          (source, lambda e: first(transforms.decode_rgb(e))),
+      "decode whole JPEG at DCT scale 1/8 (~ entropy decoding alone)":
+          (source, lambda e: first(tf.io.decode_jpeg(e, channels=3, ratio=8))),
+      "decode_and_crop_jpeg, the window (fast path)": (source, lambda e: first(window(e))),
+      "  same, dct_method=INTEGER_FAST": (source, lambda e: first(tf.io.decode_and_crop_jpeg(
+          e, crop_box(e), channels=3, dct_method="INTEGER_FAST"))),
+      "  same, fancy_upscaling=False": (source, lambda e: first(tf.io.decode_and_crop_jpeg(
+          e, crop_box(e), channels=3, dct_method="INTEGER_ACCURATE",
+          fancy_upscaling=False))),
+      "antialiased triangle resample, whole image (reference path)": (
+          whole, lambda x: first(transforms.resize_central_crop(x, image_size,
+                                                                crop_fraction=crop_fraction))),
+      "cast to float32 + box filter (area), window (fast path)": (
+          windows, lambda x: first(tf.image.resize(tf.cast(x, tf.float32),
+                                                   [image_size, image_size], "area"))),
+      "  box filter (area) from uint8": (
+          windows, lambda x: first(tf.image.resize(x, [image_size, image_size], "area"))),
+      "  bilinear, no antialiasing (not used: loses accuracy)": (
+          windows, lambda x: first(tf.image.resize(x, [image_size, image_size]))),
+      "clip_by_value of the output": (
+          outputs, lambda x: first(tf.clip_by_value(x, 0.0, 255.0))),
+      "whole fast path (eval_image, fast_decode=True)": (
+          source, lambda e: first(transforms.eval_image(e, image_size, fast_decode=True))),
+      "whole reference path (eval_image)":
+          (source, lambda e: first(transforms.eval_image(e, image_size))),
+  }
+  runs = {name: _timed_map(inputs, fn) for name, (inputs, fn) in steps.items()}
+  seconds = _cpu_seconds(list(runs.values()), repetitions)  # Fills the caches first.
+  return [(name, 1000 * statistics.median(s) / len(encoded)) for name, s in zip(runs, seconds)]
+
+
+if __name__ == "__main__":
+  for step, ms in op_costs(read_photos(0)):
+    print(f"{ms:6.3f} ms  {step}")

@@ -321,6 +321,54 @@ class LabelsAndDistributionTest(tf.test.TestCase):
     self.assertEqual([tuple(x.shape) for x, _ in batches], [(3, 8, 8, 3)] * 2)
 
 
+def _photo_jpeg(height, width, subsampling, seed=0):
+  """A photo-like JPEG (smooth colour field plus texture; PIL, quality 90; subsampling 0:
+  4:4:4, 2: 4:2:0)."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(0, 256, (max(height // 16, 2), max(width // 16, 2), 3), np.uint8)
+  field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.int16)
+  pixels = np.clip(field + rng.normal(0, 12, (height, width, 1)), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, "JPEG", quality=90, subsampling=subsampling)
+  return buffer.getvalue()
+
+
+def _resampling_matrix(source, target, *, box):
+  """[target, source] weights at half-pixel centres: the box filter (each output the mean
+  of the source interval it covers), or bilinear interpolation with edges clamped."""
+  scale = source / target
+  pixels = np.arange(source)[None]
+  if box:
+    starts = np.arange(target)[:, None] * scale
+    overlap = np.minimum(starts + scale, pixels + 1) - np.maximum(starts, pixels)
+    return np.clip(overlap, 0, None) / scale
+  centres = np.clip((np.arange(target)[:, None] + 0.5) * scale - 0.5, 0, source - 1)
+  return np.clip(1 - np.abs(centres - pixels), 0, None)
+
+
+def _fast_eval_reference(encoded, image_size, ratio, crop_fraction=0.875):
+  """The fast path's evaluation pixels computed apart from it: PIL decodes the JPEG (at DCT
+  scale 1 / ratio through `draft`), the slim central window is rounded to whole decoded
+  pixels and resampled in numpy, with the box filter where both sides shrink, else
+  bilinearly."""
+  image = Image.open(io.BytesIO(encoded))
+  width, height = image.size
+  if ratio > 1:
+    image.draft("RGB", (width // ratio, height // ratio))
+  decoded = np.asarray(image.convert("RGB"), np.float64)
+  assert decoded.shape[:2] == (-(-height // ratio), -(-width // ratio)), decoded.shape
+  shape = np.array([height, width], np.float64)
+  scaled = np.round(shape * round(image_size / crop_fraction) / shape.min())
+  top_left = np.floor((scaled - image_size) / 2) * shape / scaled / ratio
+  size = image_size * shape / scaled / ratio
+  low = np.clip(np.round(top_left), 0, np.array(decoded.shape[:2]) - 1).astype(int)
+  high = np.clip(np.round(top_left + size), low + 1, decoded.shape[:2]).astype(int)
+  box = min(size) > image_size
+  rows, cols = (_resampling_matrix(n, image_size, box=box) for n in high - low)
+  window = decoded[low[0]:high[0], low[1]:high[1]]
+  return np.einsum("ys,stc,xt->yxc", rows, window, cols)
+
+
 class FastDecodeTest(parameterized.TestCase):
   """The fast JPEG path (`fast_decode`) against the reference path, where they should agree:
   on linear ramps, which bilinear sampling, box and triangle filters and DCT-scaled decoding
@@ -345,6 +393,29 @@ class FastDecodeTest(parameterized.TestCase):
     slope = 255 / (min(height, width) - 1)
     self.assertLess(np.abs(fast - reference).max(), 0.5 * 2**scale_index * slope + 2.5)
     self.assertLess(np.abs(fast - reference).mean(), 1.2)
+
+  @parameterized.named_parameters(
+      ("box", 90, 120, 48, 0, 0),  # Window 77 px -> 48: box filter.
+      ("box_portrait", 131, 97, 48, 0, 0),
+      ("dct_half_box", 150, 200, 48, 1, 0),  # Window 131 px: decoded at 1/2, 66 -> 48.
+      ("dct_quarter_box", 260, 200, 32, 2, 0),
+      ("upscale_bilinear", 50, 70, 48, 0, 0),  # Window 44 px -> 48.
+      ("box_420", 90, 120, 48, 0, 2),
+      ("dct_half_box_420", 150, 200, 48, 1, 2))
+  def test_eval_pixels_match_pil_decoded_window_resampled_in_numpy(
+      self, height, width, image_size, ratio_index, subsampling):
+    encoded = _photo_jpeg(height, width, subsampling)
+    fast = transforms.eval_image(tf.constant(encoded), image_size, fast_decode=True).numpy()
+    expected = _fast_eval_reference(encoded, image_size, 2**ratio_index)
+    difference = np.abs(fast - expected)
+    if subsampling == 0:
+      # 4:4:4: libjpeg decodes a window to the full decode's pixels: float32 rounding only.
+      self.assertLess(difference.max(), 0.01)
+    else:
+      # 4:2:0: chroma upsampling may see fewer neighbours at the decoded window's edges (a
+      # few levels there; the reference path is 3-4 levels off on average).
+      self.assertLess(difference.mean(), 0.1)
+      self.assertLess(difference.max(), 12.0)
 
   def test_dct_scale_index_is_the_largest_that_keeps_the_target(self):
     for source, target, expected in ((447, 224, 0), (448, 224, 1), (895, 224, 1),
