@@ -71,7 +71,7 @@ def children_in_process(real: int):
 
   The first `real` benchmark children run as processes (`python -m bench.X '<json>'`, this
   checkout on PYTHONPATH, as every benchmark run starts them); the others run the same module
-  as `__main__` in this process (runpy), each saving a TensorFlow start (~5 CPU-s). Other
+  as `__main__` in this process (runpy), each saving a TensorFlow start (~7 CPU-s here). Other
   commands run as processes.
   """
   real_run, started = subprocess.run, []
