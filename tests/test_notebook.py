@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tests import fakes
 from tests import shared_data
+from tfhub_transfer.results import merged
 
 _NOTEBOOK = os.path.join(fakes.REPO_ROOT, "notebooks", "quickstart.ipynb")
 # A few examples per split and steps per training: the same code path in seconds, not minutes.
@@ -50,6 +51,11 @@ class QuickstartNotebookTest(tf.test.TestCase):
                         if cell.cell_type == "code" for o in cell.outputs)
     self.assertIn("digits / logreg (seed 0): test top1 =", outputs)
     self.assertIn("digits / scratch (seed 0): test top1 =", outputs)
+    # Both cells ran at the quick sizes: the notebook passes its settings on.
+    configs = {r["regime"]: r["config"] for r in merged.read_workdir(workdir).records()}
+    self.assertEqual({regime: c["max_examples"] for regime, c in configs.items()},
+                     dict.fromkeys(("logreg", "scratch"), QUICK_SIZES["MAX_EXAMPLES"]))
+    self.assertEqual(configs["scratch"]["train_steps"], QUICK_SIZES["SCRATCH_STEPS"])
     tables = "\n".join(o.get("data", {}).get("text/plain", "") for cell in notebook.cells
                        if cell.cell_type == "code" for o in cell.outputs)
     self.assertIn("test_metric", tables)  # The load_results DataFrame, one row per cell.
