@@ -1,5 +1,9 @@
 """Runs one training step on 1 and on 2 replicas (two logical CPU devices); prints JSON.
 
+The backbone is a small CNN with two batch norms (`tiny_backbone`): the replicas must agree on
+the loss, the gradients and the batch statistics as MobileNet's would, and it traces in a
+fraction of MobileNet's time (about 30 CPU-seconds less per run).
+
 Run as its own process: logical devices must be set before TensorFlow starts, which a test
 process that already ran other tests cannot do. `--devices=gpu` runs it on GPUs 0 and 1
 instead (bench/gpu_session.sh) and also prints, to stderr, how far the two runs are apart.
@@ -8,8 +12,23 @@ instead (bench/gpu_session.sh) and also prints, to stderr, how far the two runs 
 import json
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+IMAGE_SIZE = 32
+
+
+def tiny_backbone() -> keras.Model:
+  """conv -> batch norm -> ReLU, twice, -> global average pool (16 features), random init."""
+  inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+  x = inputs
+  for seed, (filters, strides) in enumerate(((8, 2), (16, 1))):
+    x = keras.layers.Conv2D(filters, 3, strides=strides,
+                            kernel_initializer=keras.initializers.HeNormal(seed))(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+  return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny")
 
 
 def main():
@@ -18,30 +37,31 @@ def main():
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-  from tfhub_transfer import backbones  # After device setup.
   from tfhub_transfer import training  # After device setup.
   from tfhub_transfer import transfer_head  # After device setup.
-  spec = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.25},
-                                     image_size=32)
   rng = np.random.default_rng(0)
-  images = rng.uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+  images = rng.uniform(-1, 1, (8, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
   labels = rng.integers(0, 3, 8)
-  head = rng.normal(0, 0.1, (256, 3)).astype("float32")
+  head = rng.normal(0, 0.1, (16, 3)).astype("float32")
   out = {}
   strategies = {"one": tf.distribute.OneDeviceStrategy(f"/{kind}:0"),
                 "two": tf.distribute.MirroredStrategy([f"/{kind}:0", f"/{kind}:1"])}
   for name, strategy in strategies.items():
     with strategy.scope():
-      model = transfer_head.build_transfer_head(spec, regime="scratch", num_classes=3,
-                                                weight_decay=1e-3, learning_rate=0.1, seed=0)
+      model = transfer_head.TransferHead(tiny_backbone(), num_classes=3, regime="scratch",
+                                         weight_decay=1e-3, learning_rate=0.1)
+      model(tf.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)))
       model.head.kernel.assign(head)  # A nonzero head, so the backbone gets gradients.
       training.batch_norm_setup(model, num_train_examples=800, batch_size=8)
       training.compile_model(model, learning_rate=0.1, train_steps=10)
+    batch_norms = [layer for layer in model.backbone.layers
+                   if isinstance(layer, keras.layers.BatchNormalization)]
     out.setdefault("initial", [w.numpy().tolist() for w in model.weights])
     data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8).repeat()
     history = model.fit(data, epochs=1, steps_per_epoch=1, verbose=0)
     out[name] = {"replicas": strategy.num_replicas_in_sync,
                  "loss": history.history["loss"][0],
+                 "synchronized": [layer.synchronized for layer in batch_norms],
                  "weights": [w.numpy().tolist() for w in model.weights]}
   json.dump(out, sys.stdout)
   if kind == "gpu":  # test_distributed.py's tolerances: 1e-4 of each array's scale.

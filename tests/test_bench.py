@@ -3,14 +3,18 @@
 No timing is asserted: on a shared machine only the arithmetic is checkable.
 """
 
+import contextlib
 import dataclasses
+import io
 import os
 import re
+import runpy
 import statistics
 import subprocess
 import sys
 import threading
 from unittest import mock
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -60,6 +64,33 @@ def parse_raw(text):
     if exponent:
       figures[key]["exponents"] = (float(exponent.group(1)), float(exponent.group(2)))
   return figures
+
+
+def children_in_process(real: int):
+  """A `subprocess.run` for `harness.run_child`, and the list of the children it started.
+
+  The first `real` benchmark children run as processes (`python -m bench.X '<json>'`, this
+  checkout on PYTHONPATH, as every benchmark run starts them); the others run the same module
+  as `__main__` in this process (runpy), each saving a TensorFlow start (~7 CPU-s here). Other
+  commands run as processes.
+  """
+  real_run, started = subprocess.run, []
+
+  def run(command, **kwargs):
+    if command[:2] != [sys.executable, "-m"] or not command[2].startswith("bench."):
+      return real_run(command, **kwargs)
+    started.append(command[2])
+    if len(started) <= real:
+      return real_run(command, **kwargs)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "argv", command[2:]), contextlib.redirect_stdout(stdout), \
+        contextlib.redirect_stderr(stderr), warnings.catch_warnings():
+      # runpy warns that the module was imported before (bench.run imports bench.curves).
+      warnings.simplefilter("ignore", RuntimeWarning)
+      runpy.run_module(command[2], run_name="__main__", alter_sys=True)
+    return subprocess.CompletedProcess(command, 0, stdout.getvalue(), stderr.getvalue())
+
+  return run, started
 
 
 def _slope(xs, ys):
@@ -150,7 +181,9 @@ class PhaseClockTest(tf.test.TestCase):
 
 
 class TinyRunTest(tf.test.TestCase):
-  """Every figure end to end on a tiny SavedModel backbone at 32 px."""
+  """Every figure end to end on a tiny SavedModel backbone at 32 px. Of the fresh processes
+  figures 5 and 7 start, the first runs as one; the others run their `__main__` in this
+  process (`children_in_process`)."""
 
   def test_every_figure_runs_and_its_ratio_follows_from_the_printed_values(self):
     tmp = self.get_temp_dir()
@@ -167,8 +200,14 @@ class TinyRunTest(tf.test.TestCase):
         profiles.get_profile("tiny"), extract_models=((hub, 8),), cell_model=hub,
         train_model=hub, memory_model=hub, shared_models=(hub, other), curve_train_model=hub,
         precision_model=hub, preprocess_photos_dir=photos)
-    result = run.run_benchmarks(profile, workdir=os.path.join(tmp, "work"),
-                                progress=lambda line: None)
+    run_fn, children = children_in_process(real=1)
+    with mock.patch.object(harness.subprocess, "run", side_effect=run_fn):
+      result = run.run_benchmarks(profile, workdir=os.path.join(tmp, "work"),
+                                  progress=lambda line: None)
+    # Figure 5: a child per count (one repetition); figure 7: a child per logreg and
+    # training curve (its extraction curve reuses figure 5's).
+    self.assertEqual(children, ["bench.memory_child"] * 2 + ["bench.curves"] * 3)
+    self.assertEqual(result.failures, {})
     figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a", "9a", "9b", "9c", "9d", "10"]
     curve_keys = ["7a", "7b", "7c", "7d"]
     self.assertEqual([f.key for f in result.figures], figure_keys)

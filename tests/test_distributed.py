@@ -1,4 +1,6 @@
-"""A 2-replica MirroredStrategy step equals a one-device step on the same global batch."""
+"""A 2-replica MirroredStrategy step equals a one-device step on the same global batch
+(`tests/mirrored_check.py`, in its own process: logical devices are set before TensorFlow
+starts)."""
 
 import json
 import subprocess
@@ -19,12 +21,14 @@ class MirroredEquivalenceTest(tf.test.TestCase):
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
     out = json.loads(done.stdout)
     self.assertEqual((out["one"]["replicas"], out["two"]["replicas"]), (1, 2))
+    # Both batch norms compute their statistics over the global batch on two replicas.
+    self.assertEqual((out["one"]["synchronized"], out["two"]["synchronized"]),
+                     ([False, False], [True, True]))
     # Same first-step loss: the loss is averaged over the global batch, not per replica.
     self.assertNear(out["one"]["loss"], out["two"]["loss"], 1e-4)
     # Same updated weights, batch-norm moving statistics included (synchronized BN).
     self.assertLen(out["two"]["weights"], len(out["one"]["weights"]))
-    # Float32 sums run in another order on two replicas: compare at each array's scale
-    # (some He-initialised kernels reach |w| ~ 15).
+    # Float32 sums run in another order on two replicas: compare at each array's scale.
     for one, two in zip(out["one"]["weights"], out["two"]["weights"]):
       one, two = np.array(one), np.array(two)
       self.assertLessEqual(np.abs(two - one).max(), 1e-4 * (np.abs(one).max() + 1.0))

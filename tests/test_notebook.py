@@ -1,5 +1,6 @@
 """The Colab quickstart notebook, executed top to bottom offline, as a new user would: it uses
-only the names `tfhub_transfer` exports."""
+only the names `tfhub_transfer` exports. Its code runs unchanged, at smaller sizes set as
+papermill sets parameters: in a cell after the one tagged `parameters`."""
 
 import os
 import unittest
@@ -9,8 +10,11 @@ import tensorflow as tf
 
 from tests import fakes
 from tests import shared_data
+from tfhub_transfer.results import merged
 
 _NOTEBOOK = os.path.join(fakes.REPO_ROOT, "notebooks", "quickstart.ipynb")
+# A few examples per split and steps per training: the same code path in seconds, not minutes.
+QUICK_SIZES = {"MAX_EXAMPLES": 64, "SCRATCH_STEPS": 2}
 
 
 class QuickstartNotebookTest(tf.test.TestCase):
@@ -19,6 +23,12 @@ class QuickstartNotebookTest(tf.test.TestCase):
     import nbclient
     import nbformat
     notebook = nbformat.read(_NOTEBOOK, as_version=4)
+    (settings,) = [i for i, cell in enumerate(notebook.cells)
+                   if "parameters" in cell.metadata.get("tags", [])]
+    for name in QUICK_SIZES:  # Each one a setting of the notebook's own.
+      self.assertRegex(notebook.cells[settings].source, rf"(?m)^{name} = ")
+    notebook.cells.insert(settings + 1, nbformat.v4.new_code_cell(
+        "\n".join(f"{name} = {value!r}" for name, value in QUICK_SIZES.items())))
     workdir = self.get_temp_dir()
     # The real ImageNet file where this machine has it (always under CI=true); otherwise
     # random weights, which run the same code path offline.
@@ -41,6 +51,11 @@ class QuickstartNotebookTest(tf.test.TestCase):
                         if cell.cell_type == "code" for o in cell.outputs)
     self.assertIn("digits / logreg (seed 0): test top1 =", outputs)
     self.assertIn("digits / scratch (seed 0): test top1 =", outputs)
+    # Both cells ran at the quick sizes: the notebook passes its settings on.
+    configs = {r["regime"]: r["config"] for r in merged.read_workdir(workdir).records()}
+    self.assertEqual({regime: c["max_examples"] for regime, c in configs.items()},
+                     dict.fromkeys(("logreg", "scratch"), QUICK_SIZES["MAX_EXAMPLES"]))
+    self.assertEqual(configs["scratch"]["train_steps"], QUICK_SIZES["SCRATCH_STEPS"])
     tables = "\n".join(o.get("data", {}).get("text/plain", "") for cell in notebook.cells
                        if cell.cell_type == "code" for o in cell.outputs)
     self.assertIn("test_metric", tables)  # The load_results DataFrame, one row per cell.

@@ -55,16 +55,24 @@ def _train(precision, jit_compile):
 
 
 class PrecisionTrainingTest(parameterized.TestCase, tf.test.TestCase):
+  """Each setting trained once for the class (`trained`), checked by every test that needs it."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls.reference = _train("float32", False)
+    cls.runs = {}
+
+  def trained(self, precision, jit_compile):
+    """`_train(precision, jit_compile)`, computed once per class."""
+    if (precision, jit_compile) not in self.runs:
+      self.runs[precision, jit_compile] = _train(precision, jit_compile)
+    return self.runs[precision, jit_compile]
 
   @parameterized.parameters(*TOLERANCE)
   def test_a_few_steps_agree_with_float32(self, precision, jit_compile):
     _, ref_losses, ref_logits = self.reference
-    model, losses, logits = _train(precision, jit_compile)
+    model, losses, logits = self.trained(precision, jit_compile)
     self.assertEqual(model.jit_compile, jit_compile)
     tolerance = TOLERANCE[precision, jit_compile]
     self.assertLess(ref_losses[-1], ref_losses[0] - 0.05)  # float32 itself learns.
@@ -73,7 +81,7 @@ class PrecisionTrainingTest(parameterized.TestCase, tf.test.TestCase):
 
   @parameterized.parameters("mixed_bfloat16", "mixed_float16")
   def test_backbone_computes_in_half_precision_head_and_loss_in_float32(self, precision):
-    model, _, logits = _train(precision, False)
+    model, _, logits = self.trained(precision, False)
     half = precision.split("_")[1]
     self.assertEqual(model.backbone.compute_dtype, half)
     self.assertEqual(model.features(tf.zeros((2, 16, 16, 3))).dtype, half)
@@ -106,7 +114,7 @@ class PrecisionCellTest(tf.test.TestCase):
     if not os.path.exists(hub):
       fakes.make_tiny_savedmodel(hub, feature_dim=8)
     fields = dict(model="hub:" + hub, dataset="digits", regime="finetune", image_size=16,
-                  workdir=os.path.join(tmp, "work"), data_dir=os.path.join(tmp, "tfds"),
+                  workdir=os.path.join(tmp, "work"), data_dir=fakes.digits_data_dir(),
                   max_examples=24, batch_size=8, train_steps=2, learning_rates=(0.01,),
                   weight_decays=(0.0,))
     return ExperimentConfig(**{**fields, **overrides})

@@ -1,5 +1,7 @@
-"""keras-tuner's distributed mode: chief + workers on 127.0.0.1, by hand through the CLI and
-by the launcher (`launch_parallel_trials`) from Python."""
+"""keras-tuner's distributed mode on 127.0.0.1: a chief and a worker by hand through the CLI,
+and a chief and two workers (one killed and restarted) by the launcher
+(`launch_parallel_trials`) from Python. Each process starts TensorFlow (~7 CPU-seconds): two
+workers race for trials in the launcher's test only."""
 
 import dataclasses
 import json
@@ -54,7 +56,7 @@ class DistributedTuningTest(tf.test.TestCase):
     best = max(t["val_metric"] for t in trials)
     self.assertNear(record["val_metric"], best, 1e-9)
 
-  def test_chief_and_two_workers_on_loopback(self):
+  def test_chief_and_a_worker_by_hand_on_loopback(self):
     tmp = self.get_temp_dir()
     workdir = os.path.join(tmp, "shared_workdir")
     args = _cell_args(tmp, workdir)
@@ -62,7 +64,7 @@ class DistributedTuningTest(tf.test.TestCase):
     token = oracle_auth.new_token()  # As a user exports it on every host.
     processes, logs = [], []
     try:
-      for role in ("chief", "worker0", "worker1"):
+      for role in ("chief", "worker0"):
         log = open(os.path.join(tmp, role + ".log"), "w")
         logs.append(log)
         env = fakes.subprocess_env(KERASTUNER_TUNER_ID=role,
@@ -82,7 +84,7 @@ class DistributedTuningTest(tf.test.TestCase):
     codes = [p.returncode for p in processes]
     with open(os.path.join(tmp, "chief.log")) as f:
       chief_log = f.read()
-    self.assertEqual(codes, [0, 0, 0], chief_log[-3000:])
+    self.assertEqual(codes, [0, 0], chief_log[-3000:])
     self.assertIn("test top1 =", chief_log)
     self._check_store(workdir)
 
