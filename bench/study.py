@@ -34,6 +34,7 @@ import tensorflow as tf
 from bench import harness
 from bench.profiles import Profile
 from tfhub_transfer import backbones
+from tfhub_transfer import cell_model
 from tfhub_transfer import estimate
 from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
@@ -113,6 +114,7 @@ _WRAPPED = (
     (runners.CellContext, "cache_mode", "data"),
     (runners.CellContext, "batches", "data"),
     (runners.CellContext, "build_model", "build/load"),
+    (cell_model.CellModel, "get", "build/load"),
     (features_lib, "make_feature_fn", "build/load"),
     (training, "compile_model", "build/load"),
     (training, "batch_norm_setup", "build/load"),

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhub_transfer import backbones
+from tfhub_transfer import cell_model
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import identity
 from tfhub_transfer import logreg
@@ -291,18 +292,20 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   train_steps = config.steps
   metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
 
-  def build_for(split):
-    def build(*, weight_decay, learning_rate):
-      model = ctx.build_model(weight_decay=weight_decay, learning_rate=learning_rate)
-      training.batch_norm_setup(model, ctx.splits.sizes[split], config.batch_size)
-      return model
-    return build
+  # One model for the trials and the refit, reset before each (`cell_model`): one build
+  # and one trace per cell.
+  model_of_cell = cell_model.CellModel(ctx.build_model, strategy=ctx.strategy,
+                                       train_steps=train_steps, batch_size=config.batch_size,
+                                       jit_compile=config.jit_compile)
+
+  def model_for(split):
+    return functools.partial(model_of_cell.get, num_train_examples=ctx.splits.sizes[split])
 
   setup = training.TrainSetup(train_steps=train_steps,
                               log_dir=os.path.join(ctx.cell_dir, "tensorboard"),
                               jit_compile=config.jit_compile)
   hypermodel = tuning.TransferHyperModel(
-      build_model_fn=build_for("train"),
+      model_fn=model_for("train"),
       learning_rates=config.learning_rate_grid, weight_decays=config.weight_decay_grid,
       setup=setup, train_data=ctx.training_stream("train"),
       val_data=ctx.batches("val"), metric_fn=metric_fn,
@@ -322,11 +325,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
 
   start = time.perf_counter()
   training.seed_trial(config.seed, best, phase="refit")
-  with ctx.strategy.scope():
-    model = build_for("trainval")(weight_decay=best["weight_decay"],
-                                  learning_rate=best["learning_rate"])
-    training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps,
-                           jit_compile=config.jit_compile)
+  model = model_for("trainval")(weight_decay=best["weight_decay"],
+                                learning_rate=best["learning_rate"])
   refit_setup = dataclasses.replace(setup,
                                     log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
   training.train(model, ctx.training_stream("trainval"), refit_setup,
