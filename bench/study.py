@@ -220,7 +220,9 @@ def compute_baseline(profile: Profile, study: Study
                      ) -> tuple[dict[str, float], dict[str, float], collections.Counter]:
   """Seconds of each kind of compute the study did, on pre-made in-memory inputs; the
   first (tracing) call of each function, per dataset, which the baseline does not count; and
-  how much work that was (images forwarded and trained on, trainings, logreg examples).
+  how much work that was (images forwarded and trained on, trainings, logreg examples), with
+  the seconds of the trainings' input pipeline alone ("input pipeline s"), not compute
+  either: it shares the cores with the steps in the study.
   """
   size, batch = profile.study_image_size, profile.study_batch
   spec = backbones.get_backbone_spec(MODEL, model_kwargs=FrozenKwargs.parse(MODEL_KWARGS),
@@ -271,6 +273,12 @@ def compute_baseline(profile: Profile, study: Study
         work["trainings"] += trials + 1
         seconds["forward (evaluation)"] += _timed(
             lambda: [predict_fn(images[:n]).numpy() for n in shapes])
+        # Not compute: what the trainings' input pipeline costs on the same cores (one
+        # training's batches from a new pipeline, as each training makes one, times the
+        # cell's trainings).
+        stream = runners.load_cell(ExperimentConfig(**record["config"])).training_stream(
+            "train")(0).take(record["hparams"]["train_steps"])
+        work["input pipeline s"] += _timed(lambda: [None for _ in stream]) * (trials + 1)
   return dict(seconds), dict(first_calls), work
 
 
@@ -345,6 +353,10 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
                                 f"summed over {len(profile.study_datasets)} datasets", "s",
                                 [value])
             for name, value in sorted(first_calls.items())]
+  extra.append(harness.Measurement(
+      "not in the baseline: the trainings' input pipeline alone (decode, crop, resize; "
+      "one training's batches from a new pipeline x the trainings)", "s",
+      [work["input pipeline s"]]))
   if reference:
     extra.append(harness.Measurement(
         f"for the estimate: {REFERENCE_MODEL} forward at 224 px, batch {REFERENCE_BATCH}, "
