@@ -125,6 +125,30 @@ class TrainedCellReuseTest(tf.test.TestCase):
       self.assertEqual(reused[field], rebuilt[field], field)
 
 
+class TrainingStreamTest(tf.test.TestCase):
+
+  def test_trainings_from_batch_zero_share_one_stream_with_a_new_pipelines_batches(self):
+    config = ExperimentConfig(model="keras:MobileNet", model_kwargs={"alpha": 0.25},
+                              dataset="digits", regime="finetune", image_size=32,
+                              workdir=self.create_tempdir().full_path,
+                              data_dir=fakes.digits_data_dir(), max_examples=60,
+                              batch_size=16)
+    ctx = runners.load_cell(config)
+    self.assertIsNotNone(ctx.cache_mode("train"))  # Cached: the case that is kept.
+    kept = ctx.training_stream("train")(0)
+    self.assertIs(ctx.training_stream("train")(0), kept)
+    new = ctx.batches("train", training_mode=True, repeat=True)  # What a training made.
+    for _ in range(2):  # A second training reads the kept stream (its cache) again.
+      for (images, labels), (new_images, new_labels) in zip(kept.take(6), new.take(6)):
+        self.assertAllEqual(images, new_images)
+        self.assertAllEqual(labels, new_labels)
+    resumed = ctx.training_stream("train")(2)
+    self.assertIsNot(resumed, kept)
+    self.assertAllEqual(next(iter(resumed))[0], list(new.skip(2).take(1))[0][0])
+    ctx.training_stream("trainval")(0)
+    self.assertIsNot(ctx.training_stream("train")(0), kept)  # One split kept at a time.
+
+
 class _ModelPerTraining:
   """`CellModel`'s interface, building a new model for every training (as before reuse)."""
 

@@ -77,6 +77,8 @@ class CellContext:
   cell_dir: str
   record_trial_fn: Optional[tuning.RecordTrialFn] = None
   _cache_modes: dict[str, Optional[str]] = dataclasses.field(default_factory=dict, repr=False)
+  _kept_stream: dict[str, tf.data.Dataset] = dataclasses.field(default_factory=dict,
+                                                               repr=False)
 
   def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False,
               start_batch: int = 0):
@@ -91,9 +93,22 @@ class CellContext:
         fast_decode=self.config.fast_decode)
 
   def training_stream(self, split: str):
-    """first_batch -> the repeated training batches of `split` from that batch on."""
-    return lambda first_batch: self.batches(split, training_mode=True, repeat=True,
-                                            start_batch=first_batch)
+    """first_batch -> the repeated training batches of `split` from that batch on.
+
+    The stream from batch 0 is made once and kept (of the last split asked for only): every
+    training of the cell that starts there iterates the same dataset, so its in-memory cache
+    (`cache_mode`) is filled by the first and read by the others, where a new pipeline per
+    training decoded the whole split again (7 s a training in figure 10, more than its 40
+    steps). A resumed training starts elsewhere and gets a pipeline of its own.
+    """
+    def stream(first_batch: int):
+      if first_batch:
+        return self.batches(split, training_mode=True, repeat=True, start_batch=first_batch)
+      if split not in self._kept_stream:
+        self._kept_stream.clear()  # One split's cache in memory at a time.
+        self._kept_stream[split] = self.batches(split, training_mode=True, repeat=True)
+      return self._kept_stream[split]
+    return stream
 
   def cache_mode(self, split: str) -> Optional[str]:
     """How the training split is cached in memory (`pipeline.choose_cache`): the same batches,
