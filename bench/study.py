@@ -397,8 +397,8 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
                f"(the study's loop, imports on first use). Load average before "
                f"{'/'.join(f'{v:.1f}' for v in load_before)}, after "
                f"{'/'.join(f'{v:.1f}' for v in os.getloadavg())}; GPU goal for --device: "
-               f">= 0.70 (per-trial model builds and tracing do not shrink with the "
-               f"device's speed)"))
+               f">= 0.70 (a trained cell's one model build and trace, and the input "
+               f"pipeline on the host's cores, do not shrink with the device's speed)"))
 
 
 def study_rates(profile: Profile, study: Study, wall: float, phases: dict[str, float],
