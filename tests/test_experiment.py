@@ -267,7 +267,10 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
     def train_with(callback_fn):
       def train(model, *args, **kwargs):
         calls.append(1)
-        model.fit = _with_extra_callback(model.fit, callback_fn(len(calls) - 1))
+        # The class's fit, not the instance's: the cell's one model (cell_model) would
+        # otherwise keep the earlier trainings' callbacks.
+        model.fit = _with_extra_callback(type(model).fit.__get__(model),
+                                         callback_fn(len(calls) - 1))
         return real_train(model, *args, **kwargs)
       return train
 

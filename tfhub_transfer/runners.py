@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhub_transfer import backbones
+from tfhub_transfer import cell_model
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import identity
 from tfhub_transfer import logreg
@@ -76,6 +77,8 @@ class CellContext:
   cell_dir: str
   record_trial_fn: Optional[tuning.RecordTrialFn] = None
   _cache_modes: dict[str, Optional[str]] = dataclasses.field(default_factory=dict, repr=False)
+  _kept_stream: dict[str, tf.data.Dataset] = dataclasses.field(default_factory=dict,
+                                                               repr=False)
 
   def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False,
               start_batch: int = 0):
@@ -90,9 +93,22 @@ class CellContext:
         fast_decode=self.config.fast_decode)
 
   def training_stream(self, split: str):
-    """first_batch -> the repeated training batches of `split` from that batch on."""
-    return lambda first_batch: self.batches(split, training_mode=True, repeat=True,
-                                            start_batch=first_batch)
+    """first_batch -> the repeated training batches of `split` from that batch on.
+
+    The stream from batch 0 is made once and kept (of the last split asked for only): every
+    training of the cell that starts there iterates the same dataset, so its in-memory cache
+    (`cache_mode`) is filled by the first and read by the others, where a new pipeline per
+    training decoded the whole split again (7 s a training in figure 10, more than its 40
+    steps). A resumed training starts elsewhere and gets a pipeline of its own.
+    """
+    def stream(first_batch: int):
+      if first_batch:
+        return self.batches(split, training_mode=True, repeat=True, start_batch=first_batch)
+      if split not in self._kept_stream:
+        self._kept_stream.clear()  # One split's cache in memory at a time.
+        self._kept_stream[split] = self.batches(split, training_mode=True, repeat=True)
+      return self._kept_stream[split]
+    return stream
 
   def cache_mode(self, split: str) -> Optional[str]:
     """How the training split is cached in memory (`pipeline.choose_cache`): the same batches,
@@ -291,18 +307,20 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   train_steps = config.steps
   metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
 
-  def build_for(split):
-    def build(*, weight_decay, learning_rate):
-      model = ctx.build_model(weight_decay=weight_decay, learning_rate=learning_rate)
-      training.batch_norm_setup(model, ctx.splits.sizes[split], config.batch_size)
-      return model
-    return build
+  # One model for the trials and the refit, reset before each (`cell_model`): one build
+  # and one trace per cell.
+  model_of_cell = cell_model.CellModel(ctx.build_model, strategy=ctx.strategy,
+                                       train_steps=train_steps, batch_size=config.batch_size,
+                                       jit_compile=config.jit_compile)
+
+  def model_for(split):
+    return functools.partial(model_of_cell.get, num_train_examples=ctx.splits.sizes[split])
 
   setup = training.TrainSetup(train_steps=train_steps,
                               log_dir=os.path.join(ctx.cell_dir, "tensorboard"),
                               jit_compile=config.jit_compile)
   hypermodel = tuning.TransferHyperModel(
-      build_model_fn=build_for("train"),
+      model_fn=model_for("train"),
       learning_rates=config.learning_rate_grid, weight_decays=config.weight_decay_grid,
       setup=setup, train_data=ctx.training_stream("train"),
       val_data=ctx.batches("val"), metric_fn=metric_fn,
@@ -322,11 +340,8 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
 
   start = time.perf_counter()
   training.seed_trial(config.seed, best, phase="refit")
-  with ctx.strategy.scope():
-    model = build_for("trainval")(weight_decay=best["weight_decay"],
-                                  learning_rate=best["learning_rate"])
-    training.compile_model(model, learning_rate=best["learning_rate"], train_steps=train_steps,
-                           jit_compile=config.jit_compile)
+  model = model_for("trainval")(weight_decay=best["weight_decay"],
+                                learning_rate=best["learning_rate"])
   refit_setup = dataclasses.replace(setup,
                                     log_dir=os.path.join(ctx.cell_dir, "tensorboard_refit"))
   training.train(model, ctx.training_stream("trainval"), refit_setup,

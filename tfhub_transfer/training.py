@@ -21,7 +21,6 @@ import tensorflow as tf
 from tfhub_transfer import devices
 from tfhub_transfer import progress
 from tfhub_transfer import protocol
-from tfhub_transfer.transfer_head import set_batch_norm_momentum
 
 
 class TrainingDiverged(RuntimeError):
@@ -125,22 +124,24 @@ def seed_trial(seed: int, hparams: Mapping[str, Any], phase: str = "search") -> 
   return value
 
 
-def make_optimizer(learning_rate: float, train_steps: int) -> keras.optimizers.Optimizer:
-  """SGD with Nesterov momentum 0.9 and cosine decay from `learning_rate` to zero.
+def make_optimizer(initial_learning_rate: keras.Variable, train_steps: int
+                   ) -> keras.optimizers.Optimizer:
+  """SGD with Nesterov momentum 0.9 and cosine decay from `initial_learning_rate` to zero.
 
   The initial rate is a variable, not a constant in the training step: every trial of a
-  search (one learning rate each) traces the same step, so with XLA and a persistent
-  compilation cache (docs/gpu.md) a trial's compiled step serves the others.
+  search (one learning rate each) runs the same step (`cell_model` sets it per trial), and
+  with XLA and a persistent compilation cache (docs/gpu.md) a trial's compiled step serves
+  the others.
   """
-  initial = keras.Variable(learning_rate, trainable=False, dtype="float32",
-                           name="initial_learning_rate")
-  schedule = keras.optimizers.schedules.CosineDecay(initial, decay_steps=train_steps)
+  schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate,
+                                                    decay_steps=train_steps)
   return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
 
 
 def compile_model(model, *, learning_rate: float, train_steps: int,
-                  jit_compile: bool = False) -> None:
-  """Compiles `model` with the paper's optimizer and schedule.
+                  jit_compile: bool = False) -> keras.Variable:
+  """Compiles `model` with the paper's optimizer and schedule; returns the schedule's initial
+  learning rate (a variable: a new trial's rate needs no retrace, `cell_model`).
 
   A model built under `mixed_float16` gets dynamic loss scaling (float16 gradients would
   underflow; bfloat16 has float32's range and needs none).
@@ -148,7 +149,9 @@ def compile_model(model, *, learning_rate: float, train_steps: int,
   Raises:
     ValueError: `jit_compile` asked for where Keras cannot compile the model with XLA.
   """
-  optimizer = make_optimizer(learning_rate, train_steps)
+  initial_learning_rate = keras.Variable(learning_rate, trainable=False, dtype="float32",
+                                         name="initial_learning_rate")
+  optimizer = make_optimizer(initial_learning_rate, train_steps)
   if model.dtype_policy.name == "mixed_float16":
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   model.compile(optimizer=optimizer, loss=model.make_loss(), jit_compile=jit_compile,
@@ -156,6 +159,7 @@ def compile_model(model, *, learning_rate: float, train_steps: int,
   if jit_compile and not model.jit_compile:
     raise ValueError("--jit_compile: Keras cannot compile this model with XLA (a layer does "
                      "not support it, or op determinism is enabled). Drop --jit_compile.")
+  return initial_learning_rate
 
 
 # The most steps between two logs, TensorBoard summaries and backups (one Keras epoch).
@@ -266,11 +270,9 @@ def train(model, train_data: TrainData, setup: TrainSetup, *, backup_dir: str,
 
 def predict_scores(model, dataset: tf.data.Dataset):
   """Logits and labels of a whole (finite, batched) dataset, in order."""
-  # One trace per model: the signature's batch dimension is None, so the short last batch
-  # runs the same graph (with reduce_retracing it was traced again; TF warned of retracing
-  # after a few trials, each a new model).
-  predict_fn = tf.function(lambda images: model(images, training=False),
-                           input_signature=[dataset.element_spec[0]])
+  # One trace per model and input spec (`TransferHead.inference_fn`): a reused model's
+  # passes, and the short last batch, run the same graph.
+  predict_fn = model.inference_fn(dataset.element_spec[0])
   logits, labels = [], []
   for images, batch_labels in dataset:
     logits.append(predict_fn(images).numpy())
@@ -294,7 +296,7 @@ def batch_norm_setup(model, num_train_examples: int, batch_size: int) -> float:
   momentum = protocol.batch_norm_momentum(protocol.steps_per_epoch(num_train_examples,
                                                                  batch_size))
   replicas = tf.distribute.get_strategy().num_replicas_in_sync
-  count = set_batch_norm_momentum(model.backbone, momentum, synchronized=replicas > 1)
+  count = model.set_batch_norm_momentum(momentum, synchronized=replicas > 1)
   logging.info("Batch-norm momentum %.4f on %d layers (synchronized over %d replicas).",
                momentum, count, replicas)
   return momentum

@@ -4,7 +4,7 @@ The regime's spec (`regimes.REGIMES`) decides everything else: whether the backb
 (a frozen one runs batch norm on its moving statistics) and its default init.
 """
 
-from typing import Optional
+from typing import Optional, Union
 
 import keras
 import tensorflow as tf
@@ -48,6 +48,11 @@ class TransferHead(keras.Model):
     # checkpoints and backups hold the same weights as before.
     self.l2_variable = tf.Variable(self.l2_coefficient, trainable=False, dtype=tf.float32,
                                    name="l2_coefficient")
+    # The same for the backbone's batch-norm momentum (`set_batch_norm_momentum`): the
+    # refit's (train+val) momentum runs on the search's trace.
+    self.batch_norm_momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32,
+                                           name="batch_norm_momentum")
+    self._inference_fns = {}
     self.backbone = backbone
     self.backbone.trainable = regimes.get_regime_spec(regime).trains_backbone
     # float32 under any precision policy: the logits and the loss stay float32.
@@ -60,6 +65,30 @@ class TransferHead(keras.Model):
 
   def call(self, images, training=False):
     return self.head(self.features(images, training=training))
+
+  def set_weight_decay(self, *, weight_decay: float, learning_rate: Optional[float]) -> None:
+    """A new trial's L2 coefficient (see the class), through its variable: no retrace."""
+    self.weight_decay, self.learning_rate = weight_decay, learning_rate
+    self.l2_coefficient = protocol.l2_coefficient(weight_decay=weight_decay,
+                                                  learning_rate=learning_rate or 0.0)
+    self.l2_variable.assign(self.l2_coefficient)
+
+  def set_batch_norm_momentum(self, momentum: float, *, synchronized: bool = False) -> int:
+    """Sets every Keras BatchNormalization of the backbone to `momentum`, through one
+    variable they share (a new value re-traces nothing); returns how many layers."""
+    self.batch_norm_momentum.assign(momentum)
+    return set_batch_norm_momentum(self.backbone, self.batch_norm_momentum,
+                                   synchronized=synchronized)
+
+  def inference_fn(self, images_spec: tf.TensorSpec):
+    """images -> logits in inference mode, traced once per input spec for the model's
+    lifetime: every evaluation pass of a reused model runs one graph. The spec's batch
+    dimension is None (a dataset's), so a short last batch runs it too."""
+    key = (tuple(images_spec.shape.as_list()), images_spec.dtype.name)
+    if key not in self._inference_fns:
+      self._inference_fns[key] = tf.function(lambda images: self(images, training=False),
+                                             input_signature=[images_spec])
+    return self._inference_fns[key]
 
   def l2_penalty(self):
     """(l2_coefficient / 2) * the squared norm of every trainable kernel."""
@@ -84,13 +113,14 @@ class TransferHead(keras.Model):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def set_batch_norm_momentum(layer: keras.layers.Layer, momentum: float, *,
-                            synchronized: bool = False) -> int:
+def set_batch_norm_momentum(layer: keras.layers.Layer, momentum: Union[float, tf.Variable],
+                            *, synchronized: bool = False) -> int:
   """Configures every Keras BatchNormalization inside `layer`; returns how many.
 
   Args:
     layer: a model or layer holding BatchNormalization layers.
-    momentum: the moving-statistics momentum.
+    momentum: the moving-statistics momentum (a float32 variable: read when the layers run;
+      Keras computes batch norm in float32 under any precision).
     synchronized: compute batch statistics over the global batch of all replicas (so several
       replicas train like one device with the whole batch).
 

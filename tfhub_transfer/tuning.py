@@ -35,12 +35,13 @@ def is_tuner_worker() -> bool:
 
 
 class TransferHyperModel(kt.HyperModel):
-  """Builds a `TransferHead` per (learning rate, weight decay), trains it, scores validation.
+  """Trains a `TransferHead` per (learning rate, weight decay), scores validation.
 
   Args:
-    build_model_fn: (weight_decay=, learning_rate=) -> a fresh, uncompiled `TransferHead`
-      (called under the tuner's distribution strategy scope; the L2 coefficient it applies
-      is weight_decay / learning_rate).
+    model_fn: (weight_decay=, learning_rate=) -> a compiled `TransferHead` at its initial
+      state for that trial (`cell_model.CellModel.get`: the cell's one model, reset; the L2
+      coefficient it applies is weight_decay / learning_rate). keras-tuner also calls it
+      once when it reads the search space.
     learning_rates: grid values.
     weight_decays: grid values.
     setup: the step budget shared by all trials.
@@ -55,12 +56,12 @@ class TransferHyperModel(kt.HyperModel):
       (`training.seed_trial`), so a trial scores the same whatever ran before it.
   """
 
-  def __init__(self, *, build_model_fn, learning_rates, weight_decays,
+  def __init__(self, *, model_fn, learning_rates, weight_decays,
                setup: training.TrainSetup, train_data, val_data, metric_fn,
                backup_root: str, record_trial_fn: Optional[RecordTrialFn] = None,
                verbose: Optional[int] = None, seed: int = 0):
     super().__init__(name="transfer_head", tunable=True)
-    self.build_model_fn = build_model_fn
+    self.model_fn = model_fn
     self.learning_rates = list(learning_rates)
     self.weight_decays = list(weight_decays)
     self.setup = setup
@@ -76,11 +77,7 @@ class TransferHyperModel(kt.HyperModel):
     learning_rate = hp.Choice("learning_rate", self.learning_rates)
     weight_decay = hp.Choice("weight_decay", self.weight_decays)
     training.seed_trial(self.seed, hp.values)
-    model = self.build_model_fn(weight_decay=weight_decay, learning_rate=learning_rate)
-    training.compile_model(model, learning_rate=learning_rate,
-                           train_steps=self.setup.train_steps,
-                           jit_compile=self.setup.jit_compile)
-    return model
+    return self.model_fn(weight_decay=weight_decay, learning_rate=learning_rate)
 
   def fit(self, hp, model, *args, trial_id: str = "", **kwargs):
     # The tuner's own callbacks (best-epoch checkpoints of a Keras-logged objective) do not
@@ -165,7 +162,13 @@ class _Tuner(kt.Tuner):
     super().search(*fit_args, **fit_kwargs)
 
   def run_trial(self, trial, *args, **kwargs):
-    return super().run_trial(trial, *args, trial_id=trial.trial_id, **kwargs)
+    # keras-tuner's own run_trial builds a model per trial after `keras.backend.clear_session`
+    # and a garbage collection (which cost seconds and re-create every kernel), and writes
+    # the model's build config for `get_best_models`; here every trial takes the cell's
+    # one model (`cell_model`), and the refit is built from the best trial's values.
+    del args, kwargs  # Its checkpoint and tuner callbacks: see `TransferHyperModel.fit`.
+    hp = trial.hyperparameters
+    return self.hypermodel.fit(hp, self.hypermodel.build(hp), trial_id=trial.trial_id)
 
 
 def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
