@@ -97,7 +97,12 @@ class Profile:
     study_learning_rates: its trials (one per learning rate; weight decay 0).
     study_l2_grid_size: its logreg cells' L2 path length.
     study_max_examples: cap on each split of its datasets (0: all).
-    study_datasets: its folders in ../shared/data/.
+    study_datasets: its folders in ../shared/data/ (or `study_data_dir`).
+    study_data_dir: where `study_datasets` are (empty: the shared data beside the
+      repository).
+    study_model: its backbone, pretrained side with the model's own weights (empty: Keras
+      MobileNet alpha 0.25 with the shared ImageNet weights file; the test uses a tiny Hub
+      SavedModel, hermetic and cheap to trace).
     study_reference_rate: also time ResNet-50's forward pass, for the rates the study
       records for `tfhub_transfer.estimate` (off in the test: a ResNet-50 build).
   """
@@ -156,6 +161,8 @@ class Profile:
   study_l2_grid_size: int = 12
   study_max_examples: int = 0
   study_datasets: tuple[str, ...] = ("cub_birds20", "pets37")
+  study_data_dir: str = ""
+  study_model: str = ""
   study_reference_rate: bool = True
 
 

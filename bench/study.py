@@ -150,36 +150,60 @@ class Study:
   workdir: str
 
 
-def shared_paths(names: tuple[str, ...] = DATASETS) -> tuple[str, list[str]]:
-  """The real weights file and the datasets' folders, beside the repository.
+def shared_paths(names: tuple[str, ...] = DATASETS, data_dir: str = "",
+                 with_weights: bool = True) -> tuple[str, list[str]]:
+  """The real weights file ('' when not `with_weights`) and the datasets' folders (in
+  `data_dir`, else in the shared data beside the repository).
 
   Raises:
     FileNotFoundError: naming the missing path and where it should be.
   """
-  weights = os.path.join(SHARED, "weights", WEIGHTS_FILE)
-  folders = [os.path.join(SHARED, "data", name) for name in names]
-  for path in [weights] + folders:
+  weights = os.path.join(SHARED, "weights", WEIGHTS_FILE) if with_weights else ""
+  folders = [os.path.join(data_dir or os.path.join(SHARED, "data"), name) for name in names]
+  for path in ([weights] if weights else []) + folders:
     if not os.path.exists(path):
       raise FileNotFoundError(f"Figure 10 needs {path}: the shared real photos and weights "
                               f"live in ../shared/ beside the repository ({ROOT}).")
   return weights, folders
 
 
+@dataclasses.dataclass(frozen=True)
+class StudyBackbone:
+  """The study's network: `--model`, its kwargs (JSON), and the pretrained side's weights."""
+  model: str
+  kwargs: str
+  weights: str
+
+  @property
+  def label(self) -> str:
+    return self.model + (self.kwargs if self.kwargs != "{}" else "")
+
+
+def study_backbone(profile: Profile) -> StudyBackbone:
+  """`profile.study_model` with its own weights, else MobileNet 0.25 with the shared file."""
+  if profile.study_model:
+    return StudyBackbone(profile.study_model, "{}", regimes.IMAGENET)
+  weights, _ = shared_paths((), with_weights=True)
+  return StudyBackbone(MODEL, MODEL_KWARGS, weights)
+
+
 def study_configs(profile: Profile, workdir: str) -> list[tuple[ExperimentConfig, sweep.Grid]]:
-  """The two sweeps (ImageNet weights: logreg + finetune; random init: logreg + scratch)."""
-  weights, folders = shared_paths(profile.study_datasets)
+  """The two sweeps (pretrained weights: logreg + finetune; random init: logreg + scratch)."""
+  backbone = study_backbone(profile)
+  _, folders = shared_paths(profile.study_datasets, profile.study_data_dir, with_weights=False)
   grid_datasets = tuple("folder:" + folder for folder in folders)
   base = ExperimentConfig(
-      model=MODEL, dataset=grid_datasets[0], regime="logreg", workdir=workdir,
-      weights=weights, model_kwargs=FrozenKwargs.parse(MODEL_KWARGS),
+      model=backbone.model, dataset=grid_datasets[0], regime="logreg", workdir=workdir,
+      weights=backbone.weights, model_kwargs=FrozenKwargs.parse(backbone.kwargs),
       image_size=profile.study_image_size, batch_size=profile.study_batch,
       train_steps=profile.study_steps, learning_rates=profile.study_learning_rates,
       weight_decays=(0.0,), l2_grid_size=profile.study_l2_grid_size,
       max_examples=profile.study_max_examples)
-  return [(base, sweep.Grid(models=(MODEL,), datasets=grid_datasets,
+  models = (backbone.model,)
+  return [(base, sweep.Grid(models=models, datasets=grid_datasets,
                             regimes=("logreg", "finetune"))),
           (dataclasses.replace(base, weights=regimes.RANDOM),
-           sweep.Grid(models=(MODEL,), datasets=grid_datasets, regimes=("logreg", "scratch")))]
+           sweep.Grid(models=models, datasets=grid_datasets, regimes=("logreg", "scratch")))]
 
 
 def run_study(profile: Profile, workdir: str, clock: PhaseClock) -> Study:
@@ -225,7 +249,9 @@ def compute_baseline(profile: Profile, study: Study
   either: it shares the cores with the steps in the study.
   """
   size, batch = profile.study_image_size, profile.study_batch
-  spec = backbones.get_backbone_spec(MODEL, model_kwargs=FrozenKwargs.parse(MODEL_KWARGS),
+  backbone = study_backbone(profile)
+  spec = backbones.get_backbone_spec(backbone.model,
+                                     model_kwargs=FrozenKwargs.parse(backbone.kwargs),
                                      image_size=size)
   strategy = training.make_strategy("auto")
   rng = np.random.default_rng(0)
@@ -350,6 +376,7 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
   phases = dict(clock.seconds)
   phases["other"] = wall - sum(phases.values())
   device = ", ".join(training.devices_of(tf.distribute.get_strategy()))
+  backbone = study_backbone(profile)
   records_total = sum(r["timings"]["total_s"] for r in study.records)
   cells = collections.Counter(r["regime"] for r in study.records)
   trials = sum(r["search"].get("trials", 0) for r in study.records if r["regime"] != "logreg")
@@ -383,10 +410,11 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
       ratio_of=harness.BASELINE_OVER_MEASURED, goal=">= 0.85",
       extra=extra, rates=study_rates(profile, study, wall, phases, baseline, work,
                                           reference) if reference else {},
-      setup=(f"{MODEL}{MODEL_KWARGS} at {profile.study_image_size} px, batch "
-             f"{profile.study_batch}, on {device}: ImageNet weights ({WEIGHTS_FILE}) x "
-             f"(logreg, finetune) and random init x "
-             f"(logreg, scratch), on ../shared/data/{{{','.join(profile.study_datasets)}}}"
+      setup=(f"{backbone.label} at {profile.study_image_size} px, batch "
+             f"{profile.study_batch}, on {device}: pretrained weights "
+             f"({os.path.basename(backbone.weights)}) x (logreg, finetune) and random init x "
+             f"(logreg, scratch), on {profile.study_data_dir or '../shared/data'}/"
+             f"{{{','.join(profile.study_datasets)}}}"
              + (f" (at most {profile.study_max_examples} per split)"
                 if profile.study_max_examples else "")
              + f"; cells {dict(cells)}, {trials} trials of {profile.study_steps} steps "
@@ -408,7 +436,8 @@ def study_rates(profile: Profile, study: Study, wall: float, phases: dict[str, f
   image and billion multiply-adds (`reference_forward_s_per_gmac`, and the study's measured
   cost of a training image in forward passes), and the fixed costs around it, per training
   and per cell."""
-  gmacs = estimate.GMACS[MODEL + FrozenKwargs.parse(MODEL_KWARGS).json()] * (
+  backbone = study_backbone(profile)
+  gmacs = estimate.GMACS[backbone.model + FrozenKwargs.parse(backbone.kwargs).json()] * (
       profile.study_image_size / 224) ** 2
   forward = baseline.get("forward (extraction)", 0.0) + baseline.get("forward (evaluation)",
                                                                      0.0)

@@ -196,10 +196,16 @@ class TinyRunTest(tf.test.TestCase):
       os.makedirs(os.path.join(photos, f"class{i % 2}"), exist_ok=True)
       with open(os.path.join(photos, f"class{i % 2}", f"{i}.jpg"), "wb") as f:
         f.write(data.encode_jpeg(rng, 60 + 10 * i, 80))
+    study_data = os.path.join(tmp, "study")  # Figure 10's dataset (a folder: dataset).
+    for i in range(24):
+      os.makedirs(os.path.join(study_data, "pets", f"class{i % 3}"), exist_ok=True)
+      with open(os.path.join(study_data, "pets", f"class{i % 3}", f"{i}.jpg"), "wb") as f:
+        f.write(data.encode_jpeg(rng, 40 + 4 * i, 48))
     profile = dataclasses.replace(
         profiles.get_profile("tiny"), extract_models=((hub, 8),), cell_model=hub,
         train_model=hub, memory_model=hub, shared_models=(hub, other), curve_train_model=hub,
-        precision_model=hub, preprocess_photos_dir=photos)
+        precision_model=hub, preprocess_photos_dir=photos, study_model=hub,
+        study_data_dir=study_data, study_datasets=("pets",))
     run_fn, children = children_in_process(real=1)
     with mock.patch.object(harness.subprocess, "run", side_effect=run_fn):
       result = run.run_benchmarks(profile, workdir=os.path.join(tmp, "work"),
