@@ -62,11 +62,11 @@ class Rates:
                   if f.name != "source"}, source=source)
 
 
-# Figure 10 as measured on 2 shared CPU cores (load average 5.5-7.7), 2026-12-05: the rates
-# stored in bench/results/cpu.json, rounded, for a checkout without it.
-DEFAULT_RATES = Rates(forward_s_per_gmac=0.036, train_s_per_gmac=0.18,
-                      lbfgs_s_per_example=0.0012, training_overhead_s=16.0,
-                      cell_overhead_s=2.5,
+# Figure 10 as measured on 2 shared CPU cores (load average 2.6-3.5), 2026-12-05, at
+# e40dfc0: the rates stored in bench/results/cpu.json, rounded, for a checkout without it.
+DEFAULT_RATES = Rates(forward_s_per_gmac=0.030, train_s_per_gmac=0.10,
+                      lbfgs_s_per_example=0.0015, training_overhead_s=7.9,
+                      cell_overhead_s=2.2,
                       source="DEFAULT_RATES (figure 10, 2 shared CPU cores)")
 
 STUDY_FIGURE = "10"
