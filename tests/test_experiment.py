@@ -2,6 +2,8 @@
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from unittest import mock
 
 from absl.testing import parameterized
@@ -140,27 +142,6 @@ class TrainedCellTest(tf.test.TestCase):
     self.assertNotEmpty(os.listdir(os.path.join(cell_dir, "tensorboard")))
     self.assertTrue(os.path.isdir(os.path.join(config.workdir, "tuner")))
 
-  def test_step_budget_study_in_one_workdir(self):
-    # Issue 13, item 4: the same finetune cell at 10 and at 20 steps, in one workdir, ends
-    # with two result rows, each selected from its own trials.
-    tmp = self.get_temp_dir()
-    short = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001), train_steps=10)
-    long = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001), train_steps=20)
-    for config in (short, long):
-      experiment.run_experiment(config)
-    store = results.ResultsStore.for_workdir(short.workdir)
-    rows = store.records(model=short.cell.model, dataset=short.cell.dataset, regime="finetune")
-    self.assertLen(rows, 2)
-    self.assertEqual({r["protocol_settings"]["train_steps"] for r in rows}, {10, 20})
-    for config in (short, long):
-      record = store.get(*config.cell)
-      self.assertEqual(record["hparams"]["train_steps"], config.train_steps)
-      trials = store.trials(*config.cell)
-      self.assertLen(trials, 2)  # Its own two grid points; not the other budget's.
-      self.assertAlmostEqual(record["val_metric"], max(t["val_metric"] for t in trials))
-    self.assertNotEqual(experiment.cell_id(short), experiment.cell_id(long))
-    self.assertLen(os.listdir(os.path.join(short.workdir, "predictions")), 2)
-
   def test_scratch_keras_backbone(self):
     config = _tiny_config(self.get_temp_dir(), "scratch", model="keras:MobileNet",
                           model_kwargs={"alpha": 0.25}, image_size=32)
@@ -184,8 +165,7 @@ class LowDataCellTest(tf.test.TestCase):
   """`examples_per_class`: every regime trains on the subset alone; validation and test whole."""
 
   def _config(self, regime):
-    return _tiny_config(self.get_temp_dir(), regime, examples_per_class=2, max_examples=0,
-                        data_dir=os.path.join(self.get_temp_dir(), "data"))
+    return _tiny_config(self.get_temp_dir(), regime, examples_per_class=2, max_examples=0)
 
   def test_logreg_fits_the_subset_alone(self):
     record = experiment.run_experiment(self._config("logreg")).record
@@ -218,7 +198,7 @@ class LowDataCellTest(tf.test.TestCase):
       self.assertNotEqual(full.cell, config.cell)  # Its own row, tuner state, checkpoints.
 
 
-class ResumeTest(tf.test.TestCase, parameterized.TestCase):
+class ResumeTest(tf.test.TestCase):
 
   def test_interrupted_search_resumes_at_the_trial_in_flight(self):
     config = _tiny_config(self.get_temp_dir(), "finetune",
@@ -247,54 +227,6 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
       if t["trial_id"] in first:
         self.assertEqual(t["stored_at"], first[t["trial_id"]])
     self.assertLen({t["hparams"]["learning_rate"] for t in trials}, 3)
-
-  @parameterized.named_parameters(("in_the_first_trial", 0), ("in_the_second_trial", 1))
-  def test_resumed_search_scores_as_an_uninterrupted_one(self, interrupted_trial):
-    # Two trials of 40 steps, backed up every 20 steps (one Keras epoch): one trial is
-    # interrupted at step 30, 10 steps after its first backup, then the search is resumed.
-    # Before each trial was seeded on its own and the input positioned at the resumed step,
-    # a search interrupted in its first trial scored the trials 0.233 and 0.250 here, where
-    # an uninterrupted one scored 0.217 and 0.200 (and chose another learning rate).
-    self.enter_context(mock.patch.object(training, "MAX_STEPS_PER_FIT_EPOCH", 20))
-    tmp = self.create_tempdir().full_path
-    settings = dict(learning_rates=(0.1, 0.03), train_steps=40,
-                    data_dir=os.path.join(tmp, "data"))
-    straight = experiment.run_experiment(
-        _tiny_config(tmp, "finetune", workdir=os.path.join(tmp, "straight"), **settings))
-    config = _tiny_config(tmp, "finetune", workdir=os.path.join(tmp, "resumed"), **settings)
-    real_train, calls, starts = training.train, [], []
-
-    def train_with(callback_fn):
-      def train(model, *args, **kwargs):
-        calls.append(1)
-        model.fit = _with_extra_callback(model.fit, callback_fn(len(calls) - 1))
-        return real_train(model, *args, **kwargs)
-      return train
-
-    with mock.patch.object(training, "train", train_with(lambda call: _InterruptAtStep(
-        30 if call == interrupted_trial else -1))), self.assertRaises(KeyboardInterrupt):
-      experiment.run_experiment(config)
-    store = results.ResultsStore.for_workdir(config.workdir)
-    self.assertLen(store.trials(*config.cell), interrupted_trial)
-    with mock.patch.object(training, "train", train_with(lambda call: _RecordStart(starts))):
-      resumed = experiment.run_experiment(config)
-    # The interrupted trial resumed at its backup, the next trial (if any) and the refit
-    # started at step 0.
-    self.assertEqual(starts, [20] + [0] * (2 - interrupted_trial))
-
-    # Every trial scores as in the uninterrupted search, so the same one is chosen and the
-    # refit tests the same. The metrics are fractions of 60 images (steps of 1/60); on CPU
-    # they are equal to the last bit, so the tolerance is 0.
-    def by_hparams(cell_config):
-      return {(t["hparams"]["learning_rate"], t["hparams"]["weight_decay"]): t["val_metric"]
-              for t in results.ResultsStore.for_workdir(cell_config.workdir).trials(
-                  *cell_config.cell)}
-    straight_config = _tiny_config(tmp, "finetune", workdir=os.path.join(tmp, "straight"),
-                                   **settings)
-    self.assertLen(by_hparams(config), 2)
-    self.assertEqual(by_hparams(config), by_hparams(straight_config))
-    for field in ("hparams", "val_metric", "test_metric"):
-      self.assertEqual(resumed.record[field], straight.record[field], field)
 
   def test_interrupted_training_resumes_where_it_stopped(self):
     backup = self.get_temp_dir() + "/backup"
@@ -327,6 +259,69 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
     training.train(straight, data, setup, backup_dir=self.get_temp_dir() + "/b2", verbose=0)
     for a, b in zip(resumed.get_weights(), straight.get_weights()):
       self.assertAllClose(a, b, atol=1e-6)
+
+
+class ResumedSearchTest(tf.test.TestCase, parameterized.TestCase):
+  """A search interrupted in one trial and resumed scores as an uninterrupted one.
+
+  Two trials of 40 steps, backed up every 20 steps (one Keras epoch): one trial is
+  interrupted at step 30, 10 steps after its first backup, then the search is resumed.
+  Before each trial was seeded on its own and the input positioned at the resumed step, a
+  search interrupted in its first trial scored the trials 0.233 and 0.250 here, where an
+  uninterrupted one scored 0.217 and 0.200 (and chose another learning rate). The
+  uninterrupted search is run once, for both tests.
+  """
+
+  SETTINGS = dict(learning_rates=(0.1, 0.03), train_steps=40)
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+    cls.enterClassContext(mock.patch.object(training, "MAX_STEPS_PER_FIT_EPOCH", 20))
+    cls.straight_config = cls._config("straight")
+    cls.straight = experiment.run_experiment(cls.straight_config)
+
+  @classmethod
+  def _config(cls, name):
+    return _tiny_config(cls.tmp, "finetune", workdir=os.path.join(cls.tmp, name),
+                        **cls.SETTINGS)
+
+  @parameterized.named_parameters(("in_the_first_trial", 0), ("in_the_second_trial", 1))
+  def test_resumed_search_scores_as_an_uninterrupted_one(self, interrupted_trial):
+    config = self._config(f"resumed_{interrupted_trial}")
+    real_train, calls, starts = training.train, [], []
+
+    def train_with(callback_fn):
+      def train(model, *args, **kwargs):
+        calls.append(1)
+        model.fit = _with_extra_callback(model.fit, callback_fn(len(calls) - 1))
+        return real_train(model, *args, **kwargs)
+      return train
+
+    with mock.patch.object(training, "train", train_with(lambda call: _InterruptAtStep(
+        30 if call == interrupted_trial else -1))), self.assertRaises(KeyboardInterrupt):
+      experiment.run_experiment(config)
+    store = results.ResultsStore.for_workdir(config.workdir)
+    self.assertLen(store.trials(*config.cell), interrupted_trial)
+    with mock.patch.object(training, "train", train_with(lambda call: _RecordStart(starts))):
+      resumed = experiment.run_experiment(config)
+    # The interrupted trial resumed at its backup, the next trial (if any) and the refit
+    # started at step 0.
+    self.assertEqual(starts, [20] + [0] * (2 - interrupted_trial))
+
+    # Every trial scores as in the uninterrupted search, so the same one is chosen and the
+    # refit tests the same. The metrics are fractions of 60 images (steps of 1/60); on CPU
+    # they are equal to the last bit, so the tolerance is 0.
+    def by_hparams(cell_config):
+      return {(t["hparams"]["learning_rate"], t["hparams"]["weight_decay"]): t["val_metric"]
+              for t in results.ResultsStore.for_workdir(cell_config.workdir).trials(
+                  *cell_config.cell)}
+    self.assertLen(by_hparams(config), 2)
+    self.assertEqual(by_hparams(config), by_hparams(self.straight_config))
+    for field in ("hparams", "val_metric", "test_metric"):
+      self.assertEqual(resumed.record[field], self.straight.record[field], field)
 
 
 class _InterruptAtStep(keras.callbacks.Callback):

@@ -379,11 +379,14 @@ class StudyGridTest(tf.test.TestCase):
                       examples_per_class=sweep.PAPER)
 
   def test_two_budgets_store_two_rows_with_their_own_searches(self):
+    # Issue 13, item 4: the same finetune cell at two budgets, in one workdir, ends with two
+    # result rows, each selected from its own trials, each with its own run folder and
+    # predictions file.
     hub = fakes.make_tiny_savedmodel(os.path.join(self.get_temp_dir(), "hub"), feature_dim=8,
                                      grid=2)
     base = ExperimentConfig(
         model="hub:" + hub, dataset="digits", regime="finetune", image_size=16,
-        workdir=self.create_tempdir().full_path, data_dir=self.create_tempdir().full_path,
+        workdir=self.create_tempdir().full_path, data_dir=fakes.digits_data_dir(),
         max_examples=40, batch_size=16, learning_rates=(0.01, 0.001), weight_decays=(0.0,))
     grid = sweep.Grid(models=(base.model,), datasets=("digits",), regimes=("finetune",),
                       train_steps=(1, 2))
@@ -392,11 +395,15 @@ class StudyGridTest(tf.test.TestCase):
     store = results.ResultsStore.for_workdir(base.workdir)
     rows = store.records()
     self.assertCountEqual([r["hparams"]["train_steps"] for r in rows], [1, 2])
+    self.assertCountEqual([r["protocol_settings"]["train_steps"] for r in rows], [1, 2])
     self.assertLen({r["protocol"] for r in rows}, 2)
     for r in rows:
       trials = store.trials(r["model"], r["dataset"], r["regime"], r["seed"], r["protocol"])
       self.assertLen(trials, 2)  # Each budget searched its own grid of two.
       self.assertNear(r["val_metric"], max(t["val_metric"] for t in trials), 1e-9)
+    cells = grid.cells(base)
+    self.assertLen({experiment.cell_id(c) for c in cells}, 2)
+    self.assertLen(os.listdir(os.path.join(base.workdir, "predictions")), 2)
     self.assertEqual(sweep.run_grid(base, grid).skipped, 2)
 
 
