@@ -68,7 +68,7 @@ class CliTest(tf.test.TestCase):
 
   def test_unknown_names_exit_2_listing_choices(self):
     # In this process: a usage error's exit code is cli.main's (a process's own exit code
-    # for one: test_sweep's test_missing_folder_is_a_usage_error).
+    # for one: test_stores's test_missing_workdir).
     for flag, bad, listed in (("--model", "resnet", "resnet_50"),
                               ("--regime", "linear", "logreg, finetune, scratch"),
                               ("--dataset", "imagenet", "caltech101")):

@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl.testing import parameterized
@@ -180,12 +182,17 @@ class SweepResumeTest(parameterized.TestCase):
 class SweepCliTest(tf.test.TestCase):
   """The real CLI in subprocesses, on a tiny Hub module and `digits` built in the test."""
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    tmp = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    cls.addClassCleanup(shutil.rmtree, tmp, ignore_errors=True)
+    cls.hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8, grid=2)
+
   def setUp(self):
     super().setUp()
-    tmp = self.get_temp_dir()
-    hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8, grid=2)
-    self.workdir = os.path.join(tmp, "sweep")
-    self.args = [sys.executable, "-m", "tfhub_transfer.cli", "--model=hub:" + hub,
+    self.workdir = os.path.join(self.create_tempdir().full_path, "sweep")
+    self.args = [sys.executable, "-m", "tfhub_transfer.cli", "--model=hub:" + self.hub,
                  "--dataset=digits", "--regime=logreg", "--image_size=16",
                  "--max_examples=40", "--l2_grid_size=5", "--seeds=0,1,2",
                  "--workdir=" + self.workdir, "--data_dir=" + fakes.digits_data_dir()]
@@ -214,11 +221,11 @@ class SweepCliTest(tf.test.TestCase):
     before = {r["seed"]: r["created_at"] for r in self._store().records(status="ok")}
     self.assertBetween(len(before), 1, 2, "killed after the first cell, before the last")
 
-    done = subprocess.run(self.args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    # The rerun in this process: what it finds on disk is what the killed process left.
+    code, out, errors = cli_runner.run_in_process_with_stdout(*self.args[3:])
+    self.assertEqual(code, 0, errors[-30:])
     self.assertIn(f"sweep: {3 - len(before)} cells run, {len(before)} already done, "
-                  f"0 failed", done.stdout)
+                  f"0 failed", out)
     records = self._store().records()
     self.assertCountEqual([r["seed"] for r in records], range(3))  # Once each.
     self.assertEqual({r["status"] for r in records}, {"ok"})
@@ -245,13 +252,15 @@ class SweepCliTest(tf.test.TestCase):
     self.assertIn(manual, failed["error"])
     self.assertIn("cars_train.tgz", failed["error"])  # Which files to place, by name.
 
-  def test_missing_folder_is_a_usage_error(self):
-    done = subprocess.run(self.args[:4] + ["--dataset=folder:/no/such/dir", "--regime=logreg"],
-                          cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-                          capture_output=True, text=True, timeout=120, check=False)
-    self.assertNotEqual(done.returncode, 0)
-    self.assertIn("--dataset=folder:/no/such/dir: no such directory", done.stderr)
-    self.assertNotIn("Traceback", done.stderr)
+  def test_missing_folder_is_one_line_and_exit_1(self):
+    # In this process: the exit code is cli.main's (a process's own exit code for a refusal:
+    # test_stores's test_damaged_store and test_missing_workdir). The folder is looked for
+    # when the cell loads its data: an OSError, exit 1, not a usage error's 2.
+    code, lines = cli_runner.run_in_process(*self.args[3:4], "--dataset=folder:/no/such/dir",
+                                            "--regime=logreg")
+    self.assertEqual((code, len(lines)), (1, 1), lines)
+    self.assertStartsWith(lines[0], "tfhub_transfer: --dataset=folder:/no/such/dir: no such "
+                                    "directory. Expected <path>/<class>/<image>")
 
 
 
