@@ -2,6 +2,7 @@
 results store; then through the real CLI: killed with SIGKILL and rerun, a failing cell."""
 
 import collections
+import contextlib
 import dataclasses
 import glob
 import json
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 from absl.testing import parameterized
 import tensorflow as tf
@@ -334,9 +336,18 @@ class SlurmArrayTest(tf.test.TestCase):
       expected[f"node{task // 2}.sqlite"] |= {c.seed for c in grid.cells(base)}
     self.assertEqual(dict(by_file), dict(expected))
 
-    again = launch(0)  # Resubmitted: task 0's cells are done.
-    out, err = again.communicate(timeout=600)
-    self.assertEqual(again.returncode, 0, err[-3000:])
+    # Resubmitted: task 0's cells are done. Its command line as bash expands the script, run
+    # in this process (from the checkout, as the tasks ran).
+    printed = subprocess.run(
+        ["bash", "-c", 'tfhub_transfer() { printf "%s\\0" "$@"; }\n' + script],
+        env=dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT=str(len(tasks))),
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    args = printed.split("\0")[:-1] + shlex.split(offline)
+    self.assertIn(f"--shard=0/{len(tasks)}", args)
+    with contextlib.chdir(fakes.REPO_ROOT), \
+        mock.patch.dict(os.environ, TFHUB_TRANSFER_HOST="node0"):
+      code, out, errors = cli_runner.run_in_process_with_stdout(*args)
+    self.assertEqual(code, 0, errors[-30:])
     self.assertIn(f"sweep: 0 cells run, {shards[0]} already done, 0 failed", out)
     report = subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", "--mode=report",
                              "--workdir=" + workdir], cwd=fakes.REPO_ROOT,
