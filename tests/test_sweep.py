@@ -182,7 +182,9 @@ class SweepResumeTest(parameterized.TestCase):
 
 
 class SweepCliTest(tf.test.TestCase):
-  """The real CLI in subprocesses, on a tiny Hub module and `digits` built in the test."""
+  """The real CLI on a tiny Hub module and `digits` built in the test: a subprocess where a
+  process is the point (the one killed), the parse step and cli.main in this process
+  otherwise (tests/cli_runner.py)."""
 
   @classmethod
   def setUpClass(cls):
