@@ -121,27 +121,6 @@ class LogregCellTest(tf.test.TestCase):
 
 class TrainedCellTest(tf.test.TestCase):
 
-  def test_finetune_record_trials_and_artifacts(self):
-    tmp = self.get_temp_dir()
-    config = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001))
-    record = experiment.run_experiment(config).record
-    self.assertEqual(record["status"], "ok")
-    self.assertIn(record["hparams"]["learning_rate"], (0.01, 0.001))
-    self.assertEqual(record["hparams"]["train_steps"], 2)
-    self.assertBetween(record["test_metric"], 0.0, 1.0)
-    trials = results.ResultsStore.for_workdir(config.workdir).trials(
-        *config.cell)
-    self.assertLen(trials, 2)
-    self.assertEqual({t["status"] for t in trials}, {"ok"})
-    best = max(trials, key=lambda t: t["val_metric"])
-    self.assertNear(record["val_metric"], best["val_metric"], 1e-9)
-    predictions = results.ResultsStore.for_workdir(config.workdir).load_predictions(record)
-    self.assertLen(predictions, record["sizes"]["test"])
-    self.assertAlmostEqual(float(np.mean(predictions.correct())), record["test_metric"])
-    cell_dir = os.path.join(config.workdir, "runs", experiment.cell_id(config))
-    self.assertNotEmpty(os.listdir(os.path.join(cell_dir, "tensorboard")))
-    self.assertTrue(os.path.isdir(os.path.join(config.workdir, "tuner")))
-
   def test_nan_trial_is_recorded_not_fatal(self):
     tmp = self.get_temp_dir()
     config = _tiny_config(tmp, "finetune", learning_rates=(1e9,), train_steps=3)
@@ -264,15 +243,15 @@ class ResumeTest(tf.test.TestCase):
       self.assertAllClose(a, b, atol=1e-6)
 
 
-class ResumedSearchTest(tf.test.TestCase, parameterized.TestCase):
-  """A search interrupted in one trial and resumed scores as an uninterrupted one.
+class FinetuneSearchTest(tf.test.TestCase, parameterized.TestCase):
+  """One finetune search, run once for the class: its record and artifacts; and the same
+  search interrupted in one trial and resumed, which scores as the uninterrupted one.
 
   Two trials of 40 steps, backed up every 20 steps (one Keras epoch): one trial is
   interrupted at step 30, 10 steps after its first backup, then the search is resumed.
   Before each trial was seeded on its own and the input positioned at the resumed step, a
   search interrupted in its first trial scored the trials 0.233 and 0.250 here, where an
-  uninterrupted one scored 0.217 and 0.200 (and chose another learning rate). The
-  uninterrupted search is run once, for both tests.
+  uninterrupted one scored 0.217 and 0.200 (and chose another learning rate).
   """
 
   SETTINGS = dict(learning_rates=(0.1, 0.03), train_steps=40)
@@ -290,6 +269,24 @@ class ResumedSearchTest(tf.test.TestCase, parameterized.TestCase):
   def _config(cls, name):
     return _tiny_config(cls.tmp, "finetune", workdir=os.path.join(cls.tmp, name),
                         **cls.SETTINGS)
+
+  def test_finetune_record_trials_and_artifacts(self):
+    config, record = self.straight_config, self.straight.record
+    self.assertEqual(record["status"], "ok")
+    self.assertIn(record["hparams"]["learning_rate"], self.SETTINGS["learning_rates"])
+    self.assertEqual(record["hparams"]["train_steps"], 40)
+    self.assertBetween(record["test_metric"], 0.0, 1.0)
+    trials = results.ResultsStore.for_workdir(config.workdir).trials(*config.cell)
+    self.assertLen(trials, 2)
+    self.assertEqual({t["status"] for t in trials}, {"ok"})
+    best = max(trials, key=lambda t: t["val_metric"])
+    self.assertNear(record["val_metric"], best["val_metric"], 1e-9)
+    predictions = results.ResultsStore.for_workdir(config.workdir).load_predictions(record)
+    self.assertLen(predictions, record["sizes"]["test"])
+    self.assertAlmostEqual(float(np.mean(predictions.correct())), record["test_metric"])
+    cell_dir = os.path.join(config.workdir, "runs", experiment.cell_id(config))
+    self.assertNotEmpty(os.listdir(os.path.join(cell_dir, "tensorboard")))
+    self.assertTrue(os.path.isdir(os.path.join(config.workdir, "tuner")))
 
   @parameterized.named_parameters(("in_the_first_trial", 0), ("in_the_second_trial", 1))
   def test_resumed_search_scores_as_an_uninterrupted_one(self, interrupted_trial):
