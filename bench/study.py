@@ -56,7 +56,9 @@ from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.results import store as store_lib
 from tfhub_transfer.transfer_head import build_transfer_head
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real path: under Bazel this file is a link in a runfiles tree, and ../shared is beside
+# the checkout the link leads to (as tests/shared_data.py finds it).
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 DATASETS = ("cub_birds20", "pets37")  # The shared folders (`Profile.study_datasets`).
 WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"

@@ -2,6 +2,8 @@
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from unittest import mock
 
 from absl.testing import parameterized
@@ -119,55 +121,6 @@ class LogregCellTest(tf.test.TestCase):
 
 class TrainedCellTest(tf.test.TestCase):
 
-  def test_finetune_record_trials_and_artifacts(self):
-    tmp = self.get_temp_dir()
-    config = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001))
-    record = experiment.run_experiment(config).record
-    self.assertEqual(record["status"], "ok")
-    self.assertIn(record["hparams"]["learning_rate"], (0.01, 0.001))
-    self.assertEqual(record["hparams"]["train_steps"], 2)
-    self.assertBetween(record["test_metric"], 0.0, 1.0)
-    trials = results.ResultsStore.for_workdir(config.workdir).trials(
-        *config.cell)
-    self.assertLen(trials, 2)
-    self.assertEqual({t["status"] for t in trials}, {"ok"})
-    best = max(trials, key=lambda t: t["val_metric"])
-    self.assertNear(record["val_metric"], best["val_metric"], 1e-9)
-    predictions = results.ResultsStore.for_workdir(config.workdir).load_predictions(record)
-    self.assertLen(predictions, record["sizes"]["test"])
-    self.assertAlmostEqual(float(np.mean(predictions.correct())), record["test_metric"])
-    cell_dir = os.path.join(config.workdir, "runs", experiment.cell_id(config))
-    self.assertNotEmpty(os.listdir(os.path.join(cell_dir, "tensorboard")))
-    self.assertTrue(os.path.isdir(os.path.join(config.workdir, "tuner")))
-
-  def test_step_budget_study_in_one_workdir(self):
-    # Issue 13, item 4: the same finetune cell at 10 and at 20 steps, in one workdir, ends
-    # with two result rows, each selected from its own trials.
-    tmp = self.get_temp_dir()
-    short = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001), train_steps=10)
-    long = _tiny_config(tmp, "finetune", learning_rates=(0.01, 0.001), train_steps=20)
-    for config in (short, long):
-      experiment.run_experiment(config)
-    store = results.ResultsStore.for_workdir(short.workdir)
-    rows = store.records(model=short.cell.model, dataset=short.cell.dataset, regime="finetune")
-    self.assertLen(rows, 2)
-    self.assertEqual({r["protocol_settings"]["train_steps"] for r in rows}, {10, 20})
-    for config in (short, long):
-      record = store.get(*config.cell)
-      self.assertEqual(record["hparams"]["train_steps"], config.train_steps)
-      trials = store.trials(*config.cell)
-      self.assertLen(trials, 2)  # Its own two grid points; not the other budget's.
-      self.assertAlmostEqual(record["val_metric"], max(t["val_metric"] for t in trials))
-    self.assertNotEqual(experiment.cell_id(short), experiment.cell_id(long))
-    self.assertLen(os.listdir(os.path.join(short.workdir, "predictions")), 2)
-
-  def test_scratch_keras_backbone(self):
-    config = _tiny_config(self.get_temp_dir(), "scratch", model="keras:MobileNet",
-                          model_kwargs={"alpha": 0.25}, image_size=32)
-    record = experiment.run_experiment(config).record
-    self.assertEqual((record["status"], record["weights"]), ("ok", "random"))
-    self.assertEqual(record["model_label"], 'keras:MobileNet{"alpha":0.25}@32px')
-
   def test_nan_trial_is_recorded_not_fatal(self):
     tmp = self.get_temp_dir()
     config = _tiny_config(tmp, "finetune", learning_rates=(1e9,), train_steps=3)
@@ -183,9 +136,9 @@ class TrainedCellTest(tf.test.TestCase):
 class LowDataCellTest(tf.test.TestCase):
   """`examples_per_class`: every regime trains on the subset alone; validation and test whole."""
 
-  def _config(self, regime):
+  def _config(self, regime, **overrides):
     return _tiny_config(self.get_temp_dir(), regime, examples_per_class=2, max_examples=0,
-                        data_dir=os.path.join(self.get_temp_dir(), "data"))
+                        **overrides)
 
   def test_logreg_fits_the_subset_alone(self):
     record = experiment.run_experiment(self._config("logreg")).record
@@ -207,10 +160,16 @@ class LowDataCellTest(tf.test.TestCase):
     self.assertNear(record["test_metric"], sk_test, 3 / 359)
 
   def test_finetune_and_scratch_train_on_the_subset(self):
-    for regime in ("finetune", "scratch"):
-      config = self._config(regime)
+    # scratch on a Keras application (its smallest MobileNet at its smallest input): the
+    # scratch regime's end-to-end cell.
+    keras_mobilenet = dict(model="keras:MobileNet", model_kwargs={"alpha": 0.25}, image_size=32)
+    for regime, overrides in (("finetune", {}), ("scratch", keras_mobilenet)):
+      config = self._config(regime, **overrides)
       record = experiment.run_experiment(config).record
       self.assertEqual(record["status"], "ok", regime)
+      if regime == "scratch":
+        self.assertEqual(record["weights"], "random")
+        self.assertEqual(record["model_label"], 'keras:MobileNet{"alpha":0.25}@32px')
       self.assertEqual(record["sizes"]["train"], 20)
       self.assertEqual(record["sizes"]["trainval"], 20)
       self.assertIn("subset alone", record["splits"]["refit"])
@@ -218,17 +177,16 @@ class LowDataCellTest(tf.test.TestCase):
       self.assertNotEqual(full.cell, config.cell)  # Its own row, tuner state, checkpoints.
 
 
-class ResumeTest(tf.test.TestCase, parameterized.TestCase):
+class ResumeTest(tf.test.TestCase):
 
   def test_interrupted_search_resumes_at_the_trial_in_flight(self):
-    config = _tiny_config(self.get_temp_dir(), "finetune",
-                          learning_rates=(0.03, 0.01, 0.001))
+    config = _tiny_config(self.get_temp_dir(), "finetune", learning_rates=(0.01, 0.001))
     real_train, calls = training.train, []
 
     def train_then_interrupt(*args, **kwargs):
       calls.append(1)
-      if len(calls) == 3:
-        raise KeyboardInterrupt  # Ctrl-C (or a preempted host) during the third trial.
+      if len(calls) == 2:
+        raise KeyboardInterrupt  # Ctrl-C (or a preempted host) as the second trial starts.
       return real_train(*args, **kwargs)
 
     with mock.patch.object(training, "train", train_then_interrupt), \
@@ -236,68 +194,21 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
       experiment.run_experiment(config)
     store = results.ResultsStore.for_workdir(config.workdir)
     first = {t["trial_id"]: t["stored_at"] for t in store.trials(*config.cell)}
-    self.assertLen(first, 2)
+    self.assertLen(first, 1)
     self.assertIsNone(store.get(*config.cell))
 
-    record = experiment.run_experiment(config).record
+    calls.clear()
+    with mock.patch.object(training, "train", lambda *a, **k: calls.append(1) or real_train(
+        *a, **k)):
+      record = experiment.run_experiment(config).record
     self.assertEqual(record["status"], "ok")
+    self.assertLen(calls, 2)  # The trial in flight and the refit: the finished one not rerun.
     trials = store.trials(*config.cell)
-    self.assertLen(trials, 3)  # Each grid point once: the finished ones were not rerun.
+    self.assertLen(trials, 2)  # Each grid point once.
     for t in trials:
       if t["trial_id"] in first:
         self.assertEqual(t["stored_at"], first[t["trial_id"]])
-    self.assertLen({t["hparams"]["learning_rate"] for t in trials}, 3)
-
-  @parameterized.named_parameters(("in_the_first_trial", 0), ("in_the_second_trial", 1))
-  def test_resumed_search_scores_as_an_uninterrupted_one(self, interrupted_trial):
-    # Two trials of 40 steps, backed up every 20 steps (one Keras epoch): one trial is
-    # interrupted at step 30, 10 steps after its first backup, then the search is resumed.
-    # Before each trial was seeded on its own and the input positioned at the resumed step,
-    # a search interrupted in its first trial scored the trials 0.233 and 0.250 here, where
-    # an uninterrupted one scored 0.217 and 0.200 (and chose another learning rate).
-    self.enter_context(mock.patch.object(training, "MAX_STEPS_PER_FIT_EPOCH", 20))
-    tmp = self.create_tempdir().full_path
-    settings = dict(learning_rates=(0.1, 0.03), train_steps=40,
-                    data_dir=os.path.join(tmp, "data"))
-    straight = experiment.run_experiment(
-        _tiny_config(tmp, "finetune", workdir=os.path.join(tmp, "straight"), **settings))
-    config = _tiny_config(tmp, "finetune", workdir=os.path.join(tmp, "resumed"), **settings)
-    real_train, calls, starts = training.train, [], []
-
-    def train_with(callback_fn):
-      def train(model, *args, **kwargs):
-        calls.append(1)
-        # The class's fit, not the instance's: the cell's one model (cell_model) would
-        # otherwise keep the earlier trainings' callbacks.
-        model.fit = _with_extra_callback(type(model).fit.__get__(model),
-                                         callback_fn(len(calls) - 1))
-        return real_train(model, *args, **kwargs)
-      return train
-
-    with mock.patch.object(training, "train", train_with(lambda call: _InterruptAtStep(
-        30 if call == interrupted_trial else -1))), self.assertRaises(KeyboardInterrupt):
-      experiment.run_experiment(config)
-    store = results.ResultsStore.for_workdir(config.workdir)
-    self.assertLen(store.trials(*config.cell), interrupted_trial)
-    with mock.patch.object(training, "train", train_with(lambda call: _RecordStart(starts))):
-      resumed = experiment.run_experiment(config)
-    # The interrupted trial resumed at its backup, the next trial (if any) and the refit
-    # started at step 0.
-    self.assertEqual(starts, [20] + [0] * (2 - interrupted_trial))
-
-    # Every trial scores as in the uninterrupted search, so the same one is chosen and the
-    # refit tests the same. The metrics are fractions of 60 images (steps of 1/60); on CPU
-    # they are equal to the last bit, so the tolerance is 0.
-    def by_hparams(cell_config):
-      return {(t["hparams"]["learning_rate"], t["hparams"]["weight_decay"]): t["val_metric"]
-              for t in results.ResultsStore.for_workdir(cell_config.workdir).trials(
-                  *cell_config.cell)}
-    straight_config = _tiny_config(tmp, "finetune", workdir=os.path.join(tmp, "straight"),
-                                   **settings)
-    self.assertLen(by_hparams(config), 2)
-    self.assertEqual(by_hparams(config), by_hparams(straight_config))
-    for field in ("hparams", "val_metric", "test_metric"):
-      self.assertEqual(resumed.record[field], straight.record[field], field)
+    self.assertLen({t["hparams"]["learning_rate"] for t in trials}, 2)
 
   def test_interrupted_training_resumes_where_it_stopped(self):
     backup = self.get_temp_dir() + "/backup"
@@ -330,6 +241,90 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
     training.train(straight, data, setup, backup_dir=self.get_temp_dir() + "/b2", verbose=0)
     for a, b in zip(resumed.get_weights(), straight.get_weights()):
       self.assertAllClose(a, b, atol=1e-6)
+
+
+class FinetuneSearchTest(tf.test.TestCase, parameterized.TestCase):
+  """One finetune search, run once for the class: its record and artifacts; and the same
+  search interrupted in one trial and resumed, which scores as the uninterrupted one.
+
+  Two trials of 40 steps, backed up every 20 steps (one Keras epoch): one trial is
+  interrupted at step 30, 10 steps after its first backup, then the search is resumed.
+  Before each trial was seeded on its own and the input positioned at the resumed step, a
+  search interrupted in its first trial scored the trials 0.233 and 0.250 here, where an
+  uninterrupted one scored 0.217 and 0.200 (and chose another learning rate).
+  """
+
+  SETTINGS = dict(learning_rates=(0.1, 0.03), train_steps=40)
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+    cls.enterClassContext(mock.patch.object(training, "MAX_STEPS_PER_FIT_EPOCH", 20))
+    cls.straight_config = cls._config("straight")
+    cls.straight = experiment.run_experiment(cls.straight_config)
+
+  @classmethod
+  def _config(cls, name):
+    return _tiny_config(cls.tmp, "finetune", workdir=os.path.join(cls.tmp, name),
+                        **cls.SETTINGS)
+
+  def test_finetune_record_trials_and_artifacts(self):
+    config, record = self.straight_config, self.straight.record
+    self.assertEqual(record["status"], "ok")
+    self.assertIn(record["hparams"]["learning_rate"], self.SETTINGS["learning_rates"])
+    self.assertEqual(record["hparams"]["train_steps"], 40)
+    self.assertBetween(record["test_metric"], 0.0, 1.0)
+    trials = results.ResultsStore.for_workdir(config.workdir).trials(*config.cell)
+    self.assertLen(trials, 2)
+    self.assertEqual({t["status"] for t in trials}, {"ok"})
+    best = max(trials, key=lambda t: t["val_metric"])
+    self.assertNear(record["val_metric"], best["val_metric"], 1e-9)
+    predictions = results.ResultsStore.for_workdir(config.workdir).load_predictions(record)
+    self.assertLen(predictions, record["sizes"]["test"])
+    self.assertAlmostEqual(float(np.mean(predictions.correct())), record["test_metric"])
+    cell_dir = os.path.join(config.workdir, "runs", experiment.cell_id(config))
+    self.assertNotEmpty(os.listdir(os.path.join(cell_dir, "tensorboard")))
+    self.assertTrue(os.path.isdir(os.path.join(config.workdir, "tuner")))
+
+  @parameterized.named_parameters(("in_the_first_trial", 0), ("in_the_second_trial", 1))
+  def test_resumed_search_scores_as_an_uninterrupted_one(self, interrupted_trial):
+    config = self._config(f"resumed_{interrupted_trial}")
+    real_train, calls, starts = training.train, [], []
+
+    def train_with(callback_fn):
+      def train(model, *args, **kwargs):
+        calls.append(1)
+        # The class's fit, not the instance's: the cell's one model (cell_model) would
+        # otherwise keep the earlier trainings' callbacks.
+        model.fit = _with_extra_callback(type(model).fit.__get__(model),
+                                         callback_fn(len(calls) - 1))
+        return real_train(model, *args, **kwargs)
+      return train
+
+    with mock.patch.object(training, "train", train_with(lambda call: _InterruptAtStep(
+        30 if call == interrupted_trial else -1))), self.assertRaises(KeyboardInterrupt):
+      experiment.run_experiment(config)
+    store = results.ResultsStore.for_workdir(config.workdir)
+    self.assertLen(store.trials(*config.cell), interrupted_trial)
+    with mock.patch.object(training, "train", train_with(lambda call: _RecordStart(starts))):
+      resumed = experiment.run_experiment(config)
+    # The interrupted trial resumed at its backup, the next trial (if any) and the refit
+    # started at step 0.
+    self.assertEqual(starts, [20] + [0] * (2 - interrupted_trial))
+
+    # Every trial scores as in the uninterrupted search, so the same one is chosen and the
+    # refit tests the same. The metrics are fractions of 60 images (steps of 1/60); on CPU
+    # they are equal to the last bit, so the tolerance is 0.
+    def by_hparams(cell_config):
+      return {(t["hparams"]["learning_rate"], t["hparams"]["weight_decay"]): t["val_metric"]
+              for t in results.ResultsStore.for_workdir(cell_config.workdir).trials(
+                  *cell_config.cell)}
+    self.assertLen(by_hparams(config), 2)
+    self.assertEqual(by_hparams(config), by_hparams(self.straight_config))
+    for field in ("hparams", "val_metric", "test_metric"):
+      self.assertEqual(resumed.record[field], self.straight.record[field], field)
 
 
 class _InterruptAtStep(keras.callbacks.Callback):

@@ -2,16 +2,20 @@
 results store; then through the real CLI: killed with SIGKILL and rerun, a failing cell."""
 
 import collections
+import contextlib
 import dataclasses
 import glob
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from unittest import mock
 
 from absl.testing import parameterized
 import tensorflow as tf
@@ -178,14 +182,21 @@ class SweepResumeTest(parameterized.TestCase):
 
 
 class SweepCliTest(tf.test.TestCase):
-  """The real CLI in subprocesses, on a tiny Hub module and `digits` built in the test."""
+  """The real CLI on a tiny Hub module and `digits` built in the test: a subprocess where a
+  process is the point (the one killed), the parse step and cli.main in this process
+  otherwise (tests/cli_runner.py)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    tmp = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    cls.addClassCleanup(shutil.rmtree, tmp, ignore_errors=True)
+    cls.hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8, grid=2)
 
   def setUp(self):
     super().setUp()
-    tmp = self.get_temp_dir()
-    hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8, grid=2)
-    self.workdir = os.path.join(tmp, "sweep")
-    self.args = [sys.executable, "-m", "tfhub_transfer.cli", "--model=hub:" + hub,
+    self.workdir = os.path.join(self.create_tempdir().full_path, "sweep")
+    self.args = [sys.executable, "-m", "tfhub_transfer.cli", "--model=hub:" + self.hub,
                  "--dataset=digits", "--regime=logreg", "--image_size=16",
                  "--max_examples=40", "--l2_grid_size=5", "--seeds=0,1,2",
                  "--workdir=" + self.workdir, "--data_dir=" + fakes.digits_data_dir()]
@@ -214,11 +225,11 @@ class SweepCliTest(tf.test.TestCase):
     before = {r["seed"]: r["created_at"] for r in self._store().records(status="ok")}
     self.assertBetween(len(before), 1, 2, "killed after the first cell, before the last")
 
-    done = subprocess.run(self.args, cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    # The rerun in this process: what it finds on disk is what the killed process left.
+    code, out, errors = cli_runner.run_in_process_with_stdout(*self.args[3:])
+    self.assertEqual(code, 0, errors[-30:])
     self.assertIn(f"sweep: {3 - len(before)} cells run, {len(before)} already done, "
-                  f"0 failed", done.stdout)
+                  f"0 failed", out)
     records = self._store().records()
     self.assertCountEqual([r["seed"] for r in records], range(3))  # Once each.
     self.assertEqual({r["status"] for r in records}, {"ok"})
@@ -245,13 +256,15 @@ class SweepCliTest(tf.test.TestCase):
     self.assertIn(manual, failed["error"])
     self.assertIn("cars_train.tgz", failed["error"])  # Which files to place, by name.
 
-  def test_missing_folder_is_a_usage_error(self):
-    done = subprocess.run(self.args[:4] + ["--dataset=folder:/no/such/dir", "--regime=logreg"],
-                          cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(),
-                          capture_output=True, text=True, timeout=120, check=False)
-    self.assertNotEqual(done.returncode, 0)
-    self.assertIn("--dataset=folder:/no/such/dir: no such directory", done.stderr)
-    self.assertNotIn("Traceback", done.stderr)
+  def test_missing_folder_is_one_line_and_exit_1(self):
+    # In this process: the exit code is cli.main's (a process's own exit code for a refusal:
+    # test_stores's test_damaged_store and test_missing_workdir). The folder is looked for
+    # when the cell loads its data: an OSError, exit 1, not a usage error's 2.
+    code, lines = cli_runner.run_in_process(*self.args[3:4], "--dataset=folder:/no/such/dir",
+                                            "--regime=logreg")
+    self.assertEqual((code, len(lines)), (1, 1), lines)
+    self.assertStartsWith(lines[0], "tfhub_transfer: --dataset=folder:/no/such/dir: no such "
+                                    "directory. Expected <path>/<class>/<image>")
 
 
 
@@ -325,9 +338,18 @@ class SlurmArrayTest(tf.test.TestCase):
       expected[f"node{task // 2}.sqlite"] |= {c.seed for c in grid.cells(base)}
     self.assertEqual(dict(by_file), dict(expected))
 
-    again = launch(0)  # Resubmitted: task 0's cells are done.
-    out, err = again.communicate(timeout=600)
-    self.assertEqual(again.returncode, 0, err[-3000:])
+    # Resubmitted: task 0's cells are done. Its command line as bash expands the script, run
+    # in this process (from the checkout, as the tasks ran).
+    printed = subprocess.run(
+        ["bash", "-c", 'tfhub_transfer() { printf "%s\\0" "$@"; }\n' + script],
+        env=dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT=str(len(tasks))),
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    args = printed.split("\0")[:-1] + shlex.split(offline)
+    self.assertIn(f"--shard=0/{len(tasks)}", args)
+    with contextlib.chdir(fakes.REPO_ROOT), \
+        mock.patch.dict(os.environ, TFHUB_TRANSFER_HOST="node0"):
+      code, out, errors = cli_runner.run_in_process_with_stdout(*args)
+    self.assertEqual(code, 0, errors[-30:])
     self.assertIn(f"sweep: 0 cells run, {shards[0]} already done, 0 failed", out)
     report = subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", "--mode=report",
                              "--workdir=" + workdir], cwd=fakes.REPO_ROOT,
@@ -379,11 +401,14 @@ class StudyGridTest(tf.test.TestCase):
                       examples_per_class=sweep.PAPER)
 
   def test_two_budgets_store_two_rows_with_their_own_searches(self):
+    # Issue 13, item 4: the same finetune cell at two budgets, in one workdir, ends with two
+    # result rows, each selected from its own trials, each with its own run folder and
+    # predictions file.
     hub = fakes.make_tiny_savedmodel(os.path.join(self.get_temp_dir(), "hub"), feature_dim=8,
                                      grid=2)
     base = ExperimentConfig(
         model="hub:" + hub, dataset="digits", regime="finetune", image_size=16,
-        workdir=self.create_tempdir().full_path, data_dir=self.create_tempdir().full_path,
+        workdir=self.create_tempdir().full_path, data_dir=fakes.digits_data_dir(),
         max_examples=40, batch_size=16, learning_rates=(0.01, 0.001), weight_decays=(0.0,))
     grid = sweep.Grid(models=(base.model,), datasets=("digits",), regimes=("finetune",),
                       train_steps=(1, 2))
@@ -392,11 +417,15 @@ class StudyGridTest(tf.test.TestCase):
     store = results.ResultsStore.for_workdir(base.workdir)
     rows = store.records()
     self.assertCountEqual([r["hparams"]["train_steps"] for r in rows], [1, 2])
+    self.assertCountEqual([r["protocol_settings"]["train_steps"] for r in rows], [1, 2])
     self.assertLen({r["protocol"] for r in rows}, 2)
     for r in rows:
       trials = store.trials(r["model"], r["dataset"], r["regime"], r["seed"], r["protocol"])
       self.assertLen(trials, 2)  # Each budget searched its own grid of two.
       self.assertNear(r["val_metric"], max(t["val_metric"] for t in trials), 1e-9)
+    cells = grid.cells(base)
+    self.assertLen({experiment.cell_id(c) for c in cells}, 2)
+    self.assertLen(os.listdir(os.path.join(base.workdir, "predictions")), 2)
     self.assertEqual(sweep.run_grid(base, grid).skipped, 2)
 
 
