@@ -23,6 +23,17 @@ from tfhub_transfer.data import crops
 
 STRATEGIES = ("auto", "mirrored", "default", "one_device", "tpu")
 TUNERS = ("grid", "bayesian")
+# Trials of a Bayesian search when --max_trials is 0 (at most the grid's size).
+BAYESIAN_DEFAULT_TRIALS = 20
+
+
+def tuner_max_trials(tuner: str, grid_size: int, max_trials: int) -> Optional[int]:
+  """The trial cap `--tuner` runs a search of `grid_size` points with (None: the whole grid):
+  `--max_trials`, else every grid point, or for `bayesian` at most BAYESIAN_DEFAULT_TRIALS."""
+  if max_trials:
+    return max_trials
+  return min(grid_size, BAYESIAN_DEFAULT_TRIALS) if tuner == "bayesian" else None
+
 # Keras dtype policies a cell may run its backbone under (`--precision`); float32 is the
 # protocol as measured so far. Mixed policies keep variables, the head and the loss float32.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

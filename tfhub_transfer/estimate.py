@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 from tfhub_transfer import backbones
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.config import tuner_max_trials
 from tfhub_transfer.data import datasets
 from tfhub_transfer.data import folder as folder_lib
 from tfhub_transfer.results import workdir as workdir_lib
@@ -144,9 +145,7 @@ def cell_seconds(config: ExperimentConfig, rates: Rates) -> Optional[float]:
     return ((sizes.train + sizes.val + sizes.test) * forward
             + (sizes.train + sizes.val) * rates.lbfgs_s_per_example + rates.cell_overhead_s)
   grid = len(config.learning_rate_grid) * len(config.weight_decay_grid)
-  trials = min(grid, config.max_trials) if config.max_trials else grid
-  if config.tuner == "bayesian" and not config.max_trials:
-    trials = min(grid, 20)
+  trials = min(grid, tuner_max_trials(config.tuner, grid, config.max_trials) or grid)
   trainings = trials + 1  # + the refit on train + val.
   step = config.batch_size * rates.train_s_per_gmac * gmacs
   return (trainings * (config.steps * step + rates.training_overhead_s)

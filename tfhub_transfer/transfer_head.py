@@ -39,15 +39,12 @@ class TransferHead(keras.Model):
     self.regime = regime
     self.num_classes = num_classes
     self.multi_label = multi_label
-    self.weight_decay = weight_decay
-    self.learning_rate = learning_rate
-    self.l2_coefficient = protocol.l2_coefficient(weight_decay=weight_decay,
-                                                  learning_rate=learning_rate or 0.0)
     # A variable, not a constant in the training step: every trial of a search traces the
     # same step (with XLA, the same program), whatever its coefficient. Not a Keras weight:
     # checkpoints and backups hold the same weights as before.
-    self.l2_variable = tf.Variable(self.l2_coefficient, trainable=False, dtype=tf.float32,
+    self.l2_variable = tf.Variable(0.0, trainable=False, dtype=tf.float32,
                                    name="l2_coefficient")
+    self.set_weight_decay(weight_decay=weight_decay, learning_rate=learning_rate)
     # The same for the backbone's batch-norm momentum (`set_batch_norm_momentum`): the
     # refit's (train+val) momentum runs on the search's trace.
     self.batch_norm_momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32,

@@ -21,6 +21,7 @@ from tfhub_transfer import oracle_auth
 from tfhub_transfer import progress
 from tfhub_transfer import training
 from tfhub_transfer.config import TUNERS
+from tfhub_transfer.config import tuner_max_trials
 
 OBJECTIVE = "val_metric"
 
@@ -184,11 +185,11 @@ def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
                      max_consecutive_failed_trials=grid_size + 1)
   tuner_args = dict(hypermodel=hypermodel, directory=directory, project_name=project_name,
                     overwrite=False, distribution_strategy=strategy)
+  cap = tuner_max_trials(kind, grid_size, max_trials)
   if kind == "grid":
-    oracle = ResumableGridSearchOracle(max_trials=max_trials or None, **oracle_args)
+    oracle = ResumableGridSearchOracle(max_trials=cap, **oracle_args)
   elif kind == "bayesian":
-    oracle = kt.oracles.BayesianOptimizationOracle(
-        max_trials=max_trials or min(grid_size, 20), **oracle_args)
+    oracle = kt.oracles.BayesianOptimizationOracle(max_trials=cap, **oracle_args)
   else:
     raise ValueError(f"Unknown --tuner={kind!r}. Valid choices: {', '.join(TUNERS)}.")
   # keras-tuner's own trial tables redraw with escape codes; without a terminal the trials'
