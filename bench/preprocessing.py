@@ -19,14 +19,14 @@ import tensorflow as tf
 
 from bench import data
 from bench import harness
+from bench import profiles
 from bench.profiles import Profile
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import transforms
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Real photos, beside the repository (never copied into it): 370 Oxford-IIIT Pet JPEGs at
 # their original sizes (133-1725 px wide, median 500 x 375).
-PHOTOS = os.path.join(_ROOT, "..", "shared", "data", "pets37")
+PHOTOS = os.path.join(profiles.SHARED, "data", "pets37")
 _BATCH = 32  # At most: a small test set runs at a quarter of its size.
 
 

@@ -2,6 +2,12 @@
 minutes) and `tiny` (the test: seconds, numbers meaningless)."""
 
 import dataclasses
+import os
+
+# The checkout, and the real weights and photos beside it (figures 9 and 10): through this
+# file's real path, since under Bazel it is a runfiles link to the checkout's file.
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
 

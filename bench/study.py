@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from bench import harness
+from bench.profiles import ROOT
+from bench.profiles import SHARED
 from bench.profiles import Profile
 from tfhub_transfer import backbones
 from tfhub_transfer import cell_model
@@ -56,10 +58,6 @@ from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.results import store as store_lib
 from tfhub_transfer.transfer_head import build_transfer_head
 
-# The real path: under Bazel this file is a link in a runfiles tree, and ../shared is beside
-# the checkout the link leads to (as tests/shared_data.py finds it).
-ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 DATASETS = ("cub_birds20", "pets37")  # The shared folders (`Profile.study_datasets`).
 WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 MODEL, MODEL_KWARGS = "keras:MobileNet", '{"alpha": 0.25}'
