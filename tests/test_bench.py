@@ -232,7 +232,11 @@ class TinyRunTest(tf.test.TestCase):
       np.testing.assert_allclose(printed[curve.key]["exponents"],
                                  (time_exponent, memory_exponent), rtol=2e-3, atol=1e-3,
                                  err_msg=curve.key)
-      self.assertAllClose(curve.time_exponent, time_exponent, rtol=1e-4, msg=curve.key)
+      # From raw values rounded to 6 significant digits (relative error <= 5e-6 each), a
+      # least-squares slope over these sizes moves by at most about 1e-5: an exponent near 0
+      # (7d measured -0.00738 against -0.0073804 recomputed) needs that absolute bound.
+      self.assertAllClose(curve.time_exponent, time_exponent, rtol=1e-4, atol=1e-5,
+                          msg=curve.key)
     for figure in result.figures:
       values = printed[figure.key]
       self.assertLen(values["measured"], len(figure.measured.values))

@@ -8,7 +8,6 @@ import glob
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -286,8 +285,10 @@ def _readme_slurm_script():
 
 
 class SlurmArrayTest(tf.test.TestCase):
-  """docs/scaling.md's SLURM job array, run as separate local processes: one per array task,
-  two tasks per (faked) node, as SLURM places them."""
+  """docs/scaling.md's SLURM job array: the script as bash expands it for each array task,
+  two tasks per (faked) node, as SLURM places them; each task's command runs in this process,
+  one after the other. Array tasks write at once; two processes writing one host's file at
+  once is tests/test_results.py's `test_two_processes_write_concurrently`."""
 
   def test_readme_job_array(self):
     script = _readme_slurm_script()
@@ -297,29 +298,32 @@ class SlurmArrayTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=4, grid=2)
     workdir, data_dir = os.path.join(tmp, "array"), os.path.join(tmp, "data")
-    from tfhub_transfer.data import datasets  # pylint: disable=g-import-not-at-top
-    from tfhub_transfer.data import loading  # pylint: disable=g-import-not-at-top
-    loading.load_splits(datasets.get_dataset_spec("digits"), data_dir=data_dir)  # Built once.
-    # The script runs as written; `tfhub_transfer` is this checkout's CLI, with the paper's
-    # models and datasets (not available offline) swapped for a tiny Hub model and digits.
-    # Quoted: a temp dir may hold shell characters (pytest-xdist's absl dirs hold "<string>").
-    offline = shlex.join([f"--model=hub:{hub}", "--dataset=digits", "--image_size=16",
-                          "--max_examples=30", "--l2_grid_size=3", "--seeds=0,1,2,3,4",
-                          f"--workdir={workdir}", f"--data_dir={data_dir}"])
-    cli = shlex.join([sys.executable, "-m", "tfhub_transfer.cli"])
-    prelude = f'tfhub_transfer() {{ {cli} "$@" {offline}; }}\n'
+    # The script as written, `tfhub_transfer` printing the arguments bash gives it; the
+    # paper's models and datasets (not available offline) swapped for a tiny Hub model and
+    # digits, appended as a wrapper script would.
+    offline = [f"--model=hub:{hub}", "--dataset=digits", "--image_size=16",
+               "--max_examples=30", "--l2_grid_size=3", "--seeds=0,1,2,3,4",
+               f"--workdir={workdir}", f"--data_dir={data_dir}"]
 
-    def launch(task):
-      env = fakes.subprocess_env(SLURM_ARRAY_TASK_ID=str(task),
-                                 SLURM_ARRAY_TASK_COUNT=str(len(tasks)),
-                                 TFHUB_TRANSFER_HOST=f"node{task // 2}")
-      return subprocess.Popen(["bash", "-c", prelude + script], cwd=fakes.REPO_ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def task_args(task):
+      printed = subprocess.run(
+          ["bash", "-c", 'tfhub_transfer() { printf "%s\\0" "$@"; }\n' + script],
+          env=dict(os.environ, SLURM_ARRAY_TASK_ID=str(task),
+                   SLURM_ARRAY_TASK_COUNT=str(len(tasks))),
+          capture_output=True, text=True, timeout=60, check=True).stdout
+      args = printed.split("\0")[:-1]
+      self.assertIn(f"--shard={task}/{len(tasks)}", args)
+      return args + offline
 
-    processes = [launch(task) for task in tasks]  # All at once, as the array starts.
-    for process in processes:
-      out, err = process.communicate(timeout=600)
-      self.assertEqual(process.returncode, 0, err[-3000:])
+    def run_task(task):  # From the checkout, as the tasks ran (the flagfile's path).
+      with contextlib.chdir(fakes.REPO_ROOT), \
+          mock.patch.dict(os.environ, TFHUB_TRANSFER_HOST=f"node{task // 2}"):
+        code, out, errors = cli_runner.run_in_process_with_stdout(*task_args(task))
+      self.assertEqual(code, 0, errors[-30:])
+      return out
+
+    for task in tasks:
+      run_task(task)
 
     stored = stores.read_workdir(workdir)
     records = stored.records()
@@ -338,19 +342,8 @@ class SlurmArrayTest(tf.test.TestCase):
       expected[f"node{task // 2}.sqlite"] |= {c.seed for c in grid.cells(base)}
     self.assertEqual(dict(by_file), dict(expected))
 
-    # Resubmitted: task 0's cells are done. Its command line as bash expands the script, run
-    # in this process (from the checkout, as the tasks ran).
-    printed = subprocess.run(
-        ["bash", "-c", 'tfhub_transfer() { printf "%s\\0" "$@"; }\n' + script],
-        env=dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT=str(len(tasks))),
-        capture_output=True, text=True, timeout=60, check=True).stdout
-    args = printed.split("\0")[:-1] + shlex.split(offline)
-    self.assertIn(f"--shard=0/{len(tasks)}", args)
-    with contextlib.chdir(fakes.REPO_ROOT), \
-        mock.patch.dict(os.environ, TFHUB_TRANSFER_HOST="node0"):
-      code, out, errors = cli_runner.run_in_process_with_stdout(*args)
-    self.assertEqual(code, 0, errors[-30:])
-    self.assertIn(f"sweep: 0 cells run, {shards[0]} already done, 0 failed", out)
+    # Resubmitted: task 0's cells are done.
+    self.assertIn(f"sweep: 0 cells run, {shards[0]} already done, 0 failed", run_task(0))
     report = subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", "--mode=report",
                              "--workdir=" + workdir], cwd=fakes.REPO_ROOT,
                             env=fakes.subprocess_env(), capture_output=True, text=True,
