@@ -51,17 +51,17 @@ def _fresh(*, weight_decay, learning_rate, **build_args):
   return model
 
 
-def _data(seed):
+def _data(seed, size=32):
   rng = np.random.default_rng(seed)
-  images = rng.uniform(-1.0, 1.0, (2 * _BATCH, 32, 32, 3)).astype(np.float32)
+  images = rng.uniform(-1.0, 1.0, (2 * _BATCH, size, size, 3)).astype(np.float32)
   labels = rng.integers(0, 3, 2 * _BATCH)
   return tf.data.Dataset.from_tensor_slices((images, labels)).batch(_BATCH, drop_remainder=True)
 
 
-def _train(model):
+def _train(model, size=32):
   """Per-step losses (one step per Keras epoch), then the logits of a held-out set."""
-  history = model.fit(_data(0).repeat(), epochs=_STEPS, steps_per_epoch=1, verbose=0)
-  logits, _ = training.predict_scores(model, _data(1).unbatch().batch(5))  # 16 = 5+5+5+1.
+  history = model.fit(_data(0, size).repeat(), epochs=_STEPS, steps_per_epoch=1, verbose=0)
+  logits, _ = training.predict_scores(model, _data(1, size).unbatch().batch(5))  # 5+5+5+1.
   return history.history["loss"], logits
 
 
@@ -95,47 +95,62 @@ class CellModelTest(tf.test.TestCase):
     self.assertNotAllClose(first_losses[1:], losses[1:])
     self.assertNotAllClose(first_logits, logits)
 
+  def _hub_cells(self):
+    """(cell's build args -> a model builder, key) for a tiny TF Hub module at 16 px: the
+    module's own weights (`imagenet`, finetune) or a random init (scratch)."""
+    hub = fakes.make_tiny_savedmodel(os.path.join(self.create_tempdir().full_path, "hub"),
+                                     feature_dim=8, grid=3)
+    spec = transfer_head.backbones.get_backbone_spec("hub:" + hub, image_size=16)
+
+    def builder(regime="scratch", weights="random", seed=3, num_classes=3):
+      def build(*, weight_decay, learning_rate):
+        return transfer_head.build_transfer_head(
+            spec, regime=regime, num_classes=num_classes, weights=weights,
+            weight_decay=weight_decay, learning_rate=learning_rate, seed=seed)
+      return build
+    return builder, dataclasses.replace(_key(), backbone=spec)
+
   def test_next_cell_of_the_same_graph_trains_as_a_fresh_build_on_the_kept_model(self):
     # Three cells of one graph in a row on one kept model: scratch (random init, seed 3),
-    # finetune after scratch (weights from a file), scratch after finetune (seed 5). Each
-    # trains as a model built for it alone: same losses, logits and variables.
-    weights_file = os.path.join(self.create_tempdir().full_path, "pretrained.weights.h5")
-    _build(weight_decay=0.0, learning_rate=0.1, seed=11).backbone.save_weights(weights_file)
+    # finetune after scratch (the module's weights), scratch after finetune (seed 5). The
+    # second and third train as a model built for each alone: same losses, logits, and
+    # model and optimizer variables.
+    builder, key = self._hub_cells()
     kept = cell_model.KeptModel()
     cells = [dict(regime="scratch", weights="random", seed=3),
-             dict(regime="finetune", weights=weights_file, seed=3),
+             dict(regime="finetune", weights="imagenet", seed=3),
              dict(regime="scratch", weights="random", seed=5)]
-    models, traced = [], None
+    runs = []
     for index, build_args in enumerate(cells):
-      cell = cell_model.CellModel(lambda build_args=build_args, **kw: _build(**kw, **build_args),
-                                  _key(), kept=kept)
+      cell = cell_model.CellModel(builder(**build_args), key, kept=kept)
       model = cell.get(weight_decay=0.01, learning_rate=0.03, num_train_examples=_EXAMPLES)
       self.assertEqual((cell.builds, cell.reused), (1, index > 0))
-      losses, logits = _train(model)
-      traced = traced or model.train_function
-      self.assertIs(model.train_function, traced)  # Traced by the first cell only.
-      fresh = _fresh(weight_decay=0.01, learning_rate=0.03, **build_args)
-      fresh_losses, fresh_logits = _train(fresh)
+      losses, logits = _train(model, size=16)
+      runs.append((model, model.train_function, losses))
+      if not index:
+        continue
+      self.assertIs(model, runs[0][0])
+      self.assertIs(model.train_function, runs[0][1])  # Traced by the first cell only.
+      fresh = builder(**build_args)(weight_decay=0.01, learning_rate=0.03)
+      training.compile_model(fresh, learning_rate=0.03, train_steps=_STEPS)
+      fresh_losses, fresh_logits = _train(fresh, size=16)
       self.assertAllClose(losses, fresh_losses, rtol=1e-5, atol=0, msg=str(build_args))
       self.assertAllClose(logits, fresh_logits, rtol=1e-4, atol=1e-5)
-      for reused, built in zip(model.variables, fresh.variables):
+      for reused, built in zip(model.variables + model.optimizer.variables,
+                               fresh.variables + fresh.optimizer.variables):
         self.assertAllClose(reused, built, rtol=1e-4, atol=1e-5, msg=reused.path)
-      for reused, built in zip(model.optimizer.variables, fresh.optimizer.variables):
-        self.assertAllClose(reused, built, rtol=1e-4, atol=1e-5, msg=reused.path)
-      models.append((model, losses))
     self.assertEqual(kept.reuses, 2)
-    self.assertIs(models[1][0], models[0][0])
-    self.assertIs(models[2][0], models[0][0])
     # The cells differ (else the reset would be untested): other initial weights.
-    self.assertNotAllClose(models[0][1], models[1][1])
-    self.assertNotAllClose(models[0][1], models[2][1])
+    self.assertNotAllClose(runs[0][2], runs[1][2])
+    self.assertNotAllClose(runs[0][2], runs[2][2])
 
   def test_cell_of_another_graph_builds_its_own_model_and_replaces_the_kept_one(self):
+    builder, key = self._hub_cells()
     kept = cell_model.KeptModel()
 
     def cell_with(num_classes):
-      return cell_model.CellModel(
-          lambda **kw: _build(**kw, num_classes=num_classes), _key(num_classes), kept=kept)
+      return cell_model.CellModel(builder(num_classes=num_classes),
+                                  dataclasses.replace(key, num_classes=num_classes), kept=kept)
 
     three = cell_with(3).get(weight_decay=0.0, learning_rate=0.1, num_train_examples=64)
     four_cell = cell_with(4)
