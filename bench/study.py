@@ -148,6 +148,7 @@ class Study:
   """What the study ran: its cells' records and where its data lives."""
   records: list
   workdir: str
+  kept_model_reuses: int = 0  # Trained cells that took an earlier cell's model (no trace).
 
 
 def shared_paths(names: tuple[str, ...] = DATASETS, data_dir: str = "",
@@ -200,22 +201,30 @@ def study_configs(profile: Profile, workdir: str) -> list[tuple[ExperimentConfig
       weight_decays=(0.0,), l2_grid_size=profile.study_l2_grid_size,
       max_examples=profile.study_max_examples)
   models = (backbone.model,)
+  # The second sweep lists the datasets the other way round, so that its first trained cell
+  # follows the first sweep's last one of the same dataset: one graph, so the process's
+  # kept model (`cell_model.KEPT_MODEL`) trains it without a new trace.
   return [(base, sweep.Grid(models=models, datasets=grid_datasets,
                             regimes=("logreg", "finetune"))),
           (dataclasses.replace(base, weights=regimes.RANDOM),
-           sweep.Grid(models=models, datasets=grid_datasets, regimes=("logreg", "scratch")))]
+           sweep.Grid(models=models, datasets=grid_datasets[::-1],
+                      regimes=("logreg", "scratch")))]
 
 
 def run_study(profile: Profile, workdir: str, clock: PhaseClock) -> Study:
   """The sweeps and the report, as a user runs them, each library phase on `clock`."""
   records = []
+  cell_model.KEPT_MODEL.clear()  # A user's process starts with none.
+  reuses = cell_model.KEPT_MODEL.reuses
   with clocked(clock):
     for base, grid in study_configs(profile, workdir):
       summary = sweep.run_grid(base, grid, on_result=lambda r: records.append(r.record))
       if summary.failures:
         raise RuntimeError(f"Figure 10's study failed: {summary.failures[0]}")
     document.write_workdir_report(workdir)
-  return Study(records=records, workdir=workdir)
+  kept_model_reuses = cell_model.KEPT_MODEL.reuses - reuses
+  cell_model.KEPT_MODEL.clear()
+  return Study(records=records, workdir=workdir, kept_model_reuses=kept_model_reuses)
 
 
 @contextlib.contextmanager
@@ -419,7 +428,9 @@ def figure_study(profile: Profile, workdir: str) -> harness.Figure:
                 if profile.study_max_examples else "")
              + f"; cells {dict(cells)}, {trials} trials of {profile.study_steps} steps "
                f"(learning rates {list(profile.study_learning_rates)}, weight decay 0) + one "
-               f"refit per trained cell; L2 grid of {profile.study_l2_grid_size}. Phases are "
+               f"refit per trained cell; L2 grid of {profile.study_l2_grid_size}; "
+               f"{study.kept_model_reuses} trained cell(s) took the previous trained cell's "
+               f"model (cell_model.KEPT_MODEL: no trace of their own). Phases are "
                f"exclusive wall times of the wrapped library calls (bench/study.py _WRAPPED), "
                f"adding up to the measured wall; 'other' is what no wrapped call covers "
                f"(the study's loop, imports on first use). Load average before "

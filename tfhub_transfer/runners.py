@@ -79,6 +79,8 @@ class CellContext:
   _cache_modes: dict[str, Optional[str]] = dataclasses.field(default_factory=dict, repr=False)
   _kept_stream: dict[str, tf.data.Dataset] = dataclasses.field(default_factory=dict,
                                                                repr=False)
+  _evaluation: dict[str, tf.data.Dataset] = dataclasses.field(default_factory=dict,
+                                                              repr=False)
 
   def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False,
               start_batch: int = 0):
@@ -109,6 +111,23 @@ class CellContext:
         self._kept_stream[split] = self.batches(split, training_mode=True, repeat=True)
       return self._kept_stream[split]
     return stream
+
+  def evaluation_batches(self, split: str) -> tf.data.Dataset:
+    """The split's evaluation batches, one dataset per cell, kept in memory when they fit.
+
+    Evaluation preprocessing is deterministic, so every pass over the split gives the same
+    batches: when the preprocessed images fit (`pipeline.fits_evaluation_cache`), the first
+    pass decodes and preprocesses them into an in-memory cache and the others (each trial's
+    validation pass) read it, where each pass decoded the split again (figure 10). A split
+    too large reads and decodes every pass, as `batches` does.
+    """
+    if split not in self._evaluation:
+      batches = self.batches(split)
+      if pipeline.fits_evaluation_cache(num_examples=self.splits.sizes[split],
+                                        image_size=self.backbone.image_size):
+        batches = batches.cache().prefetch(tf.data.AUTOTUNE)
+      self._evaluation[split] = batches
+    return self._evaluation[split]
 
   def cache_mode(self, split: str) -> Optional[str]:
     """How the training split is cached in memory (`pipeline.choose_cache`): the same batches,
@@ -308,10 +327,16 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   metric_fn = metrics.get_metric_fn(ctx.dataset.metric)
 
   # One model for the trials and the refit, reset before each (`cell_model`): one build
-  # and one trace per cell.
-  model_of_cell = cell_model.CellModel(ctx.build_model, strategy=ctx.strategy,
-                                       train_steps=train_steps, batch_size=config.batch_size,
-                                       jit_compile=config.jit_compile)
+  # per cell, and one trace per cell unless the process's last trained cell traced the
+  # same graph (`cell_model.KEPT_MODEL`).
+  key = cell_model.TraceKey(
+      backbone=ctx.backbone, network_dir=ctx.weights if os.path.isdir(ctx.weights) else "",
+      num_classes=ctx.dataset.num_classes,
+      multi_label=ctx.dataset.multi_label,
+      trains_backbone=config.regime_spec.trains_backbone, precision=config.precision,
+      jit_compile=config.jit_compile, train_steps=train_steps, batch_size=config.batch_size,
+      strategy=ctx.strategy)
+  model_of_cell = cell_model.CellModel(ctx.build_model, key, kept=cell_model.KEPT_MODEL)
 
   def model_for(split):
     return functools.partial(model_of_cell.get, num_train_examples=ctx.splits.sizes[split])
@@ -323,7 +348,7 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
       model_fn=model_for("train"),
       learning_rates=config.learning_rate_grid, weight_decays=config.weight_decay_grid,
       setup=setup, train_data=ctx.training_stream("train"),
-      val_data=ctx.batches("val"), metric_fn=metric_fn,
+      val_data=ctx.evaluation_batches("val"), metric_fn=metric_fn,
       backup_root=os.path.join(ctx.cell_dir, "backup"), record_trial_fn=ctx.record_trial_fn,
       seed=config.seed)
   tuner = tuning.make_tuner(hypermodel, kind=config.tuner,

@@ -274,3 +274,11 @@ def choose_cache(*, encoded_bytes: int, decoded_bytes: int) -> Optional[str]:
   if encoded_bytes <= ENCODED_CACHE_MAX_BYTES:
     return CACHE_ENCODED
   return None
+
+
+def fits_evaluation_cache(*, num_examples: int, image_size: int) -> bool:
+  """Whether a split's evaluation batches, preprocessed (float32 images), fit in memory
+  within `DECODED_CACHE_MAX_BYTES`: then a cell that evaluates the split more than once
+  (each trial's validation pass) keeps them (`CellContext.evaluation_batches`), since
+  evaluation preprocessing is deterministic. Their size is known without reading them."""
+  return num_examples * image_size * image_size * 3 * 4 <= DECODED_CACHE_MAX_BYTES
