@@ -148,13 +148,23 @@ class CellModelTest(tf.test.TestCase):
     builder, key = self._hub_cells()
     kept = cell_model.KeptModel()
 
+    kept_at_build = []
+
     def cell_with(num_classes):
-      return cell_model.CellModel(builder(num_classes=num_classes),
+      build = builder(num_classes=num_classes)
+
+      def build_noting_the_kept_model(**kwargs):
+        kept_at_build.append(kept.key and kept.key.num_classes)
+        return build(**kwargs)
+      return cell_model.CellModel(build_noting_the_kept_model,
                                   dataclasses.replace(key, num_classes=num_classes), kept=kept)
 
     three = cell_with(3).get(weight_decay=0.0, learning_rate=0.1, num_train_examples=64)
     four_cell = cell_with(4)
     four = four_cell.get(weight_decay=0.0, learning_rate=0.1, num_train_examples=64)
+    # The 3-class model was let go before the 4-class cell built its own: never two models.
+    self.assertEqual(kept_at_build, [None, None])
+    self.assertEqual(kept.key.num_classes, 4)
     self.assertFalse(four_cell.reused)
     self.assertIsNot(four, three)
     self.assertEqual(four.head.units, 4)
@@ -256,6 +266,29 @@ class TrainingStreamTest(tf.test.TestCase):
     self.assertAllEqual(next(iter(resumed))[0], list(new.skip(2).take(1))[0][0])
     ctx.training_stream("trainval")(0)
     self.assertIsNot(ctx.training_stream("train")(0), kept)  # One split kept at a time.
+
+
+class SplitBytesTest(tf.test.TestCase):
+
+  def test_cells_of_one_split_measure_its_bytes_once_per_process(self):
+    def config(**overrides):
+      return ExperimentConfig(**{
+          "model": "keras:MobileNet", "model_kwargs": {"alpha": 0.25}, "dataset": "digits",
+          "regime": "finetune", "image_size": 32, "workdir": self.create_tempdir().full_path,
+          "data_dir": fakes.digits_data_dir(), "max_examples": 60, "batch_size": 16,
+          **overrides})
+    measured, measure_bytes = [], pipeline.measure_bytes
+
+    def measure(ds):
+      measured.append(ds)
+      return measure_bytes(ds)
+    with mock.patch.dict(runners._SPLIT_BYTES, clear=True), \
+        mock.patch.object(runners.pipeline, "measure_bytes", side_effect=measure):
+      modes = [runners.load_cell(config(**overrides)).cache_mode("train")
+               for overrides in ({}, {"regime": "scratch"}, {"seed": 0}, {"max_examples": 40})]
+    # finetune, scratch and the same split again: one pass; 40 examples are another split.
+    self.assertLen(measured, 2)
+    self.assertEqual(modes, [pipeline.CACHE_DECODED] * 4)
 
 
 class EvaluationBatchesTest(tf.test.TestCase):

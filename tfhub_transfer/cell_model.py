@@ -102,6 +102,16 @@ class KeptModel:
     self._kept = _Kept(key, model, learning_rate,
                        [v.numpy() for v in model.optimizer.variables])
 
+  @property
+  def key(self) -> Optional[TraceKey]:
+    """The key of the model kept, None when none is."""
+    return self._kept.key if self._kept is not None else None
+
+  def release_unless(self, key: TraceKey) -> None:
+    """Lets the kept model go unless it was compiled for `key`."""
+    if self._kept is not None and self._kept.key != key:
+      self._kept = None
+
   def clear(self) -> None:
     self._kept = None
 
@@ -165,6 +175,10 @@ class CellModel:
   def _first(self, *, weight_decay: float, learning_rate: float) -> TransferHead:
     """The cell's model at its initial state: the kept one holding this cell's fresh build's
     values, or that build, compiled (and kept for the next cell)."""
+    if self._kept is not None:
+      # Another graph's kept model is let go before this cell builds its own, so that a
+      # process never holds two models (a GPU's memory: the kept one is of no further use).
+      self._kept.release_unless(self._key)
     fresh = self._build_model_fn(weight_decay=weight_decay, learning_rate=learning_rate)
     self.builds += 1
     kept = self._kept.take(self._key, fresh) if self._kept is not None else None

@@ -65,6 +65,12 @@ class Outcome:
   convergence: Optional[Mapping[str, Any]] = None
 
 
+
+# (encoded, decoded) bytes of a split by its content key (`CellContext.cache_mode`): one pass
+# over a split's encoded bytes per process, not per cell.
+_SPLIT_BYTES: dict[str, tuple[int, int]] = {}
+
+
 @dataclasses.dataclass
 class CellContext:
   """What both regimes need, resolved once by `run_experiment`."""
@@ -135,7 +141,14 @@ class CellContext:
     Measured once per split (a pass over the encoded bytes), then remembered."""
     if split in self._cache_modes:
       return self._cache_modes[split]
-    encoded, decoded = pipeline.measure_bytes(getattr(self.splits, split))
+    # The split's bytes depend only on its content: the cells of one dataset (its regimes,
+    # backbones, seeds of one split) measure it once per process.
+    content = features_lib.cache_key({
+        "dataset": self.config.cell.dataset, "split": split, "split_info": self.splits.info,
+        "size": self.splits.sizes[split], "data_dir": self.config.data_dir})
+    if content not in _SPLIT_BYTES:
+      _SPLIT_BYTES[content] = pipeline.measure_bytes(getattr(self.splits, split))
+    encoded, decoded = _SPLIT_BYTES[content]
     mode = pipeline.choose_cache(encoded_bytes=encoded, decoded_bytes=decoded)
     if mode == pipeline.CACHE_DECODED and self.config.fast_decode:
       mode = pipeline.CACHE_ENCODED  # The fast path decodes from the bytes (make_pipeline).
