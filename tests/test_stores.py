@@ -275,7 +275,7 @@ class StorageFaultTest(absltest.TestCase):
       dd if=/dev/zero of={results_dir}/filler bs=4k 2>/dev/null || true
       TFHUB_TRANSFER_HOST=a {sys.executable} -m tfhub_transfer.cli --model=hub:{hub} \\
           --dataset=digits --regime=logreg --image_size=16 --max_examples=30 \\
-          --l2_grid_size=3 --workdir={self.workdir} --data_dir={self.tmp}/data \\
+          --l2_grid_size=3 --workdir={self.workdir} --data_dir={fakes.digits_data_dir()} \\
           || echo run rc=$?
       rm {results_dir}/filler
       {sys.executable} -c "
