@@ -1,6 +1,6 @@
-"""The GPU paths, on CPU: a fake `nvidia-smi` and environment stand in for a GPU host, two
-logical CPU devices for two GPUs, and a fake `tensorflow` package records what a process
-had set when it started TensorFlow.
+"""The GPU paths, on CPU: a fake `nvidia-smi` and environment stand in for a GPU host, and a
+fake `tensorflow` package records what a process had set when it started TensorFlow. Two
+logical CPU devices standing in for two GPUs: tests/test_distributed.py (one process).
 """
 
 import contextlib
