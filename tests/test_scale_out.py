@@ -7,6 +7,7 @@ roles and the launcher's restart with four processes instead of six."""
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,14 @@ def _cell_args(tmp, workdir):
           "--max_examples=40", "--batch_size=8", f"--train_steps={_TRAIN_STEPS}",
           "--learning_rates=0.01,0.001", "--weight_decays=0,0.0001", "--workdir=" + workdir,
           "--data_dir=" + fakes.digits_data_dir()]
+
+
+def _trials_trained(log_path):
+  """The trial ids a worker's log says it started training, in order."""
+  if not os.path.exists(log_path):
+    return []
+  with open(log_path) as f:
+    return re.findall(r"Trial (\d+) .*: training \d+ steps\.", f.read())
 
 
 def _stop_all(processes):
@@ -90,14 +99,17 @@ class DistributedTuningTest(tf.test.TestCase):
                                      KERASTUNER_ORACLE_PORT=str(port),
                                      TFHUB_TRANSFER_ORACLE_TOKEN=token),
             stdout=by_hand_log, stderr=subprocess.STDOUT, start_new_session=True)
-        # Kill worker0 (SIGKILL, as a crash or an OOM kill) once the search is under way.
+        # Kill worker0 (SIGKILL, as a crash or an OOM kill) once it trains a trial.
+        worker0_log = os.path.join(workdir, "logs", "worker0.log")
         deadline = time.monotonic() + _DEADLINE_S
         while time.monotonic() < deadline and thread.is_alive():
-          if os.path.isdir(workdir) and stores.read_workdir(workdir).trials():
+          held = _trials_trained(worker0_log)
+          if held:
             break
           time.sleep(0.2)
         with open(os.path.join(workdir, "logs", "worker0.pid")) as f:
           os.killpg(int(f.read()), signal.SIGKILL)
+        held = _trials_trained(worker0_log)[-1]  # The trial it held when killed.
         thread.join(timeout=_DEADLINE_S)
         by_hand.wait(timeout=max(1.0, deadline - time.monotonic()))
       finally:
@@ -112,6 +124,8 @@ class DistributedTuningTest(tf.test.TestCase):
     self.assertIn("chief finished", output)
     self.assertEqual(by_hand.returncode, 0, by_hand_output[-3000:])
     self.assertRegex(by_hand_output, r"Trial \d+ .*: validation val_metric = ")  # It raced.
+    # Restarted under its id, worker0 was handed back the trial it held and trained it.
+    self.assertEqual(_trials_trained(worker0_log).count(held), 2, held)
     with open(os.path.join(workdir, "logs", "config.json")) as f:  # What the children ran.
       self.assertEqual(ExperimentConfig(**json.load(f)), config)
     self.assertContainsSubset(["chief.log", "worker0.log"],
