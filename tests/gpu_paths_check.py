@@ -1,6 +1,7 @@
 """On two logical CPU devices (standing in for two GPUs): `--jit_compile` with two replicas is
 refused before any work, by the library and by the CLI; `mirrored` runs over the two
-devices; the feature extractor runs one shape over both replicas. Prints JSON.
+devices; the feature extractor runs one shape over both replicas; one training step on two
+replicas against one device (`mirrored_check`). Prints JSON (tests/test_distributed.py).
 
 Run as its own process (logical devices must be set before TensorFlow starts):
 `python -m tests.gpu_paths_check WORKDIR`.
@@ -17,6 +18,32 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tests import mirrored_check
+from tfhub_transfer.transfer_head import TransferHead  # Starts no device: safe before setup.
+
+
+class _CountingHead(TransferHead):
+  """Records the input shape of every trace of `features` (Python runs only when tracing)."""
+
+  traced_shapes: list
+
+  def features(self, images, training=False):
+    self.traced_shapes.append(images.shape.as_list())
+    return super().features(images, training=training)
+
+
+def counting_head() -> _CountingHead:
+  """A tiny random-init `TransferHead` on 8x8 images that counts its traces."""
+  keras.utils.set_random_seed(0)
+  backbone = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                               keras.layers.BatchNormalization(),
+                               keras.layers.GlobalAveragePooling2D()], name="tiny")
+  model = _CountingHead(backbone, num_classes=3, regime="logreg")
+  model.traced_shapes = []
+  model(tf.zeros((1, 8, 8, 3)))
+  model.traced_shapes.clear()
+  return model
+
 
 def main(argv):
   workdir = argv[1]
@@ -24,14 +51,16 @@ def main(argv):
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
   # pylint: disable=g-import-not-at-top
-  from tests import test_gpu_paths
   from tfhub_transfer import cli
   from tfhub_transfer import experiment
   from tfhub_transfer import features
   from tfhub_transfer import training
   from tfhub_transfer.config import ExperimentConfig
   # pylint: enable=g-import-not-at-top
-  out = {"mirrored_replicas": training.make_strategy("mirrored").num_replicas_in_sync}
+  # One MirroredStrategy for every collective of this process (see `one_step_on_each`).
+  strategy = training.make_strategy("mirrored")
+  out = {"mirrored_replicas": strategy.num_replicas_in_sync,
+         "step": mirrored_check.one_step_on_each("cpu", two=strategy)}
   try:
     training.make_strategy("mirrored", jit_compile=True)
   except ValueError as e:
@@ -55,9 +84,8 @@ def main(argv):
   out["cli_wrote"] = os.path.exists(os.path.join(workdir, "cli"))
 
   # The feature extractor over both replicas: a split of 11 images in batches of 4.
-  strategy = training.make_strategy("mirrored")
   with strategy.scope():
-    model = test_gpu_paths.counting_head()
+    model = counting_head()
   feature_fn = features.make_feature_fn(model, strategy, batch_size=4)
   images = np.random.default_rng(0).uniform(-1, 1, (11, 8, 8, 3)).astype(np.float32)
   feature_fn(images[:4])

@@ -5,8 +5,10 @@ the loss, the gradients and the batch statistics as MobileNet's would, and it tr
 fraction of MobileNet's time (about 30 CPU-seconds less per run).
 
 Run as its own process: logical devices must be set before TensorFlow starts, which a test
-process that already ran other tests cannot do. `--devices=gpu` runs it on GPUs 0 and 1
-instead (bench/gpu_session.sh) and also prints, to stderr, how far the two runs are apart.
+process that already ran other tests cannot do. tests/gpu_paths_check.py runs
+`one_step_on_each` in its process (tests/test_distributed.py). `--devices=gpu` runs it on
+GPUs 0 and 1 instead (bench/gpu_session.sh) and also prints, to stderr, how far the two runs
+are apart.
 """
 
 import json
@@ -31,12 +33,14 @@ def tiny_backbone() -> keras.Model:
   return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny")
 
 
-def main():
-  kind = "gpu" if "--devices=gpu" in sys.argv[1:] else "cpu"
-  if kind == "cpu":
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+def one_step_on_each(kind: str, two=None) -> dict:
+  """One training step on one device and on two replicas of `kind` ("cpu": the logical
+  devices set by the caller; "gpu"): the losses, batch-norm flags and updated weights.
+
+  `two`: the MirroredStrategy to use (default: a new one on devices 0 and 1). A process
+  runs its collectives through one: each MirroredStrategy numbers its collectives from the
+  same start, so a second one's batch-norm all-reduce would clash with the first's.
+  """
   from tfhub_transfer import training  # After device setup.
   from tfhub_transfer import transfer_head  # After device setup.
   rng = np.random.default_rng(0)
@@ -45,7 +49,7 @@ def main():
   head = rng.normal(0, 0.1, (16, 3)).astype("float32")
   out = {}
   strategies = {"one": tf.distribute.OneDeviceStrategy(f"/{kind}:0"),
-                "two": tf.distribute.MirroredStrategy([f"/{kind}:0", f"/{kind}:1"])}
+                "two": two or tf.distribute.MirroredStrategy([f"/{kind}:0", f"/{kind}:1"])}
   for name, strategy in strategies.items():
     with strategy.scope():
       model = transfer_head.TransferHead(tiny_backbone(), num_classes=3, regime="scratch",
@@ -63,6 +67,16 @@ def main():
                  "loss": history.history["loss"][0],
                  "synchronized": [layer.synchronized for layer in batch_norms],
                  "weights": [w.numpy().tolist() for w in model.weights]}
+  return out
+
+
+def main():
+  kind = "gpu" if "--devices=gpu" in sys.argv[1:] else "cpu"
+  if kind == "cpu":
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  out = one_step_on_each(kind)
   json.dump(out, sys.stdout)
   if kind == "gpu":  # test_distributed.py's tolerances: 1e-4 of each array's scale.
     worst = max(np.abs(np.array(b) - np.array(a)).max() / (np.abs(np.array(a)).max() + 1.0)

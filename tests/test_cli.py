@@ -353,13 +353,15 @@ class CliTest(tf.test.TestCase):
 class RunOutputTest(tf.test.TestCase):
   """A run as a user sees it when the output goes to a file, and when they press Ctrl-C."""
 
-  def _args(self, tmp, *, train_steps, learning_rates):
+  def _args(self, tmp, *, train_steps, learning_rates, data_dir=None):
+    """`data_dir`: digits built beforehand; by default the run builds it, as a first run
+    does (TFDS's output included)."""
     hub = os.path.join(tmp, "hub")
     if not os.path.exists(hub):
       fakes.make_tiny_savedmodel(hub)
     return [f"--model=hub:{hub}", "--image_size=16", "--dataset=digits", "--regime=finetune",
-            f"--data_dir={tmp}/tfds", f"--workdir={tmp}/work", "--max_examples=40",
-            "--batch_size=16", f"--train_steps={train_steps}",
+            f"--data_dir={data_dir or tmp + '/tfds'}", f"--workdir={tmp}/work",
+            "--max_examples=40", "--batch_size=16", f"--train_steps={train_steps}",
             f"--learning_rates={learning_rates}", "--weight_decays=0"]
 
   def test_piped_output_is_plain_lines_without_library_noise(self):
@@ -416,7 +418,8 @@ class RunOutputTest(tf.test.TestCase):
     with open(stdout_path, "w") as stdout:
       process = subprocess.Popen(
           [sys.executable, "-m", "tfhub_transfer.cli",
-           *self._args(tmp, train_steps=100000, learning_rates="0.1")],
+           *self._args(tmp, train_steps=100000, learning_rates="0.1",
+                       data_dir=fakes.digits_data_dir())],
           cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=stdout,
           stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:

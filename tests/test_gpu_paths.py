@@ -1,6 +1,6 @@
-"""The GPU paths, on CPU: a fake `nvidia-smi` and environment stand in for a GPU host, two
-logical CPU devices for two GPUs, and a fake `tensorflow` package records what a process
-had set when it started TensorFlow.
+"""The GPU paths, on CPU: a fake `nvidia-smi` and environment stand in for a GPU host, and a
+fake `tensorflow` package records what a process had set when it started TensorFlow. Two
+logical CPU devices standing in for two GPUs: tests/test_distributed.py (one process).
 """
 
 import contextlib
@@ -15,7 +15,6 @@ from unittest import mock
 
 from absl import flags
 from absl.testing import flagsaver
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -24,6 +23,7 @@ from bench import profiles
 from bench import report as bench_report
 from bench import run as bench_run
 from tests import fakes
+from tests import gpu_paths_check
 from tfhub_transfer import cli
 from tfhub_transfer import devices
 from tfhub_transfer import features
@@ -31,33 +31,9 @@ from tfhub_transfer import launcher
 from tfhub_transfer import lbfgs
 from tfhub_transfer import logreg
 from tfhub_transfer import training
-from tfhub_transfer.transfer_head import TransferHead
 
 # TF 2.21's wheel: machine code for these, PTX for compute_90 (tf.sysconfig.get_build_info).
 _TF_221_ARCHS = ["sm_60", "sm_70", "sm_80", "sm_89", "compute_90"]
-
-
-class _CountingHead(TransferHead):
-  """Records the input shape of every trace of `features` (Python runs only when tracing)."""
-
-  traced_shapes: list
-
-  def features(self, images, training=False):
-    self.traced_shapes.append(images.shape.as_list())
-    return super().features(images, training=training)
-
-
-def counting_head() -> _CountingHead:
-  """A tiny random-init `TransferHead` on 8x8 images that counts its traces."""
-  keras.utils.set_random_seed(0)
-  backbone = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
-                               keras.layers.BatchNormalization(),
-                               keras.layers.GlobalAveragePooling2D()], name="tiny")
-  model = _CountingHead(backbone, num_classes=3, regime="logreg")
-  model.traced_shapes = []
-  model(tf.zeros((1, 8, 8, 3)))
-  model.traced_shapes.clear()
-  return model
 
 
 def write_fake_nvidia_smi(directory: str, gpus) -> str:
@@ -296,34 +272,11 @@ class StrategyTest(tf.test.TestCase):
     self.assertIn("--strategy=one_device needs a GPU", errors[0])
     self.assertFalse(os.path.exists(workdir))
 
-  def test_two_logical_cpus_refuse_jit_on_two_replicas_and_extract_one_shape(self):
-    tmp = self.get_temp_dir()
-    done = subprocess.run([sys.executable, "-m", "tests.gpu_paths_check", tmp],
-                          cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), capture_output=True,
-                          text=True, timeout=300, check=False)
-    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-    out = json.loads(done.stdout)
-    self.assertEqual(out["mirrored_replicas"], 2)
-    for key in ("library_error", "experiment_error"):
-      self.assertStartsWith(out[key], "--jit_compile with --strategy=mirrored on 2 replicas")
-      self.assertNotIn("\n", out[key])
-    self.assertFalse(out["experiment_wrote"])
-    self.assertEqual(out["cli_code"], 2)
-    errors = [line for line in out["cli_stderr"].splitlines()
-              if line.startswith("tfhub_transfer:")]
-    self.assertEqual(errors, ["tfhub_transfer: " + out["library_error"]])
-    self.assertFalse(out["cli_wrote"])
-    # Batches 4, 4 and 3 over two replicas: the short batch traced nothing new, every trace
-    # saw one replica's share of a full batch.
-    self.assertEqual(len(out["traced_shapes"]), out["traces_after_first_batch"])
-    self.assertEqual({tuple(s) for s in out["traced_shapes"]}, {(2, 8, 8, 3)})
-    self.assertAllClose(out["features"], out["reference"], atol=1e-5)
-
 
 class CompileOnceTest(tf.test.TestCase):
 
   def test_one_xla_compilation_for_a_split_with_a_short_last_batch(self):
-    model = counting_head()
+    model = gpu_paths_check.counting_head()
     feature_fn = features.make_feature_fn(model, tf.distribute.get_strategy(),
                                           jit_compile=True, batch_size=4)
     images = np.random.default_rng(0).uniform(-1, 1, (10, 8, 8, 3)).astype(np.float32)

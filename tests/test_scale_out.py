@@ -1,11 +1,13 @@
-"""keras-tuner's distributed mode on 127.0.0.1: a chief and a worker by hand through the CLI,
-and a chief and two workers (one killed and restarted) by the launcher
-(`launch_parallel_trials`) from Python. Each process starts TensorFlow (~7 CPU-seconds): two
-workers race for trials in the launcher's test only."""
+"""keras-tuner's distributed mode on 127.0.0.1, in one search: the launcher
+(`launch_parallel_trials`, from Python) starts the chief and worker0, worker1 joins by hand
+through the CLI with the search's secret exported, as on another host; worker0 is killed and
+restarted. Each process starts TensorFlow (~7 CPU-seconds): one search shows both the by-hand
+roles and the launcher's restart with four processes instead of six."""
 
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged as stores
 
 _DEADLINE_S = 420
+_TRAIN_STEPS = 2
 
 
 def _cell_args(tmp, workdir):
@@ -29,9 +32,17 @@ def _cell_args(tmp, workdir):
   if not os.path.exists(hub):
     fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=2)
   return ["--model=hub:" + hub, "--dataset=digits", "--regime=finetune", "--image_size=16",
-          "--max_examples=40", "--batch_size=8", "--train_steps=2",
+          "--max_examples=40", "--batch_size=8", f"--train_steps={_TRAIN_STEPS}",
           "--learning_rates=0.01,0.001", "--weight_decays=0,0.0001", "--workdir=" + workdir,
           "--data_dir=" + fakes.digits_data_dir()]
+
+
+def _trials_trained(log_path):
+  """The trial ids a worker's log says it started training, in order."""
+  if not os.path.exists(log_path):
+    return []
+  with open(log_path) as f:
+    return re.findall(r"Trial (\d+) .*: training \d+ steps\.", f.read())
 
 
 def _stop_all(processes):
@@ -56,73 +67,71 @@ class DistributedTuningTest(tf.test.TestCase):
     best = max(t["val_metric"] for t in trials)
     self.assertNear(record["val_metric"], best, 1e-9)
 
-  def test_chief_and_a_worker_by_hand_on_loopback(self):
-    tmp = self.get_temp_dir()
-    workdir = os.path.join(tmp, "shared_workdir")
-    args = _cell_args(tmp, workdir)
-    port = str(launcher.free_port())
-    token = oracle_auth.new_token()  # As a user exports it on every host.
-    processes, logs = [], []
-    try:
-      for role in ("chief", "worker0"):
-        log = open(os.path.join(tmp, role + ".log"), "w")
-        logs.append(log)
-        env = fakes.subprocess_env(KERASTUNER_TUNER_ID=role,
-                                   KERASTUNER_ORACLE_IP="127.0.0.1",
-                                   KERASTUNER_ORACLE_PORT=port,
-                                   TFHUB_TRANSFER_ORACLE_TOKEN=token)
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "tfhub_transfer.cli", *args], cwd=fakes.REPO_ROOT, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-      deadline = time.monotonic() + _DEADLINE_S
-      for p in processes:
-        p.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-      _stop_all(processes)
-      for log in logs:
-        log.close()
-    codes = [p.returncode for p in processes]
-    with open(os.path.join(tmp, "chief.log")) as f:
-      chief_log = f.read()
-    self.assertEqual(codes, [0, 0], chief_log[-3000:])
-    self.assertIn("test top1 =", chief_log)
-    self._check_store(workdir)
-
-  def test_parallel_trials_from_python_survive_a_killed_worker(self):
+  def test_parallel_trials_survive_a_killed_worker_and_take_a_worker_by_hand(self):
+    """The launcher's chief and worker0 from Python, worker1 started by hand through the CLI
+    with the search's secret exported (as on another host): the two workers race for the
+    trials; worker0 is killed and restarted under its id."""
     tmp = self.get_temp_dir()
     workdir = os.path.join(tmp, "launched")
-    hub = os.path.join(tmp, "hub")
-    fakes.make_tiny_savedmodel(hub, feature_dim=8, grid=2)
+    args = _cell_args(tmp, workdir)
     config = ExperimentConfig(
-        model="hub:" + hub, dataset="digits", regime="finetune", image_size=16,
-        max_examples=40, batch_size=8, train_steps=40, learning_rates=(0.01, 0.001),
-        weight_decays=(0.0, 0.0001), workdir=workdir, data_dir=fakes.digits_data_dir())
+        model="hub:" + os.path.join(tmp, "hub"), dataset="digits", regime="finetune",
+        image_size=16, max_examples=40, batch_size=8, train_steps=_TRAIN_STEPS,
+        learning_rates=(0.01, 0.001), weight_decays=(0.0, 0.0001), workdir=workdir,
+        data_dir=fakes.digits_data_dir())
+    port = launcher.free_port()
+    token = oracle_auth.new_token()  # As a user exports it on every host.
     launched = {}
     thread = threading.Thread(target=lambda: launched.update(record=(
-        launcher.launch_parallel_trials(config, num_workers=2, poll_s=0.2))))
+        launcher.launch_parallel_trials(config, num_workers=1, port=port, poll_s=0.2))))
+    by_hand = None
     # The children inherit this environment: this checkout, on CPU.
     with mock.patch.dict(os.environ, fakes.subprocess_env()), \
-        self.assertLogs(logger="absl", level="INFO") as logs:
-      thread.start()
-      # Kill worker0 (SIGKILL, as a crash or an OOM kill) once the search is under way.
-      deadline = time.monotonic() + _DEADLINE_S
-      while time.monotonic() < deadline and thread.is_alive():
-        if os.path.isdir(workdir) and stores.read_workdir(workdir).trials():
-          break
-        time.sleep(0.2)
-      with open(os.path.join(workdir, "logs", "worker0.pid")) as f:
-        os.killpg(int(f.read()), signal.SIGKILL)
-      thread.join(timeout=_DEADLINE_S)
+        mock.patch.object(oracle_auth, "new_token", return_value=token), \
+        self.assertLogs(logger="absl", level="INFO") as logs, \
+        open(os.path.join(tmp, "by_hand.log"), "w") as by_hand_log:
+      try:
+        thread.start()
+        by_hand = subprocess.Popen(
+            [sys.executable, "-m", "tfhub_transfer.cli", *args], cwd=fakes.REPO_ROOT,
+            env=fakes.subprocess_env(KERASTUNER_TUNER_ID="worker1",
+                                     KERASTUNER_ORACLE_IP="127.0.0.1",
+                                     KERASTUNER_ORACLE_PORT=str(port),
+                                     TFHUB_TRANSFER_ORACLE_TOKEN=token),
+            stdout=by_hand_log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Kill worker0 (SIGKILL, as a crash or an OOM kill) once it trains a trial.
+        worker0_log = os.path.join(workdir, "logs", "worker0.log")
+        deadline = time.monotonic() + _DEADLINE_S
+        while time.monotonic() < deadline and thread.is_alive():
+          held = _trials_trained(worker0_log)
+          if held:
+            break
+          time.sleep(0.2)
+        with open(os.path.join(workdir, "logs", "worker0.pid")) as f:
+          os.killpg(int(f.read()), signal.SIGKILL)
+        held = _trials_trained(worker0_log)[-1]  # The trial it held when killed.
+        thread.join(timeout=_DEADLINE_S)
+        by_hand.wait(timeout=max(1.0, deadline - time.monotonic()))
+      finally:
+        _stop_all([by_hand] if by_hand else [])
     output = "\n".join(logs.output)
+    with open(os.path.join(tmp, "by_hand.log")) as f:
+      by_hand_output = f.read()
     self.assertFalse(thread.is_alive())
     self.assertEqual(launched["record"]["status"], "ok", output[-3000:])
     self.assertIn("worker0 FAILED with exit code -9", output)
     self.assertIn("restarting it (1/2) to resume its trial", output)
     self.assertIn("chief finished", output)
+    self.assertEqual(by_hand.returncode, 0, by_hand_output[-3000:])
+    self.assertRegex(by_hand_output, r"Trial \d+ .*: validation val_metric = ")  # It raced.
+    # Restarted under its id, worker0 was handed back the trial it held and trained it.
+    self.assertEqual(_trials_trained(worker0_log).count(held), 2, held)
     with open(os.path.join(workdir, "logs", "config.json")) as f:  # What the children ran.
       self.assertEqual(ExperimentConfig(**json.load(f)), config)
-    self.assertContainsSubset(["chief.log", "worker0.log", "worker1.log"],
+    self.assertContainsSubset(["chief.log", "worker0.log"],
                               os.listdir(os.path.join(workdir, "logs")))
+    with open(os.path.join(workdir, "logs", "chief.log")) as f:
+      self.assertIn("test top1 =", f.read())
     self._check_store(workdir)  # Every trial once, the killed worker's included.
 
   def test_parallel_trials_are_checked_before_anything_starts(self):

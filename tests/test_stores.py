@@ -1,5 +1,6 @@
 """A workdir's results stores: one file per host, read together; and the storage faults of a
-user's bad day (a damaged store, a read-only one, a full disk) through the real CLI."""
+user's bad day (a damaged store, a read-only one, a full disk) through the real CLI: in this
+process (tests/cli_runner.py) where no mount is needed, else in a process of its own."""
 
 import contextlib
 import hashlib
@@ -14,6 +15,7 @@ import time
 
 from absl.testing import absltest
 
+from tests import cli_runner
 from tests import fakes
 from tfhub_transfer.results import merged as stores
 from tfhub_transfer.results import storage
@@ -62,12 +64,6 @@ def _sha256(path):
 def _rows(path):
   with contextlib.closing(sqlite3.connect(path)) as conn:
     return sorted(conn.execute("SELECT model, seed, status, record FROM results"))
-
-
-def _cli(*args, env=None, timeout=300):
-  return subprocess.run([sys.executable, "-m", "tfhub_transfer.cli", *args],
-                        cwd=fakes.REPO_ROOT, env=env or fakes.subprocess_env(),
-                        capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _one_error_line(test, stderr):
@@ -212,7 +208,8 @@ class HostStoresTest(absltest.TestCase):
 
 class StorageFaultTest(absltest.TestCase):
   """Each fault through the CLI: one line naming the file and what to do, a non-zero exit,
-  and every stored byte as it was."""
+  and every stored byte as it was. A fault that needs a mount (a read-only or full disk)
+  runs the CLI in a user + mount namespace; the others run it in this process."""
 
   def setUp(self):
     super().setUp()
@@ -226,9 +223,9 @@ class StorageFaultTest(absltest.TestCase):
     with open(damaged, "wb") as f:
       f.write(b"\x00garbage where a SQLite header should be" * 200)
     hashes = {p: _sha256(p) for p in (damaged, self.good.path)}
-    done = _cli("--mode=report", "--workdir=" + self.workdir)
-    self.assertEqual(done.returncode, 1, done.stderr[-2000:])
-    line = _one_error_line(self, done.stderr)
+    code, stderr = cli_runner.run_in_process("--mode=report", "--workdir=" + self.workdir)
+    self.assertEqual(code, 1, stderr)
+    line = _one_error_line(self, "\n".join(stderr))
     self.assertIn(f"{damaged}: damaged, not a readable SQLite database", line)
     self.assertIn("restore it from a backup or from the last report's export", line)
     self.assertIn("import_json('<workdir>/report/results.json')", line)
@@ -236,10 +233,10 @@ class StorageFaultTest(absltest.TestCase):
 
   def test_missing_workdir(self):
     missing = os.path.join(self.tmp, "typo")
-    done = _cli("--mode=report", "--workdir=" + missing)
-    self.assertEqual(done.returncode, 2)
+    code, stderr = cli_runner.run_in_process("--mode=report", "--workdir=" + missing)
+    self.assertEqual(code, 2, stderr)
     self.assertIn(f"--workdir={missing}: no such directory",
-                  _one_error_line(self, done.stderr))
+                  _one_error_line(self, "\n".join(stderr)))
     self.assertFalse(os.path.exists(missing))
 
   @absltest.skipUnless(_namespaces_work(), "needs unshare -rm (user + mount namespaces)")
@@ -278,7 +275,7 @@ class StorageFaultTest(absltest.TestCase):
       dd if=/dev/zero of={results_dir}/filler bs=4k 2>/dev/null || true
       TFHUB_TRANSFER_HOST=a {sys.executable} -m tfhub_transfer.cli --model=hub:{hub} \\
           --dataset=digits --regime=logreg --image_size=16 --max_examples=30 \\
-          --l2_grid_size=3 --workdir={self.workdir} --data_dir={self.tmp}/data \\
+          --l2_grid_size=3 --workdir={self.workdir} --data_dir={fakes.digits_data_dir()} \\
           || echo run rc=$?
       rm {results_dir}/filler
       {sys.executable} -c "
@@ -297,8 +294,9 @@ print('rows', sorted(conn.execute('SELECT model, seed, record FROM results')))"
   @absltest.skipUnless(_namespaces_work(), "needs unshare -rm (user + mount namespaces)")
   def test_full_disk_during_the_report_keeps_the_previous_one(self):
     out = os.path.join(self.tmp, "report")
-    first = _cli("--mode=report", "--workdir=" + self.workdir, "--report_dir=" + out)
-    self.assertEqual(first.returncode, 0, first.stderr[-2000:])
+    code, stderr = cli_runner.run_in_process("--mode=report", "--workdir=" + self.workdir,
+                                             "--report_dir=" + out)
+    self.assertEqual(code, 0, stderr)
     self.good.put(_record(model="densenet_121"))  # A new result: the next report differs.
     saved = os.path.join(self.tmp, "saved_report")
     shutil.copytree(out, saved)
