@@ -63,11 +63,11 @@ class Rates:
                   if f.name != "source"}, source=source)
 
 
-# Figure 10 as measured on 2 shared CPU cores (load average 4.4-3.5), 2026-12-05, at
-# 6768c91: the rates stored in bench/results/cpu.json, rounded, for a checkout without it.
-DEFAULT_RATES = Rates(forward_s_per_gmac=0.022, train_s_per_gmac=0.058,
-                      lbfgs_s_per_example=0.0016, training_overhead_s=8.8,
-                      cell_overhead_s=2.6,
+# Figure 10 as measured on 2 shared CPU cores (load average 2.4-2.0), 2026-12-05, at
+# 51ec461: the rates stored in bench/results/cpu.json, rounded, for a checkout without it.
+DEFAULT_RATES = Rates(forward_s_per_gmac=0.012, train_s_per_gmac=0.042,
+                      lbfgs_s_per_example=0.0020, training_overhead_s=7.2,
+                      cell_overhead_s=2.3,
                       source="DEFAULT_RATES (figure 10, 2 shared CPU cores)")
 
 STUDY_FIGURE = "10"
