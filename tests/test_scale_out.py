@@ -15,11 +15,13 @@ import threading
 import time
 from unittest import mock
 
+import keras_tuner as kt
 import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import launcher
 from tfhub_transfer import oracle_auth
+from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged as stores
 
@@ -152,6 +154,25 @@ class DistributedTuningTest(tf.test.TestCase):
     self.assertIsNone(launcher.worker_gpus(0, 1, []))
     with self.assertRaisesRegex(ValueError, r"needs 3 GPUs; this process was given 2 \(4,5\)"):
       launcher.worker_gpus(2, 1, ["4", "5"])
+
+
+class IdleWorkerTest(tf.test.TestCase):
+
+  def test_a_worker_without_a_trial_to_run_waits_before_asking_again(self):
+    statuses = [kt.engine.trial.TrialStatus.IDLE, kt.engine.trial.TrialStatus.IDLE,
+                kt.engine.trial.TrialStatus.RUNNING, kt.engine.trial.TrialStatus.STOPPED]
+    answers = iter(kt.engine.trial.Trial(kt.HyperParameters(), status=s) for s in statuses)
+    asked, slept = [], []
+
+    def create_trial(tuner_id):
+      asked.append(tuner_id)
+      return next(answers)
+    create = tuning.paced_create_trial(create_trial, sleep=slept.append)
+    self.assertEqual([create("worker0").status for _ in statuses], statuses)
+    self.assertEqual(asked, ["worker0"] * 4)
+    # Only after an IDLE answer (keras-tuner's loop asks again at once).
+    self.assertEqual(slept, [tuning.IDLE_POLL_SECONDS] * 2)
+    self.assertGreaterEqual(tuning.IDLE_POLL_SECONDS, 0.1)
 
 
 class CpuShareTest(tf.test.TestCase):

@@ -11,6 +11,7 @@ without the search's secret (`oracle_auth`).
 
 import dataclasses
 import os
+import time
 from typing import Callable, Optional
 
 from absl import logging
@@ -145,6 +146,24 @@ class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
     self._populate_next = list(saved["populate_next"])
 
 
+# How long a `--parallel_trials` worker waits before asking the chief again when it has no
+# trial to hand out yet (the last trials are still running on other workers). keras-tuner's
+# worker loop asks again at once: a worker and the chief serving it then spun at about 0.7
+# CPU-seconds per second each until the search ended (measured in tests/test_scale_out.py).
+IDLE_POLL_SECONDS = 0.5
+
+
+def paced_create_trial(create_trial: Callable, sleep: Callable[[float], None] = time.sleep):
+  """`create_trial` that waits `IDLE_POLL_SECONDS` after an IDLE answer, before the worker's
+  loop asks again."""
+  def create(*args, **kwargs):
+    trial = create_trial(*args, **kwargs)
+    if trial.status == kt.engine.trial.TrialStatus.IDLE:
+      sleep(IDLE_POLL_SECONDS)
+    return trial
+  return create
+
+
 class _Tuner(kt.Tuner):
   """A `kt.Tuner` that hands the trial id to `HyperModel.fit` (for per-trial records), and
   whose distributed oracle checks the search's secret (`oracle_auth`): the chief serves it
@@ -154,6 +173,7 @@ class _Tuner(kt.Tuner):
     super().__init__(*args, **kwargs)
     if dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle():
       oracle_auth.authenticate_client(self.oracle, oracle_auth.token_from_env())
+      self.oracle.create_trial = paced_create_trial(self.oracle.create_trial)
 
   def search(self, *fit_args, **fit_kwargs):
     if dist_utils.is_chief_oracle():  # keras-tuner's chief branch, with the secret checked.
