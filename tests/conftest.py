@@ -13,11 +13,9 @@ TFDS's default data_dir (~/tensorflow_datasets) is deliberately not redirected: 
 builds a dataset passes a data_dir of its own, and CI, which runs pytest with HOME set to an
 empty directory, fails when anything appears there.
 
-Three more pieces of glue:
+Two more pieces of glue:
   * `tf.test.TestCase` has a `test_session` method (a TF1 session helper, not a test); pytest
     collects it in every such class and reports it as skipped. It is deselected here.
-  * Under pytest-xdist each worker's TensorFlow gets its share of the cores for an op's
-    threads (`_share_the_cores_among_workers`).
   * The tests marked `shared_data.uses_shared` (real weights and photos in ../shared) are
     counted, and the terminal summary ends with one line saying how many passed, skipped and
     failed (`.ci/run` shows it), so a run that skipped them says so.
@@ -53,25 +51,10 @@ def pytest_configure(config):
   del config
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
-  _share_the_cores_among_workers()
   root = tempfile.mkdtemp(prefix="tfhub_transfer_tests_home.")
   _session.update(root=root, saved={name: os.environ.get(name) for name in LIBRARY_HOMES})
   for name, subdir in LIBRARY_HOMES.items():
     os.environ[name] = os.path.join(root, subdir)
-
-
-def _share_the_cores_among_workers():
-  """Under pytest-xdist (`-n N`), each worker's TensorFlow runs an op on its share of the
-  cores (cpu_count / N threads, at least 1), as `launcher.cpu_shares` gives each
-  `--parallel_trials` worker: N workers each sized for the whole machine oversubscribe it,
-  and their idle op threads spin on cores the other workers need. Before any op runs (the
-  setting is fixed once TensorFlow's runtime starts); test subprocesses keep the defaults."""
-  workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-  if not workers:
-    return
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.threading.set_intra_op_parallelism_threads(
-      max(1, len(os.sched_getaffinity(0)) // int(workers)))
 
 
 def pytest_unconfigure(config):
