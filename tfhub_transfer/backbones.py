@@ -229,6 +229,13 @@ def weights_path_exists(weights: str) -> bool:
   return os.path.exists(weights) or os.path.exists(weights + ".index")
 
 
+def savedmodel_weights(weights: str) -> str:
+  """The SavedModel directory `weights` names, which is then the network itself
+  (`build_backbone` loads it in place of the spec's), else ''."""
+  is_path = weights not in (IMAGENET, RANDOM)
+  return weights if is_path and os.path.isdir(weights) else ""
+
+
 # What a --weights path can hold, told apart by its header (`weights_format`).
 SAVED_MODEL = "SavedModel directory"
 KERAS_FILE = "Keras weights file"
@@ -373,7 +380,7 @@ def build_backbone(spec: BackboneSpec, *, weights: str, seed: int = 0):
                             f"'imagenet', 'random', a Keras weights file, a SavedModel dir or "
                             f"(for {', '.join(n for n, s in BACKBONES.items() if s.builder)}) "
                             f"a TF checkpoint.")
-  if is_path and os.path.isdir(weights):
+  if savedmodel_weights(weights):
     return hub_layer.HubModule(weights, name=f"{_safe(spec.name)}_backbone", seed=seed)
   if spec.source == BUILT:
     if spec.keras_kwargs:

@@ -143,9 +143,7 @@ class CellContext:
       return self._cache_modes[split]
     # The split's bytes depend only on its content: the cells of one dataset (its regimes,
     # backbones, seeds of one split) measure it once per process.
-    content = features_lib.cache_key({
-        "dataset": self.config.cell.dataset, "split": split, "split_info": self.splits.info,
-        "size": self.splits.sizes[split], "data_dir": self.config.data_dir})
+    content = features_lib.cache_key(self.split_content_parts(split))
     if content not in _SPLIT_BYTES:
       _SPLIT_BYTES[content] = pipeline.measure_bytes(getattr(self.splits, split))
     encoded, decoded = _SPLIT_BYTES[content]
@@ -180,14 +178,18 @@ class CellContext:
     """`weights_identity` of the cell's weights, computed once (it hashes a weights file)."""
     return weights_identity(self.weights, self.config.seed)
 
+  def split_content_parts(self, split: str) -> dict[str, Any]:
+    """What identifies the images of `split` (its dataset, selection and size)."""
+    return {"dataset": self.config.cell.dataset, "split": split,
+            "split_info": self.splits.info, "size": self.splits.sizes[split],
+            "data_dir": self.config.data_dir}
+
   def feature_key_parts(self, split: str) -> dict[str, Any]:
     """Everything the cached features of `split` depend on (`features.cache_key`)."""
     parts = {
         "backbone": self.backbone.to_dict(),
         "weights": self.weights_id,
-        "dataset": self.config.cell.dataset, "split": split,
-        "split_info": self.splits.info,
-        "size": self.splits.sizes[split], "data_dir": self.config.data_dir,
+        **self.split_content_parts(split),
         "image_size": self.backbone.image_size, "preprocessing": self.backbone.preprocessing,
     }
     # Only when not the defaults, so that float32 entries keep the keys they always had.
@@ -343,7 +345,7 @@ def run_trained(ctx: CellContext) -> Optional[Outcome]:
   # per cell, and one trace per cell unless the process's last trained cell traced the
   # same graph (`cell_model.KEPT_MODEL`).
   key = cell_model.TraceKey(
-      backbone=ctx.backbone, network_dir=ctx.weights if os.path.isdir(ctx.weights) else "",
+      backbone=ctx.backbone, network_dir=backbones.savedmodel_weights(ctx.weights),
       num_classes=ctx.dataset.num_classes,
       multi_label=ctx.dataset.multi_label,
       trains_backbone=config.regime_spec.trains_backbone, precision=config.precision,
