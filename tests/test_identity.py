@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import keras
@@ -22,6 +23,8 @@ from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import folder as folder_lib
 from tfhub_transfer.report import document
+from tfhub_transfer.report import plots
+from tfhub_transfer.report import study_plots
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import storage
 from tfhub_transfer.results import store as store_lib
@@ -54,6 +57,15 @@ def _image_folder(root, *, classes=2, per_class=10, seed=0):
       pixels = np.clip(rng.normal(60 + 120 * c, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
       Image.fromarray(pixels).save(os.path.join(root, f"class{c}", f"{i}.png"))
   return root
+
+
+def _report_text(workdir, out_dir):
+  """`--mode=report`'s files without its figures (these tests read its text; test_report
+  checks the figures): drawing is most of a report's time."""
+  with mock.patch.object(plots, "plot_figure1", autospec=True), \
+      mock.patch.object(plots, "plot_figure2", autospec=True), \
+      mock.patch.object(study_plots, "plot_per_dataset", autospec=True):
+    return document.write_workdir_report(workdir, out_dir=out_dir)
 
 
 class ContentIdentityTest(tf.test.TestCase):
@@ -113,7 +125,7 @@ class ContentIdentityTest(tf.test.TestCase):
     self.assertEqual(again.cell, configs[0].cell)
     self.assertTrue(merged.read_workdir(workdir).has_ok(*again.cell))
     # The report shows both, each under a readable label made distinct by a short hash.
-    paths = document.write_workdir_report(workdir, out_dir=self.create_tempdir().full_path)
+    paths = _report_text(workdir, self.create_tempdir().full_path)
     rows = [line for line in paths.markdown.splitlines()
             if line.startswith("| keras:MobileNet")]
     labels = {row.split(" | ")[0][2:] for row in rows}
@@ -161,7 +173,7 @@ class ContentIdentityTest(tf.test.TestCase):
     new = merged.read_workdir(workdir).get(*after.cell)
     self.assertEqual(new.details["sizes"]["test"], 6)
     self.assertEqual(old.details["sizes"]["test"], 4)
-    paths = document.write_workdir_report(workdir, out_dir=self.create_tempdir().full_path)
+    paths = _report_text(workdir, self.create_tempdir().full_path)
     self.assertIn("## Superseded results (1)", paths.markdown)
     superseded = paths.markdown.split("## Superseded results (1)")[1]
     self.assertRegex(superseded, re.escape(f"folder:{data}#") + r"[0-9a-f]{8}"
