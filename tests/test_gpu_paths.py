@@ -289,18 +289,19 @@ class CompileOnceTest(tf.test.TestCase):
                         model.backbone(images, training=False).numpy(), atol=1e-5)
 
   def test_trials_share_one_compiled_training_step(self):
-    """Two processes, two trials (other learning rate and weight decay), one persistent XLA
-    cache: the second loads the first's program and computes its own trial's loss with it."""
+    """Two trials (other learning rate and weight decay), each a new model in a process of
+    its own, one persistent XLA cache: the second loads the first's program and computes its
+    own trial's loss with it. The trials' processes are forked from one that imported
+    TensorFlow once (tests/xla_cache_check.py)."""
     cache = os.path.join(self.get_temp_dir(), "xla_cache")
-    outs = []
-    for learning_rate, weight_decay in ((0.1, 0.0), (0.01, 0.001)):
-      env = fakes.subprocess_env(
-          TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={cache}")
-      done = subprocess.run([sys.executable, "-m", "tests.xla_cache_check", str(learning_rate),
-                             str(weight_decay), cache], cwd=fakes.REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
-      self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-      outs.append(dict(json.loads(done.stdout), lr=learning_rate, wd=weight_decay))
+    env = fakes.subprocess_env(TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={cache}")
+    done = subprocess.run([sys.executable, "-m", "tests.xla_cache_check", cache, "0.1,0.0",
+                           "0.01,0.001"], cwd=fakes.REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    outs = json.loads(done.stdout)
+    self.assertEqual([(out["lr"], out["wd"]) for out in outs], [(0.1, 0.0), (0.01, 0.001)])
+    self.assertNotEqual(outs[0]["pid"], outs[1]["pid"])
     self.assertLen(outs[0]["files"], 1)
     self.assertEqual(outs[1]["files"], outs[0]["files"])  # Nothing compiled for trial 2.
     for out in outs:  # The zero head's cross-entropy, log 3, plus (wd / lr) / 2 * ||W||^2.
