@@ -119,21 +119,30 @@ class MemoryGrowthTest(tf.test.TestCase):
     self.assertEqual(run.call_args.kwargs["env"]["TF_FORCE_GPU_ALLOW_GROWTH"], "true")
 
   def test_a_failed_figure_is_reported_and_the_others_still_run(self):
+    # Figure 2 fails, figure 3 after it still runs; both stand-ins (the figures themselves
+    # are test_bench's).
     error = RuntimeError("child failed:\nResourceExhaustedError: OOM when allocating")
-    with mock.patch.object(bench_run.cells, "figure_second_run", side_effect=error):
+    second_run = harness.Figure(key="3", title="second run",
+                                measured=harness.Measurement("m", "s", [1.0]),
+                                baseline=harness.Measurement("b", "s", [2.0]),
+                                ratio_of=harness.BASELINE_OVER_MEASURED, goal="")
+    with mock.patch.object(bench_run.logreg_path, "figure_logreg", side_effect=error), \
+        mock.patch.object(bench_run.cells, "figure_second_run",
+                          return_value=second_run) as figure_3:
       result = bench_run.run_benchmarks(profiles.get_profile("tiny"),
                                         workdir=self.get_temp_dir(), figures=["2", "3"],
                                         progress=lambda line: None)
+    figure_3.assert_called_once()
     self.assertEqual(result.failures,
-                     {"3": "RuntimeError: ResourceExhaustedError: OOM when allocating"})
-    self.assertEqual([f.key for f in result.figures], ["2a"])  # Figure 2 still ran.
-    self.assertIn("Figure 3 FAILED: RuntimeError: ResourceExhaustedError",
+                     {"2": "RuntimeError: ResourceExhaustedError: OOM when allocating"})
+    self.assertEqual([f.key for f in result.figures], ["3"])  # Figure 3 still ran.
+    self.assertIn("Figure 2 FAILED: RuntimeError: ResourceExhaustedError",
                   bench_report.format_text(result))
     path = os.path.join(self.get_temp_dir(), "device.json")
     bench_report.save_json(result, path)
     stored = bench_report.load_json(path)
     self.assertEqual(stored.failures, result.failures)
-    self.assertIn("Figure 3 FAILED", bench_report.render_markdown({"device": stored}))
+    self.assertIn("Figure 2 FAILED", bench_report.render_markdown({"device": stored}))
 
   def test_parts_cover_every_figure_once_and_merge_in_order(self):
     keys = [key for part in profiles.PARTS.values() for key in part]
