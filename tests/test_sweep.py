@@ -199,7 +199,7 @@ class SweepCliTest(tf.test.TestCase):
     self.workdir = os.path.join(self.create_tempdir().full_path, "sweep")
     self.args = [sys.executable, "-m", "tfhub_transfer.cli", "--model=hub:" + self.hub,
                  "--dataset=digits", "--regime=logreg", "--image_size=16",
-                 "--max_examples=20", "--l2_grid_size=3", "--seeds=0,1,2",
+                 "--max_examples=40", "--l2_grid_size=5", "--seeds=0,1,2",
                  "--workdir=" + self.workdir, "--data_dir=" + fakes.digits_data_dir()]
 
   def _store(self):
@@ -407,7 +407,7 @@ class StudyGridTest(tf.test.TestCase):
     base = ExperimentConfig(
         model="hub:" + hub, dataset="digits", regime="finetune", image_size=16,
         workdir=self.create_tempdir().full_path, data_dir=fakes.digits_data_dir(),
-        max_examples=20, batch_size=16, learning_rates=(0.01, 0.001), weight_decays=(0.0,))
+        max_examples=40, batch_size=16, learning_rates=(0.01, 0.001), weight_decays=(0.0,))
     grid = sweep.Grid(models=(base.model,), datasets=("digits",), regimes=("finetune",),
                       train_steps=(1, 2))
     summary = sweep.run_grid(base, grid)
