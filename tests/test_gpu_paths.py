@@ -119,21 +119,30 @@ class MemoryGrowthTest(tf.test.TestCase):
     self.assertEqual(run.call_args.kwargs["env"]["TF_FORCE_GPU_ALLOW_GROWTH"], "true")
 
   def test_a_failed_figure_is_reported_and_the_others_still_run(self):
+    # Figure 2 fails, figure 3 after it still runs; both stand-ins (the figures themselves
+    # are test_bench's).
     error = RuntimeError("child failed:\nResourceExhaustedError: OOM when allocating")
-    with mock.patch.object(bench_run.cells, "figure_second_run", side_effect=error):
+    second_run = harness.Figure(key="3", title="second run",
+                                measured=harness.Measurement("m", "s", [1.0]),
+                                baseline=harness.Measurement("b", "s", [2.0]),
+                                ratio_of=harness.BASELINE_OVER_MEASURED, goal="")
+    with mock.patch.object(bench_run.logreg_path, "figure_logreg", side_effect=error), \
+        mock.patch.object(bench_run.cells, "figure_second_run",
+                          return_value=second_run) as figure_3:
       result = bench_run.run_benchmarks(profiles.get_profile("tiny"),
                                         workdir=self.get_temp_dir(), figures=["2", "3"],
                                         progress=lambda line: None)
+    figure_3.assert_called_once()
     self.assertEqual(result.failures,
-                     {"3": "RuntimeError: ResourceExhaustedError: OOM when allocating"})
-    self.assertEqual([f.key for f in result.figures], ["2a"])  # Figure 2 still ran.
-    self.assertIn("Figure 3 FAILED: RuntimeError: ResourceExhaustedError",
+                     {"2": "RuntimeError: ResourceExhaustedError: OOM when allocating"})
+    self.assertEqual([f.key for f in result.figures], ["3"])  # Figure 3 still ran.
+    self.assertIn("Figure 2 FAILED: RuntimeError: ResourceExhaustedError",
                   bench_report.format_text(result))
     path = os.path.join(self.get_temp_dir(), "device.json")
     bench_report.save_json(result, path)
     stored = bench_report.load_json(path)
     self.assertEqual(stored.failures, result.failures)
-    self.assertIn("Figure 3 FAILED", bench_report.render_markdown({"device": stored}))
+    self.assertIn("Figure 2 FAILED", bench_report.render_markdown({"device": stored}))
 
   def test_parts_cover_every_figure_once_and_merge_in_order(self):
     keys = [key for part in profiles.PARTS.values() for key in part]
@@ -289,18 +298,19 @@ class CompileOnceTest(tf.test.TestCase):
                         model.backbone(images, training=False).numpy(), atol=1e-5)
 
   def test_trials_share_one_compiled_training_step(self):
-    """Two processes, two trials (other learning rate and weight decay), one persistent XLA
-    cache: the second loads the first's program and computes its own trial's loss with it."""
+    """Two trials (other learning rate and weight decay), each a new model in a process of
+    its own, one persistent XLA cache: the second loads the first's program and computes its
+    own trial's loss with it. The trials' processes are forked from one that imported
+    TensorFlow once (tests/xla_cache_check.py)."""
     cache = os.path.join(self.get_temp_dir(), "xla_cache")
-    outs = []
-    for learning_rate, weight_decay in ((0.1, 0.0), (0.01, 0.001)):
-      env = fakes.subprocess_env(
-          TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={cache}")
-      done = subprocess.run([sys.executable, "-m", "tests.xla_cache_check", str(learning_rate),
-                             str(weight_decay), cache], cwd=fakes.REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
-      self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-      outs.append(dict(json.loads(done.stdout), lr=learning_rate, wd=weight_decay))
+    env = fakes.subprocess_env(TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={cache}")
+    done = subprocess.run([sys.executable, "-m", "tests.xla_cache_check", cache, "0.1,0.0",
+                           "0.01,0.001"], cwd=fakes.REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    outs = json.loads(done.stdout)
+    self.assertEqual([(out["lr"], out["wd"]) for out in outs], [(0.1, 0.0), (0.01, 0.001)])
+    self.assertNotEqual(outs[0]["pid"], outs[1]["pid"])
     self.assertLen(outs[0]["files"], 1)
     self.assertEqual(outs[1]["files"], outs[0]["files"])  # Nothing compiled for trial 2.
     for out in outs:  # The zero head's cross-entropy, log 3, plus (wd / lr) / 2 * ||W||^2.

@@ -2,13 +2,13 @@
 folders, paths from records kept inside the workdir, damaged small caches healed."""
 
 import ast
-import dataclasses
 import inspect
 import json
 import os
 import re
 import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import keras
@@ -18,23 +18,34 @@ import tensorflow as tf
 
 from tests import fakes
 from tfhub_transfer import experiment
+from tfhub_transfer import features
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
+from tfhub_transfer.data import folder as folder_lib
 from tfhub_transfer.report import document
+from tfhub_transfer.report import plots
+from tfhub_transfer.report import study_plots
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import storage
 from tfhub_transfer.results import store as store_lib
 from tfhub_transfer.results import workdir as workdir_lib
 
 
-def _mobilenet_weights(path, seed):
-  """A no-top MobileNet 0.25 weights file at `path`, initialised from `seed`."""
-  keras.utils.set_random_seed(seed)
+def _mobilenet_weights(*paths):
+  """No-top MobileNet 0.25 weights files at `paths`, each with other weights: the first
+  from Keras' initialisation, each next one with every kernel moved by noise of its size
+  (one model built for all of them)."""
+  keras.utils.set_random_seed(1)
   model = keras.applications.MobileNet(weights=None, include_top=False, alpha=0.25,
                                        input_shape=(32, 32, 3))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  model.save_weights(path)
-  return path
+  rng = np.random.default_rng(2)
+  for i, path in enumerate(paths):
+    if i:  # Kernels only: batch-norm variances stay positive.
+      model.set_weights([w + rng.normal(0, w.std(), w.shape).astype(w.dtype) if w.ndim == 4
+                         else w for w in model.get_weights()])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model.save_weights(path)
+  return paths
 
 
 def _image_folder(root, *, classes=2, per_class=10, seed=0):
@@ -46,6 +57,15 @@ def _image_folder(root, *, classes=2, per_class=10, seed=0):
       pixels = np.clip(rng.normal(60 + 120 * c, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
       Image.fromarray(pixels).save(os.path.join(root, f"class{c}", f"{i}.png"))
   return root
+
+
+def _report_text(workdir, out_dir):
+  """`--mode=report`'s files without its figures (these tests read its text; test_report
+  checks the figures): drawing is most of a report's time."""
+  with mock.patch.object(plots, "plot_figure1", autospec=True), \
+      mock.patch.object(plots, "plot_figure2", autospec=True), \
+      mock.patch.object(study_plots, "plot_per_dataset", autospec=True):
+    return document.write_workdir_report(workdir, out_dir=out_dir)
 
 
 class ContentIdentityTest(tf.test.TestCase):
@@ -71,9 +91,9 @@ class ContentIdentityTest(tf.test.TestCase):
 
   def test_two_weights_files_with_one_name_are_two_cells_and_one_file_at_two_paths_one(self):
     workdir = self.create_tempdir().full_path
-    first = _mobilenet_weights(os.path.join(self.create_tempdir(), "run1", "best.weights.h5"), 1)
-    second = _mobilenet_weights(os.path.join(self.create_tempdir(), "run2", "best.weights.h5"),
-                                2)
+    first, second = _mobilenet_weights(
+        os.path.join(self.create_tempdir(), "run1", "best.weights.h5"),
+        os.path.join(self.create_tempdir(), "run2", "best.weights.h5"))
     configs = [self._base(workdir, model="keras:MobileNet", model_kwargs={"alpha": 0.25},
                           image_size=32, weights=w) for w in (first, second)]
     self.assertEqual(configs[0].model_label, configs[1].model_label)  # Both "...@best...".
@@ -82,16 +102,20 @@ class ContentIdentityTest(tf.test.TestCase):
     self.assertEqual((summary.done, summary.skipped, summary.failed), (2, 0, 0))
     stored = merged.read_workdir(workdir).records()
     self.assertLen(stored, 2)
-    # The second file's stored result is its own: what it gives alone in a fresh workdir.
-    alone = experiment.run_experiment(dataclasses.replace(
-        configs[1], workdir=self.create_tempdir().full_path)).record
-    shared = merged.read_workdir(workdir)
-    ours = shared.get(*configs[1].cell)
-    self.assertEqual(ours.test_metric, alone.test_metric)
-    np.testing.assert_array_equal(
-        shared.load_predictions(ours).predicted,
-        merged.read_workdir(alone.details["config"]["workdir"]).load_predictions(
-            alone).predicted)
+    # Each file's stored result is its own: its features were extracted from its own weights
+    # (none read from the other's cache entries) and differ from the other's.
+    caches = [merged.read_workdir(workdir).get(*c.cell)["feature_cache"] for c in configs]
+    for cache in caches:
+      self.assertEqual({split: entry["hit"] for split, entry in cache.items()},
+                       {"train": False, "val": False, "test": False})
+    self.assertEmpty({e["path"] for e in caches[0].values()}
+                     & {e["path"] for e in caches[1].values()})
+    features_dir = workdir_lib.Workdir(workdir).features
+    test_features = [features.load_cached(features_dir, os.path.basename(c["test"]["path"]))
+                     .features for c in caches]
+    self.assertEqual(test_features[0].shape, test_features[1].shape)
+    # Random MobileNet features are tiny (about 1e-16 to 1e-12): compared relative to their size.
+    self.assertNotAllClose(test_features[0], test_features[1], rtol=0.1, atol=0)
     # The same file under another path and name is the same cell: nothing runs.
     copy = os.path.join(self.create_tempdir(), "elsewhere", "renamed.weights.h5")
     os.makedirs(os.path.dirname(copy))
@@ -101,7 +125,7 @@ class ContentIdentityTest(tf.test.TestCase):
     self.assertEqual(again.cell, configs[0].cell)
     self.assertTrue(merged.read_workdir(workdir).has_ok(*again.cell))
     # The report shows both, each under a readable label made distinct by a short hash.
-    paths = document.write_workdir_report(workdir, out_dir=self.create_tempdir().full_path)
+    paths = _report_text(workdir, self.create_tempdir().full_path)
     rows = [line for line in paths.markdown.splitlines()
             if line.startswith("| keras:MobileNet")]
     labels = {row.split(" | ")[0][2:] for row in rows}
@@ -116,7 +140,7 @@ class ContentIdentityTest(tf.test.TestCase):
     workdir = os.path.join(root, "work")
     spaced = _image_folder(os.path.join(root, "data", "a b"), seed=1)
     underscored = _image_folder(os.path.join(root, "data", "a_b"), classes=3, seed=2)
-    configs = [self._base(workdir, dataset=f"folder:{path}", regime="finetune")
+    configs = [self._base(workdir, dataset=f"folder:{path}", regime="finetune", train_steps=1)
                for path in (spaced, underscored)]
     layout = workdir_lib.Workdir(workdir)
     self.assertNotEqual(layout.cell_dir(configs[0].cell), layout.cell_dir(configs[1].cell))
@@ -149,7 +173,7 @@ class ContentIdentityTest(tf.test.TestCase):
     new = merged.read_workdir(workdir).get(*after.cell)
     self.assertEqual(new.details["sizes"]["test"], 6)
     self.assertEqual(old.details["sizes"]["test"], 4)
-    paths = document.write_workdir_report(workdir, out_dir=self.create_tempdir().full_path)
+    paths = _report_text(workdir, self.create_tempdir().full_path)
     self.assertIn("## Superseded results (1)", paths.markdown)
     superseded = paths.markdown.split("## Superseded results (1)")[1]
     self.assertRegex(superseded, re.escape(f"folder:{data}#") + r"[0-9a-f]{8}"
@@ -159,23 +183,28 @@ class ContentIdentityTest(tf.test.TestCase):
   def test_a_damaged_folder_listing_is_moved_aside_and_rebuilt(self):
     root = self.create_tempdir().full_path
     workdir = os.path.join(root, "work")
-    config = self._base(workdir, dataset=f"folder:{_image_folder(os.path.join(root, 'd'))}")
+    data = _image_folder(os.path.join(root, "d"))
+    config = self._base(workdir, dataset=f"folder:{data}")
     clean = experiment.run_experiment(config).record.test_metric
     (listing,) = os.listdir(workdir_lib.Workdir(workdir).folders)
     path = os.path.join(workdir_lib.Workdir(workdir).folders, listing)
+    with open(path) as f:
+      clean_listing = json.load(f)
     for garbage in ('{"format": 1, "train": [', '{"format": 1}', "[]"):
       with open(path, "w") as f:
         f.write(garbage)
-      from tfhub_transfer.data import folder  # pylint: disable=g-import-not-at-top
-      folder._validated.cache_clear()  # A new process: the listing is read from disk.
-      store_lib.ResultsStore.for_workdir(workdir).delete(*config.cell)
+      folder_lib._validated.cache_clear()  # A new process: the listing is read from disk.
       with self.assertLogs(level="WARNING") as logs:
-        record = experiment.run_experiment(config).record
+        if garbage == "[]":  # One damage end to end: the run's result is the clean one's.
+          store_lib.ResultsStore.for_workdir(workdir).delete(*config.cell)
+          self.assertEqual(experiment.run_experiment(config).record.test_metric, clean)
+        else:  # The others where the run reads the listing.
+          folder_lib.scan_folder(folder_lib.describe_layout(data),
+                             cache_dir=workdir_lib.Workdir(workdir).folders)
       self.assertTrue(any(f"Folder listing {path} is damaged" in line
                           for line in logs.output), logs.output)
-      self.assertEqual(record.test_metric, clean)
       with open(path) as f:
-        self.assertEqual(json.load(f)["format"], 1)  # Rebuilt.
+        self.assertEqual(json.load(f), clean_listing)  # Rebuilt.
 
 
 class PathsFromRecordsTest(tf.test.TestCase):

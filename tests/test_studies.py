@@ -9,7 +9,10 @@ import csv
 import json
 import math
 import os
+import shutil
 import statistics
+import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -21,7 +24,9 @@ from tests import tf_free
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import document
 from tfhub_transfer.report import feature_maps
+from tfhub_transfer.report import plots
 from tfhub_transfer.report import studies
+from tfhub_transfer.report import study_plots
 from tfhub_transfer.results import store as results
 
 
@@ -47,23 +52,27 @@ def _is_png(path):
 
 
 class LowDataTest(absltest.TestCase):
+  """One store and its report for the class: the tests only read them."""
 
-  def setUp(self):
-    super().setUp()
-    self.accuracy = {}
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    tmp = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    cls.addClassCleanup(shutil.rmtree, tmp, ignore_errors=True)
+    cls.accuracy = {}
     records = []
     for regime, base in (("finetune", 0.5), ("scratch", 0.3)):
       for k, gain in ((2, 0.0), (8, 0.1)):
         for seed, noise in enumerate((0.01, -0.02, 0.04)):
           p = base + gain + noise
-          self.accuracy.setdefault((regime, k), []).append(p)
+          cls.accuracy.setdefault((regime, k), []).append(p)
           records.append(_record("resnet_50", "dtd", regime, seed, p, train=47 * k,
                                  examples_per_class=k))
       records.append(_record("resnet_50", "dtd", regime, 0, base + 0.3, train=1880))
-    store = results.ResultsStore(os.path.join(self.create_tempdir().full_path, "r.sqlite"))
+    store = results.ResultsStore(os.path.join(tmp, "r.sqlite"))
     store.put_many(records)
-    self.out = self.create_tempdir().full_path
-    self.paths = document.write_report(store, self.out, bootstrap_samples=20)
+    cls.out = os.path.join(tmp, "report")
+    cls.paths = document.write_report(store, cls.out, bootstrap_samples=20)
 
   def test_table_holds_mean_and_standard_error_over_subsets(self):
     rows = {(r["regime"], r["examples_per_class"]): r
@@ -111,13 +120,22 @@ class StepBudgetTest(absltest.TestCase):
   FINETUNE = {100: 0.60, 200: 0.905, 400: 0.91, 800: 0.90}
   SCRATCH = {100: 0.30, 200: 0.50, 400: 0.70, 800: 0.85}
 
-  def _records(self):
+  @classmethod
+  def _records(cls):
     out = [_record("inception_v3", "dtd", regime, 0, p, train_steps=steps)
-           for regime, curve in (("finetune", self.FINETUNE), ("scratch", self.SCRATCH))
+           for regime, curve in (("finetune", cls.FINETUNE), ("scratch", cls.SCRATCH))
            for steps, p in curve.items()]
     out.append(_record("inception_v3", "dtd", "scratch", 1, 0.52, train_steps=200))
     out.append(_record("resnet_50", "dtd", "finetune", 0, 0.7))  # One budget: no curve.
     return out
+
+  @classmethod
+  def setUpClass(cls):
+    """The report of `_records`, once for the tests that read it."""
+    super().setUpClass()
+    cls.out = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    cls.addClassCleanup(shutil.rmtree, cls.out, ignore_errors=True)
+    cls.paths = document.write_report(cls._records(), cls.out, bootstrap_samples=20)
 
   def _by_hand(self, curve, threshold):
     """The smallest budget whose odds reach `threshold` x the best odds."""
@@ -126,8 +144,7 @@ class StepBudgetTest(absltest.TestCase):
     return min(steps for steps, o in odds.items() if o >= threshold * best)
 
   def test_curves_convergence_and_speedup(self):
-    out = self.create_tempdir().full_path
-    paths = document.write_report(self._records(), out, bootstrap_samples=20)
+    out, paths = self.out, self.paths
     points = {(r["regime"], r["train_steps"]): r for r in _csv(os.path.join(out, "budgets.csv"))}
     self.assertLen(points, 8)  # resnet_50's single budget is not a curve.
     self.assertAlmostEqual(float(points[("scratch", "200")]["accuracy"]), 51.0)
@@ -168,7 +185,13 @@ class StepBudgetTest(absltest.TestCase):
       self.assertAlmostEqual(average.epochs[regime], want_epochs[regime])
     self.assertAlmostEqual(average.ratio_steps, 4.0)
     out = self.create_tempdir().full_path
-    paths = document.write_report(records, out, bootstrap_samples=20)
+    # The text and tables only: the figures are drawn elsewhere in this file and in
+    # test_report (drawing is most of a report's time).
+    with mock.patch.object(plots, "plot_figure1", autospec=True), \
+        mock.patch.object(plots, "plot_figure2", autospec=True), \
+        mock.patch.object(study_plots, "plot_per_dataset", autospec=True), \
+        mock.patch.object(study_plots, "plot_budgets", autospec=True):
+      paths = document.write_report(records, out, bootstrap_samples=20)
     self.assertIn(f"| inception_v4 | 2: dtd, oxford_flowers | {want_steps['finetune']:,.0f} | "
                   f"{want_steps['scratch']:,.0f} | 4x | {want_epochs['finetune']:.3g} | "
                   f"{want_epochs['scratch']:.3g} | 4x |", paths.markdown)
@@ -217,8 +240,7 @@ class StepBudgetTest(absltest.TestCase):
     self.assertEqual([(p.model, p.x) for p in budgets], [("m", 20), ("m", 40), ("m", 60)])
 
   def test_main_tables_show_a_study_at_its_largest_budget(self):
-    paths = document.write_report(self._records(), self.create_tempdir().full_path,
-                                  bootstrap_samples=20)
+    paths = self.paths
     table = {r["model"]: r for r in _csv(paths.tables["scratch"])}
     self.assertEqual(list(table), ["inception_v3"])
     self.assertAlmostEqual(float(table["inception_v3"]["dtd"]), 85.0)
