@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import tempfile
-from unittest import mock
 
 from absl.testing import absltest
 import keras
@@ -17,14 +16,13 @@ from PIL import Image
 import tensorflow as tf
 
 from tests import fakes
+from tests import report_figures
 from tfhub_transfer import experiment
 from tfhub_transfer import features
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import folder as folder_lib
 from tfhub_transfer.report import document
-from tfhub_transfer.report import plots
-from tfhub_transfer.report import study_plots
 from tfhub_transfer.results import merged
 from tfhub_transfer.results import storage
 from tfhub_transfer.results import store as store_lib
@@ -62,9 +60,7 @@ def _image_folder(root, *, classes=2, per_class=10, seed=0):
 def _report_text(workdir, out_dir):
   """`--mode=report`'s files without its figures (these tests read its text; test_report
   checks the figures): drawing is most of a report's time."""
-  with mock.patch.object(plots, "plot_figure1", autospec=True), \
-      mock.patch.object(plots, "plot_figure2", autospec=True), \
-      mock.patch.object(study_plots, "plot_per_dataset", autospec=True):
+  with report_figures.not_drawn():
     return document.write_workdir_report(workdir, out_dir=out_dir)
 
 

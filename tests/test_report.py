@@ -1,6 +1,5 @@
 """Tests of the report: log-odds, correlation and its CI against scipy, files and wording."""
 
-import contextlib
 import csv
 import math
 import os
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 from scipy import stats
 
+from tests import report_figures
 from tests import tf_free
 from tfhub_transfer import regimes
 from tfhub_transfer.report import analyses
@@ -66,17 +66,6 @@ def _by_hand_avg_logodds(records, regime):
       ps.setdefault(r["model"], {}).setdefault(r["dataset"], []).append(r["test_metric"])
   return {m: sum(math.log(sum(v) / len(v) / (1 - sum(v) / len(v))) for v in d.values())
           / len(d) for m, d in ps.items()}
-
-
-def _without_figures():
-  """The report's text and tables without drawing its figures, for tests of its text:
-  drawing is most of a report's time. The figures are WriteReportTest's, Figure1Test's,
-  RegimeColoursTest's and test_statistics_section_and_figure2's."""
-  stack = contextlib.ExitStack()
-  for module, name in ((plots, "plot_figure1"), (plots, "plot_figure2"),
-                       (study_plots, "plot_per_dataset")):
-    stack.enter_context(mock.patch.object(module, name, autospec=True))
-  return stack
 
 
 class LogOddsTest(absltest.TestCase):
@@ -148,7 +137,7 @@ class CorrelationTest(parameterized.TestCase):
       self.assertEqual(regimes.REGIMES[regime].paper_correlation, published)
 
   def test_both_paper_references_labelled_and_the_comparable_one_named(self):
-    self.enter_context(_without_figures())
+    self.enter_context(report_figures.not_drawn())
     public = _synthetic("logreg") + _synthetic("scratch")
     text = report.write_report(public, self.create_tempdir().full_path,
                                bootstrap_samples=20).markdown
@@ -175,7 +164,7 @@ class CorrelationTest(parameterized.TestCase):
     self.assertIn("r² = 0.24 (r = 0.49). Ours loads weights files", text)
 
   def test_too_few_models_and_unknown_top1(self):
-    self.enter_context(_without_figures())
+    self.enter_context(report_figures.not_drawn())
     records = _synthetic(models=("resnet_50", "inception_v3"))
     records.append(_record("hub:my/net", "cifar10", "finetune", 0, 0.9))
     corr = correlation.correlate(correlation.average_cells(records), "finetune", _TOP1)
@@ -368,7 +357,7 @@ class TopOneTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.enter_context(_without_figures())
+    self.enter_context(report_figures.not_drawn())
 
   def test_checkpoint_top1_by_default_paper_values_beside_the_paper(self):
     records = _synthetic("logreg", models=("mobilenet_v2", "resnet_50", "inception_v3"))
@@ -399,7 +388,7 @@ class SignificanceInReportTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.enter_context(_without_figures())
+    self.enter_context(report_figures.not_drawn())
 
   def test_bold_marks_the_best_and_those_not_significantly_worse(self):
     root = self.create_tempdir().full_path
@@ -496,7 +485,7 @@ class PaperStatisticsInReportTest(absltest.TestCase):
     self.assertIn("![Figure 2](figure2.png)", text)
 
   def test_unconverged_logreg_cells_are_flagged(self):
-    self.enter_context(_without_figures())
+    self.enter_context(report_figures.not_drawn())
     records = _synthetic("logreg", models=("mobilenet_v2", "resnet_50", "inception_v3"))
     records[0]["convergence"] = {
         "tol": 1e-4, "max_iter": 1000,

@@ -12,7 +12,6 @@ import os
 import shutil
 import statistics
 import tempfile
-from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -20,11 +19,11 @@ from PIL import Image
 from sklearn import model_selection
 from sklearn import neighbors
 
+from tests import report_figures
 from tests import tf_free
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.report import document
 from tfhub_transfer.report import feature_maps
-from tfhub_transfer.report import plots
 from tfhub_transfer.report import studies
 from tfhub_transfer.report import study_plots
 from tfhub_transfer.results import store as results
@@ -187,10 +186,7 @@ class StepBudgetTest(absltest.TestCase):
     out = self.create_tempdir().full_path
     # The text and tables only: the figures are drawn elsewhere in this file and in
     # test_report (drawing is most of a report's time).
-    with mock.patch.object(plots, "plot_figure1", autospec=True), \
-        mock.patch.object(plots, "plot_figure2", autospec=True), \
-        mock.patch.object(study_plots, "plot_per_dataset", autospec=True), \
-        mock.patch.object(study_plots, "plot_budgets", autospec=True):
+    with report_figures.not_drawn((study_plots, "plot_budgets")):
       paths = document.write_report(records, out, bootstrap_samples=20)
     self.assertIn(f"| inception_v4 | 2: dtd, oxford_flowers | {want_steps['finetune']:,.0f} | "
                   f"{want_steps['scratch']:,.0f} | 4x | {want_epochs['finetune']:.3g} | "

@@ -21,11 +21,10 @@ import tensorflow as tf
 
 from tests import cli_runner
 from tests import fakes
+from tests import report_figures
 from tfhub_transfer import experiment
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
-from tfhub_transfer.report import plots
-from tfhub_transfer.report import study_plots
 from tfhub_transfer.results import merged as stores
 from tfhub_transfer.results import store as results
 
@@ -349,9 +348,7 @@ class SlurmArrayTest(tf.test.TestCase):
     # Then the report, as the page says; in this process (--mode=report in a process of its
     # own: test_stores's test_read_only_store_is_reported_on_and_refuses_writes), its figures
     # not drawn (test_report checks them).
-    with mock.patch.object(plots, "plot_figure1", autospec=True), \
-        mock.patch.object(plots, "plot_figure2", autospec=True), \
-        mock.patch.object(study_plots, "plot_per_dataset", autospec=True):
+    with report_figures.not_drawn():
       code, errors = cli_runner.run_in_process("--mode=report", "--workdir=" + workdir)
     self.assertEqual(code, 0, errors[-30:])
     with open(os.path.join(workdir, "report", "results.json")) as f:

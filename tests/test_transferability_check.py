@@ -4,16 +4,14 @@ transfer: weighted tau and Pearson r by hand, too-few-models wording, files; no 
 import json
 import math
 import os
-from unittest import mock
 
 from absl.testing import absltest
 from PIL import Image
 
+from tests import report_figures
 from tests import tf_free
 from tfhub_transfer.report import correlation
 from tfhub_transfer.report import document
-from tfhub_transfer.report import plots
-from tfhub_transfer.report import study_plots
 from tfhub_transfer.report import transferability_check as check_lib
 from tfhub_transfer.results import records
 from tfhub_transfer.results import store as results
@@ -78,9 +76,7 @@ class CheckTest(absltest.TestCase):
 
   def test_report_section_and_figure_from_the_store(self):
     # The report's other figures are not this test's (test_report's): not drawn.
-    for module, name in ((plots, "plot_figure1"), (plots, "plot_figure2"),
-                         (study_plots, "plot_per_dataset")):
-      self.enter_context(mock.patch.object(module, name, autospec=True))
+    self.enter_context(report_figures.not_drawn())
     out = self.create_tempdir().full_path
     store = results.ResultsStore(os.path.join(out, "results.sqlite"))
     store.put_many(_RESULTS)
