@@ -30,8 +30,10 @@ _CSV = os.path.join(os.path.dirname(os.path.dirname(datasets.__file__)), "report
 
 
 def _examples(ds):
-  """(encoded image bytes, label) pairs of a split."""
-  return [(ex["image"], ex["label"]) for ex in tfds.as_numpy(ds)]
+  """(encoded image bytes, label) pairs of a split, in order. Read in batches: one
+  example at a time cost about 0.3 ms each in Python (1 s for digits' four splits)."""
+  return [pair for batch in tfds.as_numpy(ds.batch(4096))
+          for pair in zip(batch["image"], batch["label"])]
 
 
 def _images(ds):
