@@ -171,7 +171,7 @@ class ArchitectureTest(tf.test.TestCase):
 
 
 class CheckpointTest(tf.test.TestCase):
-  """One model and one slim-like TF1 checkpoint (170 MB) for the class, the checkpoint in a
+  """One model and one slim-like TF1 checkpoint (180 MB) for the class, the checkpoint in a
   Keras cache (`home`). The model holds `tensors` between tests: each test that assigns it
   assigns those again, and the failed load assigns nothing."""
 
