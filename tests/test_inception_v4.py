@@ -7,6 +7,8 @@ under names this file spells, in both formats (TF1 like the released archive, an
 """
 
 import os
+import shutil
+import tempfile
 from unittest import mock
 
 import keras
@@ -113,12 +115,13 @@ def _random_tensors(model, seed):
   for name in SLIM_NAMES:
     shape = shapes[name]
     if name.endswith("/weights"):
-      value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+      scale = np.sqrt(2.0 / np.prod(shape[:-1]))
+      value = rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
     elif name.endswith("/moving_variance"):
-      value = rng.uniform(0.5, 2.0, shape)
+      value = rng.random(shape, dtype=np.float32) * np.float32(1.5) + np.float32(0.5)
     else:
-      value = rng.normal(0, 0.2, shape)
-    tensors[name] = value.astype("float32")
+      value = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.2)
+    tensors[name] = value
   return tensors
 
 
@@ -127,7 +130,11 @@ class ArchitectureTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.model = inception_v4.build_inception_v4(image_size=299)
+    # Names and shapes only: the network is built whole, but its variables' initial values
+    # (41M) are left undrawn; clear_session drops them.
+    with keras.StatelessScope(initialize_variables=False):
+      cls.model = inception_v4.build_inception_v4(image_size=299)
+    cls.addClassCleanup(keras.backend.clear_session)
 
   def test_parameter_count_equals_published(self):
     trainable = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
@@ -164,13 +171,23 @@ class ArchitectureTest(tf.test.TestCase):
 
 
 class CheckpointTest(tf.test.TestCase):
+  """One model and one slim-like TF1 checkpoint (180 MB) for the class, the checkpoint in a
+  Keras cache (`home`). The model holds `tensors` between tests: each test that assigns it
+  assigns those again, and the failed load assigns nothing."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.model = inception_v4.build_inception_v4(image_size=SIZE, seed=1)
+    # Loaded below (and again by the test of the loader, after zeroing it).
+    cls.model = inception_v4.build_inception_v4(image_size=SIZE, random_init=False)
     cls.tensors = _random_tensors(cls.model, seed=0)
     cls.images = np.random.default_rng(1).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    cls.home = tempfile.mkdtemp(prefix="inception_v4.", dir=os.environ.get("TEST_TMPDIR"))
+    cls.addClassCleanup(shutil.rmtree, cls.home, ignore_errors=True)
+    os.makedirs(os.path.join(cls.home, "models"))
+    cls.checkpoint = os.path.join(cls.home, "models", inception_v4.CHECKPOINT_FILE)
+    _write_checkpoint(cls.checkpoint, {**cls.tensors, **_HEADS}, tf1_format=True)
+    inception_v4.load_slim_checkpoint(cls.model, cls.checkpoint)
 
   def _load(self, tensors, *, tf1_format):
     path = os.path.join(self.create_tempdir().full_path, "inception_v4.ckpt")
@@ -184,11 +201,13 @@ class CheckpointTest(tf.test.TestCase):
       np.testing.assert_array_equal(variables[name].numpy(), tensors[name], err_msg=name)
 
   def test_loads_tf1_checkpoint_by_name_and_skips_the_heads(self):
-    self._load({**self.tensors, **_HEADS}, tf1_format=True)
+    for variable in inception_v4.slim_variables(self.model).values():
+      variable.assign(tf.zeros_like(variable))
+    inception_v4.load_slim_checkpoint(self.model, self.checkpoint)  # With the heads.
     self._assert_holds(self.tensors)
 
   def test_weights_path_takes_a_tf2_checkpoint_prefix(self):
-    other = _random_tensors(self.model, seed=5)
+    other = {name: value + 1.0 for name, value in self.tensors.items()}
     path = os.path.join(self.create_tempdir().full_path, "model.ckpt-1000")
     _write_checkpoint(path, other, tf1_format=False)
     self.assertFalse(os.path.exists(path))  # Only PATH.index and PATH.data-*.
@@ -196,7 +215,6 @@ class CheckpointTest(tf.test.TestCase):
     self._assert_holds(other, backbones.build_backbone(spec, weights=path))
 
   def test_conv_block_is_conv_then_batch_norm_without_scale_then_relu(self):
-    self._load(self.tensors, tf1_format=True)
     block = keras.Model(self.model.input, self.model.get_layer("Conv2d_1a_3x3.Relu").output)
     got = block(self.images, training=False).numpy()
     scope = "InceptionV4/Conv2d_1a_3x3/"
@@ -220,13 +238,10 @@ class CheckpointTest(tf.test.TestCase):
     self.assertAllClose(got, want, rtol=1e-5, atol=1e-5)
 
   def test_imagenet_reads_the_checkpoint_from_the_keras_cache(self):
-    self._load(self.tensors, tf1_format=True)
-    home = self.create_tempdir().full_path
     spec = backbones.get_backbone_spec("inception_v4", image_size=SIZE)
-    with mock.patch.dict(os.environ, {"KERAS_HOME": home}):
-      os.makedirs(os.path.join(home, "models"))
-      _write_checkpoint(os.path.join(home, "models", "inception_v4.ckpt"),
-                        {**self.tensors, **_HEADS}, tf1_format=True)
+    self.assertEqual(self.checkpoint,  # Spelled here: <KERAS_HOME>/models/inception_v4.ckpt.
+                     os.path.join(self.home, "models", "inception_v4.ckpt"))
+    with mock.patch.dict(os.environ, {"KERAS_HOME": self.home}):
       loaded = backbones.build_backbone(spec, weights="imagenet", seed=7)
     self.assertEqual(loaded.name, "inception_v4_backbone")
     want = self.model(self.images, training=False)
@@ -234,7 +249,6 @@ class CheckpointTest(tf.test.TestCase):
     self.assertAllClose(loaded(self.images, training=False), want, rtol=1e-5, atol=1e-5)
 
   def test_mismatched_checkpoint_names_every_problem_and_assigns_nothing(self):
-    self._load(self.tensors, tf1_format=True)
     bad = dict(self.tensors)
     renamed = "InceptionV4/Mixed_6c/Branch_2/Conv2d_0d_7x1/weights"
     bad["InceptionV4/Mixed_6c/Branch_2/Conv2d_0d_1x7/weights"] = bad.pop(renamed)

@@ -1,5 +1,9 @@
 """TransferHead: the regime sets trainability and init; the head starts at zero."""
 
+import os
+import shutil
+import tempfile
+
 from absl.testing import parameterized
 import keras
 import numpy as np
@@ -13,19 +17,28 @@ _SPEC = backbones.get_backbone_spec("keras:MobileNet", model_kwargs={"alpha": 0.
                                     image_size=32)
 
 
-def _saved_weights(path):
-  backbones.build_backbone(_SPEC, weights="random", seed=7).save_weights(path)
-  return path
-
-
 class TransferHeadTest(parameterized.TestCase, tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    """One model per regime (and a multi-label one) for the class, the pretrained ones from
+    one saved backbone (seed 7). Tests that change a shared model change what no other test
+    reads (batch-norm momentum, a compiled loss)."""
+    super().setUpClass()
+    tmp = tempfile.mkdtemp(prefix="transfer_head.", dir=os.environ.get("TEST_TMPDIR"))
+    cls.addClassCleanup(shutil.rmtree, tmp, ignore_errors=True)
+    cls.source = backbones.build_backbone(_SPEC, weights="random", seed=7)
+    cls.path = os.path.join(tmp, "pretrained.weights.h5")
+    cls.source.save_weights(cls.path)
+    cls.models = {regime: transfer_head.build_transfer_head(
+        _SPEC, regime=regime, num_classes=5, weights=None if regime == "scratch" else cls.path)
+                  for regime in ("logreg", "finetune", "scratch")}
+    cls.multi = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=5,
+                                                  multi_label=True)
 
   @parameterized.parameters(("logreg", False), ("finetune", True), ("scratch", True))
   def test_regime_sets_trainable(self, regime, trainable):
-    weights = None if regime == "scratch" else _saved_weights(
-        self.get_temp_dir() + f"/{regime}.weights.h5")
-    model = transfer_head.build_transfer_head(_SPEC, regime=regime, num_classes=4,
-                                              weights=weights)
+    model = self.models[regime]
     self.assertEqual(model.backbone.trainable, trainable)
     backbone_trainable = [w for w in model.trainable_weights
                           if not w.path.startswith("transfer_head/head")]
@@ -34,29 +47,24 @@ class TransferHeadTest(parameterized.TestCase, tf.test.TestCase):
                     if w.path.startswith("transfer_head/head")], 2)
 
   def test_init_follows_regime(self):
-    path = _saved_weights(self.get_temp_dir() + "/init.weights.h5")
-    reference = backbones.build_backbone(_SPEC, weights=path).get_weights()
-    finetune = transfer_head.build_transfer_head(_SPEC, regime="finetune", num_classes=3,
-                                                 weights=path)
-    scratch = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3,
-                                                seed=11)
-    self.assertAllEqual(finetune.backbone.get_weights()[0], reference[0])
-    self.assertNotAllClose(scratch.backbone.get_weights()[0], reference[0])
+    reference = self.source.get_weights()  # What the weights file was saved from.
+    for regime in ("logreg", "finetune"):
+      for got, want in zip(self.models[regime].backbone.get_weights(), reference,
+                           strict=True):
+        self.assertAllEqual(got, want)
+    self.assertNotAllClose(self.models["scratch"].backbone.get_weights()[0], reference[0])
 
   def test_head_is_zero_initialised_softmax_or_sigmoid(self):
-    single = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=5)
-    multi = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=5,
-                                              multi_label=True)
     images = tf.random.uniform((2, 32, 32, 3), -1, 1)
-    self.assertAllEqual(single(images), np.zeros((2, 5)))
-    self.assertAllEqual(multi(images), np.zeros((2, 5)))
-    self.assertIsInstance(single.make_loss(), keras.losses.SparseCategoricalCrossentropy)
-    self.assertIsInstance(multi.make_loss(), keras.losses.BinaryCrossentropy)
+    for regime, model in self.models.items():
+      self.assertAllEqual(model(images), np.zeros((2, 5)), regime)
+    self.assertAllEqual(self.multi(images), np.zeros((2, 5)))
+    self.assertIsInstance(self.models["scratch"].make_loss(),
+                          keras.losses.SparseCategoricalCrossentropy)
+    self.assertIsInstance(self.multi.make_loss(), keras.losses.BinaryCrossentropy)
 
   def test_logreg_backbone_runs_in_inference_mode(self):
-    path = _saved_weights(self.get_temp_dir() + "/bn.weights.h5")
-    model = transfer_head.build_transfer_head(_SPEC, regime="logreg", num_classes=2,
-                                              weights=path)
+    model = self.models["logreg"]
     before = [w.numpy().copy() for w in model.backbone.non_trainable_weights]
     images = tf.random.uniform((4, 32, 32, 3), -1, 1)
     inference = model(images, training=False)
@@ -96,22 +104,21 @@ class TransferHeadTest(parameterized.TestCase, tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "weight_decay / learning_rate"):
       transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3,
                                         weight_decay=0.01)
-    no_decay = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3)
-    self.assertEqual(no_decay.l2_coefficient, 0.0)
+    for regime, model in self.models.items():  # Built without weight_decay.
+      self.assertEqual(model.l2_coefficient, 0.0, regime)
 
   def test_ignored_multi_label_entries_train_as_negatives(self):
-    model = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3,
-                                              multi_label=True)
+    model = self.multi
     model.compile(loss=model.make_loss())
-    logits = tf.constant([[2.0, -1.0, 0.5]])
-    ignored = model.compute_loss(y=tf.constant([[1.0, -1.0, 0.0]]), y_pred=logits)
-    # Mean over classes of the sigmoid cross-entropy with targets (1, 0, 0), by hand.
+    logits = tf.constant([[2.0, -1.0, 0.5, 0.0, 0.0]])
+    ignored = model.compute_loss(y=tf.constant([[1.0, -1.0, 0.0, 0.0, 0.0]]), y_pred=logits)
+    # Mean over classes of the sigmoid cross-entropy with targets (1, 0, 0, 0, 0), by hand.
     by_hand = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0)),
-                       np.log1p(np.exp(0.5))])
+                       np.log1p(np.exp(0.5)), np.log1p(np.exp(0.0)), np.log1p(np.exp(0.0))])
     self.assertNear(float(ignored), by_hand, 1e-5)
 
   def test_batch_norm_momentum_reaches_every_layer(self):
-    model = transfer_head.build_transfer_head(_SPEC, regime="scratch", num_classes=3)
+    model = self.models["scratch"]
     count = transfer_head.set_batch_norm_momentum(model.backbone, 0.95)
     self.assertEqual(count, 27)  # MobileNet v1: one after the stem, two per block x 13.
     self.assertTrue(all(layer.momentum == 0.95 for layer in model.backbone.layers
