@@ -29,24 +29,34 @@ from tfhub_transfer import devices  # pylint: disable=g-import-not-at-top
 # GPU memory growth, before TensorFlow starts (here and in the figures' child processes).
 devices.prepare_environment()
 
+# bench's own flags, apart from absl's global registry (`parse_flags` parses both): `main`
+# can then run in a process that also holds the CLI's flags (--workdir is both tools'), as
+# tests/test_bench.py runs a partial run.
+FLAGS = flags.FlagValues()
 _DEVICE = flags.DEFINE_bool("device", False,
-                            "Sizes for one GPU (a few minutes) instead of 2 CPU cores.")
-_FIGURES = flags.DEFINE_list("figures", list(profiles.FIGURES), "Figures to run.")
+                            "Sizes for one GPU (a few minutes) instead of 2 CPU cores.",
+                            flag_values=FLAGS)
+_FIGURES = flags.DEFINE_list("figures", list(profiles.FIGURES), "Figures to run.",
+                             flag_values=FLAGS)
 _PART = flags.DEFINE_enum(
     "part", None, list(profiles.PARTS), "Run one named part of the figures ("
     + "; ".join(f"{name}: {','.join(keys)}" for name, keys in profiles.PARTS.items())
-    + "), stored on its own; the parts together make a full run.")
+    + "), stored on its own; the parts together make a full run.", flag_values=FLAGS)
 _LOGREG_FEATURES = flags.DEFINE_list(
     "logreg_features", [],
     "Run figure 2 on these features instead of synthetic ones: .npz files with arrays "
-    "'features' [N, D] and 'labels' [N], or feature-cache entries (<workdir>/features/<key>/).")
+    "'features' [N, D] and 'labels' [N], or feature-cache entries (<workdir>/features/<key>/).",
+    flag_values=FLAGS)
 _LOGREG_METRIC = flags.DEFINE_enum("logreg_metric", "top1",
                                    list(profiles.SINGLE_LABEL_METRICS),
-                                   "Validation metric of figure 2 on --logreg_features.")
+                                   "Validation metric of figure 2 on --logreg_features.",
+                                   flag_values=FLAGS)
 _WRITE = flags.DEFINE_bool("write", True,
-                           "Store bench/results/<mode>.json and rewrite BENCHMARKS.md.")
+                           "Store bench/results/<mode>.json and rewrite BENCHMARKS.md.",
+                           flag_values=FLAGS)
 _WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Scratch directory (default: a temporary one, removed after).")
+                               "Scratch directory (default: a temporary one, removed after).",
+                               flag_values=FLAGS)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
@@ -79,7 +89,7 @@ def main(argv):
     run.check_figures(_FIGURES.value)
   except ValueError as e:
     sys.exit(f"--figures: {e}")
-  if _PART.value and flags.FLAGS["figures"].present:
+  if _PART.value and FLAGS["figures"].present:
     sys.exit("--part and --figures both choose the figures: pass one of them.")
   figures = list(profiles.PARTS[_PART.value]) if _PART.value else _FIGURES.value
   full_run = set(figures) == set(run.FIGURES) and not _LOGREG_FEATURES.value
@@ -133,5 +143,16 @@ def store_part(result, mode: str, part: str) -> None:
     store_full(report.merge(list(parts.values())), mode)
 
 
+def parse_flags(argv):
+  """absl's own flags (--help, --verbosity, ...) and bench's, from `argv` (`app.run`'s
+  flags_parser). Returns the other arguments."""
+  flags.FLAGS.append_flag_values(FLAGS)
+  for name in FLAGS:  # --help lists them as this module's.
+    flags.declare_key_flag(name)
+  rest = app.parse_flags_with_usage(argv)
+  FLAGS.mark_as_parsed()  # The same flags: their holders read the values just parsed.
+  return rest
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -2,12 +2,14 @@
 of TF-free commands, signals, a piped run), the parse step and cli.main in this process
 (tests/cli_runner.py) for flag checks and plans."""
 
+import collections
 import glob
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from unittest import mock
 
@@ -55,8 +57,22 @@ def _default_sigint():
 
 class CliTest(tf.test.TestCase):
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    # The TF-free commands run once, with TensorFlow blocked: their own tests read these.
+    cls._tmp = tempfile.TemporaryDirectory()
+    cls._blocked_env = env_without_tensorflow(os.path.join(cls._tmp.name, "blocked"))
+    cls._without_tf = {flag: run_cli(flag, env=cls._blocked_env, timeout=120)
+                       for flag in ("--list_models", "--help")}
+
+  @classmethod
+  def tearDownClass(cls):
+    cls._tmp.cleanup()
+    super().tearDownClass()
+
   def test_list_models_lists_the_zoo(self):
-    done = run_cli("--list_models")
+    done = self._without_tf["--list_models"]
     self.assertEqual(done.returncode, 0, done.stderr[-2000:])
     lines = done.stdout.splitlines()
     self.assertLen(lines, 1 + len(backbones.BACKBONES))
@@ -111,7 +127,7 @@ class CliTest(tf.test.TestCase):
     self.assertEqual(named - known, set())
 
   def test_help_exits_0_with_this_tools_flags_grouped(self):
-    done = run_cli("--help")
+    done = self._without_tf["--help"]
     self.assertEqual(done.returncode, 0, done.stderr[-2000:])
     out = done.stdout
     titles = ["run:", "search:", "data:", "scale-out:", "compute:", "report (--mode=report):"]
@@ -168,12 +184,11 @@ class CliTest(tf.test.TestCase):
     self.assertCountEqual(grouped, [holder.name for holder in cli.own_flags()])
 
   def test_answers_without_tensorflow(self):
-    tmp = self.get_temp_dir()
-    env = env_without_tensorflow(os.path.join(tmp, "blocked"))
+    env = self._blocked_env
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
                            capture_output=True, text=True, check=False)
     self.assertIn("tensorflow is blocked by the test", probe.stderr)
-    workdir = os.path.join(tmp, "work")
+    workdir = os.path.join(self.get_temp_dir(), "work")
     results.ResultsStore.for_workdir(workdir).put({
         "model": "resnet_50", "dataset": "dtd", "regime": "logreg", "seed": 0,
         "status": "ok", "metric": "top1", "test_metric": 0.7, "val_metric": 0.7,
@@ -181,7 +196,7 @@ class CliTest(tf.test.TestCase):
     for args, expected in ((["--list_models"], "resnet_50"), (["--list_datasets"], "caltech101"),
                            (["--help"], "scale-out:"),
                            (["--mode=report", f"--workdir={workdir}"], "| resnet_50 | 74.90 |")):
-      done = run_cli(*args, env=env, timeout=120)
+      done = self._without_tf.get(args[0]) or run_cli(*args, env=env, timeout=120)
       self.assertEqual(done.returncode, 0, f"{args}: {done.stderr[-2000:]}")
       self.assertIn(expected, done.stdout, args)
       self.assertNotIn("blocked", done.stderr, args)
@@ -351,97 +366,136 @@ class CliTest(tf.test.TestCase):
 
 
 class RunOutputTest(tf.test.TestCase):
-  """A run as a user sees it when the output goes to a file, and when they press Ctrl-C."""
+  """A run as a user sees it when the output goes to a file, and when they press Ctrl-C or
+  the scheduler sends SIGTERM.
 
-  def _args(self, tmp, *, train_steps, learning_rates, data_dir=None):
-    """`data_dir`: digits built beforehand; by default the run builds it, as a first run
-    does (TFDS's output included)."""
-    hub = os.path.join(tmp, "hub")
-    if not os.path.exists(hub):
-      fakes.make_tiny_savedmodel(hub)
-    return [f"--model=hub:{hub}", "--image_size=16", "--dataset=digits", "--regime=finetune",
-            f"--data_dir={data_dir or tmp + '/tfds'}", f"--workdir={tmp}/work",
-            "--max_examples=40", "--batch_size=16", f"--train_steps={train_steps}",
-            f"--learning_rates={learning_rates}", "--weight_decays=0"]
+  The piped output and SIGTERM share one run (each CLI process starts TensorFlow: seconds of
+  CPU): a grid of two cells, the first of 4 steps that runs to its result line, the second
+  of 100000 steps, terminated once it trains. Ctrl-C has a run of its own.
+  """
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._tmp = tempfile.TemporaryDirectory()
+    # Digits is built by this run, as a first run does (TFDS's output included).
+    cls._piped = _signal_mid_training(
+        _run_args(cls._tmp.name, train_steps="4,100000", learning_rates="0.1,0.01"),
+        signal.SIGTERM, training="training 100000 steps.")
+
+  @classmethod
+  def tearDownClass(cls):
+    cls._tmp.cleanup()
+    super().tearDownClass()
 
   def test_piped_output_is_plain_lines_without_library_noise(self):
-    tmp = self.get_temp_dir()
-    done = run_cli(*self._args(tmp, train_steps=4, learning_rates="0.1,0.01"), timeout=900)
-    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-    output = done.stdout + done.stderr
+    run = self._piped
+    self.assertTrue(run.started, run.stderr[-3000:])
+    output = run.stdout + run.stderr
     self.assertNotIn("\x1b", output)  # No colour or cursor codes,
     self.assertNotIn("\r", output)  # and no redrawn lines: TFDS, Keras, keras-tuner.
-    self.assertRegex(done.stderr.splitlines()[0],
+    self.assertRegex(run.stderr.splitlines()[0],
                      r"cli\.py:\d+\] tfhub_transfer [0-9.]+: TensorFlow [0-9.]+ on "
                      r"/device:CPU:0 \(no GPU visible")
     for noise in ("retracing", "is deprecated", "shuffle=True", "oneDNN", "InitializeLog",
                   "Search: Running Trial", "Traceback"):
       self.assertNotIn(noise, output)
-    warnings = [line for line in done.stderr.splitlines() if line.startswith("W")]
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("W")]
     self.assertEqual(warnings, [])
-    self.assertEqual(done.stderr.count("training 4 steps."), 2)  # One line per trial.
-    self.assertIn("digits / finetune (seed 0): test top1 =", done.stdout)
+    self.assertEqual(run.stderr.count("training 4 steps."), 2)  # One line per trial.
+    self.assertIn("digits / finetune (seed 0): test top1 =", run.stdout)
 
   def test_ctrl_c_prints_one_line_and_exits_130(self):
-    rest = self._signal_mid_training(signal.SIGINT, expect_code=130)
-    self._assert_one_line_of_the_tool(rest, cli.INTERRUPTED)
+    tmp = self.get_temp_dir()
+    run = _signal_mid_training(
+        _run_args(tmp, train_steps="100000", learning_rates="0.1",
+                  data_dir=os.path.join(self._tmp.name, "tfds")),  # Built by the class's run.
+        signal.SIGINT, training="training 100000 steps.")
+    self._assert_ended_by_the_signal(run, 130, cli.INTERRUPTED)
 
   def test_sigterm_prints_one_line_and_exits_143(self):
-    rest = self._signal_mid_training(signal.SIGTERM, expect_code=143)
-    self._assert_one_line_of_the_tool(rest, cli.TERMINATED)
-    # State as after Ctrl-C: no failed row, no failed trial; a rerun resumes the trial.
-    stored = stores.read_workdir(os.path.join(self.get_temp_dir(), "work"))
-    self.assertEmpty(stored.records())
-    self.assertEmpty(stored.trials())
+    run = self._piped
+    self._assert_ended_by_the_signal(run, 143, cli.TERMINATED)
+    # State as after Ctrl-C: the finished cell and its trials are kept; the terminated one
+    # left no failed row and no failed trial (a rerun resumes its trial).
+    stored = stores.read_workdir(os.path.join(self._tmp.name, "work"))
+    self.assertEqual([(r["config"]["train_steps"], r["status"]) for r in stored.records()],
+                     [(4, "ok")])
+    trials = stored.trials()
+    self.assertLen(trials, 2)
+    self.assertEqual({t["status"] for t in trials}, {"ok"})
+    self.assertEqual({t["protocol"] for t in trials}, {stored.records()[0]["protocol"]})
 
-  def _assert_one_line_of_the_tool(self, stderr, expected):
-    """The tool printed `expected` once after the signal, and no other line of its own.
+  def _assert_ended_by_the_signal(self, run, code, expected):
+    """Exit `code`, no traceback, and the tool printed `expected` once after the signal and
+    no other line of its own.
 
     Found among the lines, not at a position: a library's log line (TFDS's, absl's) may
     land after it.
     """
-    lines = [line.strip() for line in stderr.splitlines()]
-    self.assertEqual(lines.count(expected), 1, stderr[-3000:])
+    self.assertTrue(run.started, run.stderr[-3000:])
+    self.assertEqual(run.returncode, code, run.after[-3000:])
+    for text in ("Traceback", "KeyboardInterrupt", "Terminated"):
+      self.assertNotIn(text, run.after)
+      self.assertNotIn(text, run.stdout)
+    lines = [line.strip() for line in run.after.splitlines()]
+    self.assertEqual(lines.count(expected), 1, run.after[-3000:])
     own = [line for line in lines if line.startswith(("tfhub_transfer:", "interrupted",
                                                       "terminated"))]
-    self.assertEqual(own, [expected], stderr[-3000:])
+    self.assertEqual(own, [expected], run.after[-3000:])
 
-  def _signal_mid_training(self, signum, *, expect_code):
-    """Runs a long trial, sends `signum` once it trains; its stderr after the signal.
 
-    stdout goes to a file of its own: a pipe's buffered stdout (TFDS prints "Dataset digits
-    downloaded and prepared" there) is flushed at exit, so in a merged stream it can land
-    after the tool's last stderr line.
-    """
-    tmp = self.get_temp_dir()
-    stdout_path = os.path.join(self.create_tempdir().full_path, "stdout")
-    with open(stdout_path, "w") as stdout:
-      process = subprocess.Popen(
-          [sys.executable, "-m", "tfhub_transfer.cli",
-           *self._args(tmp, train_steps=100000, learning_rates="0.1",
-                       data_dir=fakes.digits_data_dir())],
-          cwd=fakes.REPO_ROOT, env=fakes.subprocess_env(), stdout=stdout,
-          stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+def _run_args(tmp, *, train_steps, learning_rates, data_dir=None):
+  """A finetune grid on digits with a tiny Hub backbone. `data_dir`: digits built
+  beforehand; by default the run builds it, as a first run does (TFDS's output included)."""
+  hub = os.path.join(tmp, "hub")
+  if not os.path.exists(hub):
+    fakes.make_tiny_savedmodel(hub)
+  return [f"--model=hub:{hub}", "--image_size=16", "--dataset=digits", "--regime=finetune",
+          f"--data_dir={data_dir or tmp + '/tfds'}", f"--workdir={tmp}/work",
+          "--max_examples=40", "--batch_size=16", f"--train_steps={train_steps}",
+          f"--learning_rates={learning_rates}", "--weight_decays=0"]
+
+
+SignalledRun = collections.namedtuple(
+    "SignalledRun", "started returncode stdout stderr after")
+
+
+def _signal_mid_training(args, signum, *, training):
+  """Runs the CLI with `args` and sends `signum` once the trial that logs `training` trains
+  (its training batches are made: the process is inside the training).
+
+  stdout goes to a file of its own: a pipe's buffered stdout (TFDS prints "Dataset digits
+  downloaded and prepared" there) is flushed at exit, so in a merged stream it can land
+  after the tool's last stderr line.
+
+  Returns:
+    A `SignalledRun`: whether the training started (else no signal was sent), the exit
+    code, stdout, the whole stderr, and stderr after the signal.
+  """
+  with tempfile.TemporaryFile("w+") as stdout:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfhub_transfer.cli", *args], cwd=fakes.REPO_ROOT,
+        env=fakes.subprocess_env(), stdout=stdout, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint)
     try:
-      seen = []
-      for line in process.stderr:  # Until the trial's training starts.
+      seen, training_started, started = [], False, False
+      for line in process.stderr:  # Until the trial's training batches are made.
         seen.append(line)
-        if "training 100000 steps." in line:
+        training_started = training_started or training in line
+        if training_started and "] train split: " in line:
+          started = True
           break
-      self.assertTrue(seen and "training 100000 steps." in seen[-1], "".join(seen)[-3000:])
-      time.sleep(2)
-      process.send_signal(signum)
-      _, rest = process.communicate(timeout=120)
+      if started:
+        time.sleep(0.5)  # Into the training's first steps.
+        process.send_signal(signum)
+      _, after = process.communicate(timeout=120)
     finally:
       if process.poll() is None:
         process.kill()
-    with open(stdout_path) as f:
-      out = f.read()
-    self.assertEqual(process.returncode, expect_code, rest[-3000:])
-    for text in ("Traceback", "KeyboardInterrupt", "Terminated"):
-      self.assertNotIn(text, rest)
-      self.assertNotIn(text, out)
-    return rest
+    stdout.seek(0)
+    return SignalledRun(started, process.returncode, stdout.read(), "".join(seen) + after,
+                        after)
 
 
 if __name__ == "__main__":
