@@ -1,6 +1,7 @@
 """`--precision` and `--jit_compile`: a few training steps in each setting agree with float32;
 the head and the loss stay float32; float16 losses are scaled; both key and record a cell."""
 
+import json
 import os
 
 from absl.testing import parameterized
@@ -120,13 +121,18 @@ class PrecisionCellTest(tf.test.TestCase):
     return ExperimentConfig(**{**fields, **overrides})
 
   def test_jit_compiled_cell_is_recorded_and_keyed(self):
-    config = self._config(jit_compile=True)
+    # A logreg cell: its backbone's features computed by an XLA-compiled function. XLA's
+    # training step (the costlier compile) agrees with float32 in PrecisionTrainingTest.
+    config = self._config(regime="logreg", l2_grid_size=3, jit_compile=True)
     record = experiment.run_experiment(config).record
     self.assertEqual(record["status"], "ok")
     self.assertEqual(record["config"]["jit_compile"], True)
     self.assertEqual(record["protocol_settings"]["jit_compile"], True)
     self.assertEqual(record["protocol_settings"]["precision"], "float32")
-    self.assertNotEqual(config.protocol, self._config().protocol)
+    self.assertNotEqual(config.protocol, self._config(regime="logreg").protocol)
+    for entry in record["feature_cache"].values():  # Features keyed apart from float32's.
+      with open(os.path.join(entry["path"], features.META_FILE)) as f:
+        self.assertIs(json.load(f)["key_parts"]["jit_compile"], True)
 
   def test_hub_backbone_in_mixed_precision_fails_with_what_to_do(self):
     with self.assertRaisesRegex(experiment.ExperimentFailed,
