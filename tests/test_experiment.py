@@ -174,8 +174,37 @@ class LowDataCellTest(tf.test.TestCase):
 
 
 class ResumeTest(tf.test.TestCase):
-  """A training resumed from its backup; a search resumed at its trial in flight is in
-  FinetuneSearchTest."""
+
+  def test_interrupted_search_resumes_at_the_trial_in_flight(self):
+    config = _tiny_config(self.get_temp_dir(), "finetune", learning_rates=(0.01, 0.001))
+    real_train, calls = training.train, []
+
+    def train_then_interrupt(*args, **kwargs):
+      calls.append(1)
+      if len(calls) == 2:
+        raise KeyboardInterrupt  # Ctrl-C (or a preempted host) as the second trial starts.
+      return real_train(*args, **kwargs)
+
+    with mock.patch.object(training, "train", train_then_interrupt), \
+        self.assertRaises(KeyboardInterrupt):
+      experiment.run_experiment(config)
+    store = results.ResultsStore.for_workdir(config.workdir)
+    first = {t["trial_id"]: t["stored_at"] for t in store.trials(*config.cell)}
+    self.assertLen(first, 1)
+    self.assertIsNone(store.get(*config.cell))
+
+    calls.clear()
+    with mock.patch.object(training, "train", lambda *a, **k: calls.append(1) or real_train(
+        *a, **k)):
+      record = experiment.run_experiment(config).record
+    self.assertEqual(record["status"], "ok")
+    self.assertLen(calls, 2)  # The trial in flight and the refit: the finished one not rerun.
+    trials = store.trials(*config.cell)
+    self.assertLen(trials, 2)  # Each grid point once.
+    for t in trials:
+      if t["trial_id"] in first:
+        self.assertEqual(t["stored_at"], first[t["trial_id"]])
+    self.assertLen({t["hparams"]["learning_rate"] for t in trials}, 2)
 
   def test_interrupted_training_resumes_where_it_stopped(self):
     backup = self.get_temp_dir() + "/backup"
@@ -290,13 +319,11 @@ class FinetuneSearchTest(tf.test.TestCase):
     starts, record = run(interrupted_training=1)
     self.assertEqual((starts, record), ([self.BACKUP_EVERY, 0], None))
     (first,) = store.trials(*config.cell)
-    self.assertIsNone(store.get(*config.cell))  # No record before the search is done.
-    # The trial in flight resumed at its backup, the refit started at step 0; the finished
-    # first trial was not run again (nor stored again).
+    # The second trial resumed at its backup, the refit started at step 0; the finished
+    # first trial was not run again.
     starts, record = run()
     self.assertEqual(starts, [self.BACKUP_EVERY, 0])
     self.assertIn(first, store.trials(*config.cell))
-    self.assertLen(store.trials(*config.cell), 2)  # Each grid point once.
 
     # Every trial scores as in the uninterrupted search, so the same one is chosen and the
     # refit tests the same. The metrics are fractions of 60 images (steps of 1/60); on CPU
