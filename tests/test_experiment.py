@@ -7,6 +7,7 @@ import tempfile
 from unittest import mock
 
 import keras
+import keras_tuner as kt
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 import tensorflow as tf
@@ -16,6 +17,7 @@ from tfhub_transfer import experiment
 from tfhub_transfer import features as features_lib
 from tfhub_transfer import runners
 from tfhub_transfer import training
+from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import predictions as predictions_lib
 from tfhub_transfer.results import store as results
@@ -171,6 +173,47 @@ class LowDataCellTest(tf.test.TestCase):
       self.assertIn("subset alone", record["splits"]["refit"])
       full = dataclasses.replace(config, examples_per_class=0)
       self.assertNotEqual(full.cell, config.cell)  # Its own row, tuner state, checkpoints.
+
+
+class ResumableGridTest(tf.test.TestCase):
+  """The grid oracle reloaded from its directory walks on through the grid as an
+  uninterrupted one does (keras-tuner's own ends the search after the trials it had)."""
+
+  def _oracle(self, directory):
+    oracle = tuning.ResumableGridSearchOracle(objective=kt.Objective("val", "max"), seed=0)
+    oracle._set_project_dir(directory, "search")  # pylint: disable=protected-access
+    hp = kt.HyperParameters()
+    hp.Choice("learning_rate", [0.1, 0.01, 0.001])
+    hp.Choice("weight_decay", [0.0, 1e-4])
+    oracle.hyperparameters = hp
+    oracle.verbose = 0
+    return oracle
+
+  def _walk(self, oracle, trials):
+    """The values of up to `trials` trials run to completion in turn; then the status of a
+    trial that did not run, if any."""
+    walk = []
+    for _ in range(trials):
+      trial = oracle.create_trial("tuner0")
+      if trial.status != kt.engine.trial.TrialStatus.RUNNING:
+        return walk + [trial.status]
+      walk.append(tuple(trial.hyperparameters.values.values()))
+      oracle.update_trial(trial.trial_id, {"val": 0.5})
+      trial.status = kt.engine.trial.TrialStatus.COMPLETED
+      oracle.end_trial(trial)
+    return walk
+
+  def test_a_reloaded_search_walks_the_rest_of_the_grid(self):
+    whole = self._walk(self._oracle(self.create_tempdir().full_path), 7)
+    grid = [(lr, wd) for lr in (0.1, 0.01, 0.001) for wd in (0.0, 1e-4)]
+    self.assertEqual(whole, grid + [kt.engine.trial.TrialStatus.STOPPED])
+    directory = self.create_tempdir().full_path
+    first = self._oracle(directory)
+    done = self._walk(first, 2)
+    first.save()
+    reloaded = self._oracle(directory)
+    reloaded.reload()
+    self.assertEqual(done + self._walk(reloaded, 5), whole)
 
 
 class ResumeTest(tf.test.TestCase):
