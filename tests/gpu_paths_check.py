@@ -60,7 +60,9 @@ def main(argv):
   # One MirroredStrategy for every collective of this process (see `one_step_on_each`).
   strategy = training.make_strategy("mirrored")
   out = {"mirrored_replicas": strategy.num_replicas_in_sync,
-         "step": mirrored_check.one_step_on_each("cpu", two=strategy)}
+         "step": mirrored_check.one_step_on_each("cpu", two=strategy),
+         # The next cell's strategy: the same object (a kept model serves only its own).
+         "same_strategy": training.make_strategy("mirrored") is strategy}
   try:
     training.make_strategy("mirrored", jit_compile=True)
   except ValueError as e:

@@ -52,6 +52,11 @@ class TwoLogicalCpusTest(tf.test.TestCase):
     changed = [not np.allclose(a, b) for a, b in zip(out["initial"], out["one"]["weights"])]
     self.assertGreater(sum(changed), len(changed) // 2)  # The step did update the backbone.
 
+  def test_every_cell_of_a_process_gets_the_one_strategy_object(self):
+    # A second `mirrored` over the same two devices is the object made before, so that a
+    # cell's kept model (its TraceKey compares strategies by identity) serves the next cell.
+    self.assertIs(self._out()["same_strategy"], True)
+
   def test_jit_on_two_replicas_is_refused_and_features_extract_one_shape(self):
     out = self._out()
     self.assertEqual(out["mirrored_replicas"], 2)

@@ -27,9 +27,18 @@ class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite."""
 
 
+# One strategy object per kind and devices in a process. A cell's kept model
+# (`cell_model.KEPT_MODEL`) serves the next cell only under the very strategy it was built in
+# (its `TraceKey` compares strategies by identity): a new MirroredStrategy or OneDeviceStrategy
+# per cell would rebuild and retrace every trained cell on GPUs. A TPU system is initialised
+# once.
+_STRATEGIES: dict[tuple[str, tuple[str, ...]], tf.distribute.Strategy] = {}
+
+
 def make_strategy(name: str = "auto", *, jit_compile: bool = False
                   ) -> tf.distribute.Strategy:
-  """Returns the strategy for `--strategy` (`devices.resolve_strategy` says which).
+  """Returns the strategy for `--strategy` (`devices.resolve_strategy` says which): the same
+  object for the same kind and devices throughout the process.
 
   `auto` is MirroredStrategy over all local GPUs when there are several, OneDevice on a single
   GPU, and the default strategy on CPU. `mirrored` without GPUs mirrors over the logical CPU
@@ -43,12 +52,19 @@ def make_strategy(name: str = "auto", *, jit_compile: bool = False
   cpus = tf.config.list_logical_devices("CPU")
   name, _ = devices.resolve_strategy(name, num_gpus=len(gpus), num_cpus=len(cpus),
                                      jit_compile=jit_compile)
+  if name == "default":
+    return tf.distribute.get_strategy()
+  key = (name, tuple(d.name for d in gpus or cpus))
+  if key not in _STRATEGIES:
+    _STRATEGIES[key] = _new_strategy(name, gpus, cpus)
+  return _STRATEGIES[key]
+
+
+def _new_strategy(name: str, gpus: list, cpus: list) -> tf.distribute.Strategy:
   if name == "mirrored":
     return tf.distribute.MirroredStrategy([d.name for d in gpus or cpus])
   if name == "one_device":
     return tf.distribute.OneDeviceStrategy(gpus[0].name)
-  if name == "default":
-    return tf.distribute.get_strategy()
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
     tf.config.experimental_connect_to_cluster(resolver)
