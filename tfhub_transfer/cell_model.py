@@ -54,7 +54,8 @@ class TraceKey:
     train_steps: the step budget: the cosine schedule's length, a constant of the step.
     batch_size: the global batch, the step's static input shape.
     strategy: the distribution strategy the variables live under, compared by identity
-      (another strategy object's variables are other variables).
+      (another strategy object's variables are other variables); `training.make_strategy`
+      gives every cell of a process the same object for the same kind and devices.
   """
   backbone: backbones.BackboneSpec
   network_dir: str
