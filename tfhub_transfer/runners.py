@@ -147,9 +147,9 @@ class CellContext:
     if content not in _SPLIT_BYTES:
       _SPLIT_BYTES[content] = pipeline.measure_bytes(getattr(self.splits, split))
     encoded, decoded = _SPLIT_BYTES[content]
-    mode = pipeline.choose_cache(encoded_bytes=encoded, decoded_bytes=decoded)
-    if mode == pipeline.CACHE_DECODED and self.config.fast_decode:
-      mode = pipeline.CACHE_ENCODED  # The fast path decodes from the bytes (make_pipeline).
+    mode = pipeline.applied_cache(
+        pipeline.choose_cache(encoded_bytes=encoded, decoded_bytes=decoded),
+        fast_decode=self.config.fast_decode)
     logging.info("%s split: %d images, %.3g GiB encoded, %.3g GiB decoded: %s.", split,
                  self.splits.sizes[split], encoded / 2**30, decoded / 2**30,
                  f"cached in memory ({mode})" if mode else "too large to cache in memory")

@@ -118,8 +118,7 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
   # once, here) or encoded bytes.
   if cache is not None and cache not in CACHE_MODES:
     raise ValueError(f"cache={cache!r}: expected None or one of {CACHE_MODES}.")
-  if fast_decode and cache == CACHE_DECODED:
-    cache = CACHE_ENCODED
+  cache = applied_cache(cache, fast_decode=fast_decode)
   decoded = cache == CACHE_DECODED
   if decoded:
     ds = ds.map(lambda ex: {**ex, "image": decode_rgb(ex["image"])},
@@ -164,6 +163,12 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
   # 6. Prefetch; the pipeline's threads are its own, one per core this process may use (a
   # --parallel_trials worker's share: threads.py).
   return ds.prefetch(tf.data.AUTOTUNE).with_options(cpu_share_options())
+
+
+def applied_cache(cache: Optional[str], *, fast_decode: bool) -> Optional[str]:
+  """The cache `make_pipeline` applies when asked for `cache`: with `fast_decode` a decoded
+  cache would skip the fast path, so the encoded bytes are cached instead."""
+  return CACHE_ENCODED if fast_decode and cache == CACHE_DECODED else cache
 
 
 def cpu_share_options() -> tf.data.Options:
