@@ -21,13 +21,14 @@ import tensorflow as tf
 IMAGE_SIZE = 32
 
 
-def tiny_backbone() -> keras.Model:
-  """conv -> batch norm -> ReLU, twice, -> global average pool (16 features), random init."""
-  inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+def tiny_backbone(image_size: int = IMAGE_SIZE, seed: int = 0) -> keras.Model:
+  """conv -> batch norm -> ReLU, twice, -> global average pool (16 features), random init
+  drawn from `seed` (tests/test_cell_model.py builds it as a `built` backbone too)."""
+  inputs = keras.Input((image_size, image_size, 3))
   x = inputs
-  for seed, (filters, strides) in enumerate(((8, 2), (16, 1))):
+  for block, (filters, strides) in enumerate(((8, 2), (16, 1))):
     x = keras.layers.Conv2D(filters, 3, strides=strides,
-                            kernel_initializer=keras.initializers.HeNormal(seed))(x)
+                            kernel_initializer=keras.initializers.HeNormal(seed + block))(x)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
   return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny")

@@ -5,11 +5,11 @@ import dataclasses
 import os
 from unittest import mock
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from tests import fakes
+from tests import mirrored_check
 from tfhub_transfer import cell_model
 from tfhub_transfer import experiment
 from tfhub_transfer import runners
@@ -21,21 +21,14 @@ from tfhub_transfer.results import store as results
 
 
 def _two_blocks(spec, *, weights, seed):
-  """`_SPEC`'s network: (conv -> batch norm -> ReLU) twice -> global average pool, its
-  random init drawn from `seed`. It holds the kinds of state a Keras application holds
-  (kernels; batch norm's weights, moving statistics and momentum) at a fraction of the cost
-  to build and trace: the reset test's two models and three trainings took 1.2 CPU-s here,
-  13.3 on MobileNet 0.25 at 32 px."""
+  """`_SPEC`'s network: `mirrored_check.tiny_backbone`, (conv -> batch norm -> ReLU) twice ->
+  global average pool, its random init drawn from `seed`. It holds the kinds of state a Keras
+  application holds (kernels; batch norm's weights, moving statistics and momentum) at a
+  fraction of the cost to build and trace: the reset test's two models and three trainings
+  took about 1.2 CPU-s here, 13.3 on MobileNet 0.25 at 32 px."""
   if weights != "random":
     raise ValueError(f"weights={weights!r}: {spec.name} has only a random init.")
-  inputs = keras.Input((spec.image_size, spec.image_size, 3))
-  x = inputs
-  for block, filters in enumerate((8, 16)):
-    x = keras.layers.Conv2D(filters, 3, strides=2, use_bias=False,
-                            kernel_initializer=keras.initializers.HeNormal(seed + block))(x)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-  return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+  return mirrored_check.tiny_backbone(spec.image_size, seed=seed)
 
 
 _SPEC = transfer_head.backbones.BackboneSpec(
