@@ -65,7 +65,6 @@ class Outcome:
   convergence: Optional[Mapping[str, Any]] = None
 
 
-
 # (encoded, decoded) bytes of a split by its content key (`CellContext.cache_mode`): one pass
 # over a split's encoded bytes per process, not per cell.
 _SPLIT_BYTES: dict[str, tuple[int, int]] = {}
