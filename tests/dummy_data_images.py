@@ -30,6 +30,18 @@ def encode(image, image_format="JPEG", mode="RGB"):
   return buffer.getvalue()
 
 
+def photo_jpeg(height, width, subsampling, seed=0):
+  """A photo-like JPEG (smooth colour field plus texture; PIL, quality 90; subsampling 0:
+  4:4:4, 2: 4:2:0)."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(0, 256, (max(height // 16, 2), max(width // 16, 2), 3), np.uint8)
+  field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.int16)
+  pixels = np.clip(field + rng.normal(0, 12, (height, width, 1)), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, "JPEG", quality=90, subsampling=subsampling)
+  return buffer.getvalue()
+
+
 def _write(path, data):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "wb") as f:

@@ -1,6 +1,7 @@
 """On two logical CPU devices (standing in for two GPUs): `--jit_compile` with two replicas is
 refused before any work, by the library and by the CLI; `mirrored` runs over the two
-devices; the feature extractor runs one shape over both replicas; one training step on two
+devices; the feature extractor runs one shape over both replicas, images or
+(`resize_on_device`) windows; one training step on two
 replicas against one device (`mirrored_check`). Prints JSON (tests/test_distributed.py).
 
 Run as its own process (logical devices must be set before TensorFlow starts):
@@ -18,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tests import dummy_data_images as dummy
 from tests import mirrored_check
 from tfhub_transfer.transfer_head import TransferHead  # Starts no device: safe before setup.
 
@@ -56,6 +58,9 @@ def main(argv):
   from tfhub_transfer import features
   from tfhub_transfer import training
   from tfhub_transfer.config import ExperimentConfig
+  from tfhub_transfer.data import device_resample
+  from tfhub_transfer.data import pipeline
+  from tfhub_transfer.data import transforms
   # pylint: enable=g-import-not-at-top
   # One MirroredStrategy for every collective of this process (see `one_step_on_each`).
   strategy = training.make_strategy("mirrored")
@@ -93,10 +98,28 @@ def main(argv):
   feature_fn(images[:4])
   out["traces_after_first_batch"] = len(model.traced_shapes)
   got = np.concatenate([np.asarray(feature_fn(images[i:i + 4])) for i in range(0, 11, 4)])
-  out["traced_shapes"] = model.traced_shapes
+  out["traced_shapes"] = list(model.traced_shapes)
   out["features"] = got.tolist()
   keras.config.disable_interactive_logging()
   out["reference"] = model.backbone(images, training=False).numpy().tolist()
+
+  # `resize_on_device` over both replicas: batches of (canvases, meta) split per replica,
+  # resampled in the replicas' function, against the host-resampled fast path.
+  encoded = [dummy.photo_jpeg(h, w, 0, seed=i)
+             for i, (h, w) in enumerate([(90, 120), (50, 70), (120, 160)])]
+  source = tf.data.Dataset.from_tensor_slices(
+      {"image": tf.constant(encoded), "label": tf.range(3, dtype=tf.int64)})
+  scale = lambda images: images / 127.5 - 1.0  # noqa: E731
+  window_fn = features.make_feature_fn(model, strategy, batch_size=2,
+                                       inputs_fn=device_resample.inputs_fn(8, scale))
+  windows = pipeline.make_pipeline(source, image_size=8, preprocess_fn=None, batch_size=2,
+                                   training=False, resize_on_device=True)
+  model.traced_shapes.clear()
+  out["window_features"] = np.concatenate(
+      [np.asarray(window_fn(batch)) for batch, _ in windows]).tolist()
+  out["window_traced_shapes"] = model.traced_shapes
+  host = np.stack([transforms.eval_image(e, 8, fast_decode=True) for e in encoded])
+  out["window_reference"] = model.backbone(scale(host), training=False).numpy().tolist()
   json.dump(out, sys.stdout)
 
 

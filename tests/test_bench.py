@@ -214,7 +214,8 @@ class TinyRunTest(tf.test.TestCase):
     # training curve (its extraction curve reuses figure 5's).
     self.assertEqual(children, ["bench.memory_child"] * 2 + ["bench.curves"] * 3)
     self.assertEqual(result.failures, {})
-    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a", "9a", "9b", "9c", "9d", "10"]
+    figure_keys = ["1a", "2a", "3", "4", "5a", "6", "8a", "9a", "9b", "9c", "9d", "9e", "9f",
+                   "10"]
     curve_keys = ["7a", "7b", "7c", "7d"]
     self.assertEqual([f.key for f in result.figures], figure_keys)
     self.assertEqual([c.key for c in result.curves], curve_keys)

@@ -74,6 +74,9 @@ class TwoLogicalCpusTest(tf.test.TestCase):
     self.assertEqual(len(out["traced_shapes"]), out["traces_after_first_batch"])
     self.assertEqual({tuple(s) for s in out["traced_shapes"]}, {(2, 8, 8, 3)})
     self.assertAllClose(out["features"], out["reference"], atol=1e-5)
+    # Windows (`resize_on_device`): each replica resamples its share of the batch, one shape.
+    self.assertEqual({tuple(s) for s in out["window_traced_shapes"]}, {(1, 8, 8, 3)})
+    self.assertAllClose(out["window_features"], out["window_reference"], atol=1e-4)
 
 
 if __name__ == "__main__":

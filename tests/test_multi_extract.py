@@ -1,8 +1,10 @@
 """Decode once per sweep: one pass gives each backbone the one-model path's features, bit for
 bit; a sweep of two backbones decodes each split once; a failed pass leaves no entry."""
 
+import json
 import os
 
+from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
@@ -87,9 +89,13 @@ class SharedPassTest(tf.test.TestCase):
     self.assertEmpty(os.listdir(cache_dir))
 
 
-class SweepTest(tf.test.TestCase):
+class SweepTest(tf.test.TestCase, parameterized.TestCase):
 
-  def test_two_backbone_sweep_decodes_each_split_once_with_the_one_model_features(self):
+  @parameterized.named_parameters(("host", {}),
+                                  ("resize_on_device", dict(fast_decode=True,
+                                                            resize_on_device=True)))
+  def test_two_backbone_sweep_decodes_each_split_once_with_the_one_model_features(
+      self, decoding):
     tmp = self.get_temp_dir()
     hub = fakes.make_tiny_savedmodel(os.path.join(tmp, "hub"), feature_dim=8, grid=2)
     # Two registry backbones at one resolution, on a tiny SavedModel (`--weights=DIR`), each
@@ -98,7 +104,7 @@ class SweepTest(tf.test.TestCase):
     base = ExperimentConfig(model=models[0], dataset="digits", regime="logreg",
                             weights=hub, image_size=32, max_examples=40, batch_size=16,
                             l2_grid_size=4, data_dir=fakes.digits_data_dir(),
-                            workdir=os.path.join(tmp, "sweep"))
+                            workdir=os.path.join(tmp, "sweep"), **decoding)
     grid = sweep.Grid(models=models, datasets=("digits",), regimes=("logreg",))
     with self.assertLogs(logger="absl", level="INFO") as logs:
       summary = sweep.run_grid(base, grid)
@@ -125,6 +131,9 @@ class SweepTest(tf.test.TestCase):
         self.assertEqual(os.path.basename(a.path), os.path.basename(b.path))  # Same key.
         np.testing.assert_array_equal(a.features, b.features, err_msg=f"{model} {split}")
         np.testing.assert_array_equal(a.labels, b.labels)
+        with open(os.path.join(a.path, features_lib.META_FILE)) as f:
+          key_parts = json.load(f)["key_parts"]
+        self.assertEqual(key_parts.get("resize_on_device"), decoding.get("resize_on_device"))
 
   def test_a_failed_pass_leaves_each_cell_to_record_its_own_failure(self):
     tmp = self.get_temp_dir()

@@ -321,18 +321,6 @@ class LabelsAndDistributionTest(tf.test.TestCase):
     self.assertEqual([tuple(x.shape) for x, _ in batches], [(3, 8, 8, 3)] * 2)
 
 
-def _photo_jpeg(height, width, subsampling, seed=0):
-  """A photo-like JPEG (smooth colour field plus texture; PIL, quality 90; subsampling 0:
-  4:4:4, 2: 4:2:0)."""
-  rng = np.random.default_rng(seed)
-  coarse = rng.integers(0, 256, (max(height // 16, 2), max(width // 16, 2), 3), np.uint8)
-  field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.int16)
-  pixels = np.clip(field + rng.normal(0, 12, (height, width, 1)), 0, 255).astype(np.uint8)
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, "JPEG", quality=90, subsampling=subsampling)
-  return buffer.getvalue()
-
-
 def _resampling_matrix(source, target, *, box):
   """[target, source] weights at half-pixel centres: the box filter (each output the mean
   of the source interval it covers), or bilinear interpolation with edges clamped."""
@@ -404,7 +392,7 @@ class FastDecodeTest(parameterized.TestCase):
       ("dct_half_box_420", 150, 200, 48, 1, 2))
   def test_eval_pixels_match_pil_decoded_window_resampled_in_numpy(
       self, height, width, image_size, ratio_index, subsampling):
-    encoded = _photo_jpeg(height, width, subsampling)
+    encoded = dummy.photo_jpeg(height, width, subsampling)
     fast = transforms.eval_image(tf.constant(encoded), image_size, fast_decode=True).numpy()
     expected = _fast_eval_reference(encoded, image_size, 2**ratio_index)
     difference = np.abs(fast - expected)

@@ -22,6 +22,7 @@ from tfhub_transfer import scoring
 from tfhub_transfer import transferability
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import datasets
+from tfhub_transfer.data import device_resample
 from tfhub_transfer.data import loading
 from tfhub_transfer.data import pipeline
 
@@ -93,6 +94,33 @@ class Pets37DecodeTest(parameterized.TestCase):
         decoded += 1
     self.assertEqual(decoded, 370)
     self.assertEqual((min(widths), max(widths)), (133, 1725))  # As ../shared/data/README.md.
+
+  @parameterized.parameters(224, 96)
+  def test_resize_on_device_gives_the_fast_paths_pixels(self, image_size):
+    """Every photo through `--resize_on_device` (windows decoded on the host, resampled as
+    the forward function does) against the host's fast path (`--fast_decode`): float
+    rounding apart, except a window over twice the size that even DCT scale 1/8 leaves too
+    large, which the host resamples and rounds to uint8 (none here at these sizes)."""
+    pets = shared_data.path(shared_data.PETS37)
+    encoded = []
+    for folder in sorted(os.listdir(pets)):
+      for name in sorted(os.listdir(os.path.join(pets, folder))):
+        with open(os.path.join(pets, folder, name), "rb") as f:
+          encoded.append(f.read())
+    source = tf.data.Dataset.from_tensor_slices(
+        {"image": tf.constant(encoded), "label": tf.zeros([len(encoded)], tf.int64)})
+    common = dict(image_size=image_size, preprocess_fn=lambda images: images, batch_size=37,
+                  training=False, fast_decode=True)
+    fast = np.concatenate([x for x, _ in pipeline.make_pipeline(source, **common)])
+    resample = device_resample.inputs_fn(image_size, lambda images: images)
+    device, boxes = [], 0
+    for windows, _ in pipeline.make_pipeline(source, resize_on_device=True, **common):
+      device.append(resample(windows).numpy())
+      boxes += int(tf.reduce_sum(windows[1][:, 2]))
+    device = np.concatenate(device)
+    self.assertEqual(device.shape, (370, image_size, image_size, 3))
+    self.assertLess(np.abs(device - fast).max(), 0.02)
+    self.assertGreater(boxes, 300)  # Mostly downscales (box filter), some upscales.
 
 
 class SharedPathTest(parameterized.TestCase):

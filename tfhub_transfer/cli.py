@@ -113,7 +113,7 @@ _MAX_TRIALS = flags.DEFINE_integer("max_trials", _DEFAULT["max_trials"],
                                    "Cap on trials (0: the whole grid).")
 _L2_GRID_SIZE = flags.DEFINE_integer(
     "l2_grid_size", _DEFAULT["l2_grid_size"],
-    "Log-spaced L2 strengths in [{:g}, {:g}] (logreg).".format(*protocol.L2_RANGE))
+    "L2 strengths, log-spaced in [{:g}, {:g}].".format(*protocol.L2_RANGE))
 _STRATEGY = flags.DEFINE_enum("strategy", _DEFAULT["strategy"], STRATEGIES,
                               "tf.distribute strategy of one trial.")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", _DEFAULT["max_examples"],
@@ -124,7 +124,7 @@ _PRECISION = flags.DEFINE_enum(
     "are scaled. Part of each result's key.")
 _JIT_COMPILE = flags.DEFINE_bool(
     "jit_compile", _DEFAULT["jit_compile"],
-    "XLA for training and feature extraction (1 replica; keyed).")
+    "XLA (training, extraction; 1 replica). Keyed.")
 _EVAL_PREPROCESSING = flags.DEFINE_enum(
     "eval_preprocessing", _DEFAULT["eval_preprocessing"], list(crops.EVAL_PREPROCESSINGS),
     "Evaluation crop: slim = shorter side to S/0.875, central S, bilinear (the ImageNet "
@@ -132,6 +132,9 @@ _EVAL_PREPROCESSING = flags.DEFINE_enum(
 _FAST_DECODE = flags.DEFINE_bool(
     "fast_decode", _DEFAULT["fast_decode"], "Decode only each JPEG's crop window, at "
     "reduced DCT scale; box-filter resize (BENCHMARKS.md, figure 9). Keyed.")
+_RESIZE_ON_DEVICE = flags.DEFINE_bool(
+    "resize_on_device", _DEFAULT["resize_on_device"], "With --fast_decode: logreg's "
+    "resize runs on the GPU, the host only decodes (figure 9). Keyed.")
 _IMAGENET_TOP1 = flags.DEFINE_list(
     "imagenet_top1", [], "For --mode=report: ImageNet top-1 (%) of models without a published "
     "checkpoint top-1 (the default for zoo models, see --list_models), or overrides of it, "
@@ -162,7 +165,8 @@ FLAG_GROUPS = (
              _BATCH_SIZE, _TRAIN_STEPS, _EXAMPLES_PER_CLASS, _MODE, _LIST_MODELS,
              _LIST_DATASETS)),
     ("search", (_LEARNING_RATES, _WEIGHT_DECAYS, _TUNER, _MAX_TRIALS, _L2_GRID_SIZE)),
-    ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES, _EVAL_PREPROCESSING, _FAST_DECODE)),
+    ("data", (_DATA_DIR, _MANUAL_DIR, _MAX_EXAMPLES, _EVAL_PREPROCESSING, _FAST_DECODE,
+              _RESIZE_ON_DEVICE)),
     ("scale-out", (_STRATEGY, _SHARD, _PARALLEL_TRIALS, _GPUS_PER_TRIAL)),
     ("compute", (_PRECISION, _JIT_COMPILE)),
     ("report (--mode=report)", (_IMAGENET_TOP1, _REPORT_DIR, _TSNE, _CONVERGENCE_THRESHOLD)),
@@ -379,7 +383,8 @@ def _grid_and_config(*, build_models: bool = True) -> tuple[sweep.Grid, Experime
         max_trials=_MAX_TRIALS.value, l2_grid_size=_L2_GRID_SIZE.value,
         strategy=_STRATEGY.value, max_examples=_MAX_EXAMPLES.value,
         precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value,
-        eval_preprocessing=_EVAL_PREPROCESSING.value, fast_decode=_FAST_DECODE.value)
+        eval_preprocessing=_EVAL_PREPROCESSING.value, fast_decode=_FAST_DECODE.value,
+        resize_on_device=_RESIZE_ON_DEVICE.value)
     sweep.check_grid(grid, config, build_models=build_models)
   return grid, config
 

@@ -108,7 +108,7 @@ PROTOCOL_VERSION = 3
 
 # Protocol fields added after results were stored: keyed only when not at their default, so
 # that every result measured before they existed keeps its protocol id.
-_KEYED_WHEN_SET = ("eval_preprocessing", "fast_decode")
+_KEYED_WHEN_SET = ("eval_preprocessing", "fast_decode", "resize_on_device")
 
 
 def unkeyed_defaults() -> dict[str, Any]:
@@ -214,6 +214,12 @@ class ExperimentConfig:
     eval_preprocessing: the evaluation resize and crop, a `crops.EVAL_PREPROCESSINGS` name.
     fast_decode: JPEGs decoded by the input pipeline's fast path (window only, reduced DCT
       scale, box filter: `data/transforms.py`); other pixels.
+    resize_on_device: with `fast_decode`, feature extraction (logreg) resamples the decoded
+      windows on the accelerator, in the compiled forward function
+      (`data/device_resample.py`): the host's cores only decode. The fast path's pixels up
+      to float rounding for JPEGs; other formats get its box filter too. Only for bilinear
+      `eval_preprocessing`s. Finetune/scratch cells do not extract features and ignore it
+      (it is not in their protocol).
   """
   model: str
   dataset: str
@@ -239,6 +245,7 @@ class ExperimentConfig:
   jit_compile: bool = False
   eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING
   fast_decode: bool = False
+  resize_on_device: bool = False
 
   def __post_init__(self):
     regimes.get_regime_spec(self.regime)
@@ -266,7 +273,14 @@ class ExperimentConfig:
     if self.precision not in PRECISIONS:
       raise ValueError(f"Unknown --precision={self.precision!r}. Valid choices: "
                        f"{', '.join(PRECISIONS)}.")
-    crops.get_eval_preprocessing(self.eval_preprocessing)
+    eval_spec = crops.get_eval_preprocessing(self.eval_preprocessing)
+    if self.resize_on_device and not self.fast_decode:
+      raise ValueError("--resize_on_device moves --fast_decode's resize onto the "
+                       "accelerator: add --fast_decode, or drop --resize_on_device.")
+    if self.resize_on_device and eval_spec.method != "bilinear":
+      raise ValueError(f"--resize_on_device resamples bilinearly; --eval_preprocessing="
+                       f"{self.eval_preprocessing} is {eval_spec.method}: choose "
+                       f"--eval_preprocessing=slim, or drop --resize_on_device.")
 
   @property
   def regime_spec(self) -> regimes.RegimeSpec:

@@ -23,7 +23,7 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 import zlib
 
 from absl import logging
@@ -372,7 +372,8 @@ def release_in_background(holder: list) -> None:
 
 
 def make_feature_fn(model, strategy: tf.distribute.Strategy, *, jit_compile: bool = False,
-                    batch_size: Optional[int] = None):
+                    batch_size: Optional[int] = None,
+                    inputs_fn: Optional[Callable[[Any], tf.Tensor]] = None):
   """A compiled images -> features function run on every replica of `strategy` (with XLA
   when `jit_compile`).
 
@@ -390,25 +391,32 @@ def make_feature_fn(model, strategy: tf.distribute.Strategy, *, jit_compile: boo
     strategy: the replicas to split each batch over.
     jit_compile: compile with XLA.
     batch_size: the pipeline's batch size (None: run each batch at its own shape).
+    inputs_fn: what the batches are turned into on each replica, in the compiled function,
+      before the backbone: e.g. `device_resample.inputs_fn` for batches of windows
+      (`resize_on_device`); a batch is then any nest of tensors of one batch size.
   """
 
   @tf.function(reduce_retracing=True, jit_compile=jit_compile)
   def replica_fn(images):
+    if inputs_fn is not None:
+      images = inputs_fn(images)
     return model.features(images, training=False)
 
   replicas = strategy.num_replicas_in_sync
 
   def feature_fn(images):
-    size = int(images.shape[0])
+    size = int(tf.nest.flatten(images)[0].shape[0])
     target = -(-max(size, batch_size or 0) // replicas) * replicas
     if target > size:
-      images = tf.pad(images, [[0, target - size]] + [[0, 0]] * (len(images.shape) - 1))
+      images = tf.nest.map_structure(
+          lambda t: tf.pad(t, [[0, target - size]] + [[0, 0]] * (len(t.shape) - 1)), images)
     if replicas == 1:
       return replica_fn(images)[:size]
     # Split the batch over replicas, gather the results back in order, drop the padding.
-    shards = tf.split(images, replicas)
+    shards = [tf.split(t, replicas) for t in tf.nest.flatten(images)]
     per_replica = strategy.experimental_distribute_values_from_function(
-        lambda ctx: shards[ctx.replica_id_in_sync_group])
+        lambda ctx: tf.nest.pack_sequence_as(
+            images, [parts[ctx.replica_id_in_sync_group] for parts in shards]))
     return strategy.gather(strategy.run(replica_fn, args=(per_replica,)), axis=0)[:size]
 
   return feature_fn

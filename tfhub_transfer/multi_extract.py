@@ -131,7 +131,8 @@ def extract_shared(ds: tf.data.Dataset, *, image_size: int, batch_size: int,
                    targets: Sequence[Target], cache_dir: str, description: str = "",
                    num_batches: Optional[int] = None,
                    eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING,
-                   fast_decode: bool = False) -> list[features_lib.CachedFeatures]:
+                   fast_decode: bool = False,
+                   resize_on_device: bool = False) -> list[features_lib.CachedFeatures]:
   """Decodes `ds` once and writes every target's feature-cache entry from that one pass.
 
   Args:
@@ -142,7 +143,8 @@ def extract_shared(ds: tf.data.Dataset, *, image_size: int, batch_size: int,
     cache_dir: the feature-cache root.
     description: what is decoded, for the log.
     num_batches: for the progress bars' ETA.
-    eval_preprocessing, fast_decode: as for `pipeline.make_pipeline`.
+    eval_preprocessing, fast_decode, resize_on_device: as for `pipeline.make_pipeline` (with
+      `resize_on_device`, each target's `feature_fn` takes windows: `make_feature_fn`).
 
   Returns:
     Each target's cached features, in the order of `targets`.
@@ -156,7 +158,8 @@ def extract_shared(ds: tf.data.Dataset, *, image_size: int, batch_size: int,
                                                preprocess_fns=conventions,
                                                batch_size=batch_size,
                                                eval_preprocessing=eval_preprocessing,
-                                               fast_decode=fast_decode)
+                                               fast_decode=fast_decode,
+                                               resize_on_device=resize_on_device)
   consumers = [
       _Consumer(functools.partial(
           features_lib.extract_features, t.feature_fn, cache_dir=cache_dir, key=t.key,
@@ -222,7 +225,8 @@ def decode_group(config: ExperimentConfig) -> Optional[Hashable]:
     return None
   return (config.workdir, config.dataset, config.data_dir, config.manual_dir, config.seed,
           config.max_examples, config.examples_per_class, config.batch_size, config.strategy,
-          spec.image_size, config.eval_preprocessing, config.fast_decode)
+          spec.image_size, config.eval_preprocessing, config.fast_decode,
+          config.resize_on_device)
 
 
 def extract_cells(configs: Sequence[ExperimentConfig]) -> int:
@@ -271,7 +275,8 @@ def extract_cells(configs: Sequence[ExperimentConfig]) -> int:
     extract_shared(getattr(splits, split), image_size=image_size,
                    batch_size=first.batch_size, targets=targets, cache_dir=cache_dir,
                    description=what, num_batches=contexts[0].num_batches(split),
-                   eval_preprocessing=first.eval_preprocessing, fast_decode=first.fast_decode)
+                   eval_preprocessing=first.eval_preprocessing, fast_decode=first.fast_decode,
+                   resize_on_device=first.resize_on_device)
     logging.info("Decode pass over %s done in %.1f s.", what, time.perf_counter() - start)
     written += len(targets)
   return written

@@ -20,7 +20,8 @@ RANDOM = "random"
 # Config fields every regime's outcome depends on (besides the cell key and the backbone).
 # `precision` and `jit_compile` change the numbers a backbone computes (features, gradients);
 # `examples_per_class` the data a cell trains on; `eval_preprocessing` and `fast_decode` the
-# pixels every image becomes.
+# pixels every image becomes. logreg adds `resize_on_device` (where its features' pixels are
+# resampled: the same up to float rounding), which only feature extraction reads.
 _COMMON_FIELDS = ("max_examples", "examples_per_class", "precision", "jit_compile",
                   "eval_preprocessing", "fast_decode")
 
@@ -99,7 +100,7 @@ REGIMES: dict[str, RegimeSpec] = {s.name: s for s in [
         name="logreg", title="Logistic regression on frozen features",
         default_weights=IMAGENET, pretrained_allowed=True, trains_backbone=False,
         learning_rates=(), weight_decays=(), paper_train_steps=None,
-        protocol_fields=_COMMON_FIELDS + ("l2_grid_size",),
+        protocol_fields=_COMMON_FIELDS + ("l2_grid_size", "resize_on_device"),
         runner="tfhub_transfer.runners:run_logreg", paper_column="avg_logodds_logreg",
         paper_correlation=0.99, colour="tab:blue", line_style=":", marker="s"),
     RegimeSpec(

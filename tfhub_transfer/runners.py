@@ -32,6 +32,7 @@ from tfhub_transfer import tuning
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.data import crops
 from tfhub_transfer.data import datasets
+from tfhub_transfer.data import device_resample
 from tfhub_transfer.data import loading
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data.preprocessing import get_preprocess_fn
@@ -98,6 +99,18 @@ class CellContext:
         repeat=repeat, drop_remainder=repeat, start_batch=start_batch,
         eval_preprocessing=self.config.eval_preprocessing,
         fast_decode=self.config.fast_decode)
+
+  def feature_batches(self, split: str) -> tf.data.Dataset:
+    """The split's batches for feature extraction: `batches`, or with
+    `config.resize_on_device` batches of decoded windows, which `make_feature_fn`'s function
+    resamples on the accelerator."""
+    if not self.config.resize_on_device:
+      return self.batches(split)
+    return pipeline.make_pipeline(
+        getattr(self.splits, split), image_size=self.backbone.image_size,
+        preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
+        batch_size=self.config.batch_size, training=False,
+        eval_preprocessing=self.config.eval_preprocessing, resize_on_device=True)
 
   def training_stream(self, split: str):
     """first_batch -> the repeated training batches of `split` from that batch on.
@@ -200,15 +213,28 @@ class CellContext:
       parts["eval_preprocessing"] = self.config.eval_preprocessing
     if self.config.fast_decode:
       parts["fast_decode"] = True
+    if self.config.resize_on_device:
+      parts["resize_on_device"] = True
     return parts
 
   def make_feature_fn(self):
     """Builds the backbone: a compiled images -> features function (`config.jit_compile`),
-    one shape per cell (batches padded to `config.batch_size`)."""
+    one shape per cell (batches padded to `config.batch_size`); with
+    `config.resize_on_device` it takes `feature_batches`' windows and resamples them
+    first."""
+    inputs_fn = None
+    if self.config.resize_on_device:
+      if not tf.config.list_logical_devices("GPU"):
+        logging.warning("--resize_on_device with no GPU visible: the resample runs on the "
+                        "CPU, where it costs more than on the host's pipeline (BENCHMARKS.md, "
+                        "figure 9); the features are the same up to float rounding.")
+      inputs_fn = device_resample.inputs_fn(self.backbone.image_size,
+                                            get_preprocess_fn(self.backbone.preprocessing))
     with self.strategy.scope():
       return features_lib.make_feature_fn(self.build_model(), self.strategy,
                                           jit_compile=self.config.jit_compile,
-                                          batch_size=self.config.batch_size)
+                                          batch_size=self.config.batch_size,
+                                          inputs_fn=inputs_fn)
 
 
 def load_cell(config: ExperimentConfig, *,
@@ -289,7 +315,7 @@ def extract_cell_features(ctx: CellContext, *, splits: Sequence[str] = FEATURE_S
   for split in splits:
     parts = ctx.feature_key_parts(split)
     cached[split] = features_lib.extract_features(
-        feature_fn, ctx.batches(split), cache_dir=cache_dir,
+        feature_fn, ctx.feature_batches(split), cache_dir=cache_dir,
         key=features_lib.cache_key(parts), num_batches=ctx.num_batches(split),
         description=f"{ctx.config.model}/{ctx.config.dataset}/{split}", key_parts=parts)
   return cached

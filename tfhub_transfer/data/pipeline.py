@@ -24,7 +24,10 @@ in this fixed order:
   5. batch;
   6. prefetch.
 Resizing is antialiased (the reference path of `transforms.py`); `fast_decode` takes its
-fast path for JPEGs: other pixels, so it is a protocol setting.
+fast path for JPEGs: other pixels, so it is a protocol setting. With `resize_on_device`
+(evaluation), step 4 stops after decoding each image's window and step 5 pads the windows
+into uint8 canvases; the resize and `preprocess_fn` then run in the accelerator's forward
+function (`device_resample.py`).
 
 `make_shared_eval_pipeline` is the evaluation path for several backbones of one resolution at
 once (`multi_extract`): each image is decoded, resized and cropped once, then given to each
@@ -37,8 +40,10 @@ import tensorflow as tf
 
 from tfhub_transfer.data import crops
 from tfhub_transfer.data import threads
+from tfhub_transfer.data import transforms
 from tfhub_transfer.data.transforms import decode_rgb
 from tfhub_transfer.data.transforms import eval_image
+from tfhub_transfer.data.transforms import eval_window
 from tfhub_transfer.data.transforms import make_eval_fn
 from tfhub_transfer.data.transforms import make_train_fn
 
@@ -65,7 +70,8 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   start_batch: int = 0,
                   eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING,
-                  fast_decode: bool = False) -> tf.data.Dataset:
+                  fast_decode: bool = False,
+                  resize_on_device: bool = False) -> tf.data.Dataset:
   """Turns encoded examples into batches of (images, labels).
 
   Under `strategy.distribute_datasets_from_function`, call it inside the dataset function
@@ -98,16 +104,26 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
     fast_decode: decode JPEGs by the fast path (`transforms.fast_jpeg_window`). A decoded
       cache would skip it, so with `fast_decode` a `CACHE_DECODED` request caches the
       encoded bytes instead (the batches stay those of no cache).
+    resize_on_device: evaluation only: the host decodes each image's window
+      (`transforms.eval_window`, the bilinear fast path's) and stops there; the batches are
+      then of (uint8 canvases [B, C, C, 3], int32 meta [B, 3]), which
+      `device_resample.inputs_fn(image_size, preprocess_fn)` turns into the backbone's
+      input inside the compiled forward function (`preprocess_fn` is applied there).
 
   Returns:
-    Dataset of (float32 [B, S, S, 3], labels [B] int64 or [B, C] float32).
+    Dataset of (float32 [B, S, S, 3], labels [B] int64 or [B, C] float32); with
+    `resize_on_device`, of ((canvases, meta), labels).
 
   Raises:
-    ValueError: `start_batch` without `training` and `repeat`, or an empty dataset.
+    ValueError: `start_batch` without `training` and `repeat`, an empty dataset, or
+      `resize_on_device` with `training` or a decoded cache.
   """
   if start_batch and not (training and repeat):
     raise ValueError(f"start_batch={start_batch} resumes a repeated training stream; pass "
                      f"training=True and repeat=True.")
+  if resize_on_device and (training or cache == CACHE_DECODED):
+    raise ValueError("resize_on_device is for evaluation batches of encoded images "
+                     "(training=False, no decoded cache).")
   pipeline_id = 0
   # 1. Encoded bytes; each input pipeline of a distributed job reads its own shard.
   if input_context is not None:
@@ -153,16 +169,32 @@ def make_pipeline(ds: tf.data.Dataset, *, image_size: int,
       return train_fn(example["image"], element_seed), example["label"]
 
     ds = ds.enumerate(start=position).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+  elif resize_on_device:
+    ds = ds.map(lambda ex: (eval_window(ex["image"], image_size,
+                                        eval_preprocessing=eval_preprocessing), ex["label"]),
+                num_parallel_calls=tf.data.AUTOTUNE)
   else:
     eval_fn = make_eval_fn(image_size, preprocess_fn, decoded=decoded,
                            eval_preprocessing=eval_preprocessing, fast_decode=fast_decode)
     ds = ds.map(lambda ex: (eval_fn(ex["image"]), ex["label"]),
                 num_parallel_calls=tf.data.AUTOTUNE)
-  # 5. Batch.
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  # 5. Batch (windows padded into canvases: the copy batching makes anyway).
+  if resize_on_device:
+    ds = ds.padded_batch(batch_size, padded_shapes=_window_shapes(image_size, ds),
+                         drop_remainder=drop_remainder)
+  else:
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   # 6. Prefetch; the pipeline's threads are its own, one per core this process may use (a
   # --parallel_trials worker's share: threads.py).
   return ds.prefetch(tf.data.AUTOTUNE).with_options(cpu_share_options())
+
+
+def _window_shapes(image_size: int, ds: tf.data.Dataset):
+  """`padded_batch`'s shapes for ((window, meta), label) elements: windows padded to
+  canvases (`transforms.canvas_size`), the rest as they are."""
+  side = transforms.canvas_size(image_size)
+  label_shape = ds.element_spec[1].shape
+  return ((tf.TensorShape([side, side, 3]), tf.TensorShape([3])), label_shape)
 
 
 def applied_cache(cache: Optional[str], *, fast_decode: bool) -> Optional[str]:
@@ -223,7 +255,8 @@ def make_shared_eval_pipeline(ds: tf.data.Dataset, *, image_size: int,
                               preprocess_fns: Mapping[str, Callable[[tf.Tensor], tf.Tensor]],
                               batch_size: int,
                               eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING,
-                              fast_decode: bool = False) -> tf.data.Dataset:
+                              fast_decode: bool = False,
+                              resize_on_device: bool = False) -> tf.data.Dataset:
   """Evaluation batches for several backbones of one resolution from one decode per image.
 
   Each image is decoded, resized and centrally cropped once (`eval_image`), then given to
@@ -236,11 +269,20 @@ def make_shared_eval_pipeline(ds: tf.data.Dataset, *, image_size: int,
     preprocess_fns: name -> float32 RGB [0, 255] -> a backbone's input (one per input
       convention; backbones that share one share its images).
     batch_size: batch size.
-    eval_preprocessing, fast_decode: as for `make_pipeline`.
+    eval_preprocessing, fast_decode, resize_on_device: as for `make_pipeline`.
 
   Returns:
-    Dataset of ({name: float32 [B, S, S, 3]}, labels), in the order of `ds`.
+    Dataset of ({name: float32 [B, S, S, 3]}, labels), in the order of `ds`; with
+    `resize_on_device`, every name maps to the same (canvases, meta) batch (each backbone's
+    `preprocess_fn` then runs on the accelerator: `device_resample.inputs_fn`).
   """
+  if resize_on_device:
+    windows = make_pipeline(ds, image_size=image_size, preprocess_fn=lambda images: images,
+                            batch_size=batch_size, training=False,
+                            eval_preprocessing=eval_preprocessing, resize_on_device=True)
+    return windows.map(lambda batch, labels: ({name: batch for name in preprocess_fns},
+                                              labels))
+
   def convert(example):
     image = eval_image(example["image"], image_size, eval_preprocessing=eval_preprocessing,
                        fast_decode=fast_decode)

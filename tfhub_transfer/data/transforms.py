@@ -133,6 +133,38 @@ def dct_scale_index(source_side: tf.Tensor, target_side) -> tf.Tensor:
   return tf.add_n([tf.cast(f, tf.int32) for f in fits])
 
 
+def _rounded_window(scaled: tf.Tensor, decoded_shape: tf.Tensor,
+                    image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """The bilinear fast path's window: `scaled` ([top, left, height, width], float64, in the
+  decoded image's pixels) rounded to whole pixels of an image of `decoded_shape`, as int32
+  [top, left, height, width], and whether it is downscaled in both dimensions (box filter)
+  rather than upscaled in one (bilinear)."""
+  low = tf.clip_by_value(tf.round(scaled[:2]), 0.0, decoded_shape - 1.0)
+  high = tf.clip_by_value(tf.round(scaled[:2] + scaled[2:]), low + 1.0, decoded_shape)
+  crop = tf.cast(tf.concat([low, high - low], 0), tf.int32)
+  return crop, tf.reduce_min(scaled[2:]) > image_size
+
+
+def _dct_scaled(shape: tf.Tensor, window: tf.Tensor,
+                image_size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """The fast path's DCT scale for a JPEG of `shape` ([height, width]) and a `window`
+  (float64 [top, left, height, width], source pixels): its index k (scale 1 / 2**k,
+  `dct_scale_index`), the decoded image's [height, width] and the window in its pixels
+  (float64)."""
+  index = dct_scale_index(tf.reduce_min(window[2:]), image_size)
+  ratio = tf.cast(2 ** index, tf.float64)
+  return index, tf.math.ceil(tf.cast(shape, tf.float64) / ratio), window / ratio
+
+
+def _decode_jpeg_window(encoded: tf.Tensor, crop: tf.Tensor, ratio: int) -> tf.Tensor:
+  """uint8 [h, w, 3]: the `crop` (int32 [top, left, height, width]) of a JPEG decoded at
+  DCT scale 1 / ratio, accurate integer IDCT."""
+  image = tf.io.decode_and_crop_jpeg(encoded, crop, channels=3, ratio=ratio,
+                                     dct_method="INTEGER_ACCURATE")
+  image.set_shape([None, None, 3])
+  return image
+
+
 def fast_jpeg_window(encoded: tf.Tensor, shape: tf.Tensor, window: tf.Tensor,
                      image_size: int, *, method: str = "bilinear") -> tf.Tensor:
   """The fast path: a JPEG's `window` (source pixels, float64 [top, left, height, width];
@@ -150,23 +182,13 @@ def fast_jpeg_window(encoded: tf.Tensor, shape: tf.Tensor, window: tf.Tensor,
   Returns:
     float32 [image_size, image_size, 3].
   """
-  shape = tf.cast(shape, tf.float64)
-  index = dct_scale_index(tf.reduce_min(window[2:]), image_size)
-  ratio = tf.cast(2 ** index, tf.float64)
-  decoded_shape = tf.math.ceil(shape / ratio)
-  scaled = window / ratio  # The window in the decoded image's pixels.
+  index, decoded_shape, scaled = _dct_scaled(shape, window, image_size)
 
   def decode(crop, ratio):
-    image = tf.io.decode_and_crop_jpeg(encoded, crop, channels=3, ratio=ratio,
-                                       dct_method="INTEGER_ACCURATE")
-    image.set_shape([None, None, 3])
-    return image
+    return _decode_jpeg_window(encoded, crop, ratio)
 
   if method == "bilinear":
-    low = tf.clip_by_value(tf.round(scaled[:2]), 0.0, decoded_shape - 1.0)
-    high = tf.clip_by_value(tf.round(scaled[:2] + scaled[2:]), low + 1.0, decoded_shape)
-    crop = tf.cast(tf.concat([low, high - low], 0), tf.int32)
-    downscaled = tf.reduce_min(scaled[2:]) > image_size
+    crop, downscaled = _rounded_window(scaled, decoded_shape, image_size)
 
     def resized(ratio, resize_method):
       image = decode(crop, ratio)
@@ -227,6 +249,80 @@ def eval_image(image: tf.Tensor, image_size: int, *, decoded: bool = False,
   else:
     out = tf.cond(tf.io.is_jpeg(image), fast, reference)
   return tf.clip_by_value(out, 0.0, 255.0)
+
+
+def canvas_size(image_size: int) -> int:
+  """The side of the uint8 canvas `eval_window` pads a window into (`resize_on_device`): a
+  window decoded at the DCT scale `dct_scale_index` picks is under twice image_size."""
+  return 2 * image_size
+
+
+def eval_window(image: tf.Tensor, image_size: int, *,
+                eval_preprocessing: str = crops.DEFAULT_EVAL_PREPROCESSING
+                ) -> tuple[tf.Tensor, tf.Tensor]:
+  """The host's half of the evaluation transform when the resize runs on the accelerator
+  (`resize_on_device`): the window the bilinear fast path resamples, decoded and not
+  resized. `device_resample.resample_windows` then does what `fast_jpeg_window` does after
+  decoding: the same box filter or bilinear, onto the same image_size square.
+
+  JPEGs decode only the window, at the DCT scale the fast path picks; other formats are
+  decoded whole and the window, rounded the same way, sliced out. A window that would not
+  fit in the `canvas_size` square (over twice image_size on a side: a huge image, a format
+  without DCT scaling) is resampled here instead, as the fast path does, and its values
+  rounded to uint8 (half a level at most); the accelerator then copies it.
+
+  Args:
+    image: encoded bytes.
+    image_size: side of the square the accelerator resamples onto.
+    eval_preprocessing: a bilinear `crops.EVAL_PREPROCESSINGS` name.
+
+  Returns:
+    (uint8 [h, w, 3] window, int32 [3]: h, w and 1 where the window is downscaled in both
+    dimensions (box filter), else 0 (bilinear)).
+
+  Raises:
+    ValueError: `eval_preprocessing` resamples with another kernel than bilinear.
+  """
+  spec = crops.get_eval_preprocessing(eval_preprocessing)
+  if spec.method != "bilinear":
+    raise ValueError(f"resize_on_device resamples bilinearly (a box filter where it "
+                     f"downscales); --eval_preprocessing={spec.name} resamples {spec.method}: "
+                     f"choose a bilinear one or resize on the host.")
+
+  def jpeg():
+    shape = tf.image.extract_jpeg_shape(image)[:2]
+    index, decoded_shape, scaled = _dct_scaled(
+        shape, _central_window(shape, image_size, spec.crop_fraction), image_size)
+    crop, downscaled = _rounded_window(scaled, decoded_shape, image_size)
+    decoded = tf.switch_case(index, [lambda r=2 ** k: _decode_jpeg_window(image, crop, r)
+                                     for k in range(4)])
+    return decoded, downscaled
+
+  def other():
+    decoded = decode_rgb(image)
+    shape = tf.shape(decoded)[:2]
+    window = _central_window(shape, image_size, spec.crop_fraction)
+    crop, downscaled = _rounded_window(window, tf.cast(shape, tf.float64), image_size)
+    return tf.slice(decoded, tf.concat([crop[:2], [0]], 0),
+                    tf.concat([crop[2:], [3]], 0)), downscaled
+
+  window, downscaled = tf.cond(tf.io.is_jpeg(image), jpeg, other)
+  window.set_shape([None, None, 3])
+  side = canvas_size(image_size)
+
+  def resample_here():
+    resized = tf.cond(downscaled,
+                      lambda: tf.image.resize(tf.cast(window, tf.float32),
+                                              [image_size, image_size], method="area"),
+                      lambda: tf.image.resize(window, [image_size, image_size],
+                                              method="bilinear"))
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8), True
+
+  window, downscaled = tf.cond(tf.reduce_max(tf.shape(window)[:2]) > side, resample_here,
+                               lambda: (window, downscaled))
+  window.set_shape([None, None, 3])
+  meta = tf.concat([tf.shape(window)[:2], [tf.cast(downscaled, tf.int32)]], 0)
+  return window, meta
 
 
 def train_image(image: tf.Tensor, image_size: int, seed: tf.Tensor, *,
