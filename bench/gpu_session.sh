@@ -9,8 +9,9 @@
 # first and second forward pass of ResNet-50, whose gap is the GPU kernels' first-use cost
 # (PTX JIT where the build has no machine code for the GPU) (120); 3 one logreg cell with
 # mixed precision (120); 4 one fine-tune trial with mixed precision (150); 5 the two-replica
-# check, when there are 2+ GPUs (90); 6 pipeline vs forward rates, bench figure 1 (240);
-# 7 the precision / XLA figure, bench figure 8 (240). A step that runs out of time is
+# check, when there are 2+ GPUs (90); 6 the GPU's cost of --resize_on_device's resample,
+# then pipeline vs forward rates, bench figure 1 (240); 7 the precision / XLA figure, bench
+# figure 8 (240). A step that runs out of time is
 # stopped (exit 124 in summary.txt) and the next one starts. Send back the whole folder.
 set -u
 cd "$(dirname "$0")/.."
@@ -74,7 +75,8 @@ else
   echo "5_two_replicas skipped: $GPUS GPU(s)" | tee -a "$SUMMARY"
 fi
 
-step 6_pipeline_vs_forward 240 "$PYTHON" -m bench --device --figures=1 --nowrite
+step 6_pipeline_vs_forward 240 bash -c "$PYTHON -m bench.preprocessing resample
+  $PYTHON -m bench --device --figures=1 --nowrite"
 
 step 7_precision_xla 240 "$PYTHON" -m bench --device --figures=8 --nowrite
 

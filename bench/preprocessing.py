@@ -1,5 +1,7 @@
 """Figure 9: images per second per core of the input pipeline's preprocessing, the fast JPEG
-path (`--fast_decode`) against the reference path, on real photos and on synthetic JPEGs.
+path (`--fast_decode`) against the reference path, on real photos and on synthetic JPEGs; and
+the host's share of evaluation preprocessing when the resize runs on the accelerator
+(`--resize_on_device`: the host decodes windows, the forward function resamples them).
 `python -m bench.preprocessing` prints where the evaluation time goes (`op_costs`).
 
 Per core: each pipeline runs on one thread (tf.data private thread pool of 1, intra-op
@@ -9,9 +11,11 @@ machine do not count; images per CPU-second is images per second on one core. Th
 bytes are held in memory: reading files is not measured.
 """
 
+import dataclasses
 import glob
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -21,6 +25,7 @@ from bench import data
 from bench import harness
 from bench import profiles
 from bench.profiles import Profile
+from tfhub_transfer.data import device_resample
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import transforms
 
@@ -62,17 +67,26 @@ def single_thread(ds: tf.data.Dataset) -> tf.data.Dataset:
   return ds.with_options(options)
 
 
+# The sides of figure 9: make_pipeline's keyword arguments.
+_REFERENCE = {}
+_FAST = {"fast_decode": True}
+_ON_DEVICE = {"fast_decode": True, "resize_on_device": True}
+
+
+def _source(encoded: list[bytes]) -> tf.data.Dataset:
+  return tf.data.Dataset.from_tensor_slices(
+      {"image": tf.constant(encoded), "label": tf.zeros([len(encoded)], tf.int64)})
+
+
 def _pass_fn(encoded: list[bytes], image_size: int, batch: int, *, training: bool,
-             fast: bool):
-  """A call makes one pass over `encoded` through `make_pipeline` (identity backbone
+             side: dict):
+  """A call makes one pass over `encoded` through `make_pipeline(**side)` (identity backbone
   scaling) and returns the CPU seconds of all but its first batch (start-up: iterator,
   functions). The stream is not repeated, so no work is left running when a pass ends to be
   counted against the next side."""
-  source = tf.data.Dataset.from_tensor_slices(
-      {"image": tf.constant(encoded), "label": tf.zeros([len(encoded)], tf.int64)})
   ds = single_thread(pipeline.make_pipeline(
-      source, image_size=image_size, preprocess_fn=lambda images: images,
-      batch_size=batch, training=training, seed=0, fast_decode=fast))
+      _source(encoded), image_size=image_size, preprocess_fn=lambda images: images,
+      batch_size=batch, training=training, seed=0, **side))
 
   def run():
     iterator = iter(ds)
@@ -96,44 +110,90 @@ def _cpu_seconds(fns, repetitions: int) -> list[list[float]]:
   return seconds
 
 
+def device_resample_ms(encoded: list[bytes], image_size: int, batch: int,
+                       repetitions: int, clock=time.process_time) -> float:
+  """ms per image of `--resize_on_device`'s accelerator half (`resample_windows`, compiled
+  with XLA as the forward function is) on the default device, on the windows of `encoded`
+  decoded beforehand, by `clock` (CPU seconds of the process by default: on a CPU, what the
+  resample would cost a CPU-only host; on a GPU pass `time.perf_counter`)."""
+  windows = [w for w, _ in pipeline.make_pipeline(
+      _source(encoded), image_size=image_size, preprocess_fn=None, batch_size=batch,
+      training=False, **_ON_DEVICE)]
+  # Summed, so that every output pixel is computed (XLA would compute only what is returned).
+  resample = tf.function(
+      lambda w: tf.reduce_sum(device_resample.resample_windows(*w, image_size)),
+      jit_compile=True)
+
+  timed = windows[:-1] or windows  # Whole batches where there are: one compiled shape.
+
+  def run():
+    start = clock()
+    for w in timed:
+      resample(w).numpy()
+    return clock() - start
+  [seconds] = _cpu_seconds([run], repetitions)
+  return 1000 * statistics.median(seconds) / sum(int(w[1].shape[0]) for w in timed)
+
+
 def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
-  """9a/9b: evaluation preprocessing on real photos / synthetic JPEGs; 9c/9d: training
-  preprocessing on the same. Each: the reference path's CPU seconds over the fast path's
-  (a speed-up in images per second per core)."""
+  """9a/9b: evaluation preprocessing on real photos / synthetic JPEGs, the fast path;
+  9c/9d: training preprocessing on the same; 9e/9f: the host's share of evaluation
+  preprocessing with the resize on the accelerator. Each: the reference path's CPU seconds
+  over the other side's (a speed-up in images per second per core); the evaluation sides
+  are timed alternately in one loop, against one set of reference passes."""
   size = profile.preprocess_image_size
   photos = profile.preprocess_photos_dir or PHOTOS
   sets = {("pets37 photos (original sizes)" if photos == PHOTOS else f"photos of {photos}"):
               read_photos(profile.preprocess_photos, photos),
           "synthetic TFDS-size JPEGs (longer side 300-512)":
               synthetic_jpegs(profile.preprocess_synthetic)}
-  figures = []
-  letters = iter("abcd")
-  for training, goal in ((False, ">= 2"), (True, "")):
+  figures = {}
+  for training in (False, True):
     kind = "training (random-resized crop + flip)" if training else "evaluation (slim crop)"
-    for name, encoded in sets.items():
+    sides = (_REFERENCE, _FAST) if training else (_REFERENCE, _FAST, _ON_DEVICE)
+    for index, (name, encoded) in enumerate(sets.items()):
       batch = min(_BATCH, max(1, len(encoded) // 4))
-      reference, fast = _cpu_seconds(
-          [_pass_fn(encoded, size, batch, training=training, fast=fast)
-           for fast in (False, True)], profile.preprocess_repetitions)
+      reference, fast, *on_device = _cpu_seconds(
+          [_pass_fn(encoded, size, batch, training=training, side=side) for side in sides],
+          profile.preprocess_repetitions)
       n = len(encoded) - batch  # The first batch is not timed.
       def rate(seconds, n=n):
         return f"{n / statistics.median(seconds):.0f}"
-      figures.append(harness.Figure(
-          key=f"9{next(letters)}",
-          title=f"{kind} preprocessing per core, {name}: --fast_decode / reference",
+      setup = (f"{size} px, batch {batch}, identity backbone scaling, encoded bytes in "
+               f"memory; one thread (tf.data private thread pool 1, intra-op 1), timed in "
+               f"CPU seconds of the whole process")
+      baseline = harness.Measurement(
+          f"make_pipeline (reference path), {n} images after an untimed first batch, CPU s "
+          f"of the process", "s", reference)
+      key = (("9c", "9d") if training else ("9a", "9b"))[index]
+      figures[key] = harness.Figure(
+          key="", title=f"{kind} preprocessing per core, {name}: --fast_decode / reference",
           measured=harness.Measurement(
               f"make_pipeline(fast_decode=True), {n} images after an untimed first batch, CPU s "
               f"of the process", "s", fast),
-          baseline=harness.Measurement(
-              f"make_pipeline (reference path), {n} images after an untimed first batch, CPU s "
-              f"of the process", "s",
-              reference),
-          ratio_of=harness.BASELINE_OVER_MEASURED, goal=goal,
-          setup=(f"{size} px, batch {batch}, identity backbone scaling, encoded bytes in "
-                 f"memory; one thread (tf.data private thread pool 1, intra-op 1), timed in "
-                 f"CPU seconds of the whole process: reference {rate(reference)}, fast "
-                 f"{rate(fast)} images per CPU-second (= per core)")))
-  return figures
+          baseline=baseline, ratio_of=harness.BASELINE_OVER_MEASURED,
+          goal="",
+          setup=f"{setup}: reference {rate(reference)}, fast {rate(fast)} images per "
+                f"CPU-second (= per core)" + ("" if training else (
+                    "; the resize on the host, as a CPU-only host runs it (on a host with "
+                    "an accelerator: 9e/9f)")))
+      if on_device:
+        [on_device] = on_device
+        resample = device_resample_ms(encoded, size, batch, profile.preprocess_repetitions)
+        figures["9" + "ef"[index]] = harness.Figure(
+            key="", title=(f"evaluation (slim crop) preprocessing per host core, {name}: "
+                           f"--fast_decode --resize_on_device (host's share) / reference"),
+            measured=harness.Measurement(
+                f"make_pipeline(fast_decode=True, resize_on_device=True): decoded windows in "
+                f"uint8 canvases, {n} images after an untimed first batch, CPU s of the "
+                f"process", "s", on_device),
+            baseline=baseline, ratio_of=harness.BASELINE_OVER_MEASURED, goal=">= 2",
+            setup=f"{setup}: reference {rate(reference)}, host's share {rate(on_device)} "
+                  f"images per CPU-second (= per core). The resample then runs in the "
+                  f"accelerator's forward function; on this CPU (XLA) it costs "
+                  f"{resample:.2f} ms per image, so a CPU-only host keeps the resize on "
+                  f"the host (9a/9b)")
+  return [dataclasses.replace(figure, key=key) for key, figure in sorted(figures.items())]
 
 
 def _timed_map(inputs: tf.data.Dataset, fn):
@@ -206,6 +266,23 @@ def op_costs(encoded: list[bytes], image_size: int = 224, repetitions: int = 7,
   return [(name, 1000 * statistics.median(s) / len(encoded)) for name, s in zip(runs, seconds)]
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+  """`python -m bench.preprocessing`: `op_costs` on pets37; `... resample`: the ms per image
+  of `--resize_on_device`'s resample on the default device (a GPU where there is one), on
+  synthetic TFDS-size JPEGs (no shared data needed), for bench/gpu_session.sh."""
+  if argv[1:] == ["resample"]:
+    jpegs = synthetic_jpegs(256)
+    device = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices())[0]
+    for image_size in (224, 128):
+      with tf.device(device.name):
+        ms = device_resample_ms(jpegs, image_size, _BATCH, repetitions=5,
+                                clock=time.perf_counter)
+      print(f"{ms:6.3f} ms per image (wall): resize_on_device's resample at {image_size} px "
+            f"on {device.name} (XLA, batch {_BATCH}, windows already on the host)")
+    return
   for step, ms in op_costs(read_photos(0)):
     print(f"{ms:6.3f} ms  {step}")
+
+
+if __name__ == "__main__":
+  main(sys.argv)
