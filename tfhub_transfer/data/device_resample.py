@@ -2,9 +2,11 @@
 
 The host decodes each image's window (`transforms.eval_window`) and batches the windows into
 uint8 squares of `transforms.canvas_size` (zero padding: `pipeline.make_pipeline`); this
-module resamples them onto image_size squares inside the compiled forward function, where a
-GPU does in microseconds what costs a CPU core a third of its time per image (BENCHMARKS.md,
-figure 9). The filters are those of the fast path (`transforms.fast_jpeg_window`), written
+module resamples them onto image_size squares inside the compiled forward function, on the
+accelerator, so that the host's cores only decode (BENCHMARKS.md, figure 9e/9f: the host's
+share is half the reference path's time per image or less; on a CPU this resample costs more
+than the host's own box filter, and what it costs a GPU is step 6 of bench/gpu_session.sh).
+The filters are those of the fast path (`transforms.fast_jpeg_window`), written
 as two separable passes of at most `_TAPS` weighted rows (then columns) each, gathered from
 the canvas: static shapes, so XLA compiles it once with the backbone.
 
