@@ -21,6 +21,7 @@ from tests import fakes
 from tfhub_transfer import backbones
 from tfhub_transfer import cli
 from tfhub_transfer import experiment
+from tfhub_transfer import faults
 from tfhub_transfer import sweep
 from tfhub_transfer.config import ExperimentConfig
 from tfhub_transfer.results import merged as stores
@@ -144,6 +145,21 @@ class CliTest(tf.test.TestCase):
     usage = cli.help_text().split("\n\n")[1]
     self.assertIn("--dataset=dtd,oxford_pets \\\n      --regime=logreg,finetune --seeds=0,1",
                   usage)
+
+  def test_a_sigterm_that_surfaced_as_another_error_ends_as_sigterm(self):
+    # The handler ran inside C code and its exception came out as a SystemError that no
+    # layer below caught as the interrupt (tests/test_experiment.py: LostInterruptTest).
+    def dispatch():
+      try:
+        faults.raise_terminated(signal.SIGTERM, None)
+      except faults.Terminated:
+        raise SystemError("bad argument to internal function") from None
+
+    with mock.patch.object(cli, "_dispatch", dispatch):
+      code, lines = cli_runner.run_in_process("--model=mobilenet_v2", "--dataset=digits",
+                                              "--regime=logreg")
+    self.assertEqual((code, lines), (faults.TERMINATED_EXIT_CODE, [cli.TERMINATED]))
+    faults.raise_if_interrupted()  # Reported, so forgotten: raises nothing.
 
   def test_one_error_path(self):
     workdir = self.create_tempdir().full_path

@@ -393,7 +393,7 @@ def main(argv: Sequence[str]) -> int:
   del argv  # `_parse_flags` refused any argument that is not a flag.
   progress.show_own_info_only()
   try:
-    return _dispatch()
+    return _dispatch_interruptible()
   except UsageError as e:
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
@@ -410,6 +410,18 @@ def main(argv: Sequence[str]) -> int:
   except KeyboardInterrupt:  # Ctrl-C: finished cells, trials and caches are kept.
     print(INTERRUPTED, file=sys.stderr)
     return 130
+  finally:
+    faults.clear_interrupt()  # Reported: whatever this process runs next starts afresh.
+
+
+def _dispatch_interruptible() -> int:
+  """`_dispatch`, raising a signal's interrupt that surfaced as another error as itself
+  (`faults.raise_if_interrupted`), so that it is reported as the interrupt it is."""
+  try:
+    return _dispatch()
+  except Exception as e:
+    faults.raise_if_interrupted(e)
+    raise
 
 
 def _dispatch() -> int:
@@ -495,6 +507,8 @@ def run_main():
   # chatter hides the progress lines; --verbosity still applies).
   devices.prepare_environment()
   signal.signal(signal.SIGTERM, faults.raise_terminated)  # Ends like Ctrl-C (`faults`).
+  if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Not if ignored (nohup).
+    signal.signal(signal.SIGINT, faults.raise_interrupted)
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -147,6 +147,7 @@ def run_experiment(config: ExperimentConfig, *, store: Optional[store_lib.Result
   except faults.MachineFault:  # A full disk is not the cell's failure: no row, the run stops.
     raise
   except Exception as e:  # Any failure (OOM and other TF errors too) is recorded, re-raised.
+    faults.raise_if_interrupted(e)  # Not a failure: a signal's interrupt, turned into e.
     record = _record(config, metric=dataset.metric, outcome=None, error=e,
                      seconds=time.perf_counter() - start, facts=facts)
     if not tuning.is_tuner_worker():

@@ -6,7 +6,9 @@ as `MachineFault`, stores no row, stops the run, and the CLI prints one line nam
 and what to free (exit 1). SIGTERM, which SLURM and Kubernetes send before they kill, raises
 `Terminated` in the main thread: a `KeyboardInterrupt`, so everything that cleans up after
 Ctrl-C (partial cache entries, child processes) does so, and the CLI ends with one line and
-exit code 143 (128 + SIGTERM), as a shell reports a process that SIGTERM ended.
+exit code 143 (128 + SIGTERM), as a shell reports a process that SIGTERM ended. The
+handlers remember what they raised (`raise_if_interrupted`), since an exception raised
+inside C code can come out as another error.
 
 TF-free: the CLI catches these without importing TensorFlow.
 """
@@ -15,6 +17,7 @@ import errno
 import os
 import shutil
 import signal
+from typing import Optional
 
 # errno values of a full disk: no space left, or the user's quota used up.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -59,7 +62,37 @@ def describe_disk_full(error: OSError) -> str:
           f"rerun the same command to resume")
 
 
+# The interrupt a signal handler raised, kept until the CLI has reported it. Python runs a
+# handler between bytecodes, which includes inside a C function that checks for signals
+# (TensorFlow's do): the exception it raises can then surface as another one. Seen with a
+# SIGTERM during a Keras training step: "SystemError: Objects/listobject.c:338: bad argument
+# to internal function", which keras-tuner took for a failed trial before training the next
+# one for its 100,000 steps. Code that catches `Exception` asks `raise_if_interrupted` first.
+_pending: list[type[KeyboardInterrupt]] = []
+
+
 def raise_terminated(signum, frame):
-  """A SIGTERM handler: raises `Terminated` in the main thread."""
+  """A SIGTERM handler: raises `Terminated` in the main thread (and remembers it)."""
   del signum, frame
+  _pending[:] = [Terminated]
   raise Terminated()
+
+
+def raise_interrupted(signum, frame):
+  """A SIGINT handler: raises `KeyboardInterrupt`, as Python's own does (and remembers it)."""
+  del signum, frame
+  _pending[:] = [KeyboardInterrupt]
+  raise KeyboardInterrupt()
+
+
+def raise_if_interrupted(cause: Optional[BaseException] = None) -> None:
+  """Raises the interrupt a signal handler of this module raised, if there was one, from
+  `cause` (the error it may have turned into): call it where an `Exception` would be taken
+  for a cell's or a trial's failure, and between steps of long work."""
+  if _pending:
+    raise _pending[0]() from cause
+
+
+def clear_interrupt() -> None:
+  """Forgets the interrupt (once reported: a process may run more after it, e.g. tests)."""
+  _pending.clear()

@@ -348,6 +348,7 @@ def extract_features(feature_fn, dataset: tf.data.Dataset, *, cache_dir: str, ke
       bar = progress.Progress(num_batches, description=f"extract {description}", unit="batch")
       steps = 0
       for steps, (images, batch_labels) in enumerate(iterator[0], 1):
+        faults.raise_if_interrupted()  # One a signal raised that came out as nothing.
         writer.append(np.asarray(feature_fn(images), dtype=np.float32), batch_labels)
         bar.update(steps)
       bar.finish(steps)

@@ -319,6 +319,7 @@ def with_shared_decoding(cells: Sequence[ExperimentConfig], run_fn: Callable, *,
         except faults.MachineFault:  # A full disk: the cells would meet it too.
           raise
         except Exception as e:  # pylint: disable=broad-except  (each cell records its own)
+          faults.raise_if_interrupted(e)
           logging.warning("The shared decode pass for %s failed (%s: %s); each cell "
                           "extracts its own features.", config.dataset, type(e).__name__, e)
     return run_fn(config, store=store)

@@ -187,6 +187,7 @@ def run_score_grid(base: ExperimentConfig, grid, *,
     except faults.MachineFault:  # A full disk: the next cell would meet it too.
       raise
     except Exception as e:  # pylint: disable=broad-except  # One cell's failure; go on.
+      faults.raise_if_interrupted(e)
       label = (f"{config.identity.model_label} / {config.identity.dataset_label} / "
                f"seed {config.seed}")
       failures.append(f"{label}: {type(e).__name__}: {e}")

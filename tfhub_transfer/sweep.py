@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from absl import logging
 
+from tfhub_transfer import faults
 from tfhub_transfer import protocol
 from tfhub_transfer import regimes as regimes_lib
 from tfhub_transfer.config import ExperimentConfig
@@ -224,6 +225,7 @@ def run_sweep(cells: Iterable[ExperimentConfig], *, store: store_lib.ResultsStor
   failures = []
   start = time.perf_counter()
   for number, config in enumerate(cells, 1):
+    faults.raise_if_interrupted()  # A signal's interrupt that a cell's code lost on the way.
     if stored.has_ok(*config.cell):
       skipped += 1
       continue

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhub_transfer import devices
+from tfhub_transfer import faults
 from tfhub_transfer import progress
 from tfhub_transfer import protocol
 
@@ -241,6 +242,16 @@ class _BackupAndRestore(keras.callbacks.BackupAndRestore):
       self._current_epoch, self._last_batch_seen = epoch + 1, 0
 
 
+class _StopOnInterrupt(keras.callbacks.Callback):
+  """Raises a signal's interrupt after the step it arrived in, should it have been lost on
+  the way (raised inside C code it can surface as another error, which something caught:
+  `faults`), so that a SIGTERM or Ctrl-C never leaves the training running."""
+
+  def on_train_batch_end(self, batch, logs=None):
+    del batch, logs
+    faults.raise_if_interrupted()
+
+
 TrainData = Union[tf.data.Dataset, Callable[[int], tf.data.Dataset]]
 
 
@@ -270,6 +281,7 @@ def train(model, train_data: TrainData, setup: TrainSetup, *, backup_dir: str,
     train_data = train_data(first_step)
     callbacks.append(_CheckResumeStep(first_step))
   callbacks.append(keras.callbacks.TerminateOnNaN())
+  callbacks.append(_StopOnInterrupt())
   if setup.log_dir:
     callbacks.append(keras.callbacks.TensorBoard(setup.log_dir, write_graph=False))
   # shuffle=False: the pipeline shuffles; Keras warns that its own flag is ignored for tf.data.
