@@ -89,8 +89,10 @@ class CellContext:
                                                               repr=False)
 
   def batches(self, split: str, *, training_mode: bool = False, repeat: bool = False,
-              start_batch: int = 0):
-    """The split's batches; a training split that fits is cached in memory (`cache_mode`)."""
+              start_batch: int = 0, resize_on_device: bool = False):
+    """The split's batches; a training split that fits is cached in memory (`cache_mode`).
+    `resize_on_device`: batches of decoded windows, for `make_feature_fn`'s function to
+    resample (`pipeline.make_pipeline`)."""
     return pipeline.make_pipeline(
         getattr(self.splits, split), image_size=self.backbone.image_size,
         preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
@@ -98,19 +100,7 @@ class CellContext:
         cache=self.cache_mode(split) if training_mode else None,
         repeat=repeat, drop_remainder=repeat, start_batch=start_batch,
         eval_preprocessing=self.config.eval_preprocessing,
-        fast_decode=self.config.fast_decode)
-
-  def feature_batches(self, split: str) -> tf.data.Dataset:
-    """The split's batches for feature extraction: `batches`, or with
-    `config.resize_on_device` batches of decoded windows, which `make_feature_fn`'s function
-    resamples on the accelerator."""
-    if not self.config.resize_on_device:
-      return self.batches(split)
-    return pipeline.make_pipeline(
-        getattr(self.splits, split), image_size=self.backbone.image_size,
-        preprocess_fn=get_preprocess_fn(self.backbone.preprocessing),
-        batch_size=self.config.batch_size, training=False,
-        eval_preprocessing=self.config.eval_preprocessing, resize_on_device=True)
+        fast_decode=self.config.fast_decode, resize_on_device=resize_on_device)
 
   def training_stream(self, split: str):
     """first_batch -> the repeated training batches of `split` from that batch on.
@@ -220,8 +210,8 @@ class CellContext:
   def make_feature_fn(self):
     """Builds the backbone: a compiled images -> features function (`config.jit_compile`),
     one shape per cell (batches padded to `config.batch_size`); with
-    `config.resize_on_device` it takes `feature_batches`' windows and resamples them
-    first."""
+    `config.resize_on_device` it takes `batches(resize_on_device=True)`' windows and
+    resamples them first."""
     inputs_fn = None
     if self.config.resize_on_device:
       if not tf.config.list_logical_devices("GPU"):
@@ -315,7 +305,8 @@ def extract_cell_features(ctx: CellContext, *, splits: Sequence[str] = FEATURE_S
   for split in splits:
     parts = ctx.feature_key_parts(split)
     cached[split] = features_lib.extract_features(
-        feature_fn, ctx.feature_batches(split), cache_dir=cache_dir,
+        feature_fn, ctx.batches(split, resize_on_device=ctx.config.resize_on_device),
+        cache_dir=cache_dir,
         key=features_lib.cache_key(parts), num_batches=ctx.num_batches(split),
         description=f"{ctx.config.model}/{ctx.config.dataset}/{split}", key_parts=parts)
   return cached
