@@ -393,7 +393,8 @@ def main(argv: Sequence[str]) -> int:
   del argv  # `_parse_flags` refused any argument that is not a flag.
   progress.show_own_info_only()
   try:
-    return _dispatch_interruptible()
+    with faults.interrupts_raised():  # Reported as the interrupt, not as what it became.
+      return _dispatch()
   except UsageError as e:
     print(f"tfhub_transfer: {e}", file=sys.stderr)
     return 2
@@ -412,16 +413,6 @@ def main(argv: Sequence[str]) -> int:
     return 130
   finally:
     faults.clear_interrupt()  # Reported: whatever this process runs next starts afresh.
-
-
-def _dispatch_interruptible() -> int:
-  """`_dispatch`, raising a signal's interrupt that surfaced as another error as itself
-  (`faults.raise_if_interrupted`), so that it is reported as the interrupt it is."""
-  try:
-    return _dispatch()
-  except Exception as e:
-    faults.raise_if_interrupted(e)
-    raise
 
 
 def _dispatch() -> int:

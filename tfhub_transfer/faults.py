@@ -13,11 +13,12 @@ inside C code can come out as another error.
 TF-free: the CLI catches these without importing TensorFlow.
 """
 
+import contextlib
 import errno
 import os
 import shutil
 import signal
-from typing import Optional
+from typing import Iterator, Optional
 
 # errno values of a full disk: no space left, or the user's quota used up.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -91,6 +92,17 @@ def raise_if_interrupted(cause: Optional[BaseException] = None) -> None:
   for a cell's or a trial's failure, and between steps of long work."""
   if _pending:
     raise _pending[0]() from cause
+
+
+@contextlib.contextmanager
+def interrupts_raised() -> Iterator[None]:
+  """Within it, an `Exception` that a signal's interrupt turned into leaves as the interrupt
+  (`raise_if_interrupted`), for callers whose caller takes an Exception for a failure."""
+  try:
+    yield
+  except Exception as e:
+    raise_if_interrupted(e)
+    raise
 
 
 def clear_interrupt() -> None:

@@ -192,13 +192,10 @@ class _Tuner(kt.Tuner):
     # one model (`cell_model`), and the refit is built from the best trial's values.
     del args, kwargs  # Its checkpoint and tuner callbacks: see `TransferHyperModel.fit`.
     hp = trial.hyperparameters
-    try:
+    # keras-tuner records an Exception as a failed trial and runs the next: a signal's
+    # interrupt that surfaced as another error (`faults`) must stop the search instead.
+    with faults.interrupts_raised():
       return self.hypermodel.fit(hp, self.hypermodel.build(hp), trial_id=trial.trial_id)
-    except Exception as e:
-      # keras-tuner records an Exception as a failed trial and runs the next: a signal's
-      # interrupt that surfaced as another error (`faults`) must stop the search instead.
-      faults.raise_if_interrupted(e)
-      raise
 
 
 def make_tuner(hypermodel: TransferHyperModel, *, kind: str, directory: str,
