@@ -11,7 +11,6 @@ machine do not count; images per CPU-second is images per second on one core. Th
 bytes are held in memory: reading files is not measured.
 """
 
-import dataclasses
 import glob
 import os
 import statistics
@@ -147,7 +146,7 @@ def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
               read_photos(profile.preprocess_photos, photos),
           "synthetic TFDS-size JPEGs (longer side 300-512)":
               synthetic_jpegs(profile.preprocess_synthetic)}
-  figures = {}
+  figures = []
   for training in (False, True):
     kind = "training (random-resized crop + flip)" if training else "evaluation (slim crop)"
     sides = (_REFERENCE, _FAST) if training else (_REFERENCE, _FAST, _ON_DEVICE)
@@ -165,9 +164,9 @@ def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
       baseline = harness.Measurement(
           f"make_pipeline (reference path), {n} images after an untimed first batch, CPU s "
           f"of the process", "s", reference)
-      key = (("9c", "9d") if training else ("9a", "9b"))[index]
-      figures[key] = harness.Figure(
-          key="", title=f"{kind} preprocessing per core, {name}: --fast_decode / reference",
+      figures.append(harness.Figure(
+          key=(("9c", "9d") if training else ("9a", "9b"))[index],
+          title=f"{kind} preprocessing per core, {name}: --fast_decode / reference",
           measured=harness.Measurement(
               f"make_pipeline(fast_decode=True), {n} images after an untimed first batch, CPU s "
               f"of the process", "s", fast),
@@ -176,13 +175,14 @@ def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
           setup=f"{setup}: reference {rate(reference)}, fast {rate(fast)} images per "
                 f"CPU-second (= per core)" + ("" if training else (
                     "; the resize on the host, as a CPU-only host runs it (on a host with "
-                    "an accelerator: 9e/9f)")))
+                    "an accelerator: 9e/9f)"))))
       if on_device:
         [on_device] = on_device
         resample = device_resample_ms(encoded, size, batch, profile.preprocess_repetitions)
-        figures["9" + "ef"[index]] = harness.Figure(
-            key="", title=(f"evaluation (slim crop) preprocessing per host core, {name}: "
-                           f"--fast_decode --resize_on_device (host's share) / reference"),
+        figures.append(harness.Figure(
+            key=("9e", "9f")[index],
+            title=(f"evaluation (slim crop) preprocessing per host core, {name}: "
+                   f"--fast_decode --resize_on_device (host's share) / reference"),
             measured=harness.Measurement(
                 f"make_pipeline(fast_decode=True, resize_on_device=True): decoded windows in "
                 f"uint8 canvases, {n} images after an untimed first batch, CPU s of the "
@@ -192,8 +192,8 @@ def figures_preprocessing(profile: Profile) -> list[harness.Figure]:
                   f"images per CPU-second (= per core). The resample then runs in the "
                   f"accelerator's forward function; on this CPU (XLA) it costs "
                   f"{resample:.2f} ms per image, so a CPU-only host keeps the resize on "
-                  f"the host (9a/9b)")
-  return [dataclasses.replace(figure, key=key) for key, figure in sorted(figures.items())]
+                  f"the host (9a/9b)"))
+  return sorted(figures, key=lambda figure: figure.key)
 
 
 def _timed_map(inputs: tf.data.Dataset, fn):
