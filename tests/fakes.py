@@ -83,6 +83,14 @@ class _TinyFeatureModule(tf.Module):
     return tf.reshape(x, (-1, self.grid * self.grid * x.shape[-1]))
 
 
+def encoded_dataset(encoded_images, labels=None) -> tf.data.Dataset:
+  """{"image": encoded bytes, "label": int64} examples, as `pipeline.make_pipeline` reads
+  them; labels 0, 1, ... unless given."""
+  labels = list(range(len(encoded_images))) if labels is None else labels
+  return tf.data.Dataset.from_tensor_slices(
+      {"image": tf.constant(encoded_images), "label": tf.constant(labels, tf.int64)})
+
+
 def make_tiny_savedmodel(path, *, feature_dim=8, seed=0, grid=1):
   """Writes a reusable TF2 SavedModel (the TF Hub format) to `path` and returns `path`.
 

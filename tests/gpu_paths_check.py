@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import dummy_data_images as dummy
+from tests import fakes
 from tests import mirrored_check
 from tfhub_transfer.transfer_head import TransferHead  # Starts no device: safe before setup.
 
@@ -107,8 +108,7 @@ def main(argv):
   # resampled in the replicas' function, against the host-resampled fast path.
   encoded = [dummy.photo_jpeg(h, w, 0, seed=i)
              for i, (h, w) in enumerate([(90, 120), (50, 70), (120, 160)])]
-  source = tf.data.Dataset.from_tensor_slices(
-      {"image": tf.constant(encoded), "label": tf.range(3, dtype=tf.int64)})
+  source = fakes.encoded_dataset(encoded)
   scale = lambda images: images / 127.5 - 1.0  # noqa: E731
   window_fn = features.make_feature_fn(model, strategy, batch_size=2,
                                        inputs_fn=device_resample.inputs_fn(8, scale))

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import dummy_data_images as dummy
+from tests import fakes
 from tests import gpu_paths_check
 from tfhub_transfer import features
 from tfhub_transfer.config import ExperimentConfig
@@ -14,10 +15,7 @@ from tfhub_transfer.data import device_resample
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import transforms
 
-
-def _dataset(encoded):
-  return tf.data.Dataset.from_tensor_slices(
-      {"image": tf.constant(encoded), "label": tf.range(len(encoded), dtype=tf.int64)})
+_dataset = fakes.encoded_dataset
 
 
 def _on_device(encoded, image_size, preprocess_fn=lambda images: images, batch_size=4):

@@ -9,20 +9,17 @@ from PIL import Image
 import tensorflow as tf
 
 from tests import dummy_data_images as dummy
+from tests import fakes
 from tfhub_transfer.data import pipeline
 from tfhub_transfer.data import preprocessing
 from tfhub_transfer.data import threads
 from tfhub_transfer.data import transforms
 
+_dataset = fakes.encoded_dataset
+
 
 def _identity(images):
   return images
-
-
-def _dataset(encoded_images, labels=None):
-  labels = list(range(len(encoded_images))) if labels is None else labels
-  return tf.data.Dataset.from_tensor_slices(
-      {"image": tf.constant(encoded_images), "label": tf.constant(labels, tf.int64)})
 
 
 def _batches(ds, **kwargs):

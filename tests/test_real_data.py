@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from tests import fakes
 from tests import shared_data
 from tfhub_transfer import experiment
 from tfhub_transfer import scoring
@@ -108,8 +109,7 @@ class Pets37DecodeTest(parameterized.TestCase):
       for name in sorted(os.listdir(os.path.join(pets, folder))):
         with open(os.path.join(pets, folder, name), "rb") as f:
           encoded.append(f.read())
-    source = tf.data.Dataset.from_tensor_slices(
-        {"image": tf.constant(encoded), "label": tf.zeros([len(encoded)], tf.int64)})
+    source = fakes.encoded_dataset(encoded)
     common = dict(image_size=image_size, preprocess_fn=lambda images: images, batch_size=37,
                   training=False, fast_decode=True)
     fast = np.concatenate([x for x, _ in pipeline.make_pipeline(source, **common)])
